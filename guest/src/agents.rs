@@ -1,0 +1,538 @@
+//! Agents: registration (an upsert), the session guard, liveness and the reaper.
+//!
+//! Rules from SPEC section 1: kinds are inferred when not given, provider agents get a `claude` or
+//! `codex` tag, re-registration keeps what the caller does not send, channel agents must use the
+//! canonical id `PROVIDER:ACCOUNT`, and the built-ins `user` and `system` always exist.
+
+use serde_json::{Map, Value as Json};
+
+use crate::auth::{self, Identity};
+use crate::bindings::agent_relay::relay::types::{
+    AgentCard, AgentKind, AgentQuery, AgentStatus, Caller, Deleted, LabelInput, RegisterAgentInput,
+    RegisteredAgent, RelayError, SessionInput, StatusInput,
+};
+use crate::db::{self, Row};
+use crate::error::{conflict, invalid, not_found};
+use crate::input::{self, MAX_SHORT_TEXT};
+use crate::{params, settings};
+
+pub const USER: &str = "user";
+pub const SYSTEM: &str = "system";
+
+const AGENT_COLUMNS: &str = "id, name, kind, label, tags, machine, rig, capabilities, ready, \
+     status, instance_id, epoch, meta, last_seen, created_at";
+
+pub fn is_builtin(id: &str) -> bool {
+    id == USER || id == SYSTEM
+}
+
+pub fn kind_name(kind: AgentKind) -> &'static str {
+    match kind {
+        AgentKind::Provider => "provider",
+        AgentKind::User => "user",
+        AgentKind::System => "system",
+        AgentKind::Channel => "channel",
+        AgentKind::Orchestrator => "orchestrator",
+    }
+}
+
+fn parse_kind(text: &str) -> AgentKind {
+    match text {
+        "user" => AgentKind::User,
+        "system" => AgentKind::System,
+        "channel" => AgentKind::Channel,
+        "orchestrator" => AgentKind::Orchestrator,
+        _ => AgentKind::Provider,
+    }
+}
+
+pub fn status_name(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Online => "online",
+        AgentStatus::Busy => "busy",
+        AgentStatus::Offline => "offline",
+    }
+}
+
+fn parse_status(text: &str) -> AgentStatus {
+    match text {
+        "busy" => AgentStatus::Busy,
+        "offline" => AgentStatus::Offline,
+        _ => AgentStatus::Online,
+    }
+}
+
+fn card_from_row(row: &Row) -> Result<AgentCard, RelayError> {
+    Ok(AgentCard {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        kind: parse_kind(&row.text("kind")?),
+        label: row.opt_text("label")?,
+        tags: row.string_list("tags")?,
+        machine: row.opt_text("machine")?,
+        rig: row.opt_text("rig")?,
+        capabilities: row.string_list("capabilities")?,
+        ready: row.flag("ready")?,
+        status: parse_status(&row.text("status")?),
+        instance_id: row.opt_text("instance_id")?,
+        epoch: row.int("epoch")?,
+        meta: input::json_text(row.opt_text("meta")?),
+        last_seen: row.int("last_seen")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+/// The agent with this id, if registered.
+pub fn load(id: &str) -> Result<Option<AgentCard>, RelayError> {
+    db::query_one(
+        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?"),
+        &params![id],
+    )?
+    .map(|row| card_from_row(&row))
+    .transpose()
+}
+
+/// The agent with this id, or 404.
+pub fn require(id: &str) -> Result<AgentCard, RelayError> {
+    load(id)?.ok_or_else(|| not_found(format!("agent {id} is not registered")))
+}
+
+/// Every registered agent, in id order.
+pub fn all() -> Result<Vec<AgentCard>, RelayError> {
+    db::query(
+        &format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"),
+        &[],
+    )?
+    .iter()
+    .map(card_from_row)
+    .collect()
+}
+
+pub fn get(caller: &Caller, id: &str) -> Result<AgentCard, RelayError> {
+    auth::identify(caller)?;
+    require(id)
+}
+
+pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, RelayError> {
+    auth::identify(caller)?;
+    Ok(all()?
+        .into_iter()
+        .filter(|agent| query.kind.is_none_or(|kind| agent.kind == kind))
+        .filter(|agent| query.status.is_none_or(|status| agent.status == status))
+        .filter(|agent| {
+            query
+                .tag
+                .as_ref()
+                .is_none_or(|tag| agent.tags.contains(tag))
+        })
+        .collect())
+}
+
+fn meta_str<'a>(meta: &'a Map<String, Json>, key: &str) -> Option<&'a str> {
+    meta.get(key)
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// SPEC 1: the kind an agent gets when the caller names none.
+fn infer_kind(
+    id: &str,
+    tags: &[String],
+    capabilities: &[String],
+    meta: &Map<String, Json>,
+) -> AgentKind {
+    match (id, meta_str(meta, "kind")) {
+        (USER, _) => AgentKind::User,
+        (SYSTEM, _) => AgentKind::System,
+        (_, Some("channel" | "communication-channel")) => AgentKind::Channel,
+        (_, Some("orchestrator")) => AgentKind::Orchestrator,
+        _ if tags.iter().chain(capabilities).any(|t| t == "channel") => AgentKind::Channel,
+        _ => AgentKind::Provider,
+    }
+}
+
+/// The provider tag (`claude` or `codex`) a provider agent's id, name, meta or tags point to.
+fn infer_provider_tag(
+    id: &str,
+    name: &str,
+    tags: &[String],
+    meta: &Map<String, Json>,
+) -> Option<&'static str> {
+    let meta_values = ["provider", "agent", "client", "model", "cli"]
+        .iter()
+        .filter_map(|key| meta_str(meta, key));
+    let haystack: Vec<String> = [id, name]
+        .into_iter()
+        .chain(meta_values)
+        .chain(tags.iter().map(String::as_str))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    ["claude", "codex"]
+        .into_iter()
+        .find(|provider| haystack.iter().any(|value| value.contains(provider)))
+}
+
+/// SPEC 1: the canonical id a channel agent must use, `PROVIDER:ACCOUNT`.
+pub fn canonical_channel_id(id: &str, tags: &[String], meta: &Map<String, Json>) -> String {
+    let provider = channel_provider(tags, meta);
+    let account = meta_str(meta, "accountId").map_or_else(
+        || {
+            id.strip_prefix(&format!("{provider}:"))
+                .unwrap_or(id)
+                .to_owned()
+        },
+        str::to_owned,
+    );
+    format!("{provider}:{account}")
+}
+
+/// The provider of a channel agent: from its meta, a `channel:PROVIDER` tag, else `custom`.
+pub fn channel_provider(tags: &[String], meta: &Map<String, Json>) -> String {
+    ["provider", "channelType", "transport"]
+        .iter()
+        .find_map(|key| meta_str(meta, key))
+        .map(str::to_owned)
+        .or_else(|| {
+            tags.iter()
+                .find_map(|tag| tag.strip_prefix("channel:"))
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "custom".to_owned())
+}
+
+pub fn register(
+    caller: &Caller,
+    input: RegisterAgentInput,
+    now: i64,
+) -> Result<RegisteredAgent, RelayError> {
+    let id = input::id("id", &input.id)?.to_owned();
+    if is_builtin(&id) {
+        return Err(conflict(format!(
+            "{id} is a built-in agent and cannot be registered"
+        )));
+    }
+    let existing = load(&id)?;
+    if existing.is_some() {
+        auth::act_as(caller, &id)?;
+    } else {
+        auth::require_operator(caller)?;
+    }
+
+    let name = match input.name.as_deref() {
+        Some(name) => input::id("name", name)?.to_owned(),
+        None => existing
+            .as_ref()
+            .map_or_else(|| id.clone(), |a| a.name.clone()),
+    };
+    input::text("name", &name, MAX_SHORT_TEXT)?;
+    let meta = input::json_object("meta", input.meta.as_ref())?;
+    let capabilities = match &input.capabilities {
+        Some(list) => input::id_list("capabilities", list)?,
+        None => existing
+            .as_ref()
+            .map(|a| a.capabilities.clone())
+            .unwrap_or_default(),
+    };
+    let mut tags = match &input.tags {
+        Some(list) => input::id_list("tags", list)?,
+        None => existing
+            .as_ref()
+            .map(|a| a.tags.clone())
+            .unwrap_or_default(),
+    };
+    let kind = input
+        .kind
+        .unwrap_or_else(|| infer_kind(&id, &tags, &capabilities, &meta));
+    if matches!(kind, AgentKind::User | AgentKind::System) {
+        return Err(invalid(
+            "kind user and system are reserved for the built-in agents",
+        ));
+    }
+    if kind == AgentKind::Channel {
+        let expected = canonical_channel_id(&id, &tags, &meta);
+        if expected != id {
+            return Err(invalid(format!(
+                "channel agent id must be canonical: {expected}"
+            )));
+        }
+    }
+    if kind == AgentKind::Provider {
+        if let Some(tag) = infer_provider_tag(&id, &name, &tags, &meta) {
+            if !tags.iter().any(|t| t == tag) {
+                tags.push(tag.to_owned());
+            }
+        }
+    }
+    let label = match input.label {
+        Some(Some(label)) => Some(input::id("label", &label)?.to_owned()),
+        Some(None) => None,
+        None => existing.as_ref().and_then(|a| a.label.clone()),
+    };
+    let machine = optional_text(
+        "machine",
+        input.machine,
+        existing.as_ref().and_then(|a| a.machine.clone()),
+    )?;
+    let rig = optional_text(
+        "rig",
+        input.rig,
+        existing.as_ref().and_then(|a| a.rig.clone()),
+    )?;
+    let ready = input
+        .ready
+        .unwrap_or_else(|| existing.as_ref().is_none_or(|a| a.ready));
+    let status = input.status.unwrap_or(AgentStatus::Online);
+    if let Some(instance_id) = &input.instance_id {
+        input::id("instanceId", instance_id)?;
+    }
+    // A new instance id starts a new session: the epoch moves on by one.
+    let (instance_id, epoch) = match (&existing, input.instance_id) {
+        (Some(a), Some(new)) if a.instance_id.as_deref() != Some(new.as_str()) => {
+            (Some(new), a.epoch + 1)
+        }
+        (Some(a), None) => (a.instance_id.clone(), a.epoch),
+        (Some(a), Some(same)) => (Some(same), a.epoch),
+        (None, Some(new)) => (Some(new), 1),
+        (None, None) => (None, 0),
+    };
+
+    let token = if existing.is_none() {
+        Some(auth::new_token()?)
+    } else {
+        None
+    };
+    db::execute(
+        "INSERT INTO agents (id, name, kind, label, tags, machine, rig, capabilities, ready, status,
+             instance_id, epoch, meta, token_hash, last_seen, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)
+         ON CONFLICT(id) DO UPDATE SET
+             name = ?2, kind = ?3, label = ?4, tags = ?5, machine = ?6, rig = ?7,
+             capabilities = ?8, ready = ?9, status = ?10, instance_id = ?11, epoch = ?12,
+             meta = ?13, last_seen = ?15",
+        &params![
+            id.as_str(),
+            name,
+            kind_name(kind),
+            label,
+            db::to_json_list(&tags),
+            machine,
+            rig,
+            db::to_json_list(&capabilities),
+            ready,
+            status_name(status),
+            instance_id,
+            epoch,
+            input::to_json_text(&meta),
+            token.as_deref().map(auth::token_hash),
+            now,
+        ],
+    )?;
+    let agent = require(&id)?;
+    Ok(RegisteredAgent {
+        agent,
+        created: existing.is_none(),
+        token,
+    })
+}
+
+fn optional_text(
+    field: &str,
+    sent: Option<String>,
+    kept: Option<String>,
+) -> Result<Option<String>, RelayError> {
+    match sent {
+        Some(value) => Ok(Some(input::text(field, &value, MAX_SHORT_TEXT)?.to_owned())),
+        None => Ok(kept),
+    }
+}
+
+pub fn delete(caller: &Caller, id: &str) -> Result<Deleted, RelayError> {
+    auth::require_operator(caller)?;
+    if is_builtin(id) {
+        return Err(conflict(format!(
+            "{id} is a built-in agent and cannot be deleted"
+        )));
+    }
+    require(id)?;
+    db::execute("DELETE FROM agents WHERE id = ?", &params![id])?;
+    Ok(Deleted { id: id.to_owned() })
+}
+
+/// The session guard: a call that names an instance id or epoch must name the current ones.
+pub fn check_session(
+    agent: &AgentCard,
+    instance_id: Option<&str>,
+    epoch: Option<i64>,
+) -> Result<(), RelayError> {
+    let instance_matches =
+        instance_id.is_none_or(|given| agent.instance_id.as_deref() == Some(given));
+    let epoch_matches = epoch.is_none_or(|given| given == agent.epoch);
+    if instance_matches && epoch_matches {
+        return Ok(());
+    }
+    Err(RelayError::StaleSession(format!(
+        "agent {} is in session {} epoch {}; this call came from instance {} epoch {}",
+        agent.id,
+        agent.instance_id.as_deref().unwrap_or("(none)"),
+        agent.epoch,
+        instance_id.unwrap_or("(any)"),
+        epoch.map_or_else(|| "(any)".to_owned(), |e| e.to_string()),
+    )))
+}
+
+/// Authorises a call acting for `agent_id` and checks its session guard; returns the agent.
+pub fn acting(
+    caller: &Caller,
+    agent_id: &str,
+    instance_id: Option<&str>,
+    epoch: Option<i64>,
+) -> Result<(Identity, AgentCard), RelayError> {
+    input::id("agentId", agent_id)?;
+    let identity = auth::act_as(caller, agent_id)?;
+    let agent = require(agent_id)?;
+    check_session(&agent, instance_id, epoch)?;
+    Ok((identity, agent))
+}
+
+pub fn heartbeat(
+    caller: &Caller,
+    id: &str,
+    input: &SessionInput,
+    now: i64,
+) -> Result<AgentCard, RelayError> {
+    acting(caller, id, input.instance_id.as_deref(), input.epoch)?;
+    db::execute(
+        "UPDATE agents SET last_seen = ?2,
+             status = CASE WHEN status = 'offline' THEN 'online' ELSE status END
+         WHERE id = ?1",
+        &params![id, now],
+    )?;
+    require(id)
+}
+
+pub fn set_status(
+    caller: &Caller,
+    id: &str,
+    input: &StatusInput,
+    now: i64,
+) -> Result<AgentCard, RelayError> {
+    let (_, agent) = acting(caller, id, input.instance_id.as_deref(), input.epoch)?;
+    if is_builtin(id) {
+        return Err(conflict(format!(
+            "{id} is a built-in agent and is always online"
+        )));
+    }
+    db::execute(
+        "UPDATE agents SET status = ?2, ready = ?3, last_seen = ?4 WHERE id = ?1",
+        &params![
+            id,
+            status_name(input.status),
+            input.ready.unwrap_or(agent.ready),
+            now
+        ],
+    )?;
+    require(id)
+}
+
+pub fn set_label(
+    caller: &Caller,
+    id: &str,
+    input: &LabelInput,
+    now: i64,
+) -> Result<AgentCard, RelayError> {
+    acting(caller, id, input.instance_id.as_deref(), input.epoch)?;
+    let label = match &input.label {
+        Some(label) => Some(input::id("label", label)?),
+        None => None,
+    };
+    db::execute(
+        "UPDATE agents SET label = ?2, last_seen = ?3 WHERE id = ?1",
+        &params![id, label, now],
+    )?;
+    require(id)
+}
+
+/// Marks agents not seen within the stale TTL offline; built-ins are exempt.
+pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {
+    let cutoff = now - settings::number(settings::STALE_TTL_MS)?;
+    let stale: Vec<String> = db::query(
+        "SELECT id FROM agents
+         WHERE status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
+         ORDER BY id",
+        &params![cutoff],
+    )?
+    .iter()
+    .map(|row| row.text("id"))
+    .collect::<Result<_, _>>()?;
+    if !stale.is_empty() {
+        db::execute(
+            "UPDATE agents SET status = 'offline'
+             WHERE status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')",
+            &params![cutoff],
+        )?;
+    }
+    Ok(stale)
+}
+
+/// The built-in agents exist, online and ready, whatever happened to them.
+pub fn ensure_builtins(now: i64) -> Result<(), RelayError> {
+    for (id, name, tags) in [
+        (USER, "User", r#"["human"]"#),
+        (SYSTEM, "System", r#"["system"]"#),
+    ] {
+        db::execute(
+            "INSERT INTO agents (id, name, kind, tags, capabilities, ready, status, meta, last_seen, created_at)
+             VALUES (?1, ?2, ?1, ?3, '[]', 1, 'online', '{\"builtin\":true}', ?4, ?4)
+             ON CONFLICT(id) DO UPDATE SET kind = ?1, status = 'online', ready = 1, last_seen = ?4",
+            &params![id, name, tags, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether group targets (label, tag, capability, broadcast, orchestrator) can reach an agent at
+/// all: the built-ins and channels only ever receive what is addressed to their own id.
+pub fn joins_groups(agent: &AgentCard) -> bool {
+    !is_builtin(&agent.id)
+        && !matches!(
+            agent.kind,
+            AgentKind::Channel | AgentKind::User | AgentKind::System
+        )
+}
+
+/// Whether an agent is in the delivery set of the group targets it matches: it joins groups and
+/// is not offline.
+pub fn receives_groups(agent: &AgentCard) -> bool {
+    joins_groups(agent) && agent.status != AgentStatus::Offline
+}
+
+/// Every target string that reaches this agent, its own id first (SPEC 2).
+pub fn targets_reaching(agent: &AgentCard) -> Vec<String> {
+    let mut targets = vec![agent.id.clone()];
+    if !joins_groups(agent) {
+        return targets;
+    }
+    targets.push("broadcast".to_owned());
+    if let Some(label) = &agent.label {
+        targets.push(format!("label:{label}"));
+    }
+    targets.extend(agent.tags.iter().map(|t| format!("tag:{t}")));
+    targets.extend(agent.capabilities.iter().map(|c| format!("cap:{c}")));
+    if let Some(orchestrator) = orchestrator_of(agent) {
+        targets.push(format!("orchestrator:{orchestrator}"));
+    }
+    targets
+}
+
+/// The orchestrator id an orchestrator's own agent (`orchestrator-ID`) stands for.
+pub fn orchestrator_of(agent: &AgentCard) -> Option<String> {
+    if agent.kind != AgentKind::Orchestrator {
+        return None;
+    }
+    let meta: Map<String, Json> = serde_json::from_str(&agent.meta.json).unwrap_or_default();
+    meta_str(&meta, "orchestratorId")
+        .map(str::to_owned)
+        .or_else(|| agent.id.strip_prefix("orchestrator-").map(str::to_owned))
+}

@@ -1,0 +1,154 @@
+//! Typed access to the host's store capability: parameters in, rows out by column name.
+//!
+//! Every failure becomes a `RelayError` here, so domain modules can use `?` throughout.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::bindings::agent_relay::relay::store::{self, Executed, Value};
+use crate::bindings::agent_relay::relay::types::RelayError;
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Value::Text(text)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(text: &String) -> Self {
+        Value::Text(text.clone())
+    }
+}
+
+impl From<i64> for Value {
+    fn from(number: i64) -> Self {
+        Value::Integer(number)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(flag: bool) -> Self {
+        Value::Integer(i64::from(flag))
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Builds a parameter list from anything that converts into a store value.
+#[macro_export]
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        vec![$($crate::bindings::agent_relay::relay::store::Value::from($value)),*]
+    };
+}
+
+/// One result row, read by column name.
+pub struct Row {
+    columns: Rc<HashMap<String, usize>>,
+    values: Vec<Value>,
+}
+
+impl Row {
+    fn value(&self, column: &str) -> Result<&Value, RelayError> {
+        self.columns
+            .get(column)
+            .and_then(|&i| self.values.get(i))
+            .ok_or_else(|| RelayError::Internal(format!("query has no column {column}")))
+    }
+
+    pub fn text(&self, column: &str) -> Result<String, RelayError> {
+        self.opt_text(column)?
+            .ok_or_else(|| RelayError::Internal(format!("column {column} is null")))
+    }
+
+    pub fn opt_text(&self, column: &str) -> Result<Option<String>, RelayError> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Text(text) => Ok(Some(text.clone())),
+            Value::Integer(n) => Ok(Some(n.to_string())),
+            _ => Err(RelayError::Internal(format!("column {column} is not text"))),
+        }
+    }
+
+    pub fn int(&self, column: &str) -> Result<i64, RelayError> {
+        self.opt_int(column)?
+            .ok_or_else(|| RelayError::Internal(format!("column {column} is null")))
+    }
+
+    pub fn opt_int(&self, column: &str) -> Result<Option<i64>, RelayError> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Integer(n) => Ok(Some(*n)),
+            #[allow(clippy::cast_possible_truncation)]
+            Value::Real(r) => Ok(Some(*r as i64)),
+            _ => Err(RelayError::Internal(format!(
+                "column {column} is not an integer"
+            ))),
+        }
+    }
+
+    pub fn flag(&self, column: &str) -> Result<bool, RelayError> {
+        Ok(self.opt_int(column)?.unwrap_or(0) != 0)
+    }
+
+    /// A column holding a JSON array of strings; anything unreadable counts as empty.
+    pub fn string_list(&self, column: &str) -> Result<Vec<String>, RelayError> {
+        Ok(self
+            .opt_text(column)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+}
+
+/// Runs a statement that returns rows.
+pub fn query(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
+    let rows = store::query(sql, params)?;
+    let columns: Rc<HashMap<String, usize>> = Rc::new(
+        rows.columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| (name, i))
+            .collect(),
+    );
+    Ok(rows
+        .rows
+        .into_iter()
+        .map(|values| Row {
+            columns: Rc::clone(&columns),
+            values,
+        })
+        .collect())
+}
+
+/// Runs a statement expected to return at most one row.
+pub fn query_one(sql: &str, params: &[Value]) -> Result<Option<Row>, RelayError> {
+    Ok(query(sql, params)?.into_iter().next())
+}
+
+/// Runs a statement that writes.
+pub fn execute(sql: &str, params: &[Value]) -> Result<Executed, RelayError> {
+    Ok(store::execute(sql, params)?)
+}
+
+/// Runs several statements with no parameters, in order.
+pub fn execute_batch(statements: &[&str]) -> Result<(), RelayError> {
+    for sql in statements {
+        execute(sql, &[])?;
+    }
+    Ok(())
+}
+
+/// A list of strings as stored: a JSON array.
+pub fn to_json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}

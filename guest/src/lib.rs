@@ -1,0 +1,133 @@
+//! The relay's behaviour as a WebAssembly component.
+//!
+//! Every exported operation arrives here and is handed to the module of its domain. Each module
+//! follows the same three steps: validate the input, read and write through the store, build the
+//! record to return. The guest sees nothing but the store capability, the clock and randomness;
+//! the host wraps every call in one transaction, so an `Err` undoes everything the call wrote.
+
+#![allow(unsafe_code)] // the `export!` macro emits the component ABI glue
+
+mod bindings {
+    wit_bindgen::generate!({
+        world: "relay",
+        path: "../wit",
+        generate_all,
+    });
+}
+
+mod agents;
+mod auth;
+mod claims;
+mod db;
+mod error;
+mod input;
+mod messages;
+mod schema;
+mod settings;
+
+use bindings::agent_relay::relay::types::{
+    AgentCard, AgentQuery, Caller, ClaimInput, Deleted, LabelInput, Message, PollQuery, ReapReport,
+    RegisterAgentInput, RegisteredAgent, RelayError, SchemaReport, SendMessageInput, SentMessage,
+    SessionInput, StatusInput,
+};
+use bindings::exports::agent_relay::relay::{commands, queries};
+
+/// The component's single entry type; it holds no state between calls.
+struct Relay;
+
+/// What every operation returns.
+type Outcome<T> = Result<T, RelayError>;
+
+/// The current time in milliseconds since the Unix epoch, from the host's (substitutable) clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl queries::Guest for Relay {
+    fn get_agent(caller: Caller, agent_id: String) -> Outcome<AgentCard> {
+        agents::get(&caller, &agent_id)
+    }
+
+    fn list_agents(caller: Caller, query: AgentQuery) -> Outcome<Vec<AgentCard>> {
+        agents::list(&caller, &query)
+    }
+
+    fn get_message(caller: Caller, message_id: i64) -> Outcome<Message> {
+        messages::get(&caller, message_id)
+    }
+
+    fn get_thread(caller: Caller, thread_id: i64) -> Outcome<Vec<Message>> {
+        messages::thread(&caller, thread_id)
+    }
+
+    fn poll_inbox(caller: Caller, agent_id: String, query: PollQuery) -> Outcome<Vec<Message>> {
+        messages::inbox(&caller, &agent_id, &query, now_ms())
+    }
+}
+
+impl commands::Guest for Relay {
+    fn migrate(caller: Caller) -> Outcome<SchemaReport> {
+        auth::require_operator(&caller)?;
+        schema::migrate(now_ms())
+    }
+
+    fn register_agent(caller: Caller, input: RegisterAgentInput) -> Outcome<RegisteredAgent> {
+        agents::register(&caller, input, now_ms())
+    }
+
+    fn delete_agent(caller: Caller, agent_id: String) -> Outcome<Deleted> {
+        agents::delete(&caller, &agent_id)
+    }
+
+    fn heartbeat(caller: Caller, agent_id: String, input: SessionInput) -> Outcome<AgentCard> {
+        agents::heartbeat(&caller, &agent_id, &input, now_ms())
+    }
+
+    fn set_agent_status(
+        caller: Caller,
+        agent_id: String,
+        input: StatusInput,
+    ) -> Outcome<AgentCard> {
+        agents::set_status(&caller, &agent_id, &input, now_ms())
+    }
+
+    fn set_agent_label(caller: Caller, agent_id: String, input: LabelInput) -> Outcome<AgentCard> {
+        agents::set_label(&caller, &agent_id, &input, now_ms())
+    }
+
+    fn send_message(caller: Caller, input: SendMessageInput) -> Outcome<SentMessage> {
+        messages::send(&caller, input, now_ms())
+    }
+
+    fn mark_read(caller: Caller, message_id: i64, input: ClaimInput) -> Outcome<Message> {
+        messages::mark_read(&caller, message_id, &input, now_ms())
+    }
+
+    fn claim_message(caller: Caller, message_id: i64, input: ClaimInput) -> Outcome<Message> {
+        claims::claim(&caller, message_id, &input, now_ms())
+    }
+
+    fn renew_claim(caller: Caller, message_id: i64, input: ClaimInput) -> Outcome<Message> {
+        claims::renew(&caller, message_id, &input, now_ms())
+    }
+
+    fn release_claim(caller: Caller, message_id: i64, input: ClaimInput) -> Outcome<Message> {
+        claims::release(&caller, message_id, &input, now_ms())
+    }
+
+    fn reap(caller: Caller) -> Outcome<ReapReport> {
+        auth::require_operator(&caller)?;
+        let now = now_ms();
+        let offline_agents = agents::reap_stale(now)?;
+        let released_claims = claims::release_expired(now)?;
+        Ok(ReapReport {
+            offline_agents,
+            released_claims,
+        })
+    }
+}
+
+bindings::export!(Relay with_types_in bindings);

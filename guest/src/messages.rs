@@ -1,0 +1,389 @@
+//! Messages: send (with idempotency and threads), read, threads, the inbox and read receipts.
+//!
+//! A message's `to` is a target string (SPEC 2). Who it reaches is decided when an agent reads its
+//! inbox: an agent's inbox holds every message addressed to one of the targets reaching it.
+
+use crate::agents;
+use crate::auth::{self, Identity};
+use crate::bindings::agent_relay::relay::store::Value;
+use crate::bindings::agent_relay::relay::types::{
+    AgentCard, AgentKind, Caller, ClaimInput, Message, PollQuery, RelayError, SendMessageInput,
+    SentMessage,
+};
+use crate::db::{self, Row};
+use crate::error::{forbidden, invalid, not_found};
+use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
+use crate::params;
+
+const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+const MESSAGE_SELECT: &str = "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, \
+     m.body, m.thread_id, m.reply_to, m.claimable, m.claimed_by, m.claimed_at, m.claim_expires_at, \
+     m.idempotency_key, m.payload, m.meta, m.created_at, \
+     (SELECT json_group_array(agent_id) FROM \
+        (SELECT agent_id FROM message_reads WHERE message_id = m.id ORDER BY read_at, agent_id)) \
+        AS read_by \
+     FROM messages m";
+
+/// A parsed target string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Agent(String),
+    Label(String),
+    Tag(String),
+    Capability(String),
+    Broadcast,
+    Orchestrator(String),
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Result<Target, RelayError> {
+        input::id("to", text)?;
+        let group = |prefix: &str, make: fn(String) -> Target| {
+            text.strip_prefix(prefix).map(|rest| {
+                if rest.is_empty() {
+                    Err(invalid(format!(
+                        "target {text} names no {}",
+                        prefix.trim_end_matches(':')
+                    )))
+                } else {
+                    Ok(make(rest.to_owned()))
+                }
+            })
+        };
+        if text == "broadcast" {
+            return Ok(Target::Broadcast);
+        }
+        group("label:", Target::Label)
+            .or_else(|| group("tag:", Target::Tag))
+            .or_else(|| group("cap:", Target::Capability))
+            .or_else(|| group("orchestrator:", Target::Orchestrator))
+            .unwrap_or_else(|| Ok(Target::Agent(text.to_owned())))
+    }
+
+    pub fn is_group(&self) -> bool {
+        !matches!(self, Target::Agent(_))
+    }
+
+    /// Whether this target reaches the agent's inbox, group membership included. An offline
+    /// agent that polls still sees its groups' messages; the delivery set leaves it out.
+    pub fn reaches(&self, agent: &AgentCard) -> bool {
+        match self {
+            Target::Agent(id) => *id == agent.id,
+            _ => agents::joins_groups(agent) && self.matches_group(agent),
+        }
+    }
+
+    fn matches_group(&self, agent: &AgentCard) -> bool {
+        match self {
+            Target::Agent(_) => false,
+            Target::Label(label) => agent.label.as_deref() == Some(label.as_str()),
+            Target::Tag(tag) => agent.tags.contains(tag),
+            Target::Capability(cap) => agent.capabilities.contains(cap),
+            Target::Broadcast => true,
+            Target::Orchestrator(id) => {
+                agents::orchestrator_of(agent).as_deref() == Some(id.as_str())
+            }
+        }
+    }
+}
+
+/// The delivery set of a target right now: agents that are online (or busy), not built-in, not
+/// channels, and match it.
+pub fn delivery_set(target: &Target) -> Result<Vec<String>, RelayError> {
+    Ok(agents::all()?
+        .into_iter()
+        .filter(|agent| agents::receives_groups(agent) && target.reaches(agent))
+        .map(|agent| agent.id)
+        .collect())
+}
+
+fn message_from_row(row: &Row) -> Result<Message, RelayError> {
+    let id = row.int("id")?;
+    Ok(Message {
+        id,
+        from: row.text("from_agent")?,
+        to: row.text("to_target")?,
+        kind: row.text("kind")?,
+        channel: row.opt_text("channel")?,
+        subject: row.opt_text("subject")?,
+        body: row.text("body")?,
+        thread_id: row.opt_int("thread_id")?.unwrap_or(id),
+        reply_to: row.opt_int("reply_to")?,
+        claimable: row.flag("claimable")?,
+        claimed_by: row.opt_text("claimed_by")?,
+        claimed_at: row.opt_int("claimed_at")?,
+        claim_expires_at: row.opt_int("claim_expires_at")?,
+        idempotency_key: row.opt_text("idempotency_key")?,
+        payload: input::json_text(row.opt_text("payload")?),
+        meta: input::json_text(row.opt_text("meta")?),
+        read_by: row.string_list("read_by")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+/// The message with this id, or 404.
+pub fn load(id: i64) -> Result<Message, RelayError> {
+    db::query_one(&format!("{MESSAGE_SELECT} WHERE m.id = ?"), &params![id])?
+        .map(|row| message_from_row(&row))
+        .transpose()?
+        .ok_or_else(|| not_found(format!("message {id} does not exist")))
+}
+
+fn is_channel(agent: &AgentCard) -> bool {
+    agent.kind == AgentKind::Channel
+}
+
+/// SPEC 2: claimable messages are tasks; anything to or from a channel is a channel event.
+fn infer_kind(
+    input: &SendMessageInput,
+    sender: &AgentCard,
+    target: &Target,
+) -> Result<String, RelayError> {
+    if input.claimable == Some(true) {
+        return Ok("task".to_owned());
+    }
+    let to_channel = match target {
+        Target::Agent(id) => agents::load(id)?.is_some_and(|a| is_channel(&a)),
+        _ => false,
+    };
+    Ok(if is_channel(sender) || to_channel {
+        "channel.event"
+    } else {
+        "chat"
+    }
+    .to_owned())
+}
+
+/// SPEC 2: stored claimable only when asked and the kind or the target allows it.
+fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
+    requested && (matches!(kind, "task" | "system" | "channel.event") || target.is_group())
+}
+
+pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMessage, RelayError> {
+    input::id("from", &input.from)?;
+    auth::act_as(caller, &input.from)?;
+    let sender = agents::load(&input.from)?
+        .ok_or_else(|| not_found(format!("sender {} is not a registered agent", input.from)))?;
+    let target = Target::parse(&input.to)?;
+    check_target_exists(&target)?;
+    input::text("body", &input.body, MAX_BODY)?;
+    if let Some(subject) = &input.subject {
+        input::text("subject", subject, MAX_SHORT_TEXT)?;
+    }
+    if let Some(channel) = &input.channel {
+        input::id("channel", channel)?;
+    }
+    if let Some(key) = &input.idempotency_key {
+        input::id("idempotencyKey", key)?;
+    }
+    let payload = input::json_object("payload", input.payload.as_ref())?;
+    let meta = input::json_object("meta", input.meta.as_ref())?;
+    let kind = match &input.kind {
+        Some(kind) => input::id("kind", kind)?.to_owned(),
+        None => infer_kind(&input, &sender, &target)?,
+    };
+
+    if let Some(key) = &input.idempotency_key {
+        let earlier = db::query_one(
+            "SELECT id FROM messages WHERE from_agent = ? AND idempotency_key = ?",
+            &params![input.from.as_str(), key.as_str()],
+        )?;
+        if let Some(row) = earlier {
+            let message = load(row.int("id")?)?;
+            return Ok(SentMessage {
+                message,
+                created: false,
+                recipients: delivery_set(&target)?,
+            });
+        }
+    }
+
+    let thread_id = match input.reply_to {
+        Some(parent) => Value::Integer(load(parent)?.thread_id),
+        None => Value::Null,
+    };
+    let claimable = stored_claimable(input.claimable.unwrap_or(false), &kind, &target);
+    let inserted = db::execute(
+        "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
+             reply_to, claimable, idempotency_key, payload, meta, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        &[
+            Value::from(input.from.as_str()),
+            Value::from(input.to.as_str()),
+            Value::from(kind),
+            Value::from(input.channel),
+            Value::from(input.subject),
+            Value::from(input.body),
+            thread_id,
+            Value::from(input.reply_to),
+            Value::from(claimable),
+            Value::from(input.idempotency_key),
+            Value::from(input::to_json_text(&payload)),
+            Value::from(input::to_json_text(&meta)),
+            Value::from(now),
+        ],
+    )?;
+    let id = inserted.last_insert_id;
+    // A new conversation is its own thread.
+    db::execute(
+        "UPDATE messages SET thread_id = id WHERE id = ? AND thread_id IS NULL",
+        &params![id],
+    )?;
+    Ok(SentMessage {
+        message: load(id)?,
+        created: true,
+        recipients: delivery_set(&target)?,
+    })
+}
+
+/// A direct target must be a registered agent, an orchestrator target a registered orchestrator.
+fn check_target_exists(target: &Target) -> Result<(), RelayError> {
+    match target {
+        Target::Agent(id) => {
+            agents::load(id)?
+                .ok_or_else(|| not_found(format!("target agent {id} is not registered")))?;
+        }
+        Target::Orchestrator(id) => {
+            let exists = agents::all()?
+                .iter()
+                .any(|a| agents::orchestrator_of(a).as_deref() == Some(id.as_str()));
+            if !exists {
+                return Err(not_found(format!("orchestrator {id} is not registered")));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether the identity may see the message: the operator, its sender, or an agent it reaches.
+fn visible_to(identity: &Identity, message: &Message) -> Result<bool, RelayError> {
+    match identity {
+        Identity::Operator => Ok(true),
+        Identity::Agent(id) if *id == message.from => Ok(true),
+        Identity::Agent(id) => {
+            let agent = agents::require(id)?;
+            Ok(Target::parse(&message.to).is_ok_and(|t| t.reaches(&agent)))
+        }
+    }
+}
+
+pub fn get(caller: &Caller, id: i64) -> Result<Message, RelayError> {
+    let identity = auth::identify(caller)?;
+    let message = load(id)?;
+    if !visible_to(&identity, &message)? {
+        return Err(forbidden(format!(
+            "message {id} is neither from nor to the calling agent"
+        )));
+    }
+    Ok(message)
+}
+
+pub fn thread(caller: &Caller, thread_id: i64) -> Result<Vec<Message>, RelayError> {
+    let identity = auth::identify(caller)?;
+    let messages: Vec<Message> = db::query(
+        &format!("{MESSAGE_SELECT} WHERE m.thread_id = ? ORDER BY m.id"),
+        &params![thread_id],
+    )?
+    .iter()
+    .map(message_from_row)
+    .collect::<Result<_, _>>()?;
+    if messages.is_empty() {
+        return Err(not_found(format!("thread {thread_id} does not exist")));
+    }
+    let mut visible = Vec::with_capacity(messages.len());
+    for message in messages {
+        if visible_to(&identity, &message)? {
+            visible.push(message);
+        }
+    }
+    Ok(visible)
+}
+
+/// The inbox: messages whose target reaches the agent, oldest first. It peeks: nothing is marked
+/// read. Claimable messages held by another agent under a live lease are left out.
+pub fn inbox(
+    caller: &Caller,
+    agent_id: &str,
+    query: &PollQuery,
+    now: i64,
+) -> Result<Vec<Message>, RelayError> {
+    input::id("agentId", agent_id)?;
+    auth::act_as(caller, agent_id)?;
+    let agent = agents::require(agent_id)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    let targets = agents::targets_reaching(&agent);
+    let placeholders = vec!["?"; targets.len()].join(", ");
+    let mut sql = format!(
+        "{MESSAGE_SELECT} WHERE m.to_target IN ({placeholders})
+           AND (m.to_target = ? OR m.from_agent != ?)
+           AND NOT (m.claimable = 1 AND m.claimed_by IS NOT NULL AND m.claimed_by != ?
+                    AND m.claim_expires_at > ?)"
+    );
+    let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
+    values.extend(params![agent_id, agent_id, agent_id, now]);
+    if let Some(since) = query.since {
+        sql.push_str(" AND m.id > ?");
+        values.push(Value::from(since));
+    }
+    if query.unread == Some(true) {
+        sql.push_str(" AND NOT EXISTS (SELECT 1 FROM message_reads r WHERE r.message_id = m.id AND r.agent_id = ?)");
+        values.push(Value::from(agent_id));
+    }
+    if let Some(kind) = &query.kind {
+        sql.push_str(" AND m.kind = ?");
+        values.push(Value::from(kind.as_str()));
+    }
+    if let Some(channel) = &query.channel {
+        sql.push_str(" AND m.channel = ?");
+        values.push(Value::from(channel.as_str()));
+    }
+    if let Some(thread_id) = query.thread_id {
+        sql.push_str(" AND m.thread_id = ?");
+        values.push(Value::from(thread_id));
+    }
+    sql.push_str(" ORDER BY m.id LIMIT ?");
+    values.push(Value::from(i64::from(limit)));
+    db::query(&sql, &values)?
+        .iter()
+        .map(message_from_row)
+        .collect()
+}
+
+/// Loads a message on behalf of an acting agent, refusing agents it does not reach.
+pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
+    let message = load(id)?;
+    let reaches = Target::parse(&message.to).is_ok_and(|t| t.reaches(agent));
+    if !reaches && message.from != agent.id {
+        return Err(forbidden(format!(
+            "message {id} is not addressed to agent {}",
+            agent.id
+        )));
+    }
+    Ok(message)
+}
+
+pub fn mark_read(
+    caller: &Caller,
+    id: i64,
+    input: &ClaimInput,
+    now: i64,
+) -> Result<Message, RelayError> {
+    let (_, agent) = agents::acting(
+        caller,
+        &input.agent_id,
+        input.instance_id.as_deref(),
+        input.epoch,
+    )?;
+    load_for(&agent, id)?;
+    db::execute(
+        "INSERT OR IGNORE INTO message_reads (message_id, agent_id, read_at) VALUES (?, ?, ?)",
+        &params![id, agent.id.as_str(), now],
+    )?;
+    load(id)
+}

@@ -1,0 +1,115 @@
+//! The relay's schema, owned by the guest: created on first use and upgraded step by step.
+//!
+//! The applied version lives in the relay setting `schema-version`. The host calls `migrate`
+//! inside one write transaction when it opens a database, so a failing step leaves the file as
+//! it was.
+
+use crate::bindings::agent_relay::relay::store;
+use crate::bindings::agent_relay::relay::types::{RelayError, SchemaReport};
+use crate::db;
+use crate::error::conflict;
+
+const VERSION_KEY: &str = "schema-version";
+
+/// One upgrade step: the version it produces, what it does, and its statements.
+struct Step {
+    version: u32,
+    name: &'static str,
+    statements: &'static [&'static str],
+}
+
+const STEPS: &[Step] = &[Step {
+    version: 1,
+    name: "agents, messages and read receipts",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS agents (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'provider',
+            label TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            machine TEXT,
+            rig TEXT,
+            capabilities TEXT NOT NULL DEFAULT '[]',
+            ready INTEGER NOT NULL DEFAULT 1,
+            status TEXT NOT NULL DEFAULT 'online',
+            instance_id TEXT,
+            epoch INTEGER NOT NULL DEFAULT 0,
+            meta TEXT NOT NULL DEFAULT '{}',
+            token_hash TEXT,
+            last_seen INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        )",
+        "CREATE INDEX IF NOT EXISTS idx_agents_label ON agents(label)",
+        "CREATE INDEX IF NOT EXISTS idx_agents_kind ON agents(kind)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_agents_token ON agents(token_hash)
+            WHERE token_hash IS NOT NULL",
+        "CREATE TABLE IF NOT EXISTS messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            from_agent TEXT NOT NULL,
+            to_target TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'chat',
+            channel TEXT,
+            subject TEXT,
+            body TEXT NOT NULL,
+            thread_id INTEGER,
+            reply_to INTEGER,
+            claimable INTEGER NOT NULL DEFAULT 0,
+            claimed_by TEXT,
+            claimed_at INTEGER,
+            claim_expires_at INTEGER,
+            idempotency_key TEXT,
+            payload TEXT NOT NULL DEFAULT '{}',
+            meta TEXT NOT NULL DEFAULT '{}',
+            read_by TEXT NOT NULL DEFAULT '[]',
+            created_at INTEGER NOT NULL
+        )",
+        "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
+        "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
+        "CREATE INDEX IF NOT EXISTS idx_msg_kind ON messages(kind)",
+        "CREATE INDEX IF NOT EXISTS idx_msg_claim_expiry ON messages(claim_expires_at)
+            WHERE claimed_by IS NOT NULL",
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_msg_idempotency
+            ON messages(from_agent, idempotency_key) WHERE idempotency_key IS NOT NULL",
+        "CREATE TABLE IF NOT EXISTS message_reads (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            agent_id TEXT NOT NULL,
+            read_at INTEGER NOT NULL,
+            PRIMARY KEY (message_id, agent_id)
+        )",
+        "CREATE INDEX IF NOT EXISTS idx_reads_agent ON message_reads(agent_id, message_id)",
+    ],
+}];
+
+/// The schema version this build writes.
+pub fn latest_version() -> u32 {
+    STEPS.last().map_or(0, |step| step.version)
+}
+
+/// Brings the database to the latest schema and makes sure the built-in agents exist.
+pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
+    let from_version: u32 = store::get_setting(VERSION_KEY)?
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    let latest = latest_version();
+    if from_version > latest {
+        return Err(conflict(format!(
+            "database schema version {from_version} is newer than this relay understands \
+             ({latest}); use a newer agent-relay"
+        )));
+    }
+    let mut steps = Vec::new();
+    for step in STEPS.iter().filter(|step| step.version > from_version) {
+        db::execute_batch(step.statements)?;
+        steps.push(format!("{}: {}", step.version, step.name));
+    }
+    if from_version != latest {
+        store::set_setting(VERSION_KEY, &latest.to_string())?;
+    }
+    crate::agents::ensure_builtins(now)?;
+    Ok(SchemaReport {
+        from_version,
+        to_version: latest,
+        steps,
+    })
+}

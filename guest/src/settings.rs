@@ -1,0 +1,29 @@
+//! Relay settings the operator may change (stored through the host's keyed settings).
+
+use crate::bindings::agent_relay::relay::store;
+use crate::bindings::agent_relay::relay::types::RelayError;
+
+/// Agents not seen for this long are marked offline by the reaper.
+pub const STALE_TTL_MS: &str = "stale-ttl-ms";
+/// The lease a claim takes when the caller names none.
+pub const DEFAULT_LEASE_MS: &str = "default-lease-ms";
+/// The longest lease a caller may ask for.
+pub const MAX_LEASE_MS: &str = "max-lease-ms";
+
+const DEFAULTS: &[(&str, i64)] = &[
+    (STALE_TTL_MS, 5 * 60 * 1000),
+    (DEFAULT_LEASE_MS, 5 * 60 * 1000),
+    (MAX_LEASE_MS, 24 * 60 * 60 * 1000),
+];
+
+/// Reads a numeric setting, falling back to its default when unset or unreadable.
+pub fn number(key: &str) -> Result<i64, RelayError> {
+    let default = DEFAULTS
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map_or(0, |(_, value)| *value);
+    Ok(store::get_setting(key)?
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|value: &i64| *value > 0)
+        .unwrap_or(default))
+}
