@@ -20,6 +20,7 @@ mod auth;
 mod claims;
 mod db;
 mod error;
+mod faults;
 mod input;
 mod messages;
 mod schema;
