@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
-cargo test --workspace --release
+# The guest is tested through the host: built natively it would not link as a component.
+cargo test --workspace --release --exclude agent-relay-guest
