@@ -21,6 +21,7 @@ mod channels;
 mod claims;
 mod db;
 mod error;
+mod faults;
 mod input;
 mod messages;
 mod orchestrators;
