@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Json, OPERATOR, Relay, json};
+use common::{Json, OPERATOR, Relay, cli_call, json};
 
 /// Registers a Telegram channel agent `telegram:bot1` with the given extra meta; returns its token.
 fn register_bridge(relay: &Relay, meta: Json) -> String {
@@ -23,8 +23,16 @@ fn register_bridge(relay: &Relay, meta: Json) -> String {
 }
 
 fn put_binding(relay: &Relay, body: Json) -> Json {
-    let reply = relay.put("/v1/channels/telegram:bot1/bindings", OPERATOR, body.clone());
-    assert_eq!(reply.status, 200, "binding {body} refused: {:?}", reply.body);
+    let reply = relay.put(
+        "/v1/channels/telegram:bot1/bindings",
+        OPERATOR,
+        body.clone(),
+    );
+    assert_eq!(
+        reply.status, 200,
+        "binding {body} refused: {:?}",
+        reply.body
+    );
     reply.body
 }
 
@@ -96,7 +104,10 @@ fn channel_record_follows_registration_and_re_registration() {
     assert_eq!(first["id"], "telegram:bot1");
     assert_eq!(first["name"], "Support (Telegram)");
     assert_eq!(first["type"], "telegram");
-    assert_eq!(first["transport"], "telegram", "transport defaults to the provider");
+    assert_eq!(
+        first["transport"], "telegram",
+        "transport defaults to the provider"
+    );
     assert_eq!(first["agentId"], "telegram:bot1");
     assert_eq!(first["accountId"], "bot1");
     assert_eq!(first["status"], "online");
@@ -126,7 +137,10 @@ fn channel_record_follows_registration_and_re_registration() {
     );
     assert_eq!(again.status, 200, "{:?}", again.body);
     let second = channel(&relay);
-    assert_eq!(second["name"], "Renamed bot", "display name falls back to the agent name");
+    assert_eq!(
+        second["name"], "Renamed bot",
+        "display name falls back to the agent name"
+    );
     assert_eq!(second["ready"], false);
     assert_eq!(second["tags"], json!(["support"]));
     assert_eq!(second["capabilities"], json!(["receive"]));
@@ -136,24 +150,49 @@ fn channel_record_follows_registration_and_re_registration() {
     );
     assert_eq!(second["topicChannels"], json!([]));
     let all = relay.get("/v1/channels", OPERATOR).body;
-    assert_eq!(all.as_array().unwrap().len(), 1, "re-registration updates, never duplicates");
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1,
+        "re-registration updates, never duplicates"
+    );
 }
 
 #[test]
 fn meta_target_sets_the_default_binding_with_the_mode_spec_gives() {
     for (target, json_target, mode) in [
-        ("alice", json!({"type": "agent", "id": "alice"}), "exclusive"),
-        ("label:support", json!({"type": "label", "id": "support"}), "claimable"),
+        (
+            "alice",
+            json!({"type": "agent", "id": "alice"}),
+            "exclusive",
+        ),
+        (
+            "label:support",
+            json!({"type": "label", "id": "support"}),
+            "claimable",
+        ),
         ("tag:ops", json!({"type": "tag", "id": "ops"}), "claimable"),
-        ("cap:triage", json!({"type": "capability", "id": "triage"}), "claimable"),
+        (
+            "cap:triage",
+            json!({"type": "capability", "id": "triage"}),
+            "claimable",
+        ),
         ("broadcast", json!({"type": "broadcast"}), "broadcast"),
     ] {
         let relay = Relay::start();
         register_bridge(&relay, json!({"target": target}));
         let summary = channel(&relay);
-        assert_eq!(summary["target"], target, "legacy target string of {target}");
-        assert_eq!(summary["binding"]["target"], json_target, "binding target of {target}");
-        assert_eq!(summary["binding"]["mode"], mode, "mode of the default binding for {target}");
+        assert_eq!(
+            summary["target"], target,
+            "legacy target string of {target}"
+        );
+        assert_eq!(
+            summary["binding"]["target"], json_target,
+            "binding target of {target}"
+        );
+        assert_eq!(
+            summary["binding"]["mode"], mode,
+            "mode of the default binding for {target}"
+        );
         assert!(summary["binding"]["conversationId"].is_null());
         let resolved = route(&relay, Some("any-chat"));
         assert_eq!(resolved["source"], "default");
@@ -171,7 +210,9 @@ fn changing_meta_target_replaces_the_default_binding() {
         json!({"id": "telegram:bot1", "kind": "channel",
                "meta": {"provider": "telegram", "target": "broadcast"}}),
     );
-    let bindings = relay.get("/v1/channels/telegram:bot1/bindings", OPERATOR).body;
+    let bindings = relay
+        .get("/v1/channels/telegram:bot1/bindings", OPERATOR)
+        .body;
     assert_eq!(
         bindings.as_array().unwrap().len(),
         1,
@@ -190,7 +231,12 @@ fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
         json!({"target": {"type": "agent", "id": "alice"}}),
     );
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
-    assert!(unknown.body["error"]["message"].as_str().unwrap().contains("slack:nope"));
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("slack:nope")
+    );
 
     let no_id = relay.put(
         "/v1/channels/telegram:bot1/bindings",
@@ -198,7 +244,12 @@ fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
         json!({"target": {"type": "label"}}),
     );
     assert_eq!(no_id.status, 400, "{:?}", no_id.body);
-    assert!(no_id.body["error"]["message"].as_str().unwrap().contains("needs an id"));
+    assert!(
+        no_id.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs an id")
+    );
 
     let broadcast_id = relay.put(
         "/v1/channels/telegram:bot1/bindings",
@@ -220,14 +271,27 @@ fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
         &bridge_agent,
         json!({"target": {"type": "agent", "id": "alice"}}),
     );
-    assert_eq!(not_operator.status, 403, "binding management is an operator call");
     assert_eq!(
-        relay.get("/v1/channels/telegram:bot1/bindings", OPERATOR).body,
+        not_operator.status, 403,
+        "binding management is an operator call"
+    );
+    assert_eq!(
+        relay
+            .get("/v1/channels/telegram:bot1/bindings", OPERATOR)
+            .body,
         json!([]),
         "no refused binding was written"
     );
-    assert_eq!(relay.get("/v1/channels/telegram:bot1/route", OPERATOR).status, 200);
-    assert_eq!(relay.get("/v1/channels/slack:nope/route", OPERATOR).status, 404);
+    assert_eq!(
+        relay
+            .get("/v1/channels/telegram:bot1/route", OPERATOR)
+            .status,
+        200
+    );
+    assert_eq!(
+        relay.get("/v1/channels/slack:nope/route", OPERATOR).status,
+        404
+    );
 }
 
 #[test]
@@ -248,7 +312,10 @@ fn conversation_binding_beats_the_default() {
     );
     let other = route(&relay, Some("chat-7"));
     assert_eq!(other["source"], "default");
-    assert_eq!(route_targets(&other), vec![json!({"type": "label", "id": "support"})]);
+    assert_eq!(
+        route_targets(&other),
+        vec![json!({"type": "label", "id": "support"})]
+    );
     let none = route(&relay, None);
     assert_eq!(none["source"], "default");
 }
@@ -257,11 +324,20 @@ fn conversation_binding_beats_the_default() {
 fn routes_come_highest_priority_first_then_newest() {
     let relay = Relay::start();
     register_bridge(&relay, json!({}));
-    put_binding(&relay, json!({"target": {"type": "label", "id": "low"}, "priority": 1}));
+    put_binding(
+        &relay,
+        json!({"target": {"type": "label", "id": "low"}, "priority": 1}),
+    );
     relay.advance(1_000);
-    put_binding(&relay, json!({"target": {"type": "label", "id": "high"}, "priority": 5}));
+    put_binding(
+        &relay,
+        json!({"target": {"type": "label", "id": "high"}, "priority": 5}),
+    );
     relay.advance(1_000);
-    put_binding(&relay, json!({"target": {"type": "label", "id": "newest-low"}, "priority": 1}));
+    put_binding(
+        &relay,
+        json!({"target": {"type": "label", "id": "newest-low"}, "priority": 1}),
+    );
     let ids: Vec<Json> = route_targets(&route(&relay, None))
         .into_iter()
         .map(|t| t["id"].clone())
@@ -288,7 +364,11 @@ fn second_binding_for_the_same_conversation_coexists_and_upsert_updates() {
         &relay,
         json!({"conversationId": "chat-42", "target": {"type": "label", "id": "ops"}}),
     );
-    assert_eq!(route_targets(&route(&relay, Some("chat-42"))).len(), 2, "both bindings route");
+    assert_eq!(
+        route_targets(&route(&relay, Some("chat-42"))).len(),
+        2,
+        "both bindings route"
+    );
 
     relay.advance(10);
     let updated = put_binding(
@@ -296,13 +376,22 @@ fn second_binding_for_the_same_conversation_coexists_and_upsert_updates() {
         json!({"conversationId": "chat-42", "target": {"type": "agent", "id": "alice"},
                "mode": "broadcast", "priority": 9}),
     );
-    assert_eq!(updated["id"], first["id"], "same conversation and target: same binding");
+    assert_eq!(
+        updated["id"], first["id"],
+        "same conversation and target: same binding"
+    );
     assert_eq!(updated["mode"], "broadcast");
     assert_eq!(updated["priority"], 9);
     assert_eq!(updated["createdAt"], first["createdAt"]);
     assert!(updated["updatedAt"].as_i64() > first["updatedAt"].as_i64());
-    let all = relay.get("/v1/channels/telegram:bot1/bindings", OPERATOR).body;
-    assert_eq!(all.as_array().unwrap().len(), 2, "an upsert adds no third binding: {all}");
+    let all = relay
+        .get("/v1/channels/telegram:bot1/bindings", OPERATOR)
+        .body;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "an upsert adds no third binding: {all}"
+    );
 }
 
 #[test]
@@ -319,8 +408,15 @@ fn deleted_binding_no_longer_routes() {
     assert_eq!(deleted.status, 200, "{:?}", deleted.body);
     assert_eq!(deleted.body["id"], id);
     let after = route(&relay, Some("chat-42"));
-    assert_eq!(after["source"], "default", "the conversation falls back to the default");
-    assert_eq!(relay.delete(&path, OPERATOR).status, 404, "deleting twice is 404");
+    assert_eq!(
+        after["source"], "default",
+        "the conversation falls back to the default"
+    );
+    assert_eq!(
+        relay.delete(&path, OPERATOR).status,
+        404,
+        "deleting twice is 404"
+    );
 }
 
 #[test]
@@ -343,7 +439,10 @@ fn inbound_to_an_exclusive_agent_route_reaches_that_agent_only() {
     assert_eq!(message["kind"], "channel.event");
     assert_eq!(message["claimable"], false);
     assert_eq!(message["payload"]["conversationId"], "chat-42");
-    assert_eq!(message["payload"]["user"], "carol", "the bridge's payload is kept");
+    assert_eq!(
+        message["payload"]["user"], "carol",
+        "the bridge's payload is kept"
+    );
     let id = message["id"].as_i64().unwrap();
     assert_eq!(relay.inbox_ids("alice", &alice, ""), vec![id]);
     assert!(relay.inbox_ids("bob", &bob, "").is_empty());
@@ -355,7 +454,11 @@ fn inbound_to_a_claimable_label_route_has_a_single_winner() {
     let bridge = register_bridge(&relay, json!({"target": "label:support"}));
     let alice = relay.register(json!({"id": "alice", "label": "support"}));
     let bob = relay.register(json!({"id": "bob", "label": "support"}));
-    let reply = inbound(&relay, &bridge, json!({"conversationId": "c1", "body": "help"}));
+    let reply = inbound(
+        &relay,
+        &bridge,
+        json!({"conversationId": "c1", "body": "help"}),
+    );
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let message = &reply.body["deliveries"][0]["message"];
     assert_eq!(message["to"], "label:support");
@@ -370,9 +473,16 @@ fn inbound_to_a_claimable_label_route_has_a_single_winner() {
         json!({"agentId": "alice"}),
     );
     assert_eq!(won.status, 200, "{:?}", won.body);
-    let lost = relay.post(&format!("/v1/messages/{id}/claim"), &bob, json!({"agentId": "bob"}));
+    let lost = relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        &bob,
+        json!({"agentId": "bob"}),
+    );
     assert_eq!(lost.status, 409, "a second claimer loses: {:?}", lost.body);
-    assert!(relay.inbox_ids("bob", &bob, "").is_empty(), "claimed elsewhere, gone from bob's inbox");
+    assert!(
+        relay.inbox_ids("bob", &bob, "").is_empty(),
+        "claimed elsewhere, gone from bob's inbox"
+    );
 }
 
 #[test]
@@ -387,12 +497,14 @@ fn inbound_to_a_broadcast_route_reaches_every_agent() {
     assert_eq!(message["to"], "broadcast");
     assert_eq!(message["claimable"], false);
     let id = message["id"].as_i64().unwrap();
-    let mut recipients: Vec<String> = serde_json::from_value(
-        reply.body["deliveries"][0]["recipients"].clone(),
-    )
-    .unwrap();
+    let mut recipients: Vec<String> =
+        serde_json::from_value(reply.body["deliveries"][0]["recipients"].clone()).unwrap();
     recipients.sort();
-    assert_eq!(recipients, vec!["alice", "bob"], "channels and built-ins are not recipients");
+    assert_eq!(
+        recipients,
+        vec!["alice", "bob"],
+        "channels and built-ins are not recipients"
+    );
     assert_eq!(relay.inbox_ids("alice", &alice, ""), vec![id]);
     assert_eq!(relay.inbox_ids("bob", &bob, ""), vec![id]);
     assert!(
@@ -406,9 +518,19 @@ fn inbound_sends_one_message_per_route() {
     let relay = Relay::start();
     let bridge = register_bridge(&relay, json!({}));
     relay.register(json!({"id": "alice"}));
-    put_binding(&relay, json!({"conversationId": "c1", "target": {"type": "agent", "id": "alice"}}));
-    put_binding(&relay, json!({"conversationId": "c1", "target": {"type": "label", "id": "ops"}}));
-    let reply = inbound(&relay, &bridge, json!({"conversationId": "c1", "body": "hi"}));
+    put_binding(
+        &relay,
+        json!({"conversationId": "c1", "target": {"type": "agent", "id": "alice"}}),
+    );
+    put_binding(
+        &relay,
+        json!({"conversationId": "c1", "target": {"type": "label", "id": "ops"}}),
+    );
+    let reply = inbound(
+        &relay,
+        &bridge,
+        json!({"conversationId": "c1", "body": "hi"}),
+    );
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let targets: Vec<&str> = reply.body["deliveries"]
         .as_array()
@@ -417,7 +539,10 @@ fn inbound_sends_one_message_per_route() {
         .map(|d| d["message"]["to"].as_str().unwrap())
         .collect();
     assert_eq!(targets.len(), 2);
-    assert!(targets.contains(&"alice") && targets.contains(&"label:ops"), "{targets:?}");
+    assert!(
+        targets.contains(&"alice") && targets.contains(&"label:ops"),
+        "{targets:?}"
+    );
 }
 
 #[test]
@@ -428,10 +553,17 @@ fn unrouted_inbound_is_a_conflict_and_writes_nothing() {
     let before = relay.send(json!({"from": "alice", "to": "alice", "body": "marker"}));
     let before_id = before.body["message"]["id"].as_i64().unwrap();
 
-    let reply = inbound(&relay, &bridge, json!({"conversationId": "c1", "body": "anyone?"}));
+    let reply = inbound(
+        &relay,
+        &bridge,
+        json!({"conversationId": "c1", "body": "anyone?"}),
+    );
     assert_eq!(reply.status, 409, "{:?}", reply.body);
     assert!(
-        reply.body["error"]["message"].as_str().unwrap().contains("no route"),
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no route"),
         "the refusal says why: {:?}",
         reply.body
     );
@@ -459,8 +591,14 @@ fn outbound_reply_reaches_the_bridge_inbox() {
     let relay = Relay::start();
     let bridge = register_bridge(&relay, json!({"target": "alice"}));
     let alice = relay.register(json!({"id": "alice"}));
-    let event = inbound(&relay, &bridge, json!({"conversationId": "chat-42", "body": "hi"}));
-    let event_id = event.body["deliveries"][0]["message"]["id"].as_i64().unwrap();
+    let event = inbound(
+        &relay,
+        &bridge,
+        json!({"conversationId": "chat-42", "body": "hi"}),
+    );
+    let event_id = event.body["deliveries"][0]["message"]["id"]
+        .as_i64()
+        .unwrap();
     let answer = relay.post(
         "/v1/messages",
         &alice,
@@ -512,7 +650,11 @@ fn orchestrator_agent_is_created_and_deleted_with_it() {
         json!({"id": "devbox", "hostname": "devbox.local", "providers": ["claude"],
                "baseDir": "/srv/agents"}),
     );
-    assert_eq!(again.status, 200, "its own token re-registers it: {:?}", again.body);
+    assert_eq!(
+        again.status, 200,
+        "its own token re-registers it: {:?}",
+        again.body
+    );
     assert!(again.body["token"].is_null());
     let stranger = relay.register(json!({"id": "alice"}));
     let hijack = relay.post(
@@ -554,7 +696,11 @@ fn orchestrator_status_is_mirrored_to_its_agent() {
         assert_eq!(agent["status"], agent_status, "agent status for {status}");
         assert_eq!(agent["ready"], ready, "agent readiness for {status}");
     }
-    let bad = relay.put("/v1/orchestrators/devbox/status", &token, json!({"status": "asleep"}));
+    let bad = relay.put(
+        "/v1/orchestrators/devbox/status",
+        &token,
+        json!({"status": "asleep"}),
+    );
     assert_eq!(bad.status, 400, "{:?}", bad.body);
 }
 
@@ -575,8 +721,16 @@ fn managed_agents_round_trip() {
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let stored = relay.get("/v1/orchestrators/devbox", OPERATOR).body;
     assert_eq!(stored["managedAgents"], agents);
-    let cleared = relay.put("/v1/orchestrators/devbox/agents", &token, json!({"agents": []}));
-    assert_eq!(cleared.body["managedAgents"], json!([]), "a report replaces the last one");
+    let cleared = relay.put(
+        "/v1/orchestrators/devbox/agents",
+        &token,
+        json!({"agents": []}),
+    );
+    assert_eq!(
+        cleared.body["managedAgents"],
+        json!([]),
+        "a report replaces the last one"
+    );
 }
 
 #[test]
@@ -615,9 +769,14 @@ fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400() {
     );
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     let message = reply.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("gemini") && message.contains("claude"), "{message}");
     assert!(
-        relay.inbox_ids("orchestrator-devbox", &token, "").is_empty(),
+        message.contains("gemini") && message.contains("claude"),
+        "{message}"
+    );
+    assert!(
+        relay
+            .inbox_ids("orchestrator-devbox", &token, "")
+            .is_empty(),
         "nothing was sent"
     );
     let unknown = relay.post(
@@ -646,7 +805,10 @@ fn stale_orchestrators_are_reaped_when_the_clock_moves() {
     relay.advance(2 * 60 * 1000);
     let report = relay.reap();
     assert_eq!(report["offlineOrchestrators"], json!(["devbox"]));
-    assert_eq!(relay.get("/v1/orchestrators/devbox", OPERATOR).body["status"], "offline");
+    assert_eq!(
+        relay.get("/v1/orchestrators/devbox", OPERATOR).body["status"],
+        "offline"
+    );
     assert_eq!(
         relay.get("/v1/agents/orchestrator-devbox", OPERATOR).body["status"],
         "offline"
@@ -654,4 +816,36 @@ fn stale_orchestrators_are_reaped_when_the_clock_moves() {
 
     let back = relay.post("/v1/orchestrators/devbox/heartbeat", &token, json!({}));
     assert_eq!(back.body["status"], "online", "a heartbeat brings it back");
+}
+
+#[test]
+fn channel_and_orchestrator_exports_are_callable_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let (ok, bridge) = cli_call(
+        &db,
+        "register-agent",
+        &json!({"input": {"id": "slack:team1", "kind": "channel", "meta": {"provider": "slack", "target": "broadcast"}}}),
+    );
+    assert!(ok, "{bridge}");
+    let (ok, route) = cli_call(
+        &db,
+        "resolve-route",
+        &json!({"channelId": "slack:team1", "query": {}}),
+    );
+    assert!(ok, "{route}");
+    assert_eq!(route["bindings"][0]["target"], json!({"type": "broadcast"}));
+    let (ok, orchestrator) = cli_call(
+        &db,
+        "register-orchestrator",
+        &json!({"input": {"id": "box", "hostname": "box", "providers": ["codex"], "baseDir": "/tmp"}}),
+    );
+    assert!(ok, "{orchestrator}");
+    let (ok, refused) = cli_call(
+        &db,
+        "request-spawn",
+        &json!({"orchestratorId": "box", "input": {"provider": "claude"}}),
+    );
+    assert!(!ok);
+    assert_eq!(refused["error"]["code"], "invalid", "{refused}");
 }
