@@ -17,12 +17,14 @@ mod bindings {
 
 mod agents;
 mod auth;
+mod channels;
 mod claims;
 mod db;
 mod error;
 mod faults;
 mod input;
 mod messages;
+mod orchestrators;
 mod schema;
 mod settings;
 
@@ -124,9 +126,11 @@ impl commands::Guest for Relay {
         let now = now_ms();
         let offline_agents = agents::reap_stale(now)?;
         let released_claims = claims::release_expired(now)?;
+        let offline_orchestrators = orchestrators::reap_stale(now)?;
         Ok(ReapReport {
             offline_agents,
             released_claims,
+            offline_orchestrators,
         })
     }
 }

@@ -18,11 +18,12 @@ struct Step {
     statements: &'static [&'static str],
 }
 
-const STEPS: &[Step] = &[Step {
-    version: 1,
-    name: "agents, messages and read receipts",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS agents (
+const STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        name: "agents, messages and read receipts",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS agents (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             kind TEXT NOT NULL DEFAULT 'provider',
@@ -40,11 +41,11 @@ const STEPS: &[Step] = &[Step {
             last_seen INTEGER NOT NULL,
             created_at INTEGER NOT NULL
         )",
-        "CREATE INDEX IF NOT EXISTS idx_agents_label ON agents(label)",
-        "CREATE INDEX IF NOT EXISTS idx_agents_kind ON agents(kind)",
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_agents_token ON agents(token_hash)
+            "CREATE INDEX IF NOT EXISTS idx_agents_label ON agents(label)",
+            "CREATE INDEX IF NOT EXISTS idx_agents_kind ON agents(kind)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_agents_token ON agents(token_hash)
             WHERE token_hash IS NOT NULL",
-        "CREATE TABLE IF NOT EXISTS messages (
+            "CREATE TABLE IF NOT EXISTS messages (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             from_agent TEXT NOT NULL,
             to_target TEXT NOT NULL,
@@ -64,22 +65,76 @@ const STEPS: &[Step] = &[Step {
             read_by TEXT NOT NULL DEFAULT '[]',
             created_at INTEGER NOT NULL
         )",
-        "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
-        "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
-        "CREATE INDEX IF NOT EXISTS idx_msg_kind ON messages(kind)",
-        "CREATE INDEX IF NOT EXISTS idx_msg_claim_expiry ON messages(claim_expires_at)
+            "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
+            "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
+            "CREATE INDEX IF NOT EXISTS idx_msg_kind ON messages(kind)",
+            "CREATE INDEX IF NOT EXISTS idx_msg_claim_expiry ON messages(claim_expires_at)
             WHERE claimed_by IS NOT NULL",
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_msg_idempotency
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_msg_idempotency
             ON messages(from_agent, idempotency_key) WHERE idempotency_key IS NOT NULL",
-        "CREATE TABLE IF NOT EXISTS message_reads (
+            "CREATE TABLE IF NOT EXISTS message_reads (
             message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
             agent_id TEXT NOT NULL,
             read_at INTEGER NOT NULL,
             PRIMARY KEY (message_id, agent_id)
         )",
-        "CREATE INDEX IF NOT EXISTS idx_reads_agent ON message_reads(agent_id, message_id)",
-    ],
-}];
+            "CREATE INDEX IF NOT EXISTS idx_reads_agent ON message_reads(agent_id, message_id)",
+        ],
+    },
+    Step {
+        version: 2,
+        name: "channels, bindings and orchestrators",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS channels (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            transport TEXT NOT NULL,
+            direction TEXT NOT NULL DEFAULT 'bidirectional',
+            topic_channels TEXT NOT NULL DEFAULT '[]',
+            capabilities TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_channels_agent ON channels(agent_id)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_channels_provider_account
+            ON channels(provider, account_id)",
+            // Several bindings per conversation: unique per (channel, conversation, target) only.
+            "CREATE TABLE IF NOT EXISTS channel_bindings (
+            id TEXT PRIMARY KEY,
+            channel_id TEXT NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+            conversation_key TEXT NOT NULL DEFAULT '',
+            conversation_id TEXT,
+            target_type TEXT NOT NULL,
+            target_id TEXT NOT NULL,
+            mode TEXT NOT NULL DEFAULT 'exclusive',
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_channel_bindings_channel
+            ON channel_bindings(channel_id, priority)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_channel_bindings_target
+            ON channel_bindings(channel_id, conversation_key, target_type, target_id)",
+            "CREATE TABLE IF NOT EXISTS orchestrators (
+            id TEXT PRIMARY KEY,
+            hostname TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'online',
+            agent_id TEXT NOT NULL,
+            providers TEXT NOT NULL DEFAULT '[]',
+            base_dir TEXT NOT NULL,
+            env_keys TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            managed_agents TEXT NOT NULL DEFAULT '[]',
+            last_seen INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        )",
+        ],
+    },
+];
 
 /// The schema version this build writes.
 pub fn latest_version() -> u32 {
