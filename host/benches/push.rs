@@ -55,42 +55,72 @@ fn settle(pid: u32) {
     }
 }
 
-fn send(relay: &Relay, to: &str, body: &str) -> (i64, Instant) {
+/// Sends one message; returns its id, when the request was issued and when it was answered.
+fn send(relay: &Relay, to: &str, body: &str) -> (i64, Instant, Instant) {
+    let requested = Instant::now();
     let reply = relay.send(json!({"from": "user", "to": to, "body": body}));
     let answered = Instant::now();
     assert_eq!(reply.status, 201, "{:?}", reply.body);
-    (reply.body["message"]["id"].as_i64().unwrap(), answered)
+    (
+        reply.body["message"]["id"].as_i64().unwrap(),
+        requested,
+        answered,
+    )
 }
 
-struct Summary {
-    median_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    n: usize,
-}
-
-fn summarize(mut latencies: Vec<Duration>) -> Summary {
-    latencies.sort();
-    let n = latencies.len();
-    let at = |q: f64| latencies[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Summary {
-        median_ms: ms(at(0.5)),
-        p99_ms: ms(at(0.99)),
-        max_ms: ms(latencies[n - 1]),
-        n,
+/// Milliseconds from `from` to `to`, negative when `to` came first.
+fn signed_ms(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        (to - from).as_secs_f64() * 1000.0
+    } else {
+        -((from - to).as_secs_f64() * 1000.0)
     }
 }
 
-fn print_summary(what: &str, s: &Summary) {
-    println!(
-        "{what:<52} median {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   N={}",
-        s.median_ms, s.p99_ms, s.max_ms, s.n
-    );
+/// Wake-up times of one run: from the send's response, and from the moment the send was issued.
+#[derive(Default)]
+struct Latencies {
+    after_response: Vec<f64>,
+    after_request: Vec<f64>,
 }
 
-/// Long-polls `agent`'s inbox `sends` times, each woken by one send once the poll waits.
-fn long_poll_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> Summary {
+impl Latencies {
+    fn record(&mut self, requested: Instant, answered: Instant, delivered: Instant) {
+        self.after_response.push(signed_ms(answered, delivered));
+        self.after_request.push(signed_ms(requested, delivered));
+    }
+
+    fn print(&self, what: &str) {
+        println!("{what}");
+        for (from, values) in [
+            ("send response", &self.after_response),
+            ("send request", &self.after_request),
+        ] {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let at = |q: f64| sorted[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
+            println!(
+                "  from the {from:<14} to delivery: median {:>6.2} ms  p99 {:>6.2} ms  \
+                 min {:>6.2} ms  max {:>6.2} ms  N={n}",
+                at(0.5),
+                at(0.99),
+                sorted[0],
+                sorted[n - 1]
+            );
+        }
+    }
+}
+
+/// Long-polls `agent`'s inbox (after `since`) `sends` times, each woken by one send once the poll
+/// waits. Returns the times and the last message id.
+fn long_poll_latency(
+    relay: &Relay,
+    agent: &str,
+    token: &str,
+    mut since: i64,
+    sends: usize,
+) -> (Latencies, i64) {
     let (go, polls) = mpsc::channel::<i64>();
     let (done, arrivals) = mpsc::channel::<(Json, Instant)>();
     let url = format!("{}/v1/agents/{agent}/inbox", relay.base);
@@ -110,26 +140,25 @@ fn long_poll_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> S
             done.send((body, Instant::now())).unwrap();
         }
     });
-    let mut since = 0;
-    let mut latencies = Vec::with_capacity(sends);
+    let mut latencies = Latencies::default();
     for n in 0..sends {
         go.send(since).unwrap();
         // Let the poll reach its wait before the message commits.
         std::thread::sleep(Duration::from_millis(25));
-        let (id, answered) = send(relay, agent, &format!("poll {n}"));
+        let (id, requested, answered) = send(relay, agent, &format!("poll {n}"));
         let (body, arrived) = arrivals.recv().unwrap();
         assert_eq!(
             body[0]["id"], id,
             "the poll delivered the message just sent"
         );
-        latencies.push(arrived.saturating_duration_since(answered));
+        latencies.record(requested, answered, arrived);
         since = id;
     }
-    summarize(latencies)
+    (latencies, since)
 }
 
 /// Streams `agent`'s inbox and times each of `sends` messages from send response to its event.
-fn stream_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> Summary {
+fn stream_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> Latencies {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -144,19 +173,19 @@ fn stream_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> Summ
         .unwrap();
     assert_eq!(response.status(), 200);
     let mut reader = EventReader::default();
-    let mut latencies = Vec::with_capacity(sends);
+    let mut latencies = Latencies::default();
     for n in 0..sends {
-        let (id, answered) = send(relay, agent, &format!("stream {n}"));
+        let (id, requested, answered) = send(relay, agent, &format!("stream {n}"));
         let event = loop {
             let chunk = runtime.block_on(response.chunk()).unwrap().unwrap();
             if let Some(event) = reader.push(&chunk).pop() {
                 break event;
             }
         };
-        latencies.push(Instant::now().saturating_duration_since(answered));
+        latencies.record(requested, answered, Instant::now());
         assert_eq!(event.id, Some(id.to_string()), "events arrive in order");
     }
-    summarize(latencies)
+    latencies
 }
 
 /// Opens `count` idle requests (raw HTTP/1.1 on their own sockets) and keeps them open.
@@ -181,8 +210,21 @@ fn open_idle(
     })
 }
 
+fn rss(pid: u32) -> u64 {
+    settle(pid);
+    status_kb(pid, "VmRSS:")
+}
+
+/// CPU ticks the server uses over ten quiet seconds, once the threads that ran the last calls
+/// have ended (an idle blocking thread lingers ten seconds).
+fn idle_cpu(pid: u32) -> u64 {
+    std::thread::sleep(Duration::from_secs(11));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    cpu_ticks(pid) - before
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters like a test name would.
     let sends = env_number("PUSH_SENDS", 200);
     let waiters = env_number("PUSH_WAITERS", 1000);
     let relay = Relay::start_with(&["--max-wait-secs", "600"]);
@@ -190,56 +232,57 @@ fn main() {
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let carol = relay.register(json!({"id": "carol"}));
-    println!("agent-relay push delivery, server pid {pid}, {sends} sends, {waiters} idle waiters");
+    println!("agent-relay push delivery: server pid {pid}, {sends} sends, {waiters} idle waiters");
 
-    let polls = long_poll_latency(&relay, "alice", &alice, sends);
-    print_summary("long-poll wake-up (send response -> poll answer)", &polls);
-    let streamed = stream_latency(&relay, "bob", &bob, sends);
-    print_summary("stream wake-up (send response -> event)", &streamed);
+    let (polls, last) = long_poll_latency(&relay, "alice", &alice, 0, sends);
+    polls.print("long-poll wake-up (inbox?since=LAST&wait=60, one waiter)");
+    stream_latency(&relay, "bob", &bob, sends).print("stream wake-up (one stream)");
 
-    settle(pid);
-    let idle_rss = status_kb(pid, "VmRSS:");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let polls_open = open_idle(
-        &runtime,
-        &relay,
-        "/v1/agents/carol/inbox?wait=600",
-        &carol,
-        waiters,
-    );
-    settle(pid);
-    let polls_rss = status_kb(pid, "VmRSS:");
-    let before = cpu_ticks(pid);
-    std::thread::sleep(Duration::from_secs(10));
-    let idle_cpu = cpu_ticks(pid) - before;
+    let poll_path = "/v1/agents/carol/inbox?wait=600";
+    let idle_rss = rss(pid);
+    let quiet_cpu = idle_cpu(pid);
+    let first = open_idle(&runtime, &relay, poll_path, &carol, waiters);
+    let first_rss = rss(pid);
+    let waiting_cpu = idle_cpu(pid);
     println!(
-        "server RSS idle {idle_rss} kB; with {waiters} idle long-polls {polls_rss} kB \
-         (+{} kB, {:.1} kB per waiter); CPU over 10 s with them idle: {idle_cpu} ticks",
-        polls_rss.saturating_sub(idle_rss),
-        polls_rss.saturating_sub(idle_rss) as f64 / waiters as f64
+        "server idle: RSS {idle_rss} kB, {quiet_cpu} CPU ticks in 10 s (the wasmtime epoch ticker's own)"
+    );
+    println!(
+        "{waiters} idle long-polls, first time: RSS {first_rss} kB (+{} kB, {:.1} kB each, \
+         including the allocator's high-water mark from starting them), {waiting_cpu} CPU ticks \
+         in 10 s",
+        first_rss.saturating_sub(idle_rss),
+        first_rss.saturating_sub(idle_rss) as f64 / waiters as f64
     );
 
-    let herd = long_poll_latency(&relay, "alice", &alice, sends.min(50));
-    print_summary(
-        &format!("long-poll wake-up with {waiters} other waiters"),
-        &herd,
-    );
-    drop(polls_open);
-
-    settle(pid);
-    let base_rss = status_kb(pid, "VmRSS:");
-    let streams_open = open_idle(&runtime, &relay, "/v1/agents/carol/stream", &carol, waiters);
-    settle(pid);
-    let streams_rss = status_kb(pid, "VmRSS:");
+    let (herd, _) = long_poll_latency(&relay, "alice", &alice, last, sends.min(50));
+    herd.print(&format!(
+        "long-poll wake-up with {waiters} waiters on another agent (each send re-runs all of them)"
+    ));
+    drop(first);
+    let warm_rss = rss(pid);
+    let second = open_idle(&runtime, &relay, poll_path, &carol, waiters);
+    let second_rss = rss(pid);
     println!(
-        "server RSS before streams {base_rss} kB; with {waiters} idle streams {streams_rss} kB \
-         (+{} kB, {:.1} kB per stream)",
-        streams_rss.saturating_sub(base_rss),
-        streams_rss.saturating_sub(base_rss) as f64 / waiters as f64
+        "{waiters} idle long-polls, again on a warm server: RSS {warm_rss} -> {second_rss} kB \
+         (+{} kB, {:.1} kB each)",
+        second_rss.saturating_sub(warm_rss),
+        second_rss.saturating_sub(warm_rss) as f64 / waiters as f64
     );
-    drop(streams_open);
+    drop(second);
+
+    let before_streams = rss(pid);
+    let streams = open_idle(&runtime, &relay, "/v1/agents/carol/stream", &carol, waiters);
+    let streams_rss = rss(pid);
+    println!(
+        "{waiters} idle streams: RSS {before_streams} -> {streams_rss} kB (+{} kB, {:.1} kB each)",
+        streams_rss.saturating_sub(before_streams),
+        streams_rss.saturating_sub(before_streams) as f64 / waiters as f64
+    );
+    drop(streams);
 }

@@ -298,8 +298,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..HttpOptions::default()
     };
     let app = App::new(runtime, token::OperatorToken::new(&operator_token), options);
+    // Calls run on blocking threads, at most `max_concurrent_calls` at once; a pool no larger
+    // keeps a burst of woken waiters from starting a thread each.
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(app.options.max_concurrent_calls + 4)
         .build()?;
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
