@@ -42,6 +42,11 @@ enum Command {
     Call(CallArgs),
     /// Create or upgrade the database schema and print the versions and steps.
     Migrate(DbArgs),
+    /// Print an agent's messages as they arrive, one JSON object a line, from a running relay.
+    ///
+    /// Follows `GET /v1/agents/AGENT/stream` and reconnects after a drop, resuming after the
+    /// last message printed (`Last-Event-ID`), so nothing is lost or printed twice.
+    Watch(WatchArgs),
     /// Print the WIT contract the relay component implements.
     Wit,
 }
@@ -87,9 +92,30 @@ struct ServeArgs {
     /// How long a request waits for a free call slot before it is answered 503, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     queue_timeout_ms: u64,
+    /// The longest a long-poll (`inbox?wait=SECONDS`) may be held, in seconds.
+    #[arg(long, default_value_t = 300)]
+    max_wait_secs: u64,
+    /// How often an idle event stream sends a keep-alive comment, in seconds.
+    #[arg(long, default_value_t = 15)]
+    keep_alive_secs: u64,
     /// Testing only: expose `POST /v1/test/clock {"advanceMs": N}` (operator) to move time.
     #[arg(long)]
     test_clock: bool,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The agent whose inbox to follow.
+    agent: String,
+    /// The relay's address.
+    #[arg(long, env = "RELAY_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// The agent's token (or the operator's).
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Start after this message id (default: the whole inbox).
+    #[arg(long)]
+    since: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +154,12 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Call(args) => call(args),
         Command::Migrate(args) => migrate(&args),
+        Command::Watch(args) => crate::watch::run(&crate::watch::Watch {
+            url: args.url,
+            agent: args.agent,
+            token: args.token,
+            since: args.since,
+        }),
         Command::Wit => {
             print!("{}", crate::runtime::CONTRACT);
             Ok(ExitCode::SUCCESS)
@@ -268,11 +300,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         max_concurrent_calls: args.max_concurrent_calls.max(1),
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+        max_wait: Duration::from_secs(args.max_wait_secs),
+        keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
         test_clock: args.test_clock,
     };
     let app = App::new(runtime, token::OperatorToken::new(&operator_token), options);
+    // Calls run on blocking threads, at most `max_concurrent_calls` at once; a pool no larger
+    // keeps a burst of woken waiters from starting a thread each.
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(app.options.max_concurrent_calls + 4)
         .build()?;
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

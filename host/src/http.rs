@@ -8,14 +8,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json as JsonBody, Router};
 use serde_json::Value as Json;
 use tokio::sync::Semaphore;
 use wasmtime::component::Val;
 
 use crate::bridge::{self, ErrorReply, Inputs};
-use crate::routes::{ROUTES, Route};
+use crate::push::{self, StreamRequest};
+use crate::routes::{Delivery, ROUTES, Route};
 use crate::runtime::{CallFailure, Runtime};
 use crate::token::OperatorToken;
 
@@ -28,6 +29,10 @@ pub struct HttpOptions {
     pub max_concurrent_calls: usize,
     /// How long a request waits for a slot before it is answered 503.
     pub queue_timeout: Duration,
+    /// The longest `wait=SECONDS` a held request may ask for; longer asks are cut to it.
+    pub max_wait: Duration,
+    /// How often an idle event stream sends a keep-alive comment.
+    pub keep_alive: Duration,
     /// Expose `POST /v1/test/clock` to move the relay's clock (tests only).
     pub test_clock: bool,
 }
@@ -38,6 +43,8 @@ impl Default for HttpOptions {
             max_body_bytes: 1 << 20,
             max_concurrent_calls: 32,
             queue_timeout: Duration::from_secs(10),
+            max_wait: Duration::from_secs(300),
+            keep_alive: Duration::from_secs(15),
             test_clock: false,
         }
     }
@@ -172,6 +179,41 @@ fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Removes the host's own query parameter `key` (at most once) from the pairs the export sees.
+fn take_pair(pairs: &mut Vec<(String, String)>, key: &str) -> Result<Option<String>, ErrorReply> {
+    let mut found = None;
+    for (_, value) in pairs.extract_if(.., |(k, _)| k == key) {
+        if found.replace(value).is_some() {
+            return Err(ErrorReply::invalid(format!(
+                "query parameter {key} is given more than once"
+            )));
+        }
+    }
+    Ok(found)
+}
+
+/// The deadline of a held request: `wait=SECONDS`, cut to the server's maximum.
+fn wait_deadline(
+    pairs: &mut Vec<(String, String)>,
+    max_wait: Duration,
+) -> Result<Option<tokio::time::Instant>, ErrorReply> {
+    let Some(text) = take_pair(pairs, "wait")? else {
+        return Ok(None);
+    };
+    let wait = text
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| {
+            ErrorReply::invalid(format!(
+                "wait must be a number of seconds (at most {}), not {text}",
+                max_wait.as_secs()
+            ))
+        })?;
+    Ok(Some(tokio::time::Instant::now() + wait.min(max_wait)))
+}
+
 async fn handle(
     app: Arc<App>,
     route: Route,
@@ -211,18 +253,23 @@ async fn handle(
                 format!("route names unknown export {}", route.export),
             )
         })?;
+        let mut query = query_pairs(raw_query.as_deref());
+        let deadline = match route.delivery {
+            Delivery::Held => wait_deadline(&mut query, app.options.max_wait)?,
+            Delivery::Once | Delivery::Streamed => None,
+        };
         let inputs = Inputs {
             caller: Some(app.caller(&headers)),
-            path: params
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            query: query_pairs(raw_query.as_deref()),
+            path: path_pairs(&params),
+            query,
             body: json.as_ref(),
             named: None,
         };
         let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
-        app.invoke(route.export, args).await
+        match deadline {
+            Some(deadline) => push::hold(&app, route.export, args, deadline).await,
+            None => app.invoke(route.export, args).await,
+        }
     }
     .await;
     let elapsed = started.elapsed();
@@ -245,6 +292,52 @@ async fn handle(
             error_response(&error)
         }
     }
+}
+
+fn path_pairs(params: &RawPathParams) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// An event stream route: starts after `Last-Event-ID` (or the `since` query parameter).
+async fn handle_stream(
+    app: Arc<App>,
+    route: Route,
+    params: RawPathParams,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let opened = async {
+        let mut query = query_pairs(raw_query.as_deref());
+        let since_query = take_pair(&mut query, "since")?;
+        let last_event = headers
+            .get("last-event-id")
+            .map(|value| value.to_str().unwrap_or("").to_owned());
+        let since = match last_event.or(since_query) {
+            Some(text) => Some(text.trim().parse::<i64>().map_err(|_| {
+                ErrorReply::invalid(format!(
+                    "Last-Event-ID (or since) must be a message id, not {text}"
+                ))
+            })?),
+            None => None,
+        };
+        let request = StreamRequest {
+            export: route.export,
+            caller: app.caller(&headers),
+            path: path_pairs(&params),
+            query,
+            since,
+            keep_alive: app.options.keep_alive,
+        };
+        push::stream(Arc::clone(&app), request).await
+    }
+    .await;
+    opened.unwrap_or_else(|error| {
+        tracing::debug!(path = route.path, status = error.status, code = %error.code, "stream refused");
+        error_response(&error)
+    })
 }
 
 async fn advance_clock(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -291,19 +384,37 @@ pub fn router(app: Arc<App>) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<Arc<App>>)> = Vec::new();
     for route in ROUTES {
         let route = *route;
-        let handler = move |State(app): State<Arc<App>>,
-                            params: RawPathParams,
-                            query: RawQuery,
-                            headers: HeaderMap,
-                            body: Result<Bytes, BytesRejection>| {
-            handle(app, route, params, query, headers, body)
-        };
-        match by_path.iter_mut().find(|(path, _)| *path == route.path) {
-            Some((_, methods)) => {
-                *methods = std::mem::take(methods).on(method_filter(route.method), handler)
+        let filter = method_filter(route.method);
+        let slot = match by_path.iter().position(|(path, _)| *path == route.path) {
+            Some(slot) => slot,
+            None => {
+                by_path.push((route.path, MethodRouter::new()));
+                by_path.len() - 1
             }
-            None => by_path.push((route.path, on(method_filter(route.method), handler))),
-        }
+        };
+        let methods = std::mem::take(&mut by_path[slot].1);
+        by_path[slot].1 = if route.delivery == Delivery::Streamed {
+            methods.on(
+                filter,
+                move |State(app): State<Arc<App>>,
+                      params: RawPathParams,
+                      query: RawQuery,
+                      headers: HeaderMap| {
+                    handle_stream(app, route, params, query, headers)
+                },
+            )
+        } else {
+            methods.on(
+                filter,
+                move |State(app): State<Arc<App>>,
+                      params: RawPathParams,
+                      query: RawQuery,
+                      headers: HeaderMap,
+                      body: Result<Bytes, BytesRejection>| {
+                    handle(app, route, params, query, headers, body)
+                },
+            )
+        };
     }
     let mut router = Router::new();
     for (path, methods) in by_path {

@@ -3,6 +3,10 @@
 //! How a route fills the export's parameters is the bridge's generic rule: path variables by
 //! name, the query string into `query`, the JSON body into `input`, the caller from the
 //! `Authorization` header.
+//!
+//! A route may also let the caller wait for the answer (see `push.rs`): a *held* route takes
+//! `wait=SECONDS` and holds an empty list answer until a write commits; a *streamed* route serves
+//! the export's items as server-sent events, resuming after `Last-Event-ID`.
 
 /// One HTTP route.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +16,18 @@ pub struct Route {
     pub export: &'static str,
     /// Answer 201 instead of 200 when the result says `created: true`.
     pub creates: bool,
+    pub delivery: Delivery,
+}
+
+/// How a route's answer reaches the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// One call, one answer.
+    Once,
+    /// Like `Once`, but `wait=SECONDS` holds an empty list answer until a write commits.
+    Held,
+    /// Server-sent events: each item of the list export as it commits, resuming after an id.
+    Streamed,
 }
 
 const fn route(method: &'static str, path: &'static str, export: &'static str) -> Route {
@@ -20,15 +36,28 @@ const fn route(method: &'static str, path: &'static str, export: &'static str) -
         path,
         export,
         creates: false,
+        delivery: Delivery::Once,
     }
 }
 
 const fn creating(method: &'static str, path: &'static str, export: &'static str) -> Route {
     Route {
-        method,
-        path,
-        export,
         creates: true,
+        ..route(method, path, export)
+    }
+}
+
+const fn held(method: &'static str, path: &'static str, export: &'static str) -> Route {
+    Route {
+        delivery: Delivery::Held,
+        ..route(method, path, export)
+    }
+}
+
+const fn streamed(path: &'static str, export: &'static str) -> Route {
+    Route {
+        delivery: Delivery::Streamed,
+        ..route("GET", path, export)
     }
 }
 
@@ -41,7 +70,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/agents/{agentId}/heartbeat", "heartbeat"),
     route("PUT", "/v1/agents/{agentId}/status", "set-agent-status"),
     route("PUT", "/v1/agents/{agentId}/label", "set-agent-label"),
-    route("GET", "/v1/agents/{agentId}/inbox", "poll-inbox"),
+    held("GET", "/v1/agents/{agentId}/inbox", "poll-inbox"),
+    streamed("/v1/agents/{agentId}/stream", "poll-inbox"),
     // Messages, threads, receipts and claims
     creating("POST", "/v1/messages", "send-message"),
     route("GET", "/v1/messages/{messageId}", "get-message"),

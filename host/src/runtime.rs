@@ -21,6 +21,7 @@ use wasmtime::{
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Executed, Rows, StoreError, Value};
+use crate::push::Commits;
 use crate::store::{Access, Backend, Session};
 
 /// The relay component, built from guest/ by the build script.
@@ -158,6 +159,7 @@ pub struct Runtime {
     backend: Arc<dyn Backend>,
     clock: Clock,
     limits: Limits,
+    commits: Commits,
 }
 
 impl Runtime {
@@ -214,6 +216,7 @@ impl Runtime {
             backend,
             clock,
             limits,
+            commits: Commits::default(),
         })
     }
 
@@ -231,8 +234,14 @@ impl Runtime {
         &self.clock
     }
 
+    /// The signal bumped after every committed write call (what long-polls and streams wait on).
+    pub fn commits(&self) -> &Commits {
+        &self.commits
+    }
+
     /// Runs one export in a fresh instance inside one transaction. Returns the export's own
     /// `result` value; the transaction is committed when it is `ok` and rolled back otherwise.
+    /// A committed write is announced on [`Runtime::commits`].
     ///
     /// # Errors
     /// A trap, timeout or memory exhaustion of the guest, or a store failure.
@@ -269,6 +278,9 @@ impl Runtime {
             Ok(value) => {
                 let succeeded = matches!(&value, Val::Result(Ok(_)));
                 session.finish(succeeded).map_err(CallFailure::Store)?;
+                if succeeded && export.access == Access::Write {
+                    self.commits.committed();
+                }
                 Ok(value)
             }
             Err(cause) => {

@@ -88,6 +88,11 @@ impl Relay {
         }
     }
 
+    /// The server's process id (for memory and CPU readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("relay.db")
     }

@@ -1,0 +1,220 @@
+//! Push delivery: long-polls and event streams that wake when a write commits.
+//!
+//! The host knows one thing here: a write transaction committed (it committed it). Every waiting
+//! request subscribes to that signal and, when woken, re-runs its export; what the answer holds is
+//! still the guest's decision. A waiter costs a parked future and a watch receiver: it holds no
+//! concurrency slot, no thread and no timer beyond its own deadline, so idle waiters cost no CPU.
+//!
+//! Two ways to wait, both generic over a list export (the route table names which):
+//! - **held**: an empty list answer is held until a write commits (then the export runs again) or
+//!   the wait ends, when the empty list is the answer.
+//! - **streamed**: the export runs with `since` set to the last item's `id`; every item becomes a
+//!   server-sent event with that id, and an empty answer waits for the next commit.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde_json::Value as Json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use wasmtime::component::Val;
+
+use crate::bridge::{self, ErrorReply, Inputs};
+use crate::http::App;
+
+/// The commit signal: a sequence number bumped after every committed write call.
+#[derive(Debug)]
+pub struct Commits {
+    sequence: watch::Sender<u64>,
+}
+
+impl Default for Commits {
+    fn default() -> Self {
+        Self {
+            sequence: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Commits {
+    /// Records that a write transaction committed and wakes every waiter.
+    pub fn committed(&self) {
+        self.sequence.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that has seen every commit so far: its next `changed` is the next commit.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sequence.subscribe()
+    }
+}
+
+/// Runs `export` until its answer is not an empty list, a write having committed between runs,
+/// or until `deadline`, when the (empty) answer is returned.
+///
+/// # Errors
+/// The export's own error (auth, unknown agent, bad query) or a failure of the call.
+pub async fn hold(
+    app: &Arc<App>,
+    export: &str,
+    args: Vec<Val>,
+    deadline: Instant,
+) -> Result<Json, ErrorReply> {
+    let mut commits = app.runtime.commits().subscribe();
+    loop {
+        // Mark the commits seen before the call: any commit the call's snapshot misses wakes us.
+        commits.borrow_and_update();
+        let answer = app.invoke(export, args.clone()).await?;
+        if !is_empty_list(&answer) {
+            return Ok(answer);
+        }
+        tokio::select! {
+            changed = commits.changed() => if changed.is_err() { return Ok(answer) },
+            () = tokio::time::sleep_until(deadline) => return Ok(answer),
+        }
+    }
+}
+
+fn is_empty_list(answer: &Json) -> bool {
+    answer.as_array().is_some_and(Vec::is_empty)
+}
+
+/// What a streamed export is called with, apart from the moving `since`.
+pub struct StreamRequest {
+    pub export: &'static str,
+    pub caller: Val,
+    pub path: Vec<(String, String)>,
+    /// Query pairs without `since`.
+    pub query: Vec<(String, String)>,
+    /// Where the stream starts: items after this id.
+    pub since: Option<i64>,
+    pub keep_alive: Duration,
+}
+
+struct Cursor {
+    app: Arc<App>,
+    request: StreamRequest,
+    commits: watch::Receiver<u64>,
+    ready: VecDeque<Json>,
+    ended: bool,
+}
+
+impl Cursor {
+    /// Runs the export for the items after the cursor.
+    async fn next_page(&mut self) -> Result<Vec<Json>, ErrorReply> {
+        let export = self
+            .app
+            .runtime
+            .export(self.request.export)
+            .ok_or_else(|| {
+                ErrorReply::new(
+                    500,
+                    "internal",
+                    format!("route names unknown export {}", self.request.export),
+                )
+            })?;
+        let mut query = self.request.query.clone();
+        if let Some(since) = self.request.since {
+            query.push(("since".to_owned(), since.to_string()));
+        }
+        let inputs = Inputs {
+            caller: Some(self.request.caller.clone()),
+            path: self.request.path.clone(),
+            query,
+            ..Inputs::default()
+        };
+        let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
+        self.commits.borrow_and_update();
+        match self.app.invoke(self.request.export, args).await? {
+            Json::Array(items) => Ok(items),
+            other => Err(ErrorReply::new(
+                500,
+                "internal",
+                format!("{} answered {other}, not a list", self.request.export),
+            )),
+        }
+    }
+
+    /// The next event: a ready item, else the next page, else after the next commit.
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            if let Some(item) = self.ready.pop_front() {
+                return Some(self.item_event(&item));
+            }
+            match self.next_page().await {
+                Ok(items) if items.is_empty() => {
+                    if self.commits.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(items) => self.ready.extend(items),
+                Err(error) => {
+                    self.ended = true;
+                    return Some(error_event(&error));
+                }
+            }
+        }
+    }
+
+    fn item_event(&mut self, item: &Json) -> Event {
+        match item.get("id").and_then(Json::as_i64) {
+            Some(id) => {
+                self.request.since = Some(id);
+                Event::default().id(id.to_string()).data(item.to_string())
+            }
+            None => {
+                self.ended = true;
+                error_event(&ErrorReply::new(
+                    500,
+                    "internal",
+                    format!("{} answered an item without an id", self.request.export),
+                ))
+            }
+        }
+    }
+}
+
+fn error_event(error: &ErrorReply) -> Event {
+    Event::default()
+        .event("error")
+        .data(error.to_json().to_string())
+}
+
+/// Opens an event stream. The first page is fetched before the response starts, so a refused
+/// caller gets the usual JSON error and status instead of a stream.
+///
+/// # Errors
+/// The export's own error on the first page, or a failure of that call.
+pub async fn stream(app: Arc<App>, request: StreamRequest) -> Result<Response, ErrorReply> {
+    let keep_alive = request.keep_alive;
+    let mut cursor = Cursor {
+        commits: app.runtime.commits().subscribe(),
+        app,
+        request,
+        ready: VecDeque::new(),
+        ended: false,
+    };
+    let first = cursor.next_page().await?;
+    cursor.ready.extend(first);
+    let events = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next_event().await?;
+        Some((Ok::<_, Infallible>(event), cursor))
+    });
+    Ok(sse(events, keep_alive))
+}
+
+fn sse(
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    every: Duration,
+) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(every).text("keep-alive"))
+        .into_response()
+}
