@@ -258,12 +258,11 @@ pub fn register(
             )));
         }
     }
-    if kind == AgentKind::Provider {
-        if let Some(tag) = infer_provider_tag(&id, &name, &tags, &meta) {
-            if !tags.iter().any(|t| t == tag) {
-                tags.push(tag.to_owned());
-            }
-        }
+    if kind == AgentKind::Provider
+        && let Some(tag) = infer_provider_tag(&id, &name, &tags, &meta)
+        && !tags.iter().any(|t| t == tag)
+    {
+        tags.push(tag.to_owned());
     }
     let label = match input.label {
         Some(Some(label)) => Some(input::id("label", &label)?.to_owned()),

@@ -48,7 +48,7 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 #[macro_export]
 macro_rules! params {
     ($($value:expr),* $(,)?) => {
-        vec![$($crate::bindings::agent_relay::relay::store::Value::from($value)),*]
+        [$($crate::bindings::agent_relay::relay::store::Value::from($value)),*]
     };
 }
 

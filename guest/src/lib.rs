@@ -15,15 +15,20 @@ mod bindings {
     });
 }
 
+mod activity;
 mod agents;
 mod auth;
 mod claims;
 mod db;
 mod error;
+mod health;
 mod input;
 mod messages;
+mod pairs;
 mod schema;
 mod settings;
+mod tasks;
+mod webhooks;
 
 use bindings::agent_relay::relay::types::{
     AgentCard, AgentQuery, Caller, ClaimInput, Deleted, LabelInput, Message, PollQuery, ReapReport,
