@@ -21,6 +21,7 @@ mod auth;
 mod claims;
 mod db;
 mod error;
+mod faults;
 mod health;
 mod input;
 mod messages;

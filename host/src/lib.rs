@@ -1,1 +1,12 @@
+//! The agent relay host: serves the relay component (all relay behaviour lives in the guest) over
+//! HTTP and a CLI, giving it SQLite through the store capability.
 
+pub mod bindings;
+pub mod bridge;
+pub mod cli;
+pub mod http;
+pub mod routes;
+pub mod runtime;
+pub mod sqlite;
+pub mod store;
+pub mod token;

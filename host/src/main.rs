@@ -1,1 +1,5 @@
-fn main() {}
+//! `agent-relay`: see `agent-relay --help`.
+
+fn main() -> std::process::ExitCode {
+    agent_relay::cli::main()
+}

@@ -1,0 +1,8 @@
+//! The host side of the WIT contract, generated once: the store capability's types and traits.
+
+wasmtime::component::bindgen!({
+    world: "relay",
+    path: "../wit",
+});
+
+pub use agent_relay::relay::store::{Executed, Rows, StoreError, Value};

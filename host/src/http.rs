@@ -1,0 +1,344 @@
+//! The HTTP server: the route table mounted on axum, each request turned into one export call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, RawPathParams, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Json as JsonBody, Router};
+use serde_json::Value as Json;
+use tokio::sync::Semaphore;
+use wasmtime::component::Val;
+
+use crate::bridge::{self, ErrorReply, Inputs};
+use crate::routes::{ROUTES, Route};
+use crate::runtime::{CallFailure, Runtime};
+use crate::token::OperatorToken;
+
+/// Server settings beyond the runtime's.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Calls running at once; more wait for a slot.
+    pub max_concurrent_calls: usize,
+    /// How long a request waits for a slot before it is answered 503.
+    pub queue_timeout: Duration,
+    /// Expose `POST /v1/test/clock` to move the relay's clock (tests only).
+    pub test_clock: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_concurrent_calls: 32,
+            queue_timeout: Duration::from_secs(10),
+            test_clock: false,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct App {
+    pub runtime: Runtime,
+    pub operator: OperatorToken,
+    pub options: HttpOptions,
+    slots: Semaphore,
+}
+
+impl App {
+    pub fn new(runtime: Runtime, operator: OperatorToken, options: HttpOptions) -> Arc<Self> {
+        let slots = Semaphore::new(options.max_concurrent_calls);
+        Arc::new(Self {
+            runtime,
+            operator,
+            options,
+            slots,
+        })
+    }
+
+    /// The `caller` value for a request, from its `Authorization` header.
+    pub fn caller(&self, headers: &HeaderMap) -> Val {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty());
+        match bearer {
+            Some(token) if self.operator.matches(token) => {
+                Val::Variant("operator".to_owned(), None)
+            }
+            Some(token) => Val::Variant(
+                "bearer".to_owned(),
+                Some(Box::new(Val::String(token.to_owned()))),
+            ),
+            None => Val::Variant("anonymous".to_owned(), None),
+        }
+    }
+
+    /// Runs one export on a blocking thread, within the concurrency bound.
+    ///
+    /// # Errors
+    /// The relay's own error, or a failure of the call (trap, store, overload).
+    pub async fn invoke(
+        self: &Arc<Self>,
+        export: &str,
+        args: Vec<Val>,
+    ) -> Result<Json, ErrorReply> {
+        let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire())
+            .await
+            .map_err(|_| {
+                ErrorReply::new(
+                    503,
+                    "overloaded",
+                    "the relay is at its concurrency limit; retry shortly",
+                )
+            })?
+            .map_err(|_| ErrorReply::new(503, "unavailable", "the relay is shutting down"))?;
+        let app = Arc::clone(self);
+        let name = export.to_owned();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let export = app
+                .runtime
+                .export(&name)
+                .ok_or_else(|| ErrorReply::new(500, "internal", format!("no export {name}")))?;
+            app.runtime
+                .call(export, &args)
+                .map_err(|failure| failure_reply(&name, &failure))
+        })
+        .await
+        .map_err(|e| ErrorReply::new(500, "internal", format!("the call's thread failed: {e}")))?;
+        drop(permit);
+        bridge::outcome(&outcome?)
+    }
+}
+
+/// A failed call as the caller sees it, logged once here.
+pub fn failure_reply(export: &str, failure: &CallFailure) -> ErrorReply {
+    match failure {
+        CallFailure::Trap(cause) => {
+            tracing::error!(export, cause = %cause, "call failed; its transaction was rolled back");
+            ErrorReply::new(
+                500,
+                "internal",
+                format!("{export} failed inside the relay component: {cause}"),
+            )
+        }
+        CallFailure::Store(error) => {
+            tracing::warn!(export, ?error, "store refused the call");
+            use crate::bindings::StoreError as E;
+            match error {
+                E::Full(m) => {
+                    ErrorReply::new(507, "storage_full", format!("the database is full: {m}"))
+                }
+                E::Busy(m) => {
+                    ErrorReply::new(503, "unavailable", format!("the database is busy: {m}"))
+                }
+                E::ReadOnly(m) => ErrorReply::new(
+                    503,
+                    "unavailable",
+                    format!("the database is read-only: {m}"),
+                ),
+                E::Constraint(m) | E::Refused(m) | E::Other(m) => {
+                    ErrorReply::new(503, "unavailable", format!("the database failed: {m}"))
+                }
+            }
+        }
+    }
+}
+
+fn reply(status: u16, body: &Json) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, JsonBody(body)).into_response()
+}
+
+fn error_response(error: &ErrorReply) -> Response {
+    reply(error.status, &error.to_json())
+}
+
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(url_decode_pairs).unwrap_or_default()
+}
+
+fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+async fn handle(
+    app: Arc<App>,
+    route: Route,
+    params: RawPathParams,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let body = body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorReply::new(
+                    413,
+                    "too_large",
+                    format!(
+                        "the request body is larger than {} bytes",
+                        app.options.max_body_bytes
+                    ),
+                )
+            } else {
+                ErrorReply::invalid(format!("the request body could not be read: {rejection}"))
+            }
+        })?;
+        let json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(
+                serde_json::from_slice(&body)
+                    .map_err(|e| ErrorReply::invalid(format!("the body is not valid JSON: {e}")))?,
+            )
+        };
+        let export = app.runtime.export(route.export).ok_or_else(|| {
+            ErrorReply::new(
+                500,
+                "internal",
+                format!("route names unknown export {}", route.export),
+            )
+        })?;
+        let inputs = Inputs {
+            caller: Some(app.caller(&headers)),
+            path: params
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            query: query_pairs(raw_query.as_deref()),
+            body: json.as_ref(),
+            named: None,
+        };
+        let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
+        app.invoke(route.export, args).await
+    }
+    .await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(body) => {
+            let created =
+                route.creates && body.get("created").and_then(Json::as_bool) == Some(true);
+            let status = if created { 201 } else { 200 };
+            tracing::debug!(
+                method = route.method,
+                path = route.path,
+                status,
+                ?elapsed,
+                "answered"
+            );
+            reply(status, &body)
+        }
+        Err(error) => {
+            tracing::debug!(method = route.method, path = route.path, status = error.status, code = %error.code, ?elapsed, "refused");
+            error_response(&error)
+        }
+    }
+}
+
+async fn advance_clock(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !matches!(app.caller(&headers), Val::Variant(ref case, _) if case == "operator") {
+        return error_response(&ErrorReply::new(
+            401,
+            "unauthorized",
+            "moving the clock needs the operator token",
+        ));
+    }
+    let advance = serde_json::from_slice::<Json>(&body)
+        .ok()
+        .and_then(|v| v.get("advanceMs").and_then(Json::as_i64));
+    let Some(ms) = advance else {
+        return error_response(&ErrorReply::invalid("send {\"advanceMs\": N}"));
+    };
+    app.runtime.clock().advance(ms);
+    reply(
+        200,
+        &serde_json::json!({ "now": app.runtime.clock().now_ms() }),
+    )
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    error_response(&ErrorReply::new(
+        404,
+        "not_found",
+        format!("no route for {method} {}", uri.path()),
+    ))
+}
+
+fn method_filter(method: &str) -> MethodFilter {
+    match method {
+        "GET" => MethodFilter::GET,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        "PATCH" => MethodFilter::PATCH,
+        _ => MethodFilter::POST,
+    }
+}
+
+/// The router for every route of the table.
+pub fn router(app: Arc<App>) -> Router {
+    let mut by_path: Vec<(&'static str, MethodRouter<Arc<App>>)> = Vec::new();
+    for route in ROUTES {
+        let route = *route;
+        let handler = move |State(app): State<Arc<App>>,
+                            params: RawPathParams,
+                            query: RawQuery,
+                            headers: HeaderMap,
+                            body: Result<Bytes, BytesRejection>| {
+            handle(app, route, params, query, headers, body)
+        };
+        match by_path.iter_mut().find(|(path, _)| *path == route.path) {
+            Some((_, methods)) => {
+                *methods = std::mem::take(methods).on(method_filter(route.method), handler)
+            }
+            None => by_path.push((route.path, on(method_filter(route.method), handler))),
+        }
+    }
+    let mut router = Router::new();
+    for (path, methods) in by_path {
+        router = router.route(path, methods.fallback(method_not_allowed));
+    }
+    if app.options.test_clock {
+        router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
+    }
+    let limit = app.options.max_body_bytes;
+    router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    error_response(&ErrorReply::new(
+        405,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    ))
+}
+
+/// Serves on a bound listener until `shutdown` completes.
+///
+/// # Errors
+/// The server failed.
+pub async fn serve_on(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let router = router(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The wasmtime side: the relay component compiled once, a fresh instance per call.
+//!
+//! Every call gets a new `Store` with a memory limit and an epoch deadline, and a store session
+//! (one transaction) that is committed only when the export returns `ok`. A trap, a timeout or an
+//! exhausted memory costs that call alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Type, Val,
+};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{self, Executed, Rows, StoreError, Value};
+use crate::store::{Access, Backend, Session};
+
+/// The relay component, built from guest/ by the build script.
+pub const COMPONENT: &[u8] = include_bytes!(env!("RELAY_COMPONENT"));
+
+/// The WIT contract the component implements.
+pub const CONTRACT: &str = include_str!(concat!(env!("OUT_DIR"), "/contract.wit"));
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits every call runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall time one call may take before it is stopped.
+    pub call_timeout: Duration,
+    /// Instances that may exist at once (the pooling allocator's slots).
+    pub instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(5),
+            instances: 64,
+        }
+    }
+}
+
+/// The relay's clock: the system clock plus an offset that tests may move forward.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// Moves the clock forward (or back, with a negative amount).
+    pub fn advance(&self, ms: i64) {
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Milliseconds since the Unix epoch, as the guest sees them.
+    pub fn now_ms(&self) -> i64 {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        system + self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
+impl HostWallClock for Clock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.now_ms()).unwrap_or(0))
+    }
+}
+
+/// One exported function, as the generic bridge needs it.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The function's WIT name (`send-message`).
+    pub name: String,
+    /// The interface it belongs to (`commands`).
+    pub interface: String,
+    pub params: Vec<(String, Type)>,
+    pub result: Option<Type>,
+    pub access: Access,
+    index: ComponentExportIndex,
+}
+
+/// Why a call produced no answer from the guest.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The guest trapped, ran out of time or memory: a bug or a hostile input, never the caller's.
+    Trap(String),
+    /// The store could not start or commit the transaction.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Trap(cause) => write!(f, "the relay component failed: {cause}"),
+            CallFailure::Store(error) => write!(f, "the store failed: {error:?}"),
+        }
+    }
+}
+
+/// What a store holds for the length of one call.
+struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    session: Box<dyn Session>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::agent_relay::relay::store::Host for CallState {
+    fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<Executed, StoreError> {
+        self.session.execute(&sql, &params)
+    }
+
+    fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, StoreError> {
+        self.session.query(&sql, &params)
+    }
+
+    fn get_setting(&mut self, key: String) -> Result<Option<String>, StoreError> {
+        self.session.get_setting(&key)
+    }
+
+    fn set_setting(&mut self, key: String, value: String) -> Result<(), StoreError> {
+        self.session.set_setting(&key, &value)
+    }
+}
+
+/// The compiled relay, ready to run calls against a backend.
+pub struct Runtime {
+    engine: Engine,
+    pre: InstancePre<CallState>,
+    exports: BTreeMap<String, Export>,
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    limits: Limits,
+}
+
+impl Runtime {
+    /// Compiles the component and prepares its instances.
+    ///
+    /// # Errors
+    /// The engine cannot be configured or the component does not match the host's contract.
+    pub fn new(backend: Arc<dyn Backend>, clock: Clock, limits: Limits) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.instances)
+            .total_core_instances(limits.instances * 4)
+            .total_memories(limits.instances * 2)
+            .total_tables(limits.instances * 4)
+            .total_stacks(limits.instances)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| anyhow!("{e:?}"))?;
+        let component = Component::new(&engine, COMPONENT)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context("compiling the relay component")?;
+
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
+        bindings::agent_relay::relay::store::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| anyhow!("{e:?}"))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context("linking the relay component")?;
+        let exports = discover_exports(&engine, &component)?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".to_owned())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("starting the epoch ticker")?;
+
+        Ok(Self {
+            engine,
+            pre,
+            exports,
+            backend,
+            clock,
+            limits,
+        })
+    }
+
+    /// Every exported function, by name.
+    pub fn exports(&self) -> &BTreeMap<String, Export> {
+        &self.exports
+    }
+
+    /// One export by name.
+    pub fn export(&self, name: &str) -> Option<&Export> {
+        self.exports.get(name)
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Runs one export in a fresh instance inside one transaction. Returns the export's own
+    /// `result` value; the transaction is committed when it is `ok` and rolled back otherwise.
+    ///
+    /// # Errors
+    /// A trap, timeout or memory exhaustion of the guest, or a store failure.
+    pub fn call(&self, export: &Export, args: &[Val]) -> Result<Val, CallFailure> {
+        let session = self
+            .backend
+            .begin(export.access)
+            .map_err(CallFailure::Store)?;
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(self.clock.clone())
+            .inherit_stderr()
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(16)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            CallState {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+                session,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+
+        let outcome = self.run(&mut store, export, args);
+        let session = store.into_data().session;
+        match outcome {
+            Ok(value) => {
+                let succeeded = matches!(&value, Val::Result(Ok(_)));
+                session.finish(succeeded).map_err(CallFailure::Store)?;
+                Ok(value)
+            }
+            Err(cause) => {
+                let _ = session.finish(false);
+                Err(CallFailure::Trap(cause))
+            }
+        }
+    }
+
+    fn run(
+        &self,
+        store: &mut Store<CallState>,
+        export: &Export,
+        args: &[Val],
+    ) -> Result<Val, String> {
+        let instance = self
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| format!("instantiating: {e:?}"))?;
+        let func = instance
+            .get_func(&mut *store, export.index)
+            .ok_or_else(|| format!("the component has no export {}", export.name))?;
+        let mut results = vec![Val::Bool(false); export.result.is_some().into()];
+        func.call(&mut *store, args, &mut results)
+            .map_err(|e| describe_trap(&e))?;
+        Ok(results.pop().unwrap_or(Val::Tuple(Vec::new())))
+    }
+}
+
+/// A short, log-friendly cause for a failed call.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            "the call ran past its deadline and was stopped".to_owned()
+        }
+        Some(trap) => format!("trap: {trap}"),
+        None => format!("{error:?}")
+            .lines()
+            .next()
+            .unwrap_or("unknown failure")
+            .to_owned(),
+    }
+}
+
+/// Walks the component's exported interfaces; functions of `*queries` interfaces only read.
+fn discover_exports(
+    engine: &Engine,
+    component: &Component,
+) -> anyhow::Result<BTreeMap<String, Export>> {
+    let mut exports = BTreeMap::new();
+    let ty = component.component_type();
+    for (instance_name, item) in ty.exports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        let interface = instance_name
+            .rsplit_once('/')
+            .map_or(instance_name, |(_, rest)| rest)
+            .split('@')
+            .next()
+            .unwrap_or(instance_name)
+            .to_owned();
+        let access = if interface.ends_with("queries") {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        let instance_index = component
+            .get_export_index(None, instance_name)
+            .ok_or_else(|| anyhow!("export {instance_name} vanished"))?;
+        for (name, func) in instance.exports(engine) {
+            let ComponentItem::ComponentFunc(func) = func.ty else {
+                continue;
+            };
+            let index = component
+                .get_export_index(Some(&instance_index), name)
+                .ok_or_else(|| anyhow!("export {instance_name}#{name} vanished"))?;
+            let export = Export {
+                name: name.to_owned(),
+                interface: interface.clone(),
+                params: func.params().map(|(n, t)| (n.to_owned(), t)).collect(),
+                result: func.results().next(),
+                access,
+                index,
+            };
+            if exports.insert(name.to_owned(), export).is_some() {
+                anyhow::bail!("two exported interfaces define {name}; export names must be unique");
+            }
+        }
+    }
+    Ok(exports)
+}

@@ -1,0 +1,365 @@
+//! The embedded backend: one SQLite file in WAL mode, a pool of connections, one writer at a time.
+//!
+//! Every connection carries an authorizer that, while the guest is running, refuses transaction
+//! control, ATTACH/DETACH, extension loading and all but a few read-only pragmas: the host owns the
+//! transaction, and the guest's SQL reaches this one database only.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params_from_iter, types};
+
+use crate::bindings::{Executed, Rows, StoreError, Value};
+use crate::store::{Access, Backend, Session};
+
+/// How hard SQLite works to keep committed writes (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// Every commit reaches the disk before it is acknowledged: survives process and power loss.
+    Full,
+    /// WAL's default: survives a process crash; a power loss may drop the last commits.
+    Normal,
+    /// No syncing at all: fastest, for throwaway databases only.
+    Off,
+}
+
+/// How the database is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    pub busy_timeout: Duration,
+    /// An upper bound on the file size, in pages (`PRAGMA max_page_count`); none when `None`.
+    pub max_pages: Option<u64>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_pages: None,
+        }
+    }
+}
+
+/// A connection and the switch its authorizer reads.
+struct Conn {
+    sql: Connection,
+    guest_running: Arc<AtomicBool>,
+}
+
+/// The SQLite backend.
+pub struct Sqlite {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Arc<tokio::sync::Mutex<Conn>>,
+    readers: Arc<Mutex<Vec<Conn>>>,
+}
+
+/// Pragmas the guest may run: schema introspection (their argument names a table or index) and
+/// read-only checks. Setting any pragma is refused.
+const GUEST_INTROSPECTION_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "index_list",
+    "index_info",
+    "foreign_key_list",
+];
+const GUEST_READ_PRAGMAS: &[&str] = &[
+    "quick_check",
+    "integrity_check",
+    "page_count",
+    "freelist_count",
+    "user_version",
+];
+
+fn guest_may_run_pragma(name: &str, value: Option<&str>) -> bool {
+    let listed = |list: &[&str]| list.iter().any(|p| p.eq_ignore_ascii_case(name));
+    listed(GUEST_INTROSPECTION_PRAGMAS) || (listed(GUEST_READ_PRAGMAS) && value.is_none())
+}
+
+fn guest_authorizer(
+    guest_running: Arc<AtomicBool>,
+) -> impl FnMut(AuthContext<'_>) -> Authorization + Send + 'static {
+    move |ctx| {
+        if !guest_running.load(Ordering::Relaxed) {
+            return Authorization::Allow;
+        }
+        let allowed = match ctx.action {
+            AuthAction::Transaction { .. }
+            | AuthAction::Savepoint { .. }
+            | AuthAction::Attach { .. }
+            | AuthAction::Detach { .. } => false,
+            AuthAction::Function { function_name } => {
+                !function_name.eq_ignore_ascii_case("load_extension")
+            }
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value,
+            } => guest_may_run_pragma(pragma_name, pragma_value),
+            _ => true,
+        };
+        if allowed {
+            Authorization::Allow
+        } else {
+            Authorization::Deny
+        }
+    }
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the database file and prepares it for the relay.
+    ///
+    /// # Errors
+    /// The file cannot be opened or is not a SQLite database.
+    pub fn open(path: &Path, options: SqliteOptions) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let writer = open_connection(path, &options)?;
+        writer
+            .sql
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE IF NOT EXISTS relay_settings (
+                     key TEXT PRIMARY KEY,
+                     value TEXT NOT NULL
+                 );",
+            )
+            .with_context(|| format!("preparing {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            options,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn reader(&self) -> Result<Conn, StoreError> {
+        let pooled = self.readers.lock().ok().and_then(|mut idle| idle.pop());
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path, &self.options)
+                .map_err(|e| StoreError::Other(format!("{e:#}"))),
+        }
+    }
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions) -> anyhow::Result<Conn> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut sql = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("opening {}", path.display()))?;
+    sql.busy_timeout(options.busy_timeout)?;
+    sql.set_prepared_statement_cache_capacity(128);
+    let synchronous = match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Off => "OFF",
+    };
+    sql.execute_batch(&format!(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
+    ))?;
+    if let Some(pages) = options.max_pages {
+        sql.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    }
+    let guest_running = Arc::new(AtomicBool::new(false));
+    sql.authorizer(Some(guest_authorizer(Arc::clone(&guest_running))))?;
+    Ok(Conn { sql, guest_running })
+}
+
+impl Backend for Sqlite {
+    fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
+        let conn = match access {
+            Access::Write => Held::Writer(Arc::clone(&self.writer).blocking_lock_owned()),
+            Access::Read => Held::Reader(Some(self.reader()?), Arc::clone(&self.readers)),
+        };
+        let begin = match access {
+            Access::Write => "BEGIN IMMEDIATE",
+            Access::Read => "PRAGMA query_only = 1; BEGIN DEFERRED",
+        };
+        conn.get().sql.execute_batch(begin).map_err(store_error)?;
+        conn.get().guest_running.store(true, Ordering::Relaxed);
+        Ok(Box::new(SqliteSession { conn, access }))
+    }
+}
+
+/// A connection checked out for one call; a reader goes back to the pool when dropped.
+enum Held {
+    Writer(tokio::sync::OwnedMutexGuard<Conn>),
+    Reader(Option<Conn>, Arc<Mutex<Vec<Conn>>>),
+}
+
+impl Held {
+    fn get(&self) -> &Conn {
+        match self {
+            Held::Writer(guard) => guard,
+            Held::Reader(conn, _) => conn.as_ref().expect("a reader is present until dropped"),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Reader(conn, pool) = self
+            && let (Some(conn), Ok(mut idle)) = (conn.take(), pool.lock())
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+struct SqliteSession {
+    conn: Held,
+    access: Access,
+}
+
+fn to_sql(value: &Value) -> types::Value {
+    match value {
+        Value::Null => types::Value::Null,
+        Value::Integer(n) => types::Value::Integer(*n),
+        Value::Real(r) => types::Value::Real(*r),
+        Value::Text(t) => types::Value::Text(t.clone()),
+        Value::Blob(b) => types::Value::Blob(b.clone()),
+    }
+}
+
+fn from_sql(value: types::ValueRef<'_>) -> Value {
+    match value {
+        types::ValueRef::Null => Value::Null,
+        types::ValueRef::Integer(n) => Value::Integer(n),
+        types::ValueRef::Real(r) => Value::Real(r),
+        types::ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Sorts SQLite's failures into the capability's closed set.
+pub fn store_error(error: rusqlite::Error) -> StoreError {
+    let text = error.to_string();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(text),
+        Some(ErrorCode::DiskFull) => StoreError::Full(text),
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(text),
+        Some(ErrorCode::ConstraintViolation) => StoreError::Constraint(text),
+        Some(ErrorCode::AuthorizationForStatementDenied) => StoreError::Refused(text),
+        _ => StoreError::Other(text),
+    }
+}
+
+impl SqliteSession {
+    fn refuse_writes(&self, what: &str) -> Result<(), StoreError> {
+        match self.access {
+            Access::Write => Ok(()),
+            Access::Read => Err(StoreError::ReadOnly(format!("{what} in a read-only call"))),
+        }
+    }
+}
+
+impl Session for SqliteSession {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+        let conn = &self.conn.get().sql;
+        let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
+        let changed = statement
+            .execute(params_from_iter(params.iter().map(to_sql)))
+            .map_err(store_error)?;
+        Ok(Executed {
+            rows_changed: changed as u64,
+            last_insert_id: conn.last_insert_rowid(),
+        })
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+        let conn = &self.conn.get().sql;
+        let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
+        let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
+        let width = columns.len();
+        let mut rows = statement
+            .query(params_from_iter(params.iter().map(to_sql)))
+            .map_err(store_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(store_error)? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(from_sql(row.get_ref(i).map_err(store_error)?));
+            }
+            out.push(values);
+        }
+        Ok(Rows { columns, rows: out })
+    }
+
+    fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .get()
+            .sql
+            .prepare_cached("SELECT value FROM relay_settings WHERE key = ?")
+            .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
+            .map_err(store_error)
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.refuse_writes("writing a setting")?;
+        self.conn
+            .get()
+            .sql
+            .prepare_cached(
+                "INSERT INTO relay_settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2",
+            )
+            .and_then(|mut s| s.execute([key, value]))
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        let conn = self.conn.get();
+        conn.guest_running.store(false, Ordering::Relaxed);
+        let end = match (self.access, commit) {
+            (Access::Write, true) => conn.sql.execute_batch("COMMIT"),
+            (Access::Write, false) => conn.sql.execute_batch("ROLLBACK"),
+            (Access::Read, _) => conn.sql.execute_batch("ROLLBACK; PRAGMA query_only = 0"),
+        };
+        if let Err(error) = end {
+            // Never hand the connection back mid-transaction.
+            let _ = conn.sql.execute_batch("ROLLBACK");
+            return Err(store_error(error));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SqliteSession {
+    fn drop(&mut self) {
+        // A session dropped without `finish` (a trap) must not leave its transaction open.
+        let conn = self.conn.get();
+        if conn.guest_running.swap(false, Ordering::Relaxed) || !conn.sql.is_autocommit() {
+            let _ = conn.sql.execute_batch("ROLLBACK");
+            if self.access == Access::Read {
+                let _ = conn.sql.execute_batch("PRAGMA query_only = 0");
+            }
+        }
+    }
+}
+
+/// Writes a relay setting outside any call (operator configuration at start-up).
+///
+/// # Errors
+/// The setting could not be written.
+pub fn write_setting(backend: &Sqlite, key: &str, value: &str) -> anyhow::Result<()> {
+    let conn = backend.writer.blocking_lock();
+    conn.sql.execute(
+        "INSERT INTO relay_settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        [key, value],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The operator token: from `RELAY_OPERATOR_TOKEN`, or generated once and kept beside the
+//! database with owner-only permissions. The token itself is never logged.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Where the operator token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Environment,
+    File(PathBuf),
+    Generated(PathBuf),
+}
+
+/// The operator's credential, held as a hash so comparisons take constant time.
+#[derive(Clone)]
+pub struct OperatorToken {
+    hash: [u8; 32],
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorToken(..)")
+    }
+}
+
+impl OperatorToken {
+    pub fn new(token: &str) -> Self {
+        Self {
+            hash: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Whether `presented` is the operator token, in time independent of where they differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.hash.ct_eq(&presented).into()
+    }
+}
+
+/// The token file that belongs to a database: `<db>.operator-token`.
+pub fn file_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".operator-token");
+    PathBuf::from(name)
+}
+
+/// Loads the operator token (environment first, then the file), generating the file if needed.
+///
+/// # Errors
+/// The file exists but cannot be read, or cannot be created.
+pub fn load_or_create(db: &Path) -> anyhow::Result<(String, Source)> {
+    if let Ok(token) = std::env::var("RELAY_OPERATOR_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok((token.trim().to_owned(), Source::Environment));
+    }
+    let path = file_for(db);
+    if path.exists() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok((token.trim().to_owned(), Source::File(path)));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for the operator token: {e}"))?;
+    let token = format!("relay_op_{}", hex::encode(bytes));
+    write_private(&path, &token)?;
+    Ok((token, Source::Generated(path)))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{token}\n"))
+        .with_context(|| format!("creating {}", path.display()))
+}

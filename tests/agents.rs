@@ -1,0 +1,355 @@
+//! SPEC section 1 over HTTP: registration, kinds, labels, built-ins, the session guard, the
+//! reaper, and identity (tokens).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{OPERATOR, Relay, json};
+
+#[test]
+fn registration_hands_out_a_token_once_and_infers_kind_and_provider_tag() {
+    let relay = Relay::start();
+    let first = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "bob-claude", "name": "Bob"}),
+    );
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["agent"]["kind"], "provider");
+    assert_eq!(
+        first.body["agent"]["tags"],
+        json!(["claude"]),
+        "provider tag inferred from the id"
+    );
+    let token = first.body["token"]
+        .as_str()
+        .expect("a new agent gets a token")
+        .to_owned();
+
+    let again = relay.post(
+        "/v1/agents",
+        &token,
+        json!({"id": "bob-claude", "name": "Bob"}),
+    );
+    assert_eq!(
+        again.status, 200,
+        "re-registration is an update: {:?}",
+        again.body
+    );
+    assert_eq!(again.body["created"], false);
+    assert!(
+        again.body.get("token").is_none(),
+        "the token is handed out only once"
+    );
+
+    let codex = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "w1", "meta": {"provider": "Codex CLI"}}),
+    );
+    assert_eq!(codex.body["agent"]["tags"], json!(["codex"]));
+    let orchestrator = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "o1-claude", "meta": {"kind": "orchestrator"}}),
+    );
+    assert_eq!(orchestrator.body["agent"]["kind"], "orchestrator");
+    assert_eq!(
+        orchestrator.body["agent"]["tags"],
+        json!([]),
+        "only provider agents get a provider tag"
+    );
+}
+
+#[test]
+fn registering_a_new_agent_needs_the_operator() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let anonymous = relay.request("POST", "/v1/agents", None, Some(&json!({"id": "eve"})));
+    assert_eq!(anonymous.status, 401);
+    let as_alice = relay.post("/v1/agents", &alice, json!({"id": "eve"}));
+    assert_eq!(
+        as_alice.status, 403,
+        "an agent cannot create agents: {:?}",
+        as_alice.body
+    );
+    let bogus = relay.post("/v1/agents", "not-a-token", json!({"id": "eve"}));
+    assert_eq!(bogus.status, 401);
+    assert_eq!(
+        relay.get("/v1/agents/eve", OPERATOR).status,
+        404,
+        "nothing was created"
+    );
+}
+
+#[test]
+fn reregistration_keeps_label_machine_rig_and_ready_unless_sent() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "a", "label": "dev", "machine": "m1", "rig": "r1", "ready": false, "tags": ["t"]}));
+    let kept = relay.post("/v1/agents", OPERATOR, json!({"id": "a", "name": "A2"}));
+    let agent = &kept.body["agent"];
+    assert_eq!(agent["label"], "dev");
+    assert_eq!(agent["machine"], "m1");
+    assert_eq!(agent["rig"], "r1");
+    assert_eq!(agent["ready"], false);
+    assert_eq!(agent["name"], "A2");
+    let changed = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "a", "label": "ops", "ready": true}),
+    );
+    assert_eq!(changed.body["agent"]["label"], "ops");
+    assert_eq!(changed.body["agent"]["ready"], true);
+    let cleared = relay.post("/v1/agents", OPERATOR, json!({"id": "a", "label": null}));
+    assert!(
+        cleared.body["agent"].get("label").is_none(),
+        "explicit null clears the label: {:?}",
+        cleared.body
+    );
+}
+
+#[test]
+fn channel_agents_must_use_the_canonical_id() {
+    let relay = Relay::start();
+    let wrong = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "mybot", "meta": {"kind": "channel", "provider": "telegram"}}),
+    );
+    assert_eq!(wrong.status, 400);
+    assert!(
+        wrong.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("telegram:mybot"),
+        "{:?}",
+        wrong.body
+    );
+    let by_tag = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "bot", "tags": ["channel"]}),
+    );
+    assert_eq!(
+        by_tag.status, 400,
+        "a channel tag makes it a channel: {:?}",
+        by_tag.body
+    );
+    let right = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "telegram:mybot", "meta": {"kind": "channel", "provider": "telegram"}}),
+    );
+    assert_eq!(right.status, 201, "{:?}", right.body);
+    assert_eq!(right.body["agent"]["kind"], "channel");
+}
+
+#[test]
+fn builtin_user_and_system_always_exist_and_are_never_reaped() {
+    let relay = Relay::start();
+    let user = relay.get("/v1/agents/user", OPERATOR);
+    assert_eq!(user.body["kind"], "user");
+    assert_eq!(user.body["tags"], json!(["human"]));
+    assert_eq!(
+        relay.get("/v1/agents/system", OPERATOR).body["kind"],
+        "system"
+    );
+    assert_eq!(relay.delete("/v1/agents/user", OPERATOR).status, 409);
+    assert_eq!(
+        relay
+            .post("/v1/agents", OPERATOR, json!({"id": "system"}))
+            .status,
+        409
+    );
+    relay.advance(24 * 3600 * 1000);
+    relay.reap();
+    for id in ["user", "system"] {
+        let agent = relay.get(&format!("/v1/agents/{id}"), OPERATOR);
+        assert_eq!(agent.body["status"], "online", "{id} must never be reaped");
+        assert_eq!(agent.body["ready"], true);
+    }
+}
+
+#[test]
+fn a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused() {
+    let relay = Relay::start();
+    let token = relay.register(json!({"id": "a", "instanceId": "i1"}));
+    assert_eq!(relay.get("/v1/agents/a", OPERATOR).body["epoch"], 1);
+    let same = relay.post("/v1/agents", &token, json!({"id": "a", "instanceId": "i1"}));
+    assert_eq!(
+        same.body["agent"]["epoch"], 1,
+        "the same instance keeps its epoch"
+    );
+    let new = relay.post("/v1/agents", &token, json!({"id": "a", "instanceId": "i2"}));
+    assert_eq!(new.body["agent"]["epoch"], 2);
+    let before = relay.get("/v1/agents/a", OPERATOR).body;
+
+    relay.advance(1000);
+    let stale = relay.post(
+        "/v1/agents/a/heartbeat",
+        &token,
+        json!({"instanceId": "i1", "epoch": 1}),
+    );
+    assert_eq!(stale.status, 409);
+    assert_eq!(stale.code(), "stale_session");
+    let stale_epoch = relay.post(
+        "/v1/agents/a/heartbeat",
+        &token,
+        json!({"instanceId": "i2", "epoch": 1}),
+    );
+    assert_eq!(stale_epoch.code(), "stale_session");
+    assert_eq!(
+        relay.get("/v1/agents/a", OPERATOR).body["lastSeen"],
+        before["lastSeen"],
+        "a refused heartbeat changes nothing"
+    );
+
+    let fresh = relay.post(
+        "/v1/agents/a/heartbeat",
+        &token,
+        json!({"instanceId": "i2", "epoch": 2}),
+    );
+    assert_eq!(fresh.status, 200, "{:?}", fresh.body);
+    assert!(fresh.body["lastSeen"].as_i64() > before["lastSeen"].as_i64());
+}
+
+#[test]
+fn the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back() {
+    let relay = Relay::start();
+    let token = relay.register(json!({"id": "a"}));
+    relay.register(json!({"id": "b"}));
+    relay.advance(4 * 60 * 1000);
+    relay.post("/v1/agents/b/heartbeat", OPERATOR, json!({}));
+    relay.advance(2 * 60 * 1000);
+    let report = relay.reap();
+    assert_eq!(
+        report["offlineAgents"],
+        json!(["a"]),
+        "only a is older than the 5 minute TTL"
+    );
+    assert_eq!(
+        relay.get("/v1/agents/a", OPERATOR).body["status"],
+        "offline"
+    );
+    assert_eq!(relay.get("/v1/agents/b", OPERATOR).body["status"], "online");
+    let back = relay.post("/v1/agents/a/heartbeat", &token, json!({}));
+    assert_eq!(back.body["status"], "online");
+}
+
+#[test]
+fn the_stale_ttl_is_a_setting() {
+    let relay = Relay::start_with(&["--setting", "stale-ttl-ms=1000"]);
+    relay.register(json!({"id": "a"}));
+    relay.advance(1500);
+    assert_eq!(relay.reap()["offlineAgents"], json!(["a"]));
+}
+
+#[test]
+fn one_agents_token_cannot_act_as_another() {
+    let relay = Relay::start();
+    let _alice = relay.register(json!({"id": "alice", "label": "x"}));
+    let bob = relay.register(json!({"id": "bob", "label": "x"}));
+    let job =
+        relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
+    let id = job.body["message"]["id"].as_i64().unwrap();
+
+    let attempts = [
+        relay.post("/v1/agents/alice/heartbeat", &bob, json!({})),
+        relay.put("/v1/agents/alice/status", &bob, json!({"status": "busy"})),
+        relay.put("/v1/agents/alice/label", &bob, json!({"label": "y"})),
+        relay.get("/v1/agents/alice/inbox", &bob),
+        relay.post("/v1/agents", &bob, json!({"id": "alice", "label": "mine"})),
+        relay.post(
+            "/v1/messages",
+            &bob,
+            json!({"from": "alice", "to": "bob", "body": "forged"}),
+        ),
+        relay.post(
+            &format!("/v1/messages/{id}/claim"),
+            &bob,
+            json!({"agentId": "alice"}),
+        ),
+        relay.post(
+            &format!("/v1/messages/{id}/read"),
+            &bob,
+            json!({"agentId": "alice"}),
+        ),
+        relay.delete("/v1/agents/alice", &bob),
+    ];
+    for (i, reply) in attempts.iter().enumerate() {
+        assert_eq!(
+            reply.status, 403,
+            "attempt {i} acted as alice with bob's token: {:?}",
+            reply.body
+        );
+    }
+    let alice = relay.get("/v1/agents/alice", OPERATOR).body;
+    assert_eq!(alice["label"], "x");
+    assert_eq!(alice["status"], "online");
+    let message = relay.get(&format!("/v1/messages/{id}"), OPERATOR).body;
+    assert!(message.get("claimedBy").is_none());
+    assert_eq!(message["readBy"], json!([]));
+    assert_eq!(
+        relay
+            .get("/v1/agents/bob/inbox", &bob)
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no forged message"
+    );
+}
+
+#[test]
+fn agents_are_listed_with_filters_and_deleted_by_the_operator() {
+    let relay = Relay::start();
+    let a = relay.register(json!({"id": "a", "tags": ["gpu"]}));
+    relay.register(json!({"id": "b"}));
+    relay.put("/v1/agents/b/status", OPERATOR, json!({"status": "busy"}));
+    let ids = |query: &str| -> Vec<String> {
+        relay
+            .get(&format!("/v1/agents{query}"), &a)
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(""), ["a", "b", "system", "user"]);
+    assert_eq!(ids("?tag=gpu"), ["a"]);
+    assert_eq!(ids("?status=busy"), ["b"]);
+    assert_eq!(ids("?kind=user"), ["user"]);
+    assert_eq!(relay.get("/v1/agents?status=asleep", &a).status, 400);
+    assert_eq!(relay.delete("/v1/agents/b", OPERATOR).status, 200);
+    assert_eq!(relay.get("/v1/agents/b", OPERATOR).status, 404);
+    assert_eq!(relay.delete("/v1/agents/b", OPERATOR).status, 404);
+}
+
+#[test]
+fn status_and_label_are_set_by_the_agent_itself() {
+    let relay = Relay::start();
+    let token = relay.register(json!({"id": "a", "instanceId": "i"}));
+    let busy = relay.put(
+        "/v1/agents/a/status",
+        &token,
+        json!({"status": "busy", "ready": false, "epoch": 1}),
+    );
+    assert_eq!(
+        (busy.body["status"].as_str(), busy.body["ready"].as_bool()),
+        (Some("busy"), Some(false))
+    );
+    let labelled = relay.put("/v1/agents/a/label", &token, json!({"label": "reviewer"}));
+    assert_eq!(labelled.body["label"], "reviewer");
+    let cleared = relay.put("/v1/agents/a/label", &token, json!({"label": null}));
+    assert!(cleared.body.get("label").is_none());
+    let stale = relay.put(
+        "/v1/agents/a/status",
+        &token,
+        json!({"status": "online", "epoch": 7}),
+    );
+    assert_eq!(stale.code(), "stale_session");
+    assert_eq!(relay.get("/v1/agents/a", OPERATOR).body["status"], "busy");
+}

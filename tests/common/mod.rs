@@ -1,0 +1,238 @@
+//! Test harness: a real `agent-relay serve` process on a loopback port with its own SQLite file,
+//! and a small HTTP client. The relay's clock is moved through the test-only clock route.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub use serde_json::{Value as Json, json};
+
+pub const OPERATOR: &str = "test-operator-token";
+
+/// The built `agent-relay` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agent-relay"))
+}
+
+/// A running relay server.
+pub struct Relay {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    client: reqwest::blocking::Client,
+}
+
+/// An HTTP answer: status and JSON body (`null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Json,
+}
+
+impl Reply {
+    /// The error code of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Relay {
+    pub fn start() -> Relay {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server on a fresh database with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts a server on the database `relay.db` in `dir` (which may already hold data).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Relay {
+        let db = dir.path().join("relay.db");
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--test-clock", "--db"])
+            .arg(&db)
+            .args(extra)
+            .env("RELAY_OPERATOR_TOKEN", OPERATOR)
+            .env("RELAY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().unwrap();
+                panic!("agent-relay serve exited ({status}) before listening");
+            };
+            if let Some(addr) = line.split("listen=").nth(1) {
+                break format!("http://{}", addr.split_whitespace().next().unwrap());
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Relay {
+            base,
+            dir,
+            child,
+            client,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("relay.db")
+    }
+
+    /// Stops the server and hands back its directory (to restart on the same database).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Json>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().unwrap();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Json::Null),
+        }
+    }
+
+    /// Sends a raw body (for malformed-JSON and size tests).
+    pub fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .header("content-type", "application/json")
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().unwrap();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Json::Null),
+        }
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> Reply {
+        self.request("GET", path, Some(token), None)
+    }
+
+    pub fn post(&self, path: &str, token: &str, body: Json) -> Reply {
+        self.request("POST", path, Some(token), Some(&body))
+    }
+
+    pub fn put(&self, path: &str, token: &str, body: Json) -> Reply {
+        self.request("PUT", path, Some(token), Some(&body))
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> Reply {
+        self.request("DELETE", path, Some(token), None)
+    }
+
+    /// Registers an agent as the operator and returns its token.
+    pub fn register(&self, card: Json) -> String {
+        let reply = self.post("/v1/agents", OPERATOR, card.clone());
+        assert_eq!(
+            reply.status, 201,
+            "registering {card} failed: {:?}",
+            reply.body
+        );
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a message as the operator (who may send as anyone) and returns the reply.
+    pub fn send(&self, message: Json) -> Reply {
+        self.post("/v1/messages", OPERATOR, message)
+    }
+
+    /// Moves the relay's clock forward.
+    pub fn advance(&self, ms: i64) {
+        let reply = self.post("/v1/test/clock", OPERATOR, json!({ "advanceMs": ms }));
+        assert_eq!(
+            reply.status, 200,
+            "moving the clock failed: {:?}",
+            reply.body
+        );
+    }
+
+    /// Runs the reaper now.
+    pub fn reap(&self) -> Json {
+        let reply = self.post("/v1/reap", OPERATOR, json!({}));
+        assert_eq!(reply.status, 200, "reap failed: {:?}", reply.body);
+        reply.body
+    }
+
+    /// Ids of the messages in an agent's inbox.
+    pub fn inbox_ids(&self, agent: &str, token: &str, query: &str) -> Vec<i64> {
+        let reply = self.get(&format!("/v1/agents/{agent}/inbox{query}"), token);
+        assert_eq!(reply.status, 200, "inbox of {agent}: {:?}", reply.body);
+        reply
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `agent-relay call EXPORT ARGS` against a database; returns the exit success and the JSON.
+pub fn cli_call(db: &Path, export: &str, args: &Json) -> (bool, Json) {
+    let output = Command::new(binary())
+        .args(["call", "--db"])
+        .arg(db)
+        .arg(export)
+        .arg(args.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    (
+        output.status.success(),
+        serde_json::from_str(&text).unwrap_or(Json::Null),
+    )
+}
