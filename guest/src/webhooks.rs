@@ -92,4 +92,3 @@ pub fn configure(
         signed: !secret.is_empty(),
     })
 }
-

@@ -2,7 +2,10 @@
 //!
 //! How a route fills the export's parameters is the bridge's generic rule: path variables by
 //! name, the query string into `query`, the JSON body into `input`, the caller from the
-//! `Authorization` header.
+//! `Authorization` header. Two more generic rules for operations that must see the request as
+//! sent: a parameter named `raw-body` gets the body's exact text, and a route may pass one
+//! header's value to a named parameter (`with_header`). A route may also answer 503 when the
+//! result reports itself unavailable (`unavailable_when`), so a monitor sees the status code.
 
 /// One HTTP route.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +15,28 @@ pub struct Route {
     pub export: &'static str,
     /// Answer 201 instead of 200 when the result says `created: true`.
     pub creates: bool,
+    /// `(HTTP header, parameter)`: the header's value, when sent, fills that parameter.
+    pub header: Option<(&'static str, &'static str)>,
+    /// `(field, value)`: answer 503 when the result's `field` is the string `value`.
+    pub unavailable_when: Option<(&'static str, &'static str)>,
+}
+
+impl Route {
+    /// Passes the value of `header` to the export's parameter `param`.
+    const fn with_header(self, header: &'static str, param: &'static str) -> Route {
+        Route {
+            header: Some((header, param)),
+            ..self
+        }
+    }
+
+    /// Answers 503 (with the result as the body) when the result's `field` is `value`.
+    const fn unavailable_when(self, field: &'static str, value: &'static str) -> Route {
+        Route {
+            unavailable_when: Some((field, value)),
+            ..self
+        }
+    }
 }
 
 const fn route(method: &'static str, path: &'static str, export: &'static str) -> Route {
@@ -20,6 +45,8 @@ const fn route(method: &'static str, path: &'static str, export: &'static str) -
         path,
         export,
         creates: false,
+        header: None,
+        unavailable_when: None,
     }
 }
 
@@ -29,6 +56,8 @@ const fn creating(method: &'static str, path: &'static str, export: &'static str
         path,
         export,
         creates: true,
+        header: None,
+        unavailable_when: None,
     }
 }
 
@@ -50,6 +79,25 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/messages/{messageId}/claim", "claim-message"),
     route("POST", "/v1/messages/{messageId}/renew", "renew-claim"),
     route("POST", "/v1/messages/{messageId}/release", "release-claim"),
+    // Tasks from integration events; a signed source's events carry GitHub's signature header.
+    creating("POST", "/v1/integrations/{source}/events", "ingest-event")
+        .with_header("x-hub-signature-256", "signature"),
+    // Beyond SPEC 9: the operator sets or removes a source's shared secret.
+    route("PUT", "/v1/integrations/{source}", "configure-integration"),
+    route("GET", "/v1/tasks", "list-tasks"),
+    route("GET", "/v1/tasks/{taskId}", "get-task"),
+    route("GET", "/v1/tasks/{taskId}/events", "list-task-events"),
+    route("PUT", "/v1/tasks/{taskId}/status", "set-task-status"),
+    // Pair sessions
+    route("POST", "/v1/pairs", "create-pair"),
+    route("GET", "/v1/pairs", "list-pairs"),
+    route("GET", "/v1/pairs/{pairId}", "get-pair"),
+    route("POST", "/v1/pairs/{pairId}/actions", "pair-action"),
+    creating("POST", "/v1/pairs/{pairId}/messages", "send-pair-message"),
+    // Activity feed and health
+    route("POST", "/v1/activity", "record-activity"),
+    route("GET", "/v1/activity", "list-activity"),
+    route("GET", "/v1/health", "health").unavailable_when("status", "error"),
     // Maintenance (beyond SPEC 9): run the reaper now.
     route("POST", "/v1/reap", "reap"),
     // Fault injection (refused unless the `fault-injection` setting is on).
