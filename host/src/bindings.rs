@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use agent_relay::relay::store::{Executed, Rows, StoreError, Value};
+pub use self::agent_relay::relay::store::{Executed, Rows, StoreError, Value};
