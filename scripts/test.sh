@@ -6,6 +6,5 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
-# The guest is a wasm component: its exports' names cannot be linked as a native library, so its
-# tests run where they mean something, through the host (whose build compiles it for wasm32-wasip2).
+# The guest is tested through the host: built natively it would not link as a component.
 cargo test --workspace --release --exclude agent-relay-guest

@@ -474,7 +474,7 @@ fn the_holder_renews_and_releases_and_others_cannot() {
             .status,
         200
     );
-    for bad in [0, 999, 100 * 24 * 3600 * 1000_i64] {
+    for bad in [0, 99, 100 * 24 * 3600 * 1000_i64] {
         let reply = relay.post(
             &format!("/v1/messages/{id}/renew"),
             &b,

@@ -329,6 +329,9 @@ pub fn register(
         ],
     )?;
     let agent = require(&id)?;
+    if agent.kind == AgentKind::Channel {
+        crate::channels::record_channel_agent(&agent, now)?;
+    }
     Ok(RegisteredAgent {
         agent,
         created: existing.is_none(),

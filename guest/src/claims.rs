@@ -8,7 +8,7 @@ use crate::messages;
 use crate::{db, params, settings, tasks};
 
 /// Shortest lease a caller may ask for.
-const MIN_LEASE_MS: i64 = 1_000;
+const MIN_LEASE_MS: i64 = 100;
 
 fn lease_ms(input: &ClaimInput) -> Result<i64, RelayError> {
     let max = settings::number(settings::MAX_LEASE_MS)?;

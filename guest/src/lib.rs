@@ -18,6 +18,7 @@ mod bindings {
 mod activity;
 mod agents;
 mod auth;
+mod channels;
 mod claims;
 mod db;
 mod error;
@@ -25,6 +26,7 @@ mod faults;
 mod health;
 mod input;
 mod messages;
+mod orchestrators;
 mod pairs;
 mod schema;
 mod settings;
@@ -129,9 +131,11 @@ impl commands::Guest for Relay {
         let now = now_ms();
         let offline_agents = agents::reap_stale(now)?;
         let released_claims = claims::release_expired(now)?;
+        let offline_orchestrators = orchestrators::reap_stale(now)?;
         Ok(ReapReport {
             offline_agents,
             released_claims,
+            offline_orchestrators,
         })
     }
 }

@@ -82,6 +82,59 @@ const STEPS: &[Step] = &[
         ],
     },
     Step {
+        version: 2,
+        name: "channels, bindings and orchestrators",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS channels (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            transport TEXT NOT NULL,
+            direction TEXT NOT NULL DEFAULT 'bidirectional',
+            topic_channels TEXT NOT NULL DEFAULT '[]',
+            capabilities TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_channels_agent ON channels(agent_id)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_channels_provider_account
+            ON channels(provider, account_id)",
+            // Several bindings per conversation: unique per (channel, conversation, target) only.
+            "CREATE TABLE IF NOT EXISTS channel_bindings (
+            id TEXT PRIMARY KEY,
+            channel_id TEXT NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+            conversation_key TEXT NOT NULL DEFAULT '',
+            conversation_id TEXT,
+            target_type TEXT NOT NULL,
+            target_id TEXT NOT NULL,
+            mode TEXT NOT NULL DEFAULT 'exclusive',
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_channel_bindings_channel
+            ON channel_bindings(channel_id, priority)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_channel_bindings_target
+            ON channel_bindings(channel_id, conversation_key, target_type, target_id)",
+            "CREATE TABLE IF NOT EXISTS orchestrators (
+            id TEXT PRIMARY KEY,
+            hostname TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'online',
+            agent_id TEXT NOT NULL,
+            providers TEXT NOT NULL DEFAULT '[]',
+            base_dir TEXT NOT NULL,
+            env_keys TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            managed_agents TEXT NOT NULL DEFAULT '[]',
+            last_seen INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        )",
+        ],
+    },
+    Step {
         version: 3,
         name: "tasks, pairs and activity",
         statements: &[

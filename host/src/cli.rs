@@ -63,6 +63,9 @@ struct DbArgs {
     /// Linear memory one call's instance may use, in MiB.
     #[arg(long, default_value_t = 64)]
     memory_limit_mib: usize,
+    /// Cap the database at this many pages (PRAGMA max_page_count); writes beyond it get 507.
+    #[arg(long)]
+    max_db_pages: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +84,9 @@ struct ServeArgs {
     /// Calls running at once; further requests wait, then get 503.
     #[arg(long, default_value_t = 32)]
     max_concurrent_calls: usize,
+    /// How long a request waits for a free call slot before it is answered 503, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    queue_timeout_ms: u64,
     /// Testing only: expose `POST /v1/test/clock {"advanceMs": N}` (operator) to move time.
     #[arg(long)]
     test_clock: bool,
@@ -141,6 +147,7 @@ fn operator() -> Val {
 fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Runtime> {
     let options = SqliteOptions {
         synchronous: args.synchronous,
+        max_pages: args.max_db_pages,
         ..SqliteOptions::default()
     };
     let backend = Sqlite::open(&args.db, options)?;
@@ -260,8 +267,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = HttpOptions {
         max_body_bytes: args.max_body_bytes,
         max_concurrent_calls: args.max_concurrent_calls.max(1),
+        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         test_clock: args.test_clock,
-        ..HttpOptions::default()
     };
     let app = App::new(runtime, token::OperatorToken::new(&operator_token), options);
     let tokio = tokio::runtime::Builder::new_multi_thread()

@@ -338,6 +338,14 @@ pub fn router(app: Arc<App>) -> Router {
     for (path, methods) in by_path {
         router = router.route(path, methods.fallback(method_not_allowed));
     }
+    let openapi = Arc::new(crate::openapi::document(&app.runtime));
+    router = router.route(
+        "/v1/openapi.json",
+        axum::routing::get(move || {
+            let openapi = Arc::clone(&openapi);
+            async move { JsonBody(openapi.as_ref().clone()) }
+        }),
+    );
     if app.options.test_clock {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
     }

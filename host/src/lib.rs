@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod bridge;
 pub mod cli;
 pub mod http;
+pub mod openapi;
 pub mod routes;
 pub mod runtime;
 pub mod sqlite;

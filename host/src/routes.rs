@@ -79,6 +79,51 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/messages/{messageId}/claim", "claim-message"),
     route("POST", "/v1/messages/{messageId}/renew", "renew-claim"),
     route("POST", "/v1/messages/{messageId}/release", "release-claim"),
+    // Channels, bindings and routing
+    route("GET", "/v1/channels", "list-channels"),
+    route("GET", "/v1/channels/{channelId}", "get-channel"),
+    route("GET", "/v1/channels/{channelId}/bindings", "list-bindings"),
+    route("PUT", "/v1/channels/{channelId}/bindings", "upsert-binding"),
+    route(
+        "DELETE",
+        "/v1/channels/{channelId}/bindings/{bindingId}",
+        "delete-binding",
+    ),
+    route("GET", "/v1/channels/{channelId}/route", "resolve-route"),
+    route("POST", "/v1/channels/{channelId}/inbound", "route-inbound"),
+    // Orchestrators and spawn requests
+    creating("POST", "/v1/orchestrators", "register-orchestrator"),
+    route("GET", "/v1/orchestrators", "list-orchestrators"),
+    route(
+        "GET",
+        "/v1/orchestrators/{orchestratorId}",
+        "get-orchestrator",
+    ),
+    route(
+        "DELETE",
+        "/v1/orchestrators/{orchestratorId}",
+        "delete-orchestrator",
+    ),
+    route(
+        "POST",
+        "/v1/orchestrators/{orchestratorId}/heartbeat",
+        "heartbeat-orchestrator",
+    ),
+    route(
+        "PUT",
+        "/v1/orchestrators/{orchestratorId}/status",
+        "set-orchestrator-status",
+    ),
+    route(
+        "PUT",
+        "/v1/orchestrators/{orchestratorId}/agents",
+        "report-managed-agents",
+    ),
+    creating(
+        "POST",
+        "/v1/orchestrators/{orchestratorId}/spawn",
+        "request-spawn",
+    ),
     // Tasks from integration events; a signed source's events carry GitHub's signature header.
     creating("POST", "/v1/integrations/{source}/events", "ingest-event")
         .with_header("x-hub-signature-256", "signature"),

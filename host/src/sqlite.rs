@@ -324,17 +324,30 @@ impl Session for SqliteSession {
     fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
         let conn = self.conn.get();
         conn.guest_running.store(false, Ordering::Relaxed);
-        let end = match (self.access, commit) {
-            (Access::Write, true) => conn.sql.execute_batch("COMMIT"),
-            (Access::Write, false) => conn.sql.execute_batch("ROLLBACK"),
-            (Access::Read, _) => conn.sql.execute_batch("ROLLBACK; PRAGMA query_only = 0"),
+        let end = if conn.sql.is_autocommit() {
+            // SQLite already rolled the transaction back (it does on SQLITE_FULL, for one).
+            if commit && self.access == Access::Write {
+                Err(StoreError::Other(
+                    "SQLite rolled the transaction back before commit".to_owned(),
+                ))
+            } else {
+                Ok(())
+            }
+        } else {
+            let statement = match (self.access, commit) {
+                (Access::Write, true) => "COMMIT",
+                _ => "ROLLBACK",
+            };
+            conn.sql.execute_batch(statement).map_err(|error| {
+                // Never hand the connection back mid-transaction.
+                let _ = conn.sql.execute_batch("ROLLBACK");
+                store_error(error)
+            })
         };
-        if let Err(error) = end {
-            // Never hand the connection back mid-transaction.
-            let _ = conn.sql.execute_batch("ROLLBACK");
-            return Err(store_error(error));
+        if self.access == Access::Read {
+            let _ = conn.sql.execute_batch("PRAGMA query_only = 0");
         }
-        Ok(())
+        end
     }
 }
 

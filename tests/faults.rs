@@ -1,0 +1,227 @@
+//! Faults and limits: an overloaded relay answers 503, a full database 507 with nothing
+//! corrupted and recovery once space returns, oversized and over-deep input 4xx, the OpenAPI
+//! document, and the token model's file and listen-address promises.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Json, OPERATOR, Relay, binary, json};
+
+#[test]
+fn overload_queues_then_answers_503_and_the_server_survives() {
+    let relay = Relay::start_with(&[
+        "--setting",
+        "fault-injection=on",
+        "--max-concurrent-calls",
+        "1",
+        "--queue-timeout-ms",
+        "200",
+        "--call-timeout-ms",
+        "1500",
+    ]);
+    std::thread::scope(|scope| {
+        let spinning = scope.spawn(|| {
+            relay.post(
+                "/v1/test/faults/write-then-spin",
+                OPERATOR,
+                json!({"body": "spin"}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let queued = relay.get("/v1/agents", OPERATOR);
+        assert_eq!(
+            queued.status, 503,
+            "a request beyond the bound waits, then gets 503: {:?}",
+            queued.body
+        );
+        assert_eq!(queued.code(), "overloaded");
+        let spun = spinning.join().unwrap();
+        assert_eq!(spun.status, 500, "{:?}", spun.body);
+    });
+    assert_eq!(
+        relay.get("/v1/agents", OPERATOR).status,
+        200,
+        "the slot is free again"
+    );
+}
+
+fn page_limited_send(relay: &Relay, i: usize) -> common::Reply {
+    relay.send(json!({"from": "user", "to": "a", "body": "x".repeat(3000), "idempotencyKey": format!("k{i}")}))
+}
+
+#[test]
+fn a_full_database_answers_507_corrupts_nothing_and_recovers() {
+    let relay = Relay::start_with(&["--max-db-pages", "120"]);
+    relay.register(json!({"id": "a"}));
+    let mut acknowledged = Vec::new();
+    let mut full = None;
+    for i in 0..2000 {
+        let reply = page_limited_send(&relay, i);
+        match reply.status {
+            201 => acknowledged.push((i, reply.body["message"]["id"].as_i64().unwrap())),
+            _ => {
+                full = Some(reply);
+                break;
+            }
+        }
+    }
+    let full = full.expect("the page limit was never reached");
+    assert_eq!(full.status, 507, "{:?}", full.body);
+    assert_eq!(full.code(), "storage_full");
+    assert!(!acknowledged.is_empty());
+    assert_eq!(
+        relay.get("/v1/agents/a/inbox?limit=1", OPERATOR).status,
+        200,
+        "reads go on while full"
+    );
+
+    let db = relay.db_path();
+    let dir = relay.stop();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+    let relay = Relay::start_in(dir, &[]);
+    for (i, id) in &acknowledged {
+        let message = relay.get(&format!("/v1/messages/{id}"), OPERATOR);
+        assert_eq!(message.status, 200, "acknowledged message {id} survived");
+        assert_eq!(message.body["idempotencyKey"], format!("k{i}"));
+    }
+    let after = page_limited_send(&relay, 99_999);
+    assert_eq!(
+        after.status, 201,
+        "writes succeed once space returns: {:?}",
+        after.body
+    );
+}
+
+#[test]
+fn oversized_and_overdeep_input_is_refused_with_a_message() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "a"}));
+    let mut deep = json!({});
+    for _ in 0..200 {
+        deep = json!({ "d": deep });
+    }
+    let cases = [
+        ("deep JSON", relay.send(json!({"from": "user", "to": "a", "body": "x", "meta": deep})), 400),
+        ("long id", relay.post("/v1/agents", OPERATOR, json!({"id": "x".repeat(300)})), 413),
+        ("many tags", relay.post("/v1/agents", OPERATOR, json!({"id": "b", "tags": (0..100).map(|i| format!("t{i}")).collect::<Vec<_>>()})), 413),
+        ("huge meta", relay.send(json!({"from": "user", "to": "a", "body": "x", "meta": {"blob": "y".repeat(70_000)}})), 413),
+        ("huge body", relay.send(json!({"from": "user", "to": "a", "body": "z".repeat(300_000)})), 413),
+        ("control characters in an id", relay.post("/v1/agents", OPERATOR, json!({"id": "a\u{0}b"})), 400),
+        ("negative id", relay.get("/v1/messages/-1", OPERATOR), 404),
+        ("id beyond range", relay.get("/v1/messages/99999999999999999999999", OPERATOR), 400),
+    ];
+    for (what, reply, status) in cases {
+        assert_eq!(reply.status, status, "{what}: {:?}", reply.body);
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let relay = Relay::start();
+    let doc = relay.request("GET", "/v1/openapi.json", None, None);
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.body["openapi"], "3.0.3");
+    let send = &doc.body["paths"]["/v1/messages"]["post"];
+    assert_eq!(send["operationId"], "send-message");
+    let required = send["requestBody"]["content"]["application/json"]["schema"]["required"]
+        .as_array()
+        .unwrap();
+    for field in ["from", "to", "body"] {
+        assert!(
+            required.contains(&Json::from(field)),
+            "{field} is required in the schema"
+        );
+    }
+    let inbox = &doc.body["paths"]["/v1/agents/{agentId}/inbox"]["get"]["parameters"];
+    let names: Vec<&str> = inbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"agentId") && names.contains(&"since") && names.contains(&"limit"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn the_generated_operator_token_file_is_owner_only_and_never_logged() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env_remove("RELAY_OPERATOR_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let file = dir.path().join("relay.db.operator-token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the operator token file is readable by its owner only"
+    );
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        log.contains("relay.db.operator-token"),
+        "the log says where the token is:\n{log}"
+    );
+    assert!(
+        !log.contains(token.trim()),
+        "the token itself is never logged"
+    );
+}
+
+#[test]
+fn serving_beyond_loopback_warns_about_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "0.0.0.0:0", "--db"])
+        .arg(dir.path().join("relay.db"))
+        .env("RELAY_OPERATOR_TOKEN", OPERATOR)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut warned = false;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        warned |= line.contains("WARN") && line.contains("TLS");
+        if line.contains("serving") || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(warned, "serve warns when bound beyond loopback without TLS");
+}
