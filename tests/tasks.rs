@@ -1147,3 +1147,37 @@ fn health_reports_expired_claims_until_reaped() {
         "ok"
     );
 }
+
+#[test]
+fn health_is_degraded_while_an_orchestrator_is_offline() {
+    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let registered = relay.post(
+        "/v1/orchestrators",
+        OPERATOR,
+        json!({"id": "host1", "hostname": "host1", "providers": ["claude"], "baseDir": "/srv"}),
+    );
+    assert_eq!(registered.status, 201, "register: {:?}", registered.body);
+    let online = relay.request("GET", "/v1/health", None, None);
+    assert_eq!(
+        check(&online.body, "orchestrators")["status"],
+        "ok",
+        "{}",
+        online.body
+    );
+
+    let offline = relay.put(
+        "/v1/orchestrators/host1/status",
+        OPERATOR,
+        json!({"status": "offline"}),
+    );
+    assert_eq!(offline.status, 200, "status: {:?}", offline.body);
+    let report = relay.request("GET", "/v1/health", None, None);
+
+    assert_eq!(report.body["status"], "degraded", "{}", report.body);
+    let orchestrators = check(&report.body, "orchestrators");
+    assert_eq!(orchestrators["status"], "degraded");
+    assert!(
+        orchestrators["detail"].as_str().unwrap().contains("host1"),
+        "the detail names it: {orchestrators}"
+    );
+}
