@@ -5,7 +5,7 @@ use crate::agents;
 use crate::bindings::agent_relay::relay::types::{Caller, ClaimInput, Message, RelayError};
 use crate::error::{conflict, invalid};
 use crate::messages;
-use crate::{db, params, settings};
+use crate::{db, params, settings, tasks};
 
 /// Shortest lease a caller may ask for.
 const MIN_LEASE_MS: i64 = 100;
@@ -61,7 +61,9 @@ pub fn claim(
     if taken.rows_changed == 0 {
         return Err(conflict(format!("message {id} is already claimed")));
     }
-    messages::load(id)
+    let claimed = messages::load(id)?;
+    tasks::on_message_claimed(&claimed, now)?;
+    Ok(claimed)
 }
 
 pub fn renew(
@@ -83,7 +85,9 @@ pub fn renew(
         "UPDATE messages SET claim_expires_at = ?2 WHERE id = ?1",
         &params![id, now + lease],
     )?;
-    messages::load(id)
+    let renewed = messages::load(id)?;
+    tasks::on_claim_renewed(&renewed, now)?;
+    Ok(renewed)
 }
 
 pub fn release(
@@ -104,7 +108,9 @@ pub fn release(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL WHERE id = ?",
         &params![id],
     )?;
-    messages::load(id)
+    let released = messages::load(id)?;
+    tasks::on_claim_released(&released, &agent.id, now)?;
+    Ok(released)
 }
 
 fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), RelayError> {
@@ -121,8 +127,9 @@ fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), Rel
     }
 }
 
-/// Clears claims whose lease has run out, so they read as unclaimed.
+/// Clears claims whose lease has run out, so they read as unclaimed; their tasks reopen too.
 pub fn release_expired(now: i64) -> Result<u32, RelayError> {
+    tasks::release_expired(now)?;
     let released = db::execute(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
          WHERE claimed_by IS NOT NULL AND claim_expires_at <= ?",

@@ -15,6 +15,7 @@ mod bindings {
     });
 }
 
+mod activity;
 mod agents;
 mod auth;
 mod channels;
@@ -22,11 +23,15 @@ mod claims;
 mod db;
 mod error;
 mod faults;
+mod health;
 mod input;
 mod messages;
 mod orchestrators;
+mod pairs;
 mod schema;
 mod settings;
+mod tasks;
+mod webhooks;
 
 use bindings::agent_relay::relay::types::{
     AgentCard, AgentQuery, Caller, ClaimInput, Deleted, LabelInput, Message, PollQuery, ReapReport,

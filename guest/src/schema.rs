@@ -134,6 +134,68 @@ const STEPS: &[Step] = &[
         )",
         ],
     },
+    Step {
+        version: 3,
+        name: "tasks, pairs and activity",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT,
+            severity TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open',
+            dedupe_key TEXT,
+            external_url TEXT,
+            target TEXT NOT NULL,
+            channel TEXT,
+            claimed_by TEXT,
+            claim_expires_at INTEGER,
+            occurrences INTEGER NOT NULL DEFAULT 1,
+            message_id INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_tasks_dedupe ON tasks(source, dedupe_key)
+            WHERE dedupe_key IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status, updated_at)",
+            "CREATE INDEX IF NOT EXISTS idx_tasks_message ON tasks(message_id)",
+            "CREATE INDEX IF NOT EXISTS idx_tasks_claim_expiry ON tasks(claim_expires_at)
+            WHERE status = 'claimed'",
+            "CREATE TABLE IF NOT EXISTS task_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            created_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_task_events_task ON task_events(task_id, id)",
+            "CREATE TABLE IF NOT EXISTS pair_sessions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            requester_id TEXT NOT NULL,
+            partner_id TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            topic TEXT,
+            thread_id INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_pairs_requester ON pair_sessions(requester_id, status)",
+            "CREATE INDEX IF NOT EXISTS idx_pairs_partner ON pair_sessions(partner_id, status)",
+            "CREATE TABLE IF NOT EXISTS activity_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            operator_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT,
+            data TEXT NOT NULL DEFAULT '{}',
+            created_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS idx_activity_operator ON activity_events(operator_id, created_at)",
+            "CREATE INDEX IF NOT EXISTS idx_activity_created ON activity_events(created_at)",
+            "CREATE INDEX IF NOT EXISTS idx_agents_last_seen ON agents(status, last_seen)",
+        ],
+    },
 ];
 
 /// The schema version this build writes.

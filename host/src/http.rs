@@ -10,14 +10,14 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json as JsonBody, Router};
-use serde_json::Value as Json;
+use serde_json::{Map as JsonMap, Value as Json};
 use tokio::sync::Semaphore;
 use wasmtime::component::Val;
 
 use crate::bridge::{self, ErrorReply, Inputs};
 use crate::push::{self, StreamRequest};
 use crate::routes::{Delivery, ROUTES, Route};
-use crate::runtime::{CallFailure, Runtime};
+use crate::runtime::{CallFailure, Export, Runtime};
 use crate::token::OperatorToken;
 
 /// Server settings beyond the runtime's.
@@ -214,6 +214,27 @@ fn wait_deadline(
     Ok(Some(tokio::time::Instant::now() + wait.min(max_wait)))
 }
 
+/// Parameters filled from the request as sent rather than from its JSON: the exact body for a
+/// parameter named `raw-body`, and the route's header for its parameter.
+fn request_parts(
+    export: &Export,
+    route: Route,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> JsonMap<String, Json> {
+    let mut parts = JsonMap::new();
+    if export.params.iter().any(|(name, _)| name == "raw-body") {
+        let text = String::from_utf8_lossy(body).into_owned();
+        parts.insert("rawBody".to_owned(), Json::String(text));
+    }
+    if let Some((header, param)) = route.header
+        && let Some(value) = headers.get(header).and_then(|v| v.to_str().ok())
+    {
+        parts.insert(bridge::camel_case(param), Json::String(value.to_owned()));
+    }
+    parts
+}
+
 async fn handle(
     app: Arc<App>,
     route: Route,
@@ -258,12 +279,13 @@ async fn handle(
             Delivery::Held => wait_deadline(&mut query, app.options.max_wait)?,
             Delivery::Once | Delivery::Streamed => None,
         };
+        let request_parts = request_parts(export, route, &headers, &body);
         let inputs = Inputs {
             caller: Some(app.caller(&headers)),
             path: path_pairs(&params),
             query,
             body: json.as_ref(),
-            named: None,
+            named: (!request_parts.is_empty()).then_some(&request_parts),
         };
         let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
         match deadline {
@@ -277,7 +299,14 @@ async fn handle(
         Ok(body) => {
             let created =
                 route.creates && body.get("created").and_then(Json::as_bool) == Some(true);
-            let status = if created { 201 } else { 200 };
+            let unavailable = route.unavailable_when.is_some_and(|(field, value)| {
+                body.get(field).and_then(Json::as_str) == Some(value)
+            });
+            let status = match (unavailable, created) {
+                (true, _) => 503,
+                (false, true) => 201,
+                (false, false) => 200,
+            };
             tracing::debug!(
                 method = route.method,
                 path = route.path,

@@ -83,7 +83,12 @@ pub fn document(runtime: &Runtime) -> Json {
                 }
             } else if name == "input" {
                 body = Some(schema(ty));
-            } else if name != "caller" {
+            } else if let Some((header, _)) = route.header.filter(|(_, param)| param == name) {
+                parameters.push(
+                    json!({"name": header, "in": "header", "required": false, "schema": schema(ty)}),
+                );
+            } else if name != "caller" && name != "raw-body" {
+                // `raw-body` is the body's exact text, already described by the body's schema.
                 let entry = body.get_or_insert_with(
                     || json!({"type": "object", "properties": {}, "required": []}),
                 );

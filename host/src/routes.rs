@@ -7,6 +7,10 @@
 //! A route may also let the caller wait for the answer (see `push.rs`): a *held* route takes
 //! `wait=SECONDS` and holds an empty list answer until a write commits; a *streamed* route serves
 //! the export's items as server-sent events, resuming after `Last-Event-ID`.
+//! `Authorization` header. Two more generic rules for operations that must see the request as
+//! sent: a parameter named `raw-body` gets the body's exact text, and a route may pass one
+//! header's value to a named parameter (`with_header`). A route may also answer 503 when the
+//! result reports itself unavailable (`unavailable_when`), so a monitor sees the status code.
 
 /// One HTTP route.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +21,10 @@ pub struct Route {
     /// Answer 201 instead of 200 when the result says `created: true`.
     pub creates: bool,
     pub delivery: Delivery,
+    /// `(HTTP header, parameter)`: the header's value, when sent, fills that parameter.
+    pub header: Option<(&'static str, &'static str)>,
+    /// `(field, value)`: answer 503 when the result's `field` is the string `value`.
+    pub unavailable_when: Option<(&'static str, &'static str)>,
 }
 
 /// How a route's answer reaches the caller.
@@ -30,6 +38,24 @@ pub enum Delivery {
     Streamed,
 }
 
+impl Route {
+    /// Passes the value of `header` to the export's parameter `param`.
+    const fn with_header(self, header: &'static str, param: &'static str) -> Route {
+        Route {
+            header: Some((header, param)),
+            ..self
+        }
+    }
+
+    /// Answers 503 (with the result as the body) when the result's `field` is `value`.
+    const fn unavailable_when(self, field: &'static str, value: &'static str) -> Route {
+        Route {
+            unavailable_when: Some((field, value)),
+            ..self
+        }
+    }
+}
+
 const fn route(method: &'static str, path: &'static str, export: &'static str) -> Route {
     Route {
         method,
@@ -37,6 +63,8 @@ const fn route(method: &'static str, path: &'static str, export: &'static str) -
         export,
         creates: false,
         delivery: Delivery::Once,
+        header: None,
+        unavailable_when: None,
     }
 }
 
@@ -125,6 +153,25 @@ pub const ROUTES: &[Route] = &[
         "/v1/orchestrators/{orchestratorId}/spawn",
         "request-spawn",
     ),
+    // Tasks from integration events; a signed source's events carry GitHub's signature header.
+    creating("POST", "/v1/integrations/{source}/events", "ingest-event")
+        .with_header("x-hub-signature-256", "signature"),
+    // Beyond SPEC 9: the operator sets or removes a source's shared secret.
+    route("PUT", "/v1/integrations/{source}", "configure-integration"),
+    route("GET", "/v1/tasks", "list-tasks"),
+    route("GET", "/v1/tasks/{taskId}", "get-task"),
+    route("GET", "/v1/tasks/{taskId}/events", "list-task-events"),
+    route("PUT", "/v1/tasks/{taskId}/status", "set-task-status"),
+    // Pair sessions
+    route("POST", "/v1/pairs", "create-pair"),
+    route("GET", "/v1/pairs", "list-pairs"),
+    route("GET", "/v1/pairs/{pairId}", "get-pair"),
+    route("POST", "/v1/pairs/{pairId}/actions", "pair-action"),
+    creating("POST", "/v1/pairs/{pairId}/messages", "send-pair-message"),
+    // Activity feed and health
+    route("POST", "/v1/activity", "record-activity"),
+    route("GET", "/v1/activity", "list-activity"),
+    route("GET", "/v1/health", "health").unavailable_when("status", "error"),
     // Maintenance (beyond SPEC 9): run the reaper now.
     route("POST", "/v1/reap", "reap"),
     // Fault injection (refused unless the `fault-injection` setting is on).

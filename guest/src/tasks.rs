@@ -1,0 +1,638 @@
+//! Tasks: integration events turned into claimable work (SPEC section 5).
+//!
+//! An event creates a task and sends its claimable `task` message from `system`. Events with the
+//! same `(source, dedupeKey)` are one task: while it is open or claimed they only count; once it is
+//! resolved or dismissed the next one reopens it with a new message. Claims on the task's current
+//! message are mirrored onto the task (see `claims.rs`). Every change is a task event.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::auth::{self, Identity};
+use crate::bindings::agent_relay::relay::store::Value;
+use crate::bindings::agent_relay::relay::task_types::{
+    IngestedEvent, Integration, IntegrationEventInput, IntegrationInput, Task, TaskEvent,
+    TaskEventKind, TaskQuery, TaskSeverity, TaskStatus, TaskStatusInput,
+};
+use crate::bindings::agent_relay::relay::types::{Caller, Message, RelayError, SendMessageInput};
+use crate::bindings::exports::agent_relay::relay::{task_commands, task_queries};
+use crate::db::{self, Row};
+use crate::error::{conflict, invalid, not_found};
+use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
+use crate::messages::{self, Target};
+use crate::{Outcome, Relay, agents, now_ms, params, webhooks};
+
+const DEFAULT_LIMIT: u32 = 100;
+const DEFAULT_SEVERITY: TaskSeverity = TaskSeverity::Warning;
+const DEFAULT_TARGET: &str = "broadcast";
+
+const TASK_COLUMNS: &str = "id, source, title, body, severity, status, dedupe_key, external_url, \
+     target, channel, claimed_by, claim_expires_at, occurrences, message_id, created_at, updated_at";
+
+impl task_queries::Guest for Relay {
+    fn list_tasks(caller: Caller, query: TaskQuery) -> Outcome<Vec<Task>> {
+        list(&caller, &query)
+    }
+
+    fn get_task(caller: Caller, task_id: i64) -> Outcome<Task> {
+        auth::identify(&caller)?;
+        require(task_id)
+    }
+
+    fn list_task_events(caller: Caller, task_id: i64) -> Outcome<Vec<TaskEvent>> {
+        events(&caller, task_id)
+    }
+}
+
+impl task_commands::Guest for Relay {
+    fn ingest_event(
+        caller: Caller,
+        source: String,
+        input: IntegrationEventInput,
+        signature: Option<String>,
+        raw_body: Option<String>,
+    ) -> Outcome<IngestedEvent> {
+        ingest(
+            &caller,
+            &source,
+            input,
+            signature.as_deref(),
+            raw_body.as_deref(),
+            now_ms(),
+        )
+    }
+
+    fn set_task_status(caller: Caller, task_id: i64, input: TaskStatusInput) -> Outcome<Task> {
+        set_status(&caller, task_id, &input, now_ms())
+    }
+
+    fn configure_integration(
+        caller: Caller,
+        source: String,
+        input: IntegrationInput,
+    ) -> Outcome<Integration> {
+        webhooks::configure(&caller, &source, input.secret.as_deref())
+    }
+}
+
+pub fn severity_name(severity: TaskSeverity) -> &'static str {
+    match severity {
+        TaskSeverity::Info => "info",
+        TaskSeverity::Warning => "warning",
+        TaskSeverity::Error => "error",
+        TaskSeverity::Critical => "critical",
+    }
+}
+
+fn parse_severity(text: &str) -> Option<TaskSeverity> {
+    match text {
+        "info" => Some(TaskSeverity::Info),
+        "warning" => Some(TaskSeverity::Warning),
+        "error" => Some(TaskSeverity::Error),
+        "critical" => Some(TaskSeverity::Critical),
+        _ => None,
+    }
+}
+
+pub fn status_name(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Open => "open",
+        TaskStatus::Claimed => "claimed",
+        TaskStatus::Resolved => "resolved",
+        TaskStatus::Dismissed => "dismissed",
+    }
+}
+
+fn parse_status(text: &str) -> TaskStatus {
+    match text {
+        "claimed" => TaskStatus::Claimed,
+        "resolved" => TaskStatus::Resolved,
+        "dismissed" => TaskStatus::Dismissed,
+        _ => TaskStatus::Open,
+    }
+}
+
+fn event_kind_name(kind: TaskEventKind) -> &'static str {
+    match kind {
+        TaskEventKind::Created => "created",
+        TaskEventKind::Updated => "updated",
+        TaskEventKind::Claimed => "claimed",
+        TaskEventKind::Released => "released",
+        TaskEventKind::Resolved => "resolved",
+        TaskEventKind::Dismissed => "dismissed",
+        TaskEventKind::Reopened => "reopened",
+    }
+}
+
+fn parse_event_kind(text: &str) -> TaskEventKind {
+    match text {
+        "updated" => TaskEventKind::Updated,
+        "claimed" => TaskEventKind::Claimed,
+        "released" => TaskEventKind::Released,
+        "resolved" => TaskEventKind::Resolved,
+        "dismissed" => TaskEventKind::Dismissed,
+        "reopened" => TaskEventKind::Reopened,
+        _ => TaskEventKind::Created,
+    }
+}
+
+fn task_from_row(row: &Row) -> Result<Task, RelayError> {
+    Ok(Task {
+        id: row.int("id")?,
+        source: row.text("source")?,
+        title: row.text("title")?,
+        body: row.opt_text("body")?,
+        severity: parse_severity(&row.text("severity")?).unwrap_or(DEFAULT_SEVERITY),
+        status: parse_status(&row.text("status")?),
+        dedupe_key: row.opt_text("dedupe_key")?,
+        external_url: row.opt_text("external_url")?,
+        target: row.text("target")?,
+        channel: row.opt_text("channel")?,
+        claimed_by: row.opt_text("claimed_by")?,
+        claim_expires_at: row.opt_int("claim_expires_at")?,
+        occurrences: row.int("occurrences")?,
+        message_id: row.int("message_id")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+fn load(id: i64) -> Result<Option<Task>, RelayError> {
+    db::query_one(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"),
+        &params![id],
+    )?
+    .map(|row| task_from_row(&row))
+    .transpose()
+}
+
+fn require(id: i64) -> Result<Task, RelayError> {
+    load(id)?.ok_or_else(|| not_found(format!("task {id} does not exist")))
+}
+
+/// Appends one event to a task's history.
+fn record(
+    task_id: i64,
+    kind: TaskEventKind,
+    actor: &str,
+    data: &Json,
+    now: i64,
+) -> Result<(), RelayError> {
+    db::execute(
+        "INSERT INTO task_events (task_id, kind, actor, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        &params![task_id, event_kind_name(kind), actor, data.to_string(), now],
+    )?;
+    Ok(())
+}
+
+/// An event's fields, checked.
+struct Event {
+    title: String,
+    body: Option<String>,
+    severity: TaskSeverity,
+    dedupe_key: Option<String>,
+    external_url: Option<String>,
+    target: String,
+    channel: Option<String>,
+}
+
+fn validate(input: IntegrationEventInput) -> Result<Event, RelayError> {
+    let title = input.title.trim();
+    if title.is_empty() {
+        return Err(invalid("title must not be empty"));
+    }
+    input::text("title", title, MAX_SHORT_TEXT)?;
+    if let Some(body) = &input.body {
+        input::text("body", body, MAX_BODY)?;
+    }
+    let severity = match input.severity.as_deref() {
+        None => DEFAULT_SEVERITY,
+        Some(text) => parse_severity(text).ok_or_else(|| {
+            invalid(format!(
+                "severity {text:?} must be one of info, warning, error, critical"
+            ))
+        })?,
+    };
+    if let Some(key) = &input.dedupe_key {
+        input::id("dedupeKey", key)?;
+    }
+    if let Some(url) = &input.external_url {
+        input::text("externalUrl", url, MAX_SHORT_TEXT)?;
+    }
+    let target = input.target.unwrap_or_else(|| DEFAULT_TARGET.to_owned());
+    input::id("target", &target)?;
+    Target::parse(&target)?;
+    if let Some(channel) = &input.channel {
+        input::id("channel", channel)?;
+    }
+    Ok(Event {
+        title: title.to_owned(),
+        body: input.body,
+        severity,
+        dedupe_key: input.dedupe_key,
+        external_url: input.external_url,
+        target,
+        channel: input.channel,
+    })
+}
+
+pub fn ingest(
+    caller: &Caller,
+    source: &str,
+    input: IntegrationEventInput,
+    signature: Option<&str>,
+    raw_body: Option<&str>,
+    now: i64,
+) -> Result<IngestedEvent, RelayError> {
+    input::id("source", source)?;
+    webhooks::authenticate(caller, source, signature, raw_body)?;
+    let event = validate(input)?;
+    let actor = format!("integration:{source}");
+
+    let existing = match &event.dedupe_key {
+        Some(key) => db::query_one(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE source = ? AND dedupe_key = ?"),
+            &params![source, key.as_str()],
+        )?
+        .map(|row| task_from_row(&row))
+        .transpose()?,
+        None => None,
+    };
+
+    match existing {
+        None => {
+            let inserted = db::execute(
+                "INSERT INTO tasks (source, title, body, severity, status, dedupe_key, external_url,
+                     target, channel, occurrences, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, 1, ?, ?)",
+                &params![
+                    source,
+                    event.title.as_str(),
+                    event.body.as_deref(),
+                    severity_name(event.severity),
+                    event.dedupe_key.as_deref(),
+                    event.external_url.as_deref(),
+                    event.target.as_str(),
+                    event.channel.as_deref(),
+                    now,
+                    now
+                ],
+            )?;
+            let id = inserted.last_insert_id;
+            let message = send_task_message(id, now)?;
+            record(
+                id,
+                TaskEventKind::Created,
+                &actor,
+                &json!({"severity": severity_name(event.severity), "target": event.target,
+                        "messageId": message.id}),
+                now,
+            )?;
+            Ok(IngestedEvent {
+                task: require(id)?,
+                created: true,
+                reopened: false,
+                message: Some(message),
+            })
+        }
+        Some(task) if matches!(task.status, TaskStatus::Open | TaskStatus::Claimed) => {
+            db::execute(
+                "UPDATE tasks SET title = ?2, body = COALESCE(?3, body), severity = ?4,
+                     external_url = COALESCE(?5, external_url), occurrences = occurrences + 1,
+                     updated_at = ?6
+                 WHERE id = ?1",
+                &params![
+                    task.id,
+                    event.title.as_str(),
+                    event.body.as_deref(),
+                    severity_name(event.severity),
+                    event.external_url.as_deref(),
+                    now
+                ],
+            )?;
+            record(
+                task.id,
+                TaskEventKind::Updated,
+                &actor,
+                &json!({"occurrences": task.occurrences + 1,
+                        "severity": severity_name(event.severity)}),
+                now,
+            )?;
+            Ok(IngestedEvent {
+                task: require(task.id)?,
+                created: false,
+                reopened: false,
+                message: None,
+            })
+        }
+        Some(task) => {
+            db::execute(
+                "UPDATE tasks SET title = ?2, body = ?3, severity = ?4, external_url = ?5,
+                     target = ?6, channel = ?7, status = 'open', claimed_by = NULL,
+                     claim_expires_at = NULL, occurrences = occurrences + 1, updated_at = ?8
+                 WHERE id = ?1",
+                &params![
+                    task.id,
+                    event.title.as_str(),
+                    event.body.as_deref(),
+                    severity_name(event.severity),
+                    event.external_url.as_deref(),
+                    event.target.as_str(),
+                    event.channel.as_deref(),
+                    now
+                ],
+            )?;
+            let message = send_task_message(task.id, now)?;
+            record(
+                task.id,
+                TaskEventKind::Reopened,
+                &actor,
+                &json!({"from": status_name(task.status), "occurrences": task.occurrences + 1,
+                        "messageId": message.id}),
+                now,
+            )?;
+            Ok(IngestedEvent {
+                task: require(task.id)?,
+                created: false,
+                reopened: true,
+                message: Some(message),
+            })
+        }
+    }
+}
+
+/// Sends the task's claimable message from `system` and makes it the task's current message.
+fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
+    let task = require(task_id)?;
+    let severity = severity_name(task.severity);
+    let mut body = task.title.clone();
+    if let Some(text) = task.body.as_deref().filter(|b| !b.trim().is_empty()) {
+        body.push_str("\n\n");
+        body.push_str(text);
+    }
+    body.push_str(&format!(
+        "\n\nTask #{} from {} ({severity})",
+        task.id, task.source
+    ));
+    if let Some(url) = &task.external_url {
+        body.push_str(&format!("\n{url}"));
+    }
+    let payload = json!({
+        "taskId": task.id,
+        "source": task.source,
+        "title": task.title,
+        "status": status_name(task.status),
+        "severity": severity,
+        "dedupeKey": task.dedupe_key,
+        "externalUrl": task.external_url,
+    });
+    let sent = messages::send(
+        &Caller::Operator,
+        SendMessageInput {
+            from: agents::SYSTEM.to_owned(),
+            to: task.target.clone(),
+            kind: Some("task".to_owned()),
+            channel: task.channel.clone(),
+            subject: Some(format!("[{severity}] {}", task.title)),
+            body,
+            reply_to: None,
+            claimable: Some(true),
+            idempotency_key: None,
+            payload: Some(crate::bindings::agent_relay::relay::types::JsonText {
+                json: payload.to_string(),
+            }),
+            meta: None,
+        },
+        now,
+    )?;
+    db::execute(
+        "UPDATE tasks SET message_id = ? WHERE id = ?",
+        &params![sent.message.id, task.id],
+    )?;
+    Ok(sent.message)
+}
+
+pub fn list(caller: &Caller, query: &TaskQuery) -> Result<Vec<Task>, RelayError> {
+    auth::identify(caller)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > messages::MAX_LIMIT {
+        return Err(invalid(format!(
+            "limit must be between 1 and {}",
+            messages::MAX_LIMIT
+        )));
+    }
+    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+    let mut values: Vec<Value> = Vec::new();
+    if let Some(status) = query.status {
+        sql.push_str(" AND status = ?");
+        values.push(Value::from(status_name(status)));
+    }
+    if let Some(severity) = query.severity {
+        sql.push_str(" AND severity = ?");
+        values.push(Value::from(severity_name(severity)));
+    }
+    if let Some(source) = &query.source {
+        sql.push_str(" AND source = ?");
+        values.push(Value::from(source.as_str()));
+    }
+    sql.push_str(" ORDER BY updated_at DESC, id DESC LIMIT ?");
+    values.push(Value::from(i64::from(limit)));
+    db::query(&sql, &values)?
+        .iter()
+        .map(task_from_row)
+        .collect()
+}
+
+pub fn events(caller: &Caller, task_id: i64) -> Result<Vec<TaskEvent>, RelayError> {
+    auth::identify(caller)?;
+    require(task_id)?;
+    db::query(
+        "SELECT id, task_id, kind, actor, data, created_at FROM task_events
+         WHERE task_id = ? ORDER BY id",
+        &params![task_id],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(TaskEvent {
+            id: row.int("id")?,
+            task_id: row.int("task_id")?,
+            kind: parse_event_kind(&row.text("kind")?),
+            actor: row.text("actor")?,
+            data: input::json_text(row.opt_text("data")?),
+            created_at: row.int("created_at")?,
+        })
+    })
+    .collect()
+}
+
+/// Resolves, dismisses or reopens a task. Open and claimed tasks may be resolved or dismissed;
+/// resolved and dismissed ones may be reopened (with a new task message); nothing else.
+pub fn set_status(
+    caller: &Caller,
+    task_id: i64,
+    input: &TaskStatusInput,
+    now: i64,
+) -> Result<Task, RelayError> {
+    let actor = match auth::identify(caller)? {
+        Identity::Operator => "operator".to_owned(),
+        Identity::Agent(id) => id,
+    };
+    if let Some(note) = &input.note {
+        input::text("note", note, MAX_SHORT_TEXT)?;
+    }
+    let task = require(task_id)?;
+    let from = task.status;
+    let (kind, legal) = match input.status {
+        TaskStatus::Claimed => {
+            return Err(invalid(format!(
+                "a task is claimed by claiming its message {}",
+                task.message_id
+            )));
+        }
+        TaskStatus::Resolved => (
+            TaskEventKind::Resolved,
+            matches!(from, TaskStatus::Open | TaskStatus::Claimed),
+        ),
+        TaskStatus::Dismissed => (
+            TaskEventKind::Dismissed,
+            matches!(from, TaskStatus::Open | TaskStatus::Claimed),
+        ),
+        TaskStatus::Open => (
+            TaskEventKind::Reopened,
+            matches!(from, TaskStatus::Resolved | TaskStatus::Dismissed),
+        ),
+    };
+    if !legal {
+        return Err(conflict(format!(
+            "task {task_id} is {}; it cannot become {}",
+            status_name(from),
+            status_name(input.status)
+        )));
+    }
+    let mut data = Map::new();
+    data.insert("from".to_owned(), json!(status_name(from)));
+    if let Some(note) = &input.note {
+        data.insert("note".to_owned(), json!(note));
+    }
+    if input.status == TaskStatus::Open {
+        db::execute(
+            "UPDATE tasks SET status = 'open', claimed_by = NULL, claim_expires_at = NULL,
+                 updated_at = ?2 WHERE id = ?1",
+            &params![task_id, now],
+        )?;
+        let message = send_task_message(task_id, now)?;
+        data.insert("messageId".to_owned(), json!(message.id));
+    } else {
+        db::execute(
+            "UPDATE tasks SET status = ?2, claim_expires_at = NULL, updated_at = ?3 WHERE id = ?1",
+            &params![task_id, status_name(input.status), now],
+        )?;
+    }
+    record(task_id, kind, &actor, &Json::Object(data), now)?;
+    require(task_id)
+}
+
+/// The task a message stands for: the one whose current message it is.
+fn task_of(message: &Message) -> Result<Option<Task>, RelayError> {
+    let payload: Map<String, Json> =
+        serde_json::from_str(&message.payload.json).unwrap_or_default();
+    let Some(task_id) = payload.get("taskId").and_then(Json::as_i64) else {
+        return Ok(None);
+    };
+    Ok(load(task_id)?.filter(|task| task.message_id == message.id))
+}
+
+/// Claiming a task's message claims the task (an open one, or one whose claim has changed hands).
+pub fn on_message_claimed(message: &Message, now: i64) -> Result<(), RelayError> {
+    let Some(task) = task_of(message)? else {
+        return Ok(());
+    };
+    let (Some(holder), Some(expires)) = (&message.claimed_by, message.claim_expires_at) else {
+        return Ok(());
+    };
+    let changes_hands = match task.status {
+        TaskStatus::Open => true,
+        TaskStatus::Claimed => task.claimed_by.as_deref() != Some(holder.as_str()),
+        TaskStatus::Resolved | TaskStatus::Dismissed => return Ok(()),
+    };
+    db::execute(
+        "UPDATE tasks SET status = 'claimed', claimed_by = ?2, claim_expires_at = ?3,
+             updated_at = ?4 WHERE id = ?1",
+        &params![task.id, holder.as_str(), expires, now],
+    )?;
+    if changes_hands {
+        record(
+            task.id,
+            TaskEventKind::Claimed,
+            holder,
+            &json!({"messageId": message.id, "claimExpiresAt": expires}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Renewing the message's lease renews the task's.
+pub fn on_claim_renewed(message: &Message, now: i64) -> Result<(), RelayError> {
+    let Some(task) = task_of(message)? else {
+        return Ok(());
+    };
+    db::execute(
+        "UPDATE tasks SET claim_expires_at = ?3, updated_at = ?4
+         WHERE id = ?1 AND status = 'claimed' AND claimed_by = ?2",
+        &params![
+            task.id,
+            message.claimed_by.as_deref(),
+            message.claim_expires_at,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// Releasing the message's claim puts a claimed task back to open.
+pub fn on_claim_released(message: &Message, agent_id: &str, now: i64) -> Result<(), RelayError> {
+    let Some(task) = task_of(message)? else {
+        return Ok(());
+    };
+    let released = db::execute(
+        "UPDATE tasks SET status = 'open', claimed_by = NULL, claim_expires_at = NULL,
+             updated_at = ?3
+         WHERE id = ?1 AND status = 'claimed' AND claimed_by = ?2",
+        &params![task.id, agent_id, now],
+    )?;
+    if released.rows_changed > 0 {
+        record(
+            task.id,
+            TaskEventKind::Released,
+            agent_id,
+            &json!({"messageId": message.id}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// The reaper's part: claimed tasks whose lease has run out are open again.
+pub fn release_expired(now: i64) -> Result<u32, RelayError> {
+    let expired = db::query(
+        "SELECT id, claimed_by FROM tasks
+         WHERE status = 'claimed' AND claim_expires_at <= ?",
+        &params![now],
+    )?;
+    for row in &expired {
+        let id = row.int("id")?;
+        db::execute(
+            "UPDATE tasks SET status = 'open', claimed_by = NULL, claim_expires_at = NULL,
+                 updated_at = ?2 WHERE id = ?1",
+            &params![id, now],
+        )?;
+        record(
+            id,
+            TaskEventKind::Released,
+            agents::SYSTEM,
+            &json!({"reason": "lease expired", "claimedBy": row.opt_text("claimed_by")?}),
+            now,
+        )?;
+    }
+    Ok(u32::try_from(expired.len()).unwrap_or(u32::MAX))
+}
