@@ -154,9 +154,10 @@ function callStep(relay, memory, step) {
 }
 
 function answerJson(result) {
-  return 'ok' in result
-    ? { ok: redact(result.ok) }
-    : { error: result.error.code, message: result.error.message };
+  if ('ok' in result) return { ok: redact(result.ok) };
+  // How a trap is worded is the host's own; the relay's messages must match.
+  if (result.error.code === 'internal') return { error: result.error.code };
+  return { error: result.error.code, message: result.error.message };
 }
 
 function check(expect, result) {
@@ -209,7 +210,8 @@ async function runCase(testCase, db) {
         const result = callStep(relay, memory, step);
         check(step.expect === undefined ? undefined : memory.substitute(step.expect), result);
         if ('ok' in result) memory.learn(step, result.ok);
-        transcript.push({ step: i, call: step.call, answer: answerJson(result) });
+        const answer = step.dependsOnRace ? 'depends on which racer won' : answerJson(result);
+        transcript.push({ step: i, call: step.call, answer });
       } catch (error) {
         throw new Error(`step ${i} (${step.call ?? 'race'}): ${error.message}`);
       }
