@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use agent_relay::bridge::ErrorReply;
-use agent_relay::embed::{Caller, Clock, Options, Relay};
+use agent_relay::embed::{Caller, Clock, Options, Relay, SqliteOptions, Synchronous};
 use serde_json::{Map, Value as Json, json};
 
 /// The instant both hosts' clocks start at: 2026-01-01T00:00:00Z.
@@ -392,8 +392,21 @@ fn bench_send_when_asked() {
     else {
         return;
     };
+    let mode = std::env::var("RELAY_CONFORMANCE_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
+    let synchronous = match mode.as_str() {
+        "off" => Synchronous::Off,
+        "normal" => Synchronous::Normal,
+        _ => Synchronous::Full,
+    };
+    let options = Options {
+        sqlite: SqliteOptions {
+            synchronous,
+            ..SqliteOptions::default()
+        },
+        ..Options::default()
+    };
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::open(dir.path().join("bench.db"), Options::default()).unwrap();
+    let relay = Relay::open(dir.path().join("bench.db"), options).unwrap();
     relay
         .call_json("register-agent", &json!({"input": {"id": "alice"}}))
         .unwrap();
@@ -414,5 +427,7 @@ fn bench_send_when_asked() {
         send(i);
     }
     let per_call = started.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-    println!("rust host: send-message {per_call:.0} µs per call over {n} calls (synchronous=full)");
+    println!(
+        "rust host: send-message {per_call:.0} µs per call over {n} calls (synchronous={mode})"
+    );
 }

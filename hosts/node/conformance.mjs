@@ -3,7 +3,7 @@
 // `--compare DIR`, checks every answer against the Rust host's transcript in DIR. A failing case,
 // or an answer that differs from the Rust host's, fails the run.
 //
-//   node conformance.mjs [--cases DIR] [--compare DIR] [--bench N]
+//   node conformance.mjs [--cases DIR] [--compare DIR] [--bench N [--synchronous full|normal|off]]
 
 import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,7 @@ const option = (name, fallback) => {
 const casesDir = option('--cases', join(here, '..', '..', 'tests', 'conformance'));
 const compareDir = option('--compare', null);
 const benchCalls = Number(option('--bench', 0));
+const benchSynchronous = option('--synchronous', 'full');
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -242,7 +243,7 @@ function firstDifference(ours, theirs, at = '') {
 async function bench(n) {
   const dir = mkdtempSync(join(tmpdir(), 'relay-bench-'));
   try {
-    const relay = await Relay.load(join(dir, 'bench.db'));
+    const relay = await Relay.load(join(dir, 'bench.db'), { synchronous: benchSynchronous.toUpperCase() });
     relay.callJson('register-agent', { input: { id: 'alice' } });
     const send = (i) =>
       relay.callJson('send-message', { input: { from: 'user', to: 'alice', body: `message ${i}` } });
@@ -250,7 +251,7 @@ async function bench(n) {
     const started = process.hrtime.bigint();
     for (let i = 0; i < n; i++) send(i);
     const perCall = Number(process.hrtime.bigint() - started) / 1000 / n;
-    console.log(`node host: send-message ${perCall.toFixed(0)} µs per call over ${n} calls (synchronous=full)`);
+    console.log(`node host: send-message ${perCall.toFixed(0)} µs per call over ${n} calls (synchronous=${benchSynchronous})`);
     relay.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
