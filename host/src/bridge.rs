@@ -481,6 +481,14 @@ impl ErrorReply {
     }
 }
 
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ErrorReply {}
+
 /// The HTTP status of each `relay-error` case.
 pub fn status_of(case: &str) -> u16 {
     match case {

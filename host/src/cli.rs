@@ -1,4 +1,4 @@
-//! The `agent-relay` command line: `serve`, `call`, `migrate`, `wit`.
+//! The `agent-relay` command line: `serve`, `call`, `migrate`, `wit`, `component`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value as Json;
-use wasmtime::component::Val;
 
-use crate::bridge::{self, Inputs};
+use crate::bindings::StoreError;
+use crate::bridge;
+use crate::embed::{self, Options, Relay};
 use crate::http::{self, App, HttpOptions};
-use crate::runtime::{Clock, Limits, Runtime};
-use crate::sqlite::{self, Sqlite, SqliteOptions, Synchronous};
+use crate::runtime::{COMPONENT, Clock, Limits, Runtime};
+use crate::sqlite::{SqliteOptions, Synchronous};
+use crate::store::{Access, Backend, Session};
 use crate::token;
 
 #[derive(Debug, Parser)]
@@ -49,6 +51,21 @@ enum Command {
     Watch(WatchArgs),
     /// Print the WIT contract the relay component implements.
     Wit,
+    /// Write the relay component (.wasm), the very bytes this binary runs, for other hosts.
+    ///
+    /// `agent-relay component --out relay.wasm`; `--signatures` writes the exports' parameter and
+    /// result types as JSON instead (what a host in another language needs for a JSON bridge).
+    Component(ComponentArgs),
+}
+
+#[derive(Debug, Args)]
+struct ComponentArgs {
+    /// The file to write; standard output when absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the exports' signatures as JSON instead of the component.
+    #[arg(long)]
+    signatures: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +181,7 @@ pub fn main() -> ExitCode {
             print!("{}", crate::runtime::CONTRACT);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Component(args) => component(&args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("agent-relay: {error:#}");
@@ -171,30 +189,26 @@ pub fn main() -> ExitCode {
     })
 }
 
-fn operator() -> Val {
-    Val::Variant("operator".to_owned(), None)
-}
-
 /// Opens the database, compiles the component and brings the schema up to date.
-fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Runtime> {
-    let options = SqliteOptions {
-        synchronous: args.synchronous,
-        max_pages: args.max_db_pages,
-        ..SqliteOptions::default()
+fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
+    let options = Options {
+        limits: Limits {
+            memory_bytes: args.memory_limit_mib << 20,
+            call_timeout: Duration::from_millis(args.call_timeout_ms),
+            ..Limits::default()
+        },
+        sqlite: SqliteOptions {
+            synchronous: args.synchronous,
+            max_pages: args.max_db_pages,
+            ..SqliteOptions::default()
+        },
+        settings: args.settings.clone(),
+        clock,
     };
-    let backend = Sqlite::open(&args.db, options)?;
-    for (key, value) in &args.settings {
-        sqlite::write_setting(&backend, key, value)?;
-    }
     let started = Instant::now();
-    let limits = Limits {
-        memory_bytes: args.memory_limit_mib << 20,
-        call_timeout: Duration::from_millis(args.call_timeout_ms),
-        ..Limits::default()
-    };
-    let runtime = Runtime::new(Arc::new(backend), clock, limits)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "relay component compiled");
-    let report = run_migrate(&runtime)?;
+    let relay = Relay::open(&args.db, options)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "relay opened");
+    let report = relay.schema_report();
     let steps = report
         .get("steps")
         .and_then(Json::as_array)
@@ -202,31 +216,23 @@ fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Runtime> {
     if steps > 0 {
         tracing::info!(db = %args.db.display(), from = %report["fromVersion"], to = %report["toVersion"], "database schema upgraded");
     }
-    Ok(runtime)
-}
-
-fn run_migrate(runtime: &Runtime) -> anyhow::Result<Json> {
-    let export = runtime
-        .export("migrate")
-        .context("the component has no migrate export")?;
-    let value = runtime
-        .call(export, &[operator()])
-        .map_err(|f| anyhow::anyhow!("{f}"))?;
-    bridge::outcome(&value).map_err(|e| anyhow::anyhow!("{}", e.message))
+    Ok(relay)
 }
 
 fn migrate(args: &DbArgs) -> anyhow::Result<ExitCode> {
-    let runtime = open(args, Clock::default())?;
+    let relay = open(args, Clock::default())?;
     // `open` applied any pending steps; a second run reports the version it found.
-    let report = run_migrate(&runtime)?;
+    let report = relay
+        .call_json("migrate", &Json::Null)
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
 fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let runtime = open(&args.db, Clock::default())?;
+    let relay = open(&args.db, Clock::default())?;
     if args.list {
-        for export in runtime.exports().values() {
+        for export in relay.exports() {
             let params: Vec<String> = export
                 .params
                 .iter()
@@ -243,33 +249,15 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let name = args.export.unwrap_or_default();
-    let export = runtime.export(&name).with_context(|| {
-        format!("no exported function {name}; `agent-relay call --list` shows them")
-    })?;
+    if relay.runtime().export(&name).is_none() {
+        anyhow::bail!("no exported function {name}; `agent-relay call --list` shows them");
+    }
     let text = args.args.unwrap_or_else(|| "{}".to_owned());
     let parsed: Json = serde_json::from_str(&text).context("ARGS is not valid JSON")?;
-    let Json::Object(named) = parsed else {
+    if !parsed.is_object() {
         anyhow::bail!("ARGS must be a JSON object keyed by parameter name");
-    };
-    let inputs = Inputs {
-        caller: Some(operator()),
-        named: Some(&named),
-        ..Inputs::default()
-    };
-    let args = match bridge::arguments(export, &inputs) {
-        Ok(args) => args,
-        Err(error) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&bridge::ErrorReply::invalid(error.0).to_json())?
-            );
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let value = runtime
-        .call(export, &args)
-        .map_err(|f| anyhow::anyhow!(http::failure_reply(&name, &f).message))?;
-    match bridge::outcome(&value) {
+    }
+    match relay.call_json(&name, &parsed) {
         Ok(json) => {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
@@ -281,8 +269,50 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Writes the relay component (the very bytes this binary runs) or its exports' signatures.
+fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
+    let bytes = if args.signatures {
+        // The signatures come from the component's own types, so a runtime is needed.
+        let runtime = Runtime::new(
+            Arc::new(NoStore),
+            Clock::default(),
+            Limits {
+                instances: 1,
+                ..Limits::default()
+            },
+        )?;
+        let mut text =
+            serde_json::to_string_pretty(&embed::signatures(runtime.exports().values()))?;
+        text.push('\n');
+        text.into_bytes()
+    } else {
+        COMPONENT.to_vec()
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            if !args.signatures && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                anyhow::bail!("the component is binary; give --out PATH or redirect stdout");
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A backend for runs that never call the component.
+struct NoStore;
+
+impl Backend for NoStore {
+    fn begin(&self, _: Access) -> Result<Box<dyn Session>, StoreError> {
+        Err(StoreError::Other("no database is open".to_owned()))
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let runtime = open(&args.db, Clock::default())?;
+    let runtime = open(&args.db, Clock::default())?.into_runtime();
     let (operator_token, source) = token::load_or_create(&args.db.db)?;
     match &source {
         token::Source::Environment => {
@@ -337,7 +367,10 @@ async fn reaper(app: Arc<App>, every: Duration) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        match app.invoke("reap", vec![operator()]).await {
+        match app
+            .invoke("reap", vec![embed::Caller::Operator.to_val()])
+            .await
+        {
             Ok(report) => {
                 let offline = report
                     .get("offlineAgents")

@@ -54,13 +54,26 @@ impl Default for Limits {
     }
 }
 
-/// The relay's clock: the system clock plus an offset that tests may move forward.
+/// The relay's clock: the system clock (or a fixed start) plus an offset that tests may move.
+///
+/// Clones share the offset, so a clock handed to a runtime can still be moved from outside.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     offset_ms: Arc<AtomicI64>,
+    /// When set, time stands still at this instant (plus the offset) instead of following the
+    /// system clock: runs on different hosts then see the same times.
+    start_ms: Option<i64>,
 }
 
 impl Clock {
+    /// A clock that stands at `start_ms` and moves only when [`Clock::advance`] is called.
+    pub fn fixed(start_ms: i64) -> Self {
+        Self {
+            offset_ms: Arc::default(),
+            start_ms: Some(start_ms),
+        }
+    }
+
     /// Moves the clock forward (or back, with a negative amount).
     pub fn advance(&self, ms: i64) {
         self.offset_ms.fetch_add(ms, Ordering::SeqCst);
@@ -68,10 +81,12 @@ impl Clock {
 
     /// Milliseconds since the Unix epoch, as the guest sees them.
     pub fn now_ms(&self) -> i64 {
-        let system = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        system + self.offset_ms.load(Ordering::SeqCst)
+        let base = self.start_ms.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        base + self.offset_ms.load(Ordering::SeqCst)
     }
 }
 

@@ -1,0 +1,292 @@
+//! Hosting the relay inside another Rust program, as a sandboxed plugin without HTTP.
+//!
+//! [`Relay`] is the whole surface: open a relay over a SQLite file, call any export with JSON
+//! (or typed [`Val`]) arguments as a chosen [`Caller`], list the exports. Every call runs in a
+//! fresh instance of the component under the [`Limits`] (memory, time), inside one transaction
+//! that is committed only when the export returns `ok` — the same promises the `agent-relay`
+//! server keeps, because the server is built on this type.
+//!
+//! ```no_run
+//! use agent_relay::embed::{Caller, Options, Relay};
+//! use serde_json::json;
+//!
+//! let relay = Relay::open("plugin.db", Options::default())?;
+//! let alice = relay.call_json("register-agent", &json!({"input": {"id": "alice"}}))?;
+//! let token = alice["token"].as_str().unwrap_or_default().to_owned();
+//! let inbox = relay.call_json_as(
+//!     &Caller::Bearer(token),
+//!     "poll-inbox",
+//!     &json!({"agentId": "alice", "query": {}}),
+//! )?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value as Json, json};
+use wasmtime::component::{Type, Val};
+
+use crate::bridge::{self, ErrorReply, Inputs};
+use crate::http::failure_reply;
+use crate::runtime::Runtime;
+pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
+use crate::sqlite::{self, Sqlite};
+pub use crate::sqlite::{SqliteOptions, Synchronous};
+use crate::store::Access;
+
+/// How a relay is opened.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The sandbox every call runs in: linear memory and wall time per call.
+    pub limits: Limits,
+    /// How the SQLite file is opened (durability, busy timeout, size cap).
+    pub sqlite: SqliteOptions,
+    /// Relay settings written before the first call (`stale-ttl-ms`, `default-lease-ms`, ...).
+    pub settings: Vec<(String, String)>,
+    /// The clock the component reads; keep a clone to move time (tests, simulations).
+    pub clock: Clock,
+}
+
+/// Who a call acts as (the WIT `caller` variant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator: may do anything.
+    Operator,
+    /// An agent's bearer token (as `register-agent` handed it out); the relay decides whose.
+    Bearer(String),
+    /// No credentials.
+    Anonymous,
+}
+
+impl Caller {
+    /// The caller as the component's `caller` value.
+    pub fn to_val(&self) -> Val {
+        match self {
+            Caller::Operator => Val::Variant("operator".to_owned(), None),
+            Caller::Bearer(token) => Val::Variant(
+                "bearer".to_owned(),
+                Some(Box::new(Val::String(token.clone()))),
+            ),
+            Caller::Anonymous => Val::Variant("anonymous".to_owned(), None),
+        }
+    }
+}
+
+/// A relay over one SQLite database, ready to take calls.
+pub struct Relay {
+    runtime: Runtime,
+    path: PathBuf,
+    schema: Json,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("path", &self.path).finish()
+    }
+}
+
+impl Relay {
+    /// Opens (creating if needed) the database at `path`, writes `options.settings`, compiles the
+    /// component and brings the schema up to date with its `migrate` export.
+    ///
+    /// # Errors
+    /// The database cannot be opened, the component cannot be compiled, or the migration failed
+    /// (nothing of it is kept then).
+    pub fn open(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Self> {
+        let path = path.as_ref().to_owned();
+        let backend = Sqlite::open(&path, options.sqlite)?;
+        for (key, value) in &options.settings {
+            sqlite::write_setting(&backend, key, value)
+                .with_context(|| format!("writing the setting {key}"))?;
+        }
+        let runtime = Runtime::new(Arc::new(backend), options.clock, options.limits)?;
+        let mut relay = Self {
+            runtime,
+            path,
+            schema: Json::Null,
+        };
+        relay.schema = relay
+            .call_json("migrate", &json!({}))
+            .map_err(|e| anyhow::anyhow!("migrating the database: {}", e.message))?;
+        Ok(relay)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the migration at [`Relay::open`] did (`fromVersion`, `toVersion`, `steps`).
+    pub fn schema_report(&self) -> &Json {
+        &self.schema
+    }
+
+    /// The clock the component reads; [`Clock::advance`] moves it.
+    pub fn clock(&self) -> &Clock {
+        self.runtime.clock()
+    }
+
+    /// Every exported function, in name order.
+    pub fn exports(&self) -> impl Iterator<Item = &Export> {
+        self.runtime.exports().values()
+    }
+
+    /// The engine underneath, for hosts that serve it further (the HTTP server does).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn into_runtime(self) -> Runtime {
+        self.runtime
+    }
+
+    /// Calls `export` as the operator. `args` is a JSON object keyed by the export's parameter
+    /// names in camelCase, without `caller` (as `agent-relay call` takes them).
+    ///
+    /// # Errors
+    /// As for [`Relay::call_json_as`].
+    pub fn call_json(&self, export: &str, args: &Json) -> Result<Json, ErrorReply> {
+        self.call_json_as(&Caller::Operator, export, args)
+    }
+
+    /// Calls `export` as `caller` and returns its answer as JSON.
+    ///
+    /// # Errors
+    /// The relay's own error (`not_found`, `conflict`, ...); `invalid` when the arguments do not
+    /// fit the export; `internal` when the call trapped or ran out of time or memory; `unavailable`
+    /// or `storage_full` when the database refused the transaction. Nothing was written in each
+    /// case.
+    pub fn call_json_as(
+        &self,
+        caller: &Caller,
+        export: &str,
+        args: &Json,
+    ) -> Result<Json, ErrorReply> {
+        let export = self.find(export)?;
+        let empty = Map::new();
+        let named = match args {
+            Json::Object(named) => named,
+            Json::Null => &empty,
+            _ => {
+                return Err(ErrorReply::invalid(
+                    "the arguments must be a JSON object keyed by parameter name",
+                ));
+            }
+        };
+        let inputs = Inputs {
+            caller: Some(caller.to_val()),
+            named: Some(named),
+            ..Inputs::default()
+        };
+        let values = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
+        let value = self
+            .runtime
+            .call(export, &values)
+            .map_err(|failure| failure_reply(&export.name, &failure))?;
+        bridge::outcome(&value)
+    }
+
+    /// Calls `export` as `caller` with typed arguments (every parameter after `caller`, in order)
+    /// and returns the `ok` value (`None` for an export that returns nothing).
+    ///
+    /// # Errors
+    /// As for [`Relay::call_json_as`]; the relay's error arrives as its [`ErrorReply`].
+    pub fn call(
+        &self,
+        caller: &Caller,
+        export: &str,
+        args: &[Val],
+    ) -> Result<Option<Val>, ErrorReply> {
+        let export = self.find(export)?;
+        let mut values = Vec::with_capacity(args.len() + 1);
+        values.push(caller.to_val());
+        values.extend_from_slice(args);
+        let value = self
+            .runtime
+            .call(export, &values)
+            .map_err(|failure| failure_reply(&export.name, &failure))?;
+        match value {
+            Val::Result(Ok(ok)) => Ok(ok.map(|v| *v)),
+            other => bridge::outcome(&other).map(|_| None),
+        }
+    }
+
+    fn find(&self, name: &str) -> Result<&Export, ErrorReply> {
+        self.runtime.export(name).ok_or_else(|| {
+            ErrorReply::new(
+                404,
+                "not_found",
+                format!("the relay component has no export {name}"),
+            )
+        })
+    }
+}
+
+/// The exports' signatures as JSON, for hosts in other languages that need the component's types
+/// to convert JSON arguments (the Node host's bridge reads this).
+///
+/// Types are `"string"`, `"bool"`, `"s64"`, ... or one-key objects: `{"list": T}`,
+/// `{"option": T}`, `{"result": {"ok": T?, "err": T?}}`, `{"record": [{"name", "type"}]}`,
+/// `{"variant": [{"name", "type"?}]}`, `{"enum": [names]}`, `{"flags": [names]}`,
+/// `{"tuple": [T]}`. Names are the WIT (kebab-case) names.
+pub fn signatures<'a>(exports: impl IntoIterator<Item = &'a Export>) -> Json {
+    let exports: Vec<Json> = exports
+        .into_iter()
+        .map(|export| {
+            json!({
+                "name": export.name,
+                "interface": export.interface,
+                "access": match export.access { Access::Read => "read", Access::Write => "write" },
+                "params": export.params.iter()
+                    .map(|(name, ty)| json!({"name": name, "type": describe(ty)}))
+                    .collect::<Vec<_>>(),
+                "result": export.result.as_ref().map(describe),
+            })
+        })
+        .collect();
+    json!({ "package": "agent-relay:relay@0.6.0", "exports": exports })
+}
+
+fn describe(ty: &Type) -> Json {
+    let named = |name: &str, ty: Option<Type>| match ty {
+        Some(ty) => json!({"name": name, "type": describe(&ty)}),
+        None => json!({"name": name}),
+    };
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::S16 => "s16".into(),
+        Type::S32 => "s32".into(),
+        Type::S64 => "s64".into(),
+        Type::U8 => "u8".into(),
+        Type::U16 => "u16".into(),
+        Type::U32 => "u32".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(list) => json!({"list": describe(&list.ty())}),
+        Type::Option(option) => json!({"option": describe(&option.ty())}),
+        Type::Result(result) => json!({"result": {
+            "ok": result.ok().as_ref().map(describe),
+            "err": result.err().as_ref().map(describe),
+        }}),
+        Type::Record(record) => json!({"record": record
+            .fields()
+            .map(|field| named(field.name, Some(field.ty)))
+            .collect::<Vec<_>>()}),
+        Type::Variant(variant) => json!({"variant": variant
+            .cases()
+            .map(|case| named(case.name, case.ty))
+            .collect::<Vec<_>>()}),
+        Type::Enum(names) => json!({"enum": names.names().collect::<Vec<_>>()}),
+        Type::Flags(names) => json!({"flags": names.names().collect::<Vec<_>>()}),
+        Type::Tuple(tuple) => {
+            json!({"tuple": tuple.types().map(|t| describe(&t)).collect::<Vec<_>>()})
+        }
+        _ => "unsupported".into(),
+    }
+}
