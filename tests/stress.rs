@@ -262,7 +262,18 @@ fn a_job_is_never_held_by_two_agents_at_once() {
         "every job was completed: none lost, expired leases were claimable again"
     );
     let mut double_holds = 0;
-    for (id, job_holds) in holds.lock().unwrap().iter() {
+    for (id, job_holds) in holds.lock().unwrap().iter_mut() {
+        // A holder's re-claim replaces its lease: its earlier hold ends where the next begins.
+        job_holds.sort_by_key(|h| h.from);
+        for i in 0..job_holds.len() {
+            let next_own = job_holds[i + 1..]
+                .iter()
+                .find(|h| h.agent == job_holds[i].agent)
+                .map(|h| h.from);
+            if let Some(next) = next_own {
+                job_holds[i].until = job_holds[i].until.min(next);
+            }
+        }
         for (i, first) in job_holds.iter().enumerate() {
             for second in &job_holds[i + 1..] {
                 let overlap = first.from < second.until && second.from < first.until;

@@ -350,6 +350,26 @@ fn optional_text(
     }
 }
 
+pub fn issue_token(caller: &Caller, id: &str) -> Result<RegisteredAgent, RelayError> {
+    auth::require_operator(caller)?;
+    if is_builtin(id) {
+        return Err(conflict(format!(
+            "{id} is a built-in agent; the operator acts for it"
+        )));
+    }
+    require(id)?;
+    let token = auth::new_token()?;
+    db::execute(
+        "UPDATE agents SET token_hash = ? WHERE id = ?",
+        &params![auth::token_hash(&token), id],
+    )?;
+    Ok(RegisteredAgent {
+        agent: require(id)?,
+        created: false,
+        token: Some(token),
+    })
+}
+
 pub fn delete(caller: &Caller, id: &str) -> Result<Deleted, RelayError> {
     auth::require_operator(caller)?;
     if is_builtin(id) {
@@ -487,7 +507,8 @@ pub fn ensure_builtins(now: i64) -> Result<(), RelayError> {
         db::execute(
             "INSERT INTO agents (id, name, kind, tags, capabilities, ready, status, meta, last_seen, created_at)
              VALUES (?1, ?2, ?1, ?3, '[]', 1, 'online', '{\"builtin\":true}', ?4, ?4)
-             ON CONFLICT(id) DO UPDATE SET kind = ?1, status = 'online', ready = 1, last_seen = ?4",
+             ON CONFLICT(id) DO UPDATE SET kind = ?1, status = 'online', ready = 1
+             WHERE kind != ?1 OR status != 'online' OR ready != 1",
             &params![id, name, tags, now],
         )?;
     }

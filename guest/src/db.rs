@@ -140,14 +140,6 @@ pub fn execute(sql: &str, params: &[Value]) -> Result<Executed, RelayError> {
     Ok(store::execute(sql, params)?)
 }
 
-/// Runs several statements with no parameters, in order.
-pub fn execute_batch(statements: &[&str]) -> Result<(), RelayError> {
-    for sql in statements {
-        execute(sql, &[])?;
-    }
-    Ok(())
-}
-
 /// A list of strings as stored: a JSON array.
 pub fn to_json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())

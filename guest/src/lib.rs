@@ -31,6 +31,7 @@ mod pairs;
 mod schema;
 mod settings;
 mod tasks;
+mod upgrade;
 mod webhooks;
 
 use bindings::agent_relay::relay::types::{
@@ -71,6 +72,11 @@ impl queries::Guest for Relay {
         messages::thread(&caller, thread_id)
     }
 
+    fn schema_status(caller: Caller) -> Outcome<SchemaReport> {
+        auth::require_operator(&caller)?;
+        schema::status()
+    }
+
     fn poll_inbox(caller: Caller, agent_id: String, query: PollQuery) -> Outcome<Vec<Message>> {
         messages::inbox(&caller, &agent_id, &query, now_ms())
     }
@@ -84,6 +90,10 @@ impl commands::Guest for Relay {
 
     fn register_agent(caller: Caller, input: RegisterAgentInput) -> Outcome<RegisteredAgent> {
         agents::register(&caller, input, now_ms())
+    }
+
+    fn issue_token(caller: Caller, agent_id: String) -> Outcome<RegisteredAgent> {
+        agents::issue_token(&caller, &agent_id)
     }
 
     fn delete_agent(caller: Caller, agent_id: String) -> Outcome<Deleted> {

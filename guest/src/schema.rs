@@ -6,8 +6,8 @@
 
 use crate::bindings::agent_relay::relay::store;
 use crate::bindings::agent_relay::relay::types::{RelayError, SchemaReport};
-use crate::db;
 use crate::error::conflict;
+use crate::upgrade;
 
 const VERSION_KEY: &str = "schema-version";
 
@@ -203,11 +203,29 @@ pub fn latest_version() -> u32 {
     STEPS.last().map_or(0, |step| step.version)
 }
 
-/// Brings the database to the latest schema and makes sure the built-in agents exist.
-pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
-    let from_version: u32 = store::get_setting(VERSION_KEY)?
+/// The schema version found and the steps `migrate` would run; refuses a newer database.
+pub fn status() -> Result<SchemaReport, RelayError> {
+    let from_version = current_version()?;
+    let latest = check_not_newer(from_version)?;
+    let steps = STEPS
+        .iter()
+        .filter(|step| step.version > from_version)
+        .map(|step| format!("{}: {}", step.version, step.name))
+        .collect();
+    Ok(SchemaReport {
+        from_version,
+        to_version: latest,
+        steps,
+    })
+}
+
+fn current_version() -> Result<u32, RelayError> {
+    Ok(store::get_setting(VERSION_KEY)?
         .and_then(|text| text.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0))
+}
+
+fn check_not_newer(from_version: u32) -> Result<u32, RelayError> {
     let latest = latest_version();
     if from_version > latest {
         return Err(conflict(format!(
@@ -215,10 +233,40 @@ pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
              ({latest}); use a newer agent-relay"
         )));
     }
+    Ok(latest)
+}
+
+/// Brings the database to the latest schema and makes sure the built-in agents exist.
+pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
+    let from_version = current_version()?;
+    let latest = check_not_newer(from_version)?;
     let mut steps = Vec::new();
     for step in STEPS.iter().filter(|step| step.version > from_version) {
-        db::execute_batch(step.statements)?;
-        steps.push(format!("{}: {}", step.version, step.name));
+        let strict_bindings = step.version == 2 && upgrade::set_aside_strict_bindings()?;
+        let mut added = Vec::new();
+        for statement in step.statements {
+            added.extend(upgrade::create_or_reconcile(statement)?);
+        }
+        let mut name = format!("{}: {}", step.version, step.name);
+        if step.version == 1 {
+            // Databases of the TypeScript relay: move their data into the current shape.
+            if added.iter().any(|c| c == "messages.kind") {
+                upgrade::messages_type_to_kind()?;
+            }
+            if added.iter().any(|c| c == "agents.kind") {
+                upgrade::infer_agent_kinds()?;
+            }
+            upgrade::read_by_to_receipts()?;
+            upgrade::backfill_threads()?;
+        }
+        if strict_bindings {
+            upgrade::restore_bindings()?;
+            added.push("channel_bindings: one binding per conversation relaxed".to_owned());
+        }
+        if !added.is_empty() {
+            name = format!("{name} (upgraded: {})", added.join(", "));
+        }
+        steps.push(name);
     }
     if from_version != latest {
         store::set_setting(VERSION_KEY, &latest.to_string())?;

@@ -43,7 +43,7 @@ enum Command {
     /// `agent-relay call --list` shows every function and its parameters.
     Call(CallArgs),
     /// Create or upgrade the database schema and print the versions and steps.
-    Migrate(DbArgs),
+    Migrate(MigrateArgs),
     /// Print an agent's messages as they arrive, one JSON object a line, from a running relay.
     ///
     /// Follows `GET /v1/agents/AGENT/stream` and reconnects after a drop, resuming after the
@@ -88,6 +88,15 @@ struct DbArgs {
     /// Cap the database at this many pages (PRAGMA max_page_count); writes beyond it get 507.
     #[arg(long)]
     max_db_pages: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Only say which version the database is at and which steps an upgrade would run.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -190,8 +199,8 @@ pub fn main() -> ExitCode {
 }
 
 /// Opens the database, compiles the component and brings the schema up to date.
-fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
-    let options = Options {
+fn options(args: &DbArgs, clock: Clock) -> Options {
+    Options {
         limits: Limits {
             memory_bytes: args.memory_limit_mib << 20,
             call_timeout: Duration::from_millis(args.call_timeout_ms),
@@ -204,27 +213,39 @@ fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
         },
         settings: args.settings.clone(),
         clock,
-    };
+    }
+}
+
+fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
     let started = Instant::now();
-    let relay = Relay::open(&args.db, options)?;
+    let relay = Relay::open(&args.db, options(args, clock))?;
     tracing::debug!(elapsed = ?started.elapsed(), "relay opened");
     let report = relay.schema_report();
     let steps = report
         .get("steps")
         .and_then(Json::as_array)
         .map_or(0, Vec::len);
+    if let Some(backup) = relay.backup() {
+        tracing::info!(backup = %backup.display(), "the database as it was before the upgrade was backed up");
+    }
     if steps > 0 {
         tracing::info!(db = %args.db.display(), from = %report["fromVersion"], to = %report["toVersion"], "database schema upgraded");
     }
     Ok(relay)
 }
 
-fn migrate(args: &DbArgs) -> anyhow::Result<ExitCode> {
-    let relay = open(args, Clock::default())?;
-    // `open` applied any pending steps; a second run reports the version it found.
-    let report = relay
-        .call_json("migrate", &Json::Null)
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    if args.dry_run {
+        let mut status = Relay::inspect(&args.db.db, options(&args.db, Clock::default()))?;
+        status["dryRun"] = Json::Bool(true);
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let relay = open(&args.db, Clock::default())?;
+    let mut report = relay.schema_report().clone();
+    if let Some(backup) = relay.backup() {
+        report["backup"] = Json::String(backup.display().to_string());
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -79,6 +79,7 @@ pub struct Relay {
     runtime: Runtime,
     path: PathBuf,
     schema: Json,
+    backup: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -94,26 +95,70 @@ impl Relay {
     /// # Errors
     /// The database cannot be opened, the component cannot be compiled, or the migration failed
     /// (nothing of it is kept then).
+    ///
+    /// Before an existing database is upgraded, a consistent backup is written beside it
+    /// (`<db>.v<old version>.bak`); a database newer than this relay is refused untouched.
     pub fn open(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Self> {
         let path = path.as_ref().to_owned();
-        let backend = Sqlite::open(&path, options.sqlite)?;
-        for (key, value) in &options.settings {
-            sqlite::write_setting(&backend, key, value)
-                .with_context(|| format!("writing the setting {key}"))?;
-        }
-        let runtime = Runtime::new(Arc::new(backend), options.clock, options.limits)?;
+        let backend = Arc::new(Sqlite::open(&path, options.sqlite)?);
+        let runtime = Runtime::new(backend.clone(), options.clock, options.limits)?;
         let mut relay = Self {
             runtime,
             path,
             schema: Json::Null,
+            backup: None,
         };
+        let status = relay.schema_status()?;
+        let pending = status["steps"]
+            .as_array()
+            .is_some_and(|steps| !steps.is_empty());
+        if pending && backend.holds_tables()? {
+            let target = backup_path(&relay.path, status["fromVersion"].as_u64().unwrap_or(0));
+            backend.backup_to(&target)?;
+            relay.backup = Some(target);
+        }
+        for (key, value) in &options.settings {
+            sqlite::write_setting(&backend, key, value)
+                .with_context(|| format!("writing the setting {key}"))?;
+        }
         relay.schema = relay
             .call_json("migrate", &json!({}))
             .map_err(|e| anyhow::anyhow!("migrating the database: {}", e.message))?;
+        backend.enable_wal()?;
         Ok(relay)
     }
 
+    /// Opens the database only to read its schema version and the pending upgrade steps;
+    /// nothing is written.
+    ///
+    /// # Errors
+    /// The database cannot be read, or is newer than this relay.
+    pub fn inspect(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Json> {
+        let path = path.as_ref().to_owned();
+        anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+        let backend = Arc::new(Sqlite::open(&path, options.sqlite)?);
+        let runtime = Runtime::new(backend, options.clock, options.limits)?;
+        Self {
+            runtime,
+            path,
+            schema: Json::Null,
+            backup: None,
+        }
+        .schema_status()
+    }
+
+    fn schema_status(&self) -> anyhow::Result<Json> {
+        self.call_json("schema-status", &json!({}))
+            .map_err(|e| anyhow::anyhow!("{} is not usable: {}", self.path.display(), e.message))
+    }
+
+    /// The backup written before an upgrade at [`Relay::open`], if one was needed.
+    pub fn backup(&self) -> Option<&Path> {
+        self.backup.as_deref()
+    }
+
     /// The database file.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -289,4 +334,13 @@ fn describe(ty: &Type) -> Json {
         }
         _ => "unsupported".into(),
     }
+}
+
+/// `<db>.v<version>.bak`, or with `-2`, `-3`, ... when that exists already.
+fn backup_path(db: &Path, version: u64) -> PathBuf {
+    let base = format!("{}.v{version}.bak", db.display());
+    std::iter::once(PathBuf::from(&base))
+        .chain((2..).map(|n| PathBuf::from(format!("{base}-{n}"))))
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| PathBuf::from(base))
 }

@@ -95,6 +95,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/agents", "list-agents"),
     route("GET", "/v1/agents/{agentId}", "get-agent"),
     route("DELETE", "/v1/agents/{agentId}", "delete-agent"),
+    route("POST", "/v1/agents/{agentId}/token", "issue-token"),
     route("POST", "/v1/agents/{agentId}/heartbeat", "heartbeat"),
     route("PUT", "/v1/agents/{agentId}/status", "set-agent-status"),
     route("PUT", "/v1/agents/{agentId}/label", "set-agent-label"),

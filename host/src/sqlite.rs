@@ -52,6 +52,10 @@ struct Conn {
     guest_running: Arc<AtomicBool>,
 }
 
+/// The capability's keyed settings, created on first write.
+const SETTINGS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS relay_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)";
+
 /// The SQLite backend.
 pub struct Sqlite {
     path: PathBuf,
@@ -120,17 +124,12 @@ impl Sqlite {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        // Nothing is written here: an older database must stay as it is until it is backed up.
         let writer = open_connection(path, &options)?;
         writer
             .sql
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 CREATE TABLE IF NOT EXISTS relay_settings (
-                     key TEXT PRIMARY KEY,
-                     value TEXT NOT NULL
-                 );",
-            )
-            .with_context(|| format!("preparing {}", path.display()))?;
+            .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+            .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
         Ok(Self {
             path: path.to_owned(),
             options,
@@ -142,6 +141,49 @@ impl Sqlite {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Switches the file to write-ahead logging (kept in the file from then on).
+    ///
+    /// # Errors
+    /// The journal mode cannot be changed.
+    pub fn enable_wal(&self) -> anyhow::Result<()> {
+        let conn = self.writer.blocking_lock();
+        let mode: String = conn
+            .sql
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "the database refused WAL mode ({mode})"
+        );
+        Ok(())
+    }
+
+    /// Whether the file already holds tables (anything but the relay's settings).
+    ///
+    /// # Errors
+    /// The schema cannot be read.
+    pub fn holds_tables(&self) -> anyhow::Result<bool> {
+        let conn = self.writer.blocking_lock();
+        let count: i64 = conn.sql.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name != 'relay_settings'",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(count > 0)
+    }
+
+    /// Writes a consistent copy of the database to `target` with SQLite's online backup.
+    ///
+    /// # Errors
+    /// The copy could not be written.
+    pub fn backup_to(&self, target: &Path) -> anyhow::Result<()> {
+        let conn = self.writer.blocking_lock();
+        let mut copy =
+            Connection::open(target).with_context(|| format!("creating {}", target.display()))?;
+        let backup = rusqlite::backup::Backup::new(&conn.sql, &mut copy)?;
+        backup.run_to_completion(256, Duration::from_millis(0), None)?;
+        Ok(())
     }
 
     fn reader(&self) -> Result<Conn, StoreError> {
@@ -304,11 +346,25 @@ impl Session for SqliteSession {
             .sql
             .prepare_cached("SELECT value FROM relay_settings WHERE key = ?")
             .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
+            .or_else(|error| match &error {
+                // A database older than the settings table has no settings yet.
+                rusqlite::Error::SqliteFailure(_, Some(message))
+                    if message.contains("no such table") =>
+                {
+                    Ok(None)
+                }
+                _ => Err(error),
+            })
             .map_err(store_error)
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.refuse_writes("writing a setting")?;
+        self.conn
+            .get()
+            .sql
+            .execute_batch(SETTINGS_TABLE)
+            .map_err(store_error)?;
         self.conn
             .get()
             .sql
@@ -370,6 +426,7 @@ impl Drop for SqliteSession {
 /// The setting could not be written.
 pub fn write_setting(backend: &Sqlite, key: &str, value: &str) -> anyhow::Result<()> {
     let conn = backend.writer.blocking_lock();
+    conn.sql.execute_batch(SETTINGS_TABLE)?;
     conn.sql.execute(
         "INSERT INTO relay_settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
         [key, value],

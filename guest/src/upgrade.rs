@@ -1,0 +1,199 @@
+//! Upgrading databases written by the TypeScript relay (0.4.x and 0.5): older tables gain the
+//! columns the current schema has, and the data moves into its current shape. Every function here
+//! is safe to run twice: a second run finds nothing to do.
+
+use crate::bindings::agent_relay::relay::types::RelayError;
+use crate::db;
+use crate::params;
+
+/// The name of the table a `CREATE TABLE IF NOT EXISTS name (` statement creates.
+fn created_table(sql: &str) -> Option<&str> {
+    let rest = sql
+        .trim_start()
+        .strip_prefix("CREATE TABLE IF NOT EXISTS ")?;
+    rest.split(|c: char| c.is_whitespace() || c == '(').next()
+}
+
+/// A column as `PRAGMA table_info` describes it: name, declared type, NOT NULL, default.
+type Column = (String, String, bool, Option<String>);
+
+fn columns(schema: &str, table: &str) -> Result<Vec<Column>, RelayError> {
+    db::query(&format!("PRAGMA {schema}.table_info({table})"), &[])?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.text("name")?,
+                row.opt_text("type")?.unwrap_or_default(),
+                row.flag("notnull")?,
+                row.opt_text("dflt_value")?,
+            ))
+        })
+        .collect()
+}
+
+pub fn table_exists(table: &str) -> Result<bool, RelayError> {
+    Ok(db::query_one(
+        "SELECT 1 AS present FROM sqlite_master WHERE type = 'table' AND name = ?",
+        &params![table],
+    )?
+    .is_some())
+}
+
+pub fn has_column(table: &str, column: &str) -> Result<bool, RelayError> {
+    Ok(columns("main", table)?
+        .iter()
+        .any(|(name, ..)| name == column))
+}
+
+/// Runs a `CREATE TABLE IF NOT EXISTS` statement; when the table already exists in an older
+/// shape, adds the columns it lacks (with their defaults). Returns the columns added.
+pub fn create_or_reconcile(sql: &str) -> Result<Vec<String>, RelayError> {
+    let Some(table) = created_table(sql) else {
+        db::execute(sql, &[])?;
+        return Ok(Vec::new());
+    };
+    if !table_exists(table)? {
+        db::execute(sql, &[])?;
+        return Ok(Vec::new());
+    }
+    // Learn the wanted shape from a temporary twin of the statement.
+    let shape = format!("relay_shape_{table}");
+    let twin = sql.replacen(
+        &format!("CREATE TABLE IF NOT EXISTS {table}"),
+        &format!("CREATE TEMP TABLE {shape}"),
+        1,
+    );
+    db::execute(&twin, &[])?;
+    let wanted = columns("temp", &shape)?;
+    db::execute(&format!("DROP TABLE temp.{shape}"), &[])?;
+    let present = columns("main", table)?;
+    let mut added = Vec::new();
+    for (name, kind, not_null, default) in wanted {
+        if present.iter().any(|(existing, ..)| *existing == name) {
+            continue;
+        }
+        let declaration = match (not_null, default) {
+            (true, Some(default)) => format!("{name} {kind} NOT NULL DEFAULT {default}"),
+            (false, Some(default)) => format!("{name} {kind} DEFAULT {default}"),
+            (_, None) => format!("{name} {kind}"),
+        };
+        db::execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {declaration}"),
+            &[],
+        )?;
+        added.push(format!("{table}.{name}"));
+    }
+    Ok(added)
+}
+
+/// 0.4.x messages: `type` becomes `kind`; system messages about tasks and pairs become `task`
+/// and `pair` messages with their ids in `payload`. Runs only when `kind` was just added.
+pub fn messages_type_to_kind() -> Result<(), RelayError> {
+    if !has_column("messages", "type")? {
+        return Ok(());
+    }
+    db::execute(
+        "UPDATE messages SET
+            kind = CASE
+                WHEN type = 'system' AND json_valid(meta) AND json_extract(meta, '$.taskId') IS NOT NULL THEN 'task'
+                WHEN type = 'system' AND json_valid(meta) AND json_extract(meta, '$.pairId') IS NOT NULL THEN 'pair'
+                WHEN type IS NULL OR type IN ('message', 'chat') THEN 'chat'
+                ELSE type
+            END",
+        &[],
+    )?;
+    db::execute(
+        "UPDATE messages SET payload = (
+            SELECT json_group_object(key, value) FROM json_each(messages.meta)
+            WHERE key IN ('taskId', 'source', 'title', 'status', 'severity', 'dedupeKey', 'externalUrl')
+         )
+         WHERE kind = 'task' AND json_valid(meta) AND json_extract(meta, '$.taskId') IS NOT NULL",
+        &[],
+    )?;
+    db::execute(
+        "UPDATE messages SET payload = (
+            SELECT json_group_object(key, value) FROM json_each(messages.meta)
+            WHERE key IN ('pairId', 'pairEvent', 'requesterId', 'partnerId')
+         )
+         WHERE kind = 'pair' AND json_valid(meta) AND json_extract(meta, '$.pairId') IS NOT NULL",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// Agents written before kinds existed get the kind SPEC 1 infers.
+pub fn infer_agent_kinds() -> Result<(), RelayError> {
+    db::execute(
+        "UPDATE agents SET kind = CASE
+            WHEN id = 'user' THEN 'user'
+            WHEN id = 'system' THEN 'system'
+            WHEN json_valid(meta) AND json_extract(meta, '$.kind') IN ('channel', 'communication-channel') THEN 'channel'
+            WHEN json_valid(meta) AND json_extract(meta, '$.kind') = 'orchestrator' THEN 'orchestrator'
+            WHEN json_valid(tags) AND EXISTS (SELECT 1 FROM json_each(agents.tags) WHERE value = 'channel') THEN 'channel'
+            WHEN json_valid(capabilities) AND EXISTS (SELECT 1 FROM json_each(agents.capabilities) WHERE value = 'channel') THEN 'channel'
+            ELSE 'provider'
+         END",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// Legacy `read_by` JSON arrays become one read receipt per agent (kept in place as well).
+pub fn read_by_to_receipts() -> Result<(), RelayError> {
+    if !has_column("messages", "read_by")? {
+        return Ok(());
+    }
+    db::execute(
+        "INSERT OR IGNORE INTO message_reads (message_id, agent_id, read_at)
+         SELECT m.id, r.value, m.created_at
+         FROM messages m, json_each(m.read_by) r
+         WHERE json_valid(m.read_by) AND json_type(m.read_by) = 'array' AND r.type = 'text'",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// Messages from before threads start their own thread.
+pub fn backfill_threads() -> Result<(), RelayError> {
+    db::execute(
+        "UPDATE messages SET thread_id = id WHERE thread_id IS NULL",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// 0.5-era channel bindings allowed one binding per conversation (`UNIQUE(channel_id,
+/// conversation_key)`). Before the current table is created the old one is set aside; after,
+/// its rows are copied over and it is dropped. Returns whether the old rule was found.
+pub fn set_aside_strict_bindings() -> Result<bool, RelayError> {
+    let sql = db::query_one(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'channel_bindings'",
+        &[],
+    )?
+    .and_then(|row| row.opt_text("sql").ok().flatten())
+    .unwrap_or_default();
+    let strict = sql
+        .replace(' ', "")
+        .contains("UNIQUE(channel_id,conversation_key)");
+    if strict {
+        db::execute(
+            "ALTER TABLE channel_bindings RENAME TO channel_bindings_strict",
+            &[],
+        )?;
+    }
+    Ok(strict)
+}
+
+/// Copies the set-aside bindings into the relaxed table, every row kept.
+pub fn restore_bindings() -> Result<(), RelayError> {
+    db::execute(
+        "INSERT INTO channel_bindings (id, channel_id, conversation_key, conversation_id, target_type,
+             target_id, mode, priority, created_at, updated_at)
+         SELECT id, channel_id, conversation_key, conversation_id, target_type, target_id, mode,
+             priority, created_at, updated_at
+         FROM channel_bindings_strict",
+        &[],
+    )?;
+    db::execute("DROP TABLE channel_bindings_strict", &[])?;
+    Ok(())
+}
