@@ -195,9 +195,7 @@ impl Runtime {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow!("{e:?}"))?;
-        let component = Component::new(&engine, COMPONENT)
-            .map_err(|e| anyhow!("{e:?}"))
-            .context("compiling the relay component")?;
+        let component = load_component(&engine)?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
@@ -387,4 +385,90 @@ fn discover_exports(
         }
     }
     Ok(exports)
+}
+
+/// The compiled component: from the on-disk cache when this exact component was compiled before
+/// for this engine, else compiled now (and cached for the next start). Set
+/// `RELAY_COMPONENT_CACHE=off` to always compile.
+fn load_component(engine: &Engine) -> anyhow::Result<Component> {
+    let compile = || {
+        Component::new(engine, COMPONENT)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context("compiling the relay component")
+    };
+    let Some(path) = cache_path(engine) else {
+        return compile();
+    };
+    if path.exists() {
+        // SAFETY: the file was written by `precompile_component` of this same component for an
+        // engine with the same compatibility hash (both are in its name), in a directory only
+        // this user may write to; wasmtime still checks the header and refuses a mismatch.
+        #[allow(unsafe_code)]
+        let cached = unsafe { Component::deserialize_file(engine, &path) };
+        if let Ok(component) = cached {
+            return Ok(component);
+        }
+    }
+    let component = compile()?;
+    if let Ok(bytes) = component.serialize() {
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&temporary, bytes).is_ok() {
+            let _ = std::fs::rename(&temporary, &path);
+        }
+    }
+    Ok(component)
+}
+
+/// `~/.cache/agent-relay/relay-<component hash>-<engine hash>.cwasm`, in an owner-only directory.
+fn cache_path(engine: &Engine) -> Option<std::path::PathBuf> {
+    use sha2::Digest as _;
+    use std::hash::{Hash as _, Hasher as _};
+    if std::env::var("RELAY_COMPONENT_CACHE").is_ok_and(|v| v == "off") {
+        return None;
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cache"))
+        })?;
+    let dir = base.join("agent-relay");
+    create_private_dir(&dir).ok()?;
+    let component = hex::encode(&sha2::Sha256::digest(COMPONENT)[..12]);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    Some(dir.join(format!("relay-{component}-{:016x}.cwasm", hasher.finish())))
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    // Refuse a cache others could have written native code into.
+    let own = meta.uid() == own_uid(dir)?;
+    if !own || meta.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(
+            "cache directory is writable by others",
+        ));
+    }
+    Ok(())
+}
+
+/// The uid that owns files this process creates, read from a probe file (no libc needed).
+#[cfg(unix)]
+fn own_uid(dir: &std::path::Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let probe = dir.join(format!(".owner-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    let uid = std::fs::metadata(&probe)?.uid();
+    let _ = std::fs::remove_file(&probe);
+    Ok(uid)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
