@@ -192,7 +192,7 @@ fn a_job_is_never_held_by_two_agents_at_once() {
                 };
                 while done.lock().unwrap().len() < jobs && Instant::now() < deadline {
                     let inbox: Json = client
-                        .get(format!("{base}/v1/agents/{agent}/inbox?limit=50"))
+                        .get(format!("{base}/v1/agents/{agent}/inbox?limit=500"))
                         .bearer_auth(token)
                         .send()
                         .unwrap()
