@@ -330,11 +330,8 @@ fn describe_trap(error: &wasmtime::Error) -> String {
             "the call ran past its deadline and was stopped".to_owned()
         }
         Some(trap) => format!("trap: {trap}"),
-        None => format!("{error:?}")
-            .lines()
-            .next()
-            .unwrap_or("unknown failure")
-            .to_owned(),
+        // A failed memory growth (the limit) and other host-side causes sit at the chain's root.
+        None => format!("{}", error.root_cause()),
     }
 }
 
