@@ -263,6 +263,49 @@ impl Runtime {
             .backend
             .begin(export.access)
             .map_err(CallFailure::Store)?;
+        let mut store = self.new_store(session);
+
+        let outcome = self.run(&mut store, export, args);
+        let session = store.into_data().session;
+        match outcome {
+            Ok(value) => {
+                let succeeded = matches!(&value, Val::Result(Ok(_)));
+                session.finish(succeeded).map_err(CallFailure::Store)?;
+                if succeeded && export.access == Access::Write {
+                    self.commits.committed();
+                }
+                Ok(value)
+            }
+            Err(cause) => {
+                let _ = session.finish(false);
+                Err(CallFailure::Trap(cause))
+            }
+        }
+    }
+
+    /// Measures what [`Runtime::call`] does before it calls the export: creating the `Store`
+    /// (WASI context, limits, deadline) and instantiating the component. The read session the
+    /// store holds is opened before the clock starts and rolled back after it stops. For the
+    /// benchmark (`relay-bench`).
+    ///
+    /// # Errors
+    /// The session cannot be opened or the instantiation failed.
+    pub fn time_instantiation(&self) -> Result<Duration, CallFailure> {
+        let session = self
+            .backend
+            .begin(Access::Read)
+            .map_err(CallFailure::Store)?;
+        let started = std::time::Instant::now();
+        let mut store = self.new_store(session);
+        let instantiated = self.pre.instantiate(&mut store);
+        let elapsed = started.elapsed();
+        let _ = store.into_data().session.finish(false);
+        instantiated.map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
+        Ok(elapsed)
+    }
+
+    /// A fresh store for one call, holding `session`, under the limits and the call deadline.
+    fn new_store(&self, session: Box<dyn Session>) -> Store<CallState> {
         let wasi = WasiCtxBuilder::new()
             .wall_clock(self.clock.clone())
             .inherit_stderr()
@@ -284,23 +327,7 @@ impl Runtime {
         store.limiter(|state| &mut state.limits);
         let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-
-        let outcome = self.run(&mut store, export, args);
-        let session = store.into_data().session;
-        match outcome {
-            Ok(value) => {
-                let succeeded = matches!(&value, Val::Result(Ok(_)));
-                session.finish(succeeded).map_err(CallFailure::Store)?;
-                if succeeded && export.access == Access::Write {
-                    self.commits.committed();
-                }
-                Ok(value)
-            }
-            Err(cause) => {
-                let _ = session.finish(false);
-                Err(CallFailure::Trap(cause))
-            }
-        }
+        store
     }
 
     fn run(

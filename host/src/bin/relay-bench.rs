@@ -1,0 +1,818 @@
+//! `relay-bench`: measures the relay against its floor (issue 8). No figure here is tuned; this
+//! binary only measures.
+//!
+//! `cargo build --release && cargo run --release --bin relay-bench -- [--quick|--smoke] [--json PATH]`
+//!
+//! In-process figures go through `agent_relay::embed::Relay` (a fresh component instance and one
+//! SQLite transaction per call, `synchronous = full`); HTTP figures drive the `agent-relay serve`
+//! binary built next to this one over loopback with blocking reqwest clients, one thread each.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_precision_loss
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_relay::bindings::{Executed, Rows, StoreError, Value};
+use agent_relay::bridge::{self, Inputs};
+use agent_relay::embed::{Caller, Clock, Limits, Options, Relay};
+use agent_relay::runtime::Runtime;
+use agent_relay::sqlite::{Sqlite, SqliteOptions};
+use agent_relay::store::{Access, Backend, Session};
+use anyhow::{Context as _, anyhow};
+use rusqlite::params_from_iter;
+use serde_json::{Map, Value as Json, json};
+
+const OPERATOR: &str = "relay-bench-operator-token";
+
+/// How long and how large each measurement is.
+struct Plan {
+    name: &'static str,
+    in_process: Duration,
+    http: Duration,
+    instantiations: usize,
+    poll_small: usize,
+    poll_large: usize,
+    polls: usize,
+    backlog: usize,
+}
+
+impl Plan {
+    fn new(mode: &str) -> Self {
+        match mode {
+            "smoke" => Self {
+                name: "smoke",
+                in_process: Duration::from_millis(300),
+                http: Duration::from_millis(400),
+                instantiations: 50,
+                poll_small: 1_000,
+                poll_large: 5_000,
+                polls: 5,
+                backlog: 64,
+            },
+            "quick" => Self {
+                name: "quick",
+                in_process: Duration::from_secs(2),
+                http: Duration::from_secs(3),
+                instantiations: 500,
+                poll_small: 1_000,
+                poll_large: 100_000,
+                polls: 21,
+                backlog: 1_000,
+            },
+            _ => Self {
+                name: "full",
+                in_process: Duration::from_secs(5),
+                http: Duration::from_secs(10),
+                instantiations: 2_000,
+                poll_small: 1_000,
+                poll_large: 1_000_000,
+                polls: 51,
+                backlog: 5_000,
+            },
+        }
+    }
+}
+
+/// The figures, in the order they were measured, with a note for the table.
+#[derive(Default)]
+struct Figures {
+    rows: Vec<(String, f64, String)>,
+}
+
+impl Figures {
+    fn put(&mut self, key: &str, value: f64, note: impl Into<String>) {
+        let note = note.into();
+        println!("{key:<26} {value:>14.3}  {note}");
+        self.rows.push((key.to_owned(), value, note));
+    }
+
+    fn json(&self) -> Json {
+        let map: Map<String, Json> = self
+            .rows
+            .iter()
+            .map(|(k, v, _)| (k.clone(), json!(v)))
+            .collect();
+        Json::Object(map)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut mode = "full";
+    let mut json_path = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--quick" => mode = "quick",
+            "--smoke" => mode = "smoke",
+            "--json" => {
+                json_path = Some(PathBuf::from(iter.next().context("--json needs a path")?))
+            }
+            other => anyhow::bail!(
+                "unknown argument {other}; usage: relay-bench [--quick|--smoke] [--json PATH]"
+            ),
+        }
+    }
+    let plan = Plan::new(mode);
+    let server = std::env::current_exe()?.with_file_name("agent-relay");
+    anyhow::ensure!(
+        server.exists(),
+        "{} is missing: run `cargo build --release` first",
+        server.display()
+    );
+    let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "relay-bench ({} mode), scratch databases in {}",
+        plan.name,
+        dir.display()
+    );
+    println!("{:<26} {:>14}  note", "figure", "value");
+    let mut figures = Figures::default();
+    let result = run(&plan, &dir, &server, &mut figures);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    if let Some(path) = json_path {
+        std::fs::write(&path, serde_json::to_string_pretty(&figures.json())?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn run(plan: &Plan, dir: &Path, server: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    instantiation(plan, dir, figures)?;
+    sends(plan, dir, figures)?;
+    polls(plan, dir, figures)?;
+    http(plan, dir, server, figures)?;
+    Ok(())
+}
+
+fn open(path: &Path) -> anyhow::Result<Relay> {
+    Relay::open(path, Options::default())
+}
+
+fn call(relay: &Relay, export: &str, args: &Json) -> anyhow::Result<Json> {
+    relay
+        .call_json(export, args)
+        .map_err(|e| anyhow!("{export}: {} {}", e.code, e.message))
+}
+
+fn register(relay: &Relay, input: &Json) -> anyhow::Result<()> {
+    call(relay, "register-agent", &json!({ "input": input })).map(|_| ())
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Runs `op` repeatedly for `duration`; operations per second.
+fn rate(
+    duration: Duration,
+    mut op: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < duration {
+        op(n)?;
+        n += 1;
+    }
+    Ok((n, n as f64 / started.elapsed().as_secs_f64()))
+}
+
+fn instantiation(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    let relay = open(&dir.join("instantiate.db"))?;
+    let runtime = relay.runtime();
+    let mut samples = Vec::with_capacity(plan.instantiations);
+    for _ in 0..plan.instantiations {
+        let elapsed = runtime.time_instantiation().map_err(|e| anyhow!("{e}"))?;
+        samples.push(elapsed.as_secs_f64() * 1e6);
+    }
+    figures.put(
+        "instantiate_us",
+        median(samples),
+        format!(
+            "median of {} Store::new + instantiate (Runtime::time_instantiation)",
+            plan.instantiations
+        ),
+    );
+    register(&relay, &json!({"id": "alice"}))?;
+    let mut calls = Vec::with_capacity(plan.instantiations);
+    for _ in 0..plan.instantiations {
+        let started = Instant::now();
+        call(&relay, "get-agent", &json!({"agentId": "alice"}))?;
+        calls.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    figures.put(
+        "get_agent_call_us",
+        median(calls),
+        "median whole in-process call_json(get-agent): read txn + instance + one query",
+    );
+    Ok(())
+}
+
+// ---- the recording capability: the floor replays exactly what the component ran ----
+
+type Statement = (String, Vec<Value>);
+
+struct Recorder {
+    inner: Sqlite,
+    log: Arc<Mutex<Vec<Vec<Statement>>>>,
+}
+
+struct RecordingSession {
+    inner: Box<dyn Session>,
+    statements: Vec<Statement>,
+    log: Arc<Mutex<Vec<Vec<Statement>>>>,
+}
+
+impl Backend for Recorder {
+    fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
+        Ok(Box::new(RecordingSession {
+            inner: self.inner.begin(access)?,
+            statements: Vec::new(),
+            log: Arc::clone(&self.log),
+        }))
+    }
+}
+
+impl Session for RecordingSession {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+        self.statements.push((sql.to_owned(), params.to_vec()));
+        self.inner.execute(sql, params)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+        self.statements.push((sql.to_owned(), params.to_vec()));
+        self.inner.query(sql, params)
+    }
+
+    fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        self.statements.push((
+            "SELECT value FROM relay_settings WHERE key = ?1".to_owned(),
+            vec![Value::Text(key.to_owned())],
+        ));
+        self.inner.get_setting(key)
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.statements.push((
+            "INSERT INTO relay_settings (key, value) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+                .to_owned(),
+            vec![Value::Text(key.to_owned()), Value::Text(value.to_owned())],
+        ));
+        self.inner.set_setting(key, value)
+    }
+
+    fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        let Self {
+            inner,
+            statements,
+            log,
+        } = *self;
+        inner.finish(commit)?;
+        if commit && let Ok(mut log) = log.lock() {
+            log.push(statements);
+        }
+        Ok(())
+    }
+}
+
+fn to_sql(value: &Value) -> rusqlite::types::Value {
+    match value {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Integer(i) => rusqlite::types::Value::Integer(*i),
+        Value::Real(r) => rusqlite::types::Value::Real(*r),
+        Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        Value::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+    }
+}
+
+fn send_input(to: &str) -> Json {
+    json!({"input": {"from": "a", "to": to, "body": "hello from the benchmark"}})
+}
+
+fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    // One prepared database (migrated, agents a and b), copied for each run.
+    let template = dir.join("send-template.db");
+    {
+        let relay = open(&template)?;
+        register(&relay, &json!({"id": "a"}))?;
+        register(&relay, &json!({"id": "b"}))?;
+    }
+    let copy = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::copy(&template, &path)?;
+        let wal = PathBuf::from(format!("{}-wal", template.display()));
+        if wal.exists() {
+            std::fs::copy(&wal, format!("{}-wal", path.display()))?;
+        }
+        Ok(path)
+    };
+
+    // The component, as an embedding host calls it.
+    let relay = open(&copy("send-component.db")?)?;
+    let input = send_input("b");
+    let (count, component_ops) = rate(plan.in_process, |_| {
+        call(&relay, "send-message", &input).map(|_| ())
+    })?;
+    figures.put(
+        "send_component_ops",
+        component_ops,
+        format!("in-process send-message/s via Relay::call_json, synchronous=full ({count} sends)"),
+    );
+
+    // The same sends once more through a capability that records every statement.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    {
+        let backend = Recorder {
+            inner: Sqlite::open(&copy("send-recorded.db")?, SqliteOptions::default())?,
+            log: Arc::clone(&log),
+        };
+        let runtime = Runtime::new(Arc::new(backend), Clock::default(), Limits::default())?;
+        let export = runtime
+            .export("send-message")
+            .context("no send-message export")?;
+        let Json::Object(named) = &input else {
+            anyhow::bail!("the input is an object")
+        };
+        let inputs = Inputs {
+            caller: Some(Caller::Operator.to_val()),
+            named: Some(named),
+            ..Inputs::default()
+        };
+        let values = bridge::arguments(export, &inputs).map_err(|e| anyhow!("{}", e.0))?;
+        for _ in 0..count {
+            let value = runtime.call(export, &values).map_err(|e| anyhow!("{e}"))?;
+            bridge::outcome(&value).map_err(|e| anyhow!("{}", e.message))?;
+        }
+    }
+    let recorded: Vec<Vec<Statement>> =
+        std::mem::take(&mut *log.lock().map_err(|_| anyhow!("poisoned"))?);
+    anyhow::ensure!(
+        recorded.len() == count,
+        "recorded {} sends of {count}",
+        recorded.len()
+    );
+    let per_send = recorded.iter().map(Vec::len).sum::<usize>() as f64 / count.max(1) as f64;
+
+    // The floor: those statements replayed natively, one BEGIN IMMEDIATE..COMMIT per send.
+    let floor_db = copy("send-floor.db")?;
+    let conn = rusqlite::Connection::open(&floor_db)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+    )?;
+    let before: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    let started = Instant::now();
+    for statements in &recorded {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        for (sql, params) in statements {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let params = params_from_iter(params.iter().map(to_sql));
+            if stmt.column_count() > 0 {
+                let columns = stmt.column_count();
+                let mut rows = stmt.query(params)?;
+                while let Some(row) = rows.next()? {
+                    for i in 0..columns {
+                        let _ = row.get_ref(i)?;
+                    }
+                }
+            } else {
+                stmt.execute(params)?;
+            }
+        }
+        conn.execute_batch("COMMIT")?;
+    }
+    let floor_ops = count as f64 / started.elapsed().as_secs_f64();
+    let after: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        usize::try_from(after - before)? == count,
+        "the replay stored {} messages for {count} sends",
+        after - before
+    );
+    figures.put(
+        "send_native_floor_ops",
+        floor_ops,
+        format!("the recorded statements ({per_send:.1}/send) replayed on rusqlite, prepare_cached, synchronous=full"),
+    );
+    figures.put(
+        "send_overhead_ratio",
+        floor_ops / component_ops,
+        "floor ops/s / component ops/s",
+    );
+
+    // Register and fan-out, in process, on the component's database.
+    let (n, register_ops) = rate(plan.in_process, |i| {
+        register(&relay, &json!({"id": format!("r{i}")}))
+    })?;
+    figures.put(
+        "register_ops",
+        register_ops,
+        format!("in-process register-agent/s, new ids ({n})"),
+    );
+    for i in 0..10 {
+        register(&relay, &json!({"id": format!("t{i}"), "label": "team"}))?;
+    }
+    let fanout = send_input("label:team");
+    let first = call(&relay, "send-message", &fanout)?;
+    let recipients = first["recipients"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(
+        recipients == 10,
+        "label:team reached {recipients} agents, not 10"
+    );
+    let (n, fanout_ops) = rate(plan.in_process, |_| {
+        call(&relay, "send-message", &fanout).map(|_| ())
+    })?;
+    figures.put(
+        "fanout_10_ops",
+        fanout_ops,
+        format!("in-process sends/s to label:team (10 recipients each, {n})"),
+    );
+    Ok(())
+}
+
+fn polls(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    let small = poll_ms(plan, &dir.join("poll-small.db"), plan.poll_small)?;
+    figures.put(
+        "poll_ms_1k",
+        small,
+        format!(
+            "median 50-message poll-inbox, {} messages stored",
+            plan.poll_small
+        ),
+    );
+    let large = poll_ms(plan, &dir.join("poll-large.db"), plan.poll_large)?;
+    figures.put(
+        "poll_ms_1m",
+        large,
+        format!(
+            "median 50-message poll-inbox, {} messages stored{}",
+            plan.poll_large,
+            if plan.poll_large < 1_000_000 {
+                " (NOT 1M: reduced for this mode)"
+            } else {
+                ""
+            }
+        ),
+    );
+    figures.put(
+        "poll_large_messages",
+        plan.poll_large as f64,
+        "messages stored for poll_ms_1m",
+    );
+    figures.put("poll_scale_ratio", large / small, "poll_ms_1m / poll_ms_1k");
+    Ok(())
+}
+
+/// A database with `total` messages, 50 of them to `p`, the rest copies of one real send to
+/// `other` inserted natively; the median time of a 50-message poll of `p`'s inbox.
+fn poll_ms(plan: &Plan, path: &Path, total: usize) -> anyhow::Result<f64> {
+    let relay = open(path)?;
+    register(&relay, &json!({"id": "p"}))?;
+    register(&relay, &json!({"id": "other"}))?;
+    let sent = call(&relay, "send-message", &send_input_from("p", "other"))?;
+    let template = sent["message"]["id"].as_i64().context("a message id")?;
+    {
+        let conn = rusqlite::Connection::open(path)?;
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('messages') WHERE name <> 'id'")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let columns = columns.join(", ");
+        let copies = total.saturating_sub(51);
+        let sql = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+             INSERT INTO messages ({columns}) SELECT {columns} FROM n, messages WHERE messages.id = ?2"
+        );
+        let mut left = copies;
+        while left > 0 {
+            let batch = left.min(100_000);
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            conn.execute(&sql, rusqlite::params![i64::try_from(batch)?, template])?;
+            conn.execute_batch("COMMIT")?;
+            left -= batch;
+        }
+    }
+    for _ in 0..50 {
+        call(&relay, "send-message", &send_input_from("other", "p"))?;
+    }
+    let query = json!({"agentId": "p", "query": {"limit": 50}});
+    let mut samples = Vec::with_capacity(plan.polls);
+    for _ in 0..plan.polls {
+        let started = Instant::now();
+        let inbox = call(&relay, "poll-inbox", &query)?;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+        let got = inbox.as_array().map_or(0, Vec::len);
+        anyhow::ensure!(got == 50, "the poll returned {got} messages, not 50");
+    }
+    Ok(median(samples))
+}
+
+fn send_input_from(from: &str, to: &str) -> Json {
+    json!({"input": {"from": from, "to": to, "body": "hello from the benchmark"}})
+}
+
+// ---- over HTTP, against the real server ----
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env("RELAY_OPERATOR_TOKEN", OPERATOR)
+        .env("RELAY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stderr = child.stderr.take().context("the server's stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait()?;
+            anyhow::bail!("agent-relay serve exited ({status}) before listening");
+        };
+        if let Some(addr) = line.split("listen=").nth(1) {
+            break format!(
+                "http://{}",
+                addr.split_whitespace().next().unwrap_or_default()
+            );
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok(Server { child, base })
+}
+
+fn client() -> anyhow::Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+fn post(client: &reqwest::blocking::Client, url: &str, body: &Json) -> anyhow::Result<(u16, Json)> {
+    let response = client.post(url).bearer_auth(OPERATOR).json(body).send()?;
+    let status = response.status().as_u16();
+    let body = response.json().unwrap_or(Json::Null);
+    Ok((status, body))
+}
+
+/// Sends for `duration` with `clients` concurrent clients: (ops/s, p50 ms, p99 ms, failures).
+fn http_sends(
+    base: &str,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let url = format!("{base}/v1/messages");
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
+                let client = client()?;
+                let body =
+                    json!({"from": format!("s{i}"), "to": "sink", "body": "hello over http"});
+                let mut latencies = Vec::new();
+                let mut failures = 0;
+                while started.elapsed() < duration {
+                    let sent = Instant::now();
+                    let (status, _) = post(&client, &url, &body)?;
+                    if (200..300).contains(&status) {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                    } else {
+                        failures += 1;
+                    }
+                }
+                Ok((latencies, failures))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for handle in handles {
+        let (l, f) = handle.join().map_err(|_| anyhow!("a client panicked"))??;
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok((
+        latencies.len() as f64 / elapsed,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        failures,
+    ))
+}
+
+fn vm_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    let server = start_server(binary, &dir.join("http.db"))?;
+    let base = server.base.clone();
+    let pid = server.child.id();
+    let setup = client()?;
+    let agents = format!("{base}/v1/agents");
+    for id in std::iter::once("sink".to_owned()).chain((0..64).map(|i| format!("s{i}"))) {
+        let (status, body) = post(&setup, &agents, &json!({"id": id}))?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "registering {id}: {status} {body}"
+        );
+    }
+    for i in 0..16 {
+        let (status, body) = post(
+            &setup,
+            &agents,
+            &json!({"id": format!("w{i}"), "label": "workers"}),
+        )?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "registering w{i}: {status} {body}"
+        );
+    }
+    // Warm the server (first instances, connections).
+    http_sends(&base, 4, Duration::from_millis(200))?;
+    println!("  (idle server VmRSS {:.1} MB)", vm_rss_mb(pid));
+
+    for clients in [1, 16, 64] {
+        let peak = Arc::new(Mutex::new(0.0_f64));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let rss = vm_rss_mb(pid);
+                    if let Ok(mut peak) = peak.lock() {
+                        *peak = peak.max(rss);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let (ops, p50, p99, failures) = http_sends(&base, clients, plan.http)?;
+        done.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        let failed = if failures > 0 {
+            format!(", {failures} non-2xx answers not counted")
+        } else {
+            String::new()
+        };
+        figures.put(
+            &format!("http_send_ops_{clients}"),
+            ops,
+            format!(
+                "POST /v1/messages/s, {clients} keep-alive clients, {:.1} s{failed}",
+                plan.http.as_secs_f64()
+            ),
+        );
+        if clients == 16 {
+            figures.put(
+                "http_send_p50_ms_16",
+                p50,
+                "median send latency, 16 clients",
+            );
+            figures.put(
+                "http_send_p99_ms_16",
+                p99,
+                "99th percentile send latency, 16 clients",
+            );
+        }
+        if clients == 64 {
+            figures.put(
+                "http_send_p99_ms_64",
+                p99,
+                "99th percentile send latency, 64 clients",
+            );
+            let peak = *peak.lock().map_err(|_| anyhow!("poisoned"))?;
+            figures.put(
+                "rss_mb_64",
+                peak,
+                "server peak VmRSS (sampled every 50 ms) while 64 clients send",
+            );
+        }
+    }
+
+    claims(plan, &base, figures)
+}
+
+/// A claimable backlog to label:workers; 16 workers walk it in order, each claiming every
+/// message not yet known as taken, so they collide on the same messages.
+fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let setup = client()?;
+    let url = format!("{base}/v1/messages");
+    let mut ids = Vec::with_capacity(plan.backlog);
+    for i in 0..plan.backlog {
+        let body = json!({"from": "sink", "to": "label:workers", "body": format!("job {i}"), "claimable": true});
+        let (status, reply) = post(&setup, &url, &body)?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "queueing a job: {status} {reply}"
+        );
+        ids.push(reply["message"]["id"].as_i64().context("a message id")?);
+    }
+    let ids = Arc::new(ids);
+    let taken: Arc<Vec<AtomicBool>> =
+        Arc::new((0..ids.len()).map(|_| AtomicBool::new(false)).collect());
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let conflicts = Arc::new(AtomicUsize::new(0));
+    let odd = Arc::new(Mutex::new(None::<String>));
+    let deadline = plan.http * 4;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..16)
+        .map(|w| {
+            let (ids, taken, claimed, conflicts, odd) = (
+                Arc::clone(&ids),
+                Arc::clone(&taken),
+                Arc::clone(&claimed),
+                Arc::clone(&conflicts),
+                Arc::clone(&odd),
+            );
+            let base = base.to_owned();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let client = client()?;
+                let body = json!({"agentId": format!("w{w}"), "leaseMs": 600_000});
+                for (index, id) in ids.iter().enumerate() {
+                    if started.elapsed() > deadline {
+                        break;
+                    }
+                    if taken[index].load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let (status, reply) =
+                        post(&client, &format!("{base}/v1/messages/{id}/claim"), &body)?;
+                    if (200..300).contains(&status) {
+                        taken[index].store(true, Ordering::Relaxed);
+                        claimed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        taken[index].store(true, Ordering::Relaxed);
+                        conflicts.fetch_add(1, Ordering::Relaxed);
+                        if status != 409
+                            && let Ok(mut odd) = odd.lock()
+                        {
+                            odd.get_or_insert_with(|| format!("{status} {reply}"));
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| anyhow!("a worker panicked"))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(odd) = odd.lock().map_err(|_| anyhow!("poisoned"))?.take() {
+        eprintln!("  a claim failed with an unexpected answer: {odd}");
+    }
+    let claimed = claimed.load(Ordering::Relaxed);
+    figures.put(
+        "claim_ops_16",
+        claimed as f64 / elapsed,
+        format!(
+            "successful claims/s, 16 workers over a backlog of {} ({claimed} claimed, {} refused)",
+            ids.len(),
+            conflicts.load(Ordering::Relaxed)
+        ),
+    );
+    Ok(())
+}
