@@ -441,6 +441,8 @@ fn tasks_list_filters_by_status_severity_and_source() {
         "sentry",
         json!({"title": "c", "severity": "error", "target": "worker"}),
     );
+    // Listing is newest-updated first: make the dismissal strictly the latest change.
+    relay.advance(1_000);
     set_status(&relay, a.body["task"]["id"].as_i64().unwrap(), "dismissed");
 
     let titles = |query: &str| -> Vec<String> {

@@ -98,6 +98,17 @@ pub fn require(id: &str) -> Result<AgentCard, RelayError> {
 }
 
 /// Every registered agent, in id order.
+/// The agents carrying a label, in id order (uses the label index).
+pub fn labelled(label: &str) -> Result<Vec<AgentCard>, RelayError> {
+    db::query(
+        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE label = ? ORDER BY id"),
+        &params![label],
+    )?
+    .iter()
+    .map(card_from_row)
+    .collect()
+}
+
 pub fn all() -> Result<Vec<AgentCard>, RelayError> {
     db::query(
         &format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"),

@@ -92,7 +92,13 @@ impl Target {
 /// The delivery set of a target right now: agents that are online (or busy), not built-in, not
 /// channels, and match it.
 pub fn delivery_set(target: &Target) -> Result<Vec<String>, RelayError> {
-    Ok(agents::all()?
+    // Only the candidates an index can find are loaded; the rule below decides.
+    let candidates = match target {
+        Target::Agent(id) => agents::load(id)?.into_iter().collect(),
+        Target::Label(label) => agents::labelled(label)?,
+        _ => agents::all()?,
+    };
+    Ok(candidates
         .into_iter()
         .filter(|agent| agents::receives_groups(agent) && target.reaches(agent))
         .map(|agent| agent.id)
