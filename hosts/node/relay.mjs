@@ -197,7 +197,8 @@ export class Relay {
     let outcome;
     try {
       const root = this.instantiate();
-      const fn = root[signature.interface][camelCase(signature.name)];
+      const iface = root[camelCase(signature.interface)] ?? root[signature.interface];
+      const fn = iface[camelCase(signature.name)];
       outcome = { ok: fn(...values) };
     } catch (error) {
       if (error && Object.hasOwn(error, 'payload')) {
