@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -224,4 +225,107 @@ fn serving_beyond_loopback_warns_about_tls() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(warned, "serve warns when bound beyond loopback without TLS");
+}
+
+/// Starts `serve` on `dir/relay.db` inside a private mount namespace where `dir` is mounted
+/// read-only; returns the child and its base URL.
+fn serve_read_only(dir: &Path) -> (std::process::Child, String) {
+    let script = format!(
+        "mount --bind '{0}' '{0}' && mount -o remount,ro,bind '{0}' '{0}' && exec '{1}' serve --listen 127.0.0.1:0 --db '{0}/relay.db'",
+        dir.display(),
+        binary().display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("RELAY_OPERATOR_TOKEN", OPERATOR)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare runs (the test needs root to make a read-only mount)");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("the relay did not start on a read-only database:\n{log}");
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(addr) = line.split("listen=").nth(1) {
+            break format!("http://{}", addr.split_whitespace().next().unwrap());
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, base)
+}
+
+#[test]
+fn a_read_only_database_answers_503_keeps_serving_reads_and_recovers() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "a"}));
+    let id = relay
+        .send(json!({"from": "user", "to": "a", "body": "before"}))
+        .body["message"]["id"]
+        .as_i64()
+        .unwrap();
+    let db = relay.db_path();
+    let dir = relay.stop();
+    {
+        // A read-only file cannot hold a write-ahead log: hand it over in rollback-journal mode.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
+            .unwrap();
+    }
+    let (mut child, base) = serve_read_only(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let read = client
+        .get(format!("{base}/v1/messages/{id}"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200, "reads go on");
+    let write = client
+        .post(format!("{base}/v1/messages"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"from": "user", "to": "a", "body": "while read-only"}))
+        .send()
+        .unwrap();
+    assert_eq!(write.status().as_u16(), 503);
+    let body: Json = write.json().unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"),
+        "{body}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let relay = Relay::start_in(dir, &[]);
+    assert_eq!(
+        relay.get(&format!("/v1/messages/{id}"), OPERATOR).body["body"],
+        "before"
+    );
+    assert_eq!(
+        relay
+            .send(json!({"from": "user", "to": "a", "body": "after"}))
+            .status,
+        201,
+        "writable again"
+    );
+    let inbox: Vec<String> = relay
+        .get("/v1/agents/a/inbox", OPERATOR)
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        inbox,
+        ["before", "after"],
+        "nothing from the read-only time was half-written"
+    );
 }

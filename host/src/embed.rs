@@ -121,9 +121,17 @@ impl Relay {
             sqlite::write_setting(&backend, key, value)
                 .with_context(|| format!("writing the setting {key}"))?;
         }
-        relay.schema = relay
-            .call_json("migrate", &json!({}))
-            .map_err(|e| anyhow::anyhow!("migrating the database: {}", e.message))?;
+        match relay.call_json("migrate", &json!({})) {
+            Ok(report) => relay.schema = report,
+            // An up-to-date database that cannot take writes (a read-only file or mount) is
+            // still served: reads work, writes answer 503 until it is writable again.
+            Err(error) if !pending && error.status == 503 => {
+                tracing::warn!(db = %relay.path.display(), reason = %error.message, "serving a database that cannot take writes");
+                relay.schema = status;
+                return Ok(relay);
+            }
+            Err(error) => anyhow::bail!("migrating the database: {}", error.message),
+        }
         backend.enable_wal()?;
         Ok(relay)
     }
