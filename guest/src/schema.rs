@@ -11,17 +11,26 @@ use crate::upgrade;
 
 const VERSION_KEY: &str = "schema-version";
 
-/// One upgrade step: the version it produces, what it does, and its statements.
+/// One upgrade step: the version it produces, what it does, its statements, and what it does
+/// to databases of the TypeScript relay before and after them (see `upgrade.rs`).
 struct Step {
     version: u32,
     name: &'static str,
     statements: &'static [&'static str],
+    before: fn() -> Result<(), RelayError>,
+    after: fn(&mut Vec<String>) -> Result<(), RelayError>,
+}
+
+fn nothing_before() -> Result<(), RelayError> {
+    Ok(())
 }
 
 const STEPS: &[Step] = &[
     Step {
         version: 1,
         name: "agents, messages and read receipts",
+        before: nothing_before,
+        after: upgrade::typescript_data,
         statements: &[
             "CREATE TABLE IF NOT EXISTS agents (
             id TEXT PRIMARY KEY,
@@ -84,6 +93,8 @@ const STEPS: &[Step] = &[
     Step {
         version: 2,
         name: "channels, bindings and orchestrators",
+        before: upgrade::set_aside_strict_bindings,
+        after: upgrade::restore_bindings,
         statements: &[
             "CREATE TABLE IF NOT EXISTS channels (
             id TEXT PRIMARY KEY,
@@ -137,6 +148,8 @@ const STEPS: &[Step] = &[
     Step {
         version: 3,
         name: "tasks, pairs and activity",
+        before: nothing_before,
+        after: |_| Ok(()),
         statements: &[
             "CREATE TABLE IF NOT EXISTS tasks (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -242,27 +255,13 @@ pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
     let latest = check_not_newer(from_version)?;
     let mut steps = Vec::new();
     for step in STEPS.iter().filter(|step| step.version > from_version) {
-        let strict_bindings = step.version == 2 && upgrade::set_aside_strict_bindings()?;
+        (step.before)()?;
         let mut added = Vec::new();
         for statement in step.statements {
             added.extend(upgrade::create_or_reconcile(statement)?);
         }
+        (step.after)(&mut added)?;
         let mut name = format!("{}: {}", step.version, step.name);
-        if step.version == 1 {
-            // Databases of the TypeScript relay: move their data into the current shape.
-            if added.iter().any(|c| c == "messages.kind") {
-                upgrade::messages_type_to_kind()?;
-            }
-            if added.iter().any(|c| c == "agents.kind") {
-                upgrade::infer_agent_kinds()?;
-            }
-            upgrade::read_by_to_receipts()?;
-            upgrade::backfill_threads()?;
-        }
-        if strict_bindings {
-            upgrade::restore_bindings()?;
-            added.push("channel_bindings: one binding per conversation relaxed".to_owned());
-        }
         if !added.is_empty() {
             name = format!("{name} (upgraded: {})", added.join(", "));
         }

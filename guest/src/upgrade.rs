@@ -164,8 +164,8 @@ pub fn backfill_threads() -> Result<(), RelayError> {
 
 /// 0.5-era channel bindings allowed one binding per conversation (`UNIQUE(channel_id,
 /// conversation_key)`). Before the current table is created the old one is set aside; after,
-/// its rows are copied over and it is dropped. Returns whether the old rule was found.
-pub fn set_aside_strict_bindings() -> Result<bool, RelayError> {
+/// its rows are copied over and it is dropped (`restore_bindings`).
+pub fn set_aside_strict_bindings() -> Result<(), RelayError> {
     let sql = db::query_one(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'channel_bindings'",
         &[],
@@ -181,11 +181,14 @@ pub fn set_aside_strict_bindings() -> Result<bool, RelayError> {
             &[],
         )?;
     }
-    Ok(strict)
+    Ok(())
 }
 
-/// Copies the set-aside bindings into the relaxed table, every row kept.
-pub fn restore_bindings() -> Result<(), RelayError> {
+/// Copies the set-aside bindings (if any were) into the relaxed table, every row kept.
+pub fn restore_bindings(added: &mut Vec<String>) -> Result<(), RelayError> {
+    if !table_exists("channel_bindings_strict")? {
+        return Ok(());
+    }
     db::execute(
         "INSERT INTO channel_bindings (id, channel_id, conversation_key, conversation_id, target_type,
              target_id, mode, priority, created_at, updated_at)
@@ -195,5 +198,20 @@ pub fn restore_bindings() -> Result<(), RelayError> {
         &[],
     )?;
     db::execute("DROP TABLE channel_bindings_strict", &[])?;
+    added.push("channel_bindings: one binding per conversation relaxed".to_owned());
     Ok(())
+}
+
+/// After step 1: the data of a TypeScript relay's database moves into the current shape.
+/// `added` names the columns the step had to add, which tells which release wrote the file.
+#[allow(clippy::ptr_arg)] // the step hook signature, shared with `restore_bindings`
+pub fn typescript_data(added: &mut Vec<String>) -> Result<(), RelayError> {
+    if added.iter().any(|c| c == "messages.kind") {
+        messages_type_to_kind()?;
+    }
+    if added.iter().any(|c| c == "agents.kind") {
+        infer_agent_kinds()?;
+    }
+    read_by_to_receipts()?;
+    backfill_threads()
 }
