@@ -33,6 +33,9 @@ pub const CONTRACT: &str = include_str!(concat!(env!("OUT_DIR"), "/contract.wit"
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Linear memory (and table) bytes per pool slot reset in place rather than decommitted.
+const KEEP_RESIDENT_BYTES: usize = 4 << 20;
+
 /// Limits every call runs under.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -189,7 +192,14 @@ impl Runtime {
             .total_memories(limits.instances * 2)
             .total_tables(limits.instances * 4)
             .total_stacks(limits.instances)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            // A call's instance is dropped right after it answers and its slot is reused by the
+            // next call: resetting the pages the call touched with memset (found by the
+            // PAGEMAP_SCAN ioctl where the kernel has it) keeps them resident, instead of an
+            // madvise that unmaps them, shoots down every core's TLB and faults them back in.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
             .epoch_interruption(true)

@@ -125,7 +125,7 @@ impl Sqlite {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         // Nothing is written here: an older database must stay as it is until it is backed up.
-        let writer = open_connection(path, &options)?;
+        let writer = open_connection(path, &options, Role::Writer)?;
         writer
             .sql
             .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
@@ -190,13 +190,20 @@ impl Sqlite {
         let pooled = self.readers.lock().ok().and_then(|mut idle| idle.pop());
         match pooled {
             Some(conn) => Ok(conn),
-            None => open_connection(&self.path, &self.options)
+            None => open_connection(&self.path, &self.options, Role::Reader)
                 .map_err(|e| StoreError::Other(format!("{e:#}"))),
         }
     }
 }
 
-fn open_connection(path: &Path, options: &SqliteOptions) -> anyhow::Result<Conn> {
+/// What a connection is for: the writer, or one of the pooled readers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions, role: Role) -> anyhow::Result<Conn> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -212,12 +219,44 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> anyhow::Result<Conn>
     sql.execute_batch(&format!(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
     ))?;
+    if role == Role::Reader {
+        // Set once for the connection's life: changing a flag pragma expires every prepared
+        // statement, so toggling it per call would re-prepare all of them each time.
+        sql.execute_batch("PRAGMA query_only = 1")?;
+    }
     if let Some(pages) = options.max_pages {
         sql.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
     }
     let guest_running = Arc::new(AtomicBool::new(false));
     sql.authorizer(Some(guest_authorizer(Arc::clone(&guest_running))))?;
     Ok(Conn { sql, guest_running })
+}
+
+/// The host's own transaction statements. They run from the statement cache (parsed once per
+/// connection); because a cached statement skips the authorizer, the guest may not run these
+/// exact texts itself.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+const BEGIN_READ: &str = "BEGIN DEFERRED";
+const COMMIT: &str = "COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+const HOST_STATEMENTS: &[&str] = &[BEGIN_WRITE, BEGIN_READ, COMMIT, ROLLBACK];
+
+/// Runs one of the host's transaction statements.
+fn host_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Refuses the host's own statement texts from the guest (see [`HOST_STATEMENTS`]).
+fn refuse_host_statement(sql: &str) -> Result<(), StoreError> {
+    if HOST_STATEMENTS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(sql.trim()))
+    {
+        return Err(StoreError::Refused(format!(
+            "transaction control is the host's: {sql}"
+        )));
+    }
+    Ok(())
 }
 
 impl Backend for Sqlite {
@@ -227,10 +266,10 @@ impl Backend for Sqlite {
             Access::Read => Held::Reader(Some(self.reader()?), Arc::clone(&self.readers)),
         };
         let begin = match access {
-            Access::Write => "BEGIN IMMEDIATE",
-            Access::Read => "PRAGMA query_only = 1; BEGIN DEFERRED",
+            Access::Write => BEGIN_WRITE,
+            Access::Read => BEGIN_READ,
         };
-        conn.get().sql.execute_batch(begin).map_err(store_error)?;
+        host_statement(&conn.get().sql, begin).map_err(store_error)?;
         conn.get().guest_running.store(true, Ordering::Relaxed);
         Ok(Box::new(SqliteSession { conn, access }))
     }
@@ -310,6 +349,7 @@ impl SqliteSession {
 
 impl Session for SqliteSession {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+        refuse_host_statement(sql)?;
         let conn = &self.conn.get().sql;
         let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
         let changed = statement
@@ -322,6 +362,7 @@ impl Session for SqliteSession {
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+        refuse_host_statement(sql)?;
         let conn = &self.conn.get().sql;
         let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
         let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
@@ -380,7 +421,7 @@ impl Session for SqliteSession {
     fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
         let conn = self.conn.get();
         conn.guest_running.store(false, Ordering::Relaxed);
-        let end = if conn.sql.is_autocommit() {
+        if conn.sql.is_autocommit() {
             // SQLite already rolled the transaction back (it does on SQLITE_FULL, for one).
             if commit && self.access == Access::Write {
                 Err(StoreError::Other(
@@ -391,19 +432,15 @@ impl Session for SqliteSession {
             }
         } else {
             let statement = match (self.access, commit) {
-                (Access::Write, true) => "COMMIT",
-                _ => "ROLLBACK",
+                (Access::Write, true) => COMMIT,
+                _ => ROLLBACK,
             };
-            conn.sql.execute_batch(statement).map_err(|error| {
+            host_statement(&conn.sql, statement).map_err(|error| {
                 // Never hand the connection back mid-transaction.
-                let _ = conn.sql.execute_batch("ROLLBACK");
+                let _ = host_statement(&conn.sql, ROLLBACK);
                 store_error(error)
             })
-        };
-        if self.access == Access::Read {
-            let _ = conn.sql.execute_batch("PRAGMA query_only = 0");
         }
-        end
     }
 }
 
@@ -412,10 +449,7 @@ impl Drop for SqliteSession {
         // A session dropped without `finish` (a trap) must not leave its transaction open.
         let conn = self.conn.get();
         if conn.guest_running.swap(false, Ordering::Relaxed) || !conn.sql.is_autocommit() {
-            let _ = conn.sql.execute_batch("ROLLBACK");
-            if self.access == Access::Read {
-                let _ = conn.sql.execute_batch("PRAGMA query_only = 0");
-            }
+            let _ = host_statement(&conn.sql, ROLLBACK);
         }
     }
 }
@@ -432,4 +466,85 @@ pub fn write_setting(backend: &Sqlite, key: &str, value: &str) -> anyhow::Result
         [key, value],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> (tempfile::TempDir, Sqlite) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let sqlite = Sqlite::open(&dir.path().join("relay.db"), SqliteOptions::default())
+            .expect("the database opens");
+        (dir, sqlite)
+    }
+
+    #[test]
+    fn the_guest_cannot_run_transaction_control_even_from_the_statement_cache() {
+        let (_dir, sqlite) = open_temp();
+        // A first call caches the host's BEGIN IMMEDIATE and COMMIT on the writer.
+        let mut session = sqlite.begin(Access::Write).expect("a write session");
+        session
+            .execute("CREATE TABLE t (x INTEGER)", &[])
+            .expect("the guest may create a table");
+        session.finish(true).expect("committed");
+        let mut session = sqlite.begin(Access::Write).expect("a write session");
+        session
+            .execute("INSERT INTO t (x) VALUES (1)", &[])
+            .expect("the guest may write");
+        // The host's own texts (cached, so the authorizer would not see them) and variants the
+        // authorizer does see are all refused.
+        for sql in [
+            "COMMIT",
+            "commit",
+            " ROLLBACK ",
+            "BEGIN IMMEDIATE",
+            "COMMIT;",
+            "END",
+            "SAVEPOINT s",
+            "RELEASE s",
+        ] {
+            let refused = session.execute(sql, &[]);
+            assert!(
+                matches!(refused, Err(StoreError::Refused(_))),
+                "{sql}: {refused:?}"
+            );
+        }
+        session.finish(false).expect("rolled back");
+        let mut reader = sqlite.begin(Access::Read).expect("a read session");
+        let tables = reader
+            .query("SELECT count(*) FROM t", &[])
+            .expect("the table is readable");
+        assert!(
+            matches!(tables.rows.as_slice(), [row] if matches!(row.as_slice(), [Value::Integer(0)])),
+            "the write was rolled back: {:?}",
+            tables.rows
+        );
+        reader.finish(false).expect("read ends");
+    }
+
+    #[test]
+    fn a_read_session_refuses_writes_and_leaves_its_connection_reusable() {
+        let (_dir, sqlite) = open_temp();
+        let mut writer = sqlite.begin(Access::Write).expect("a write session");
+        writer
+            .execute("CREATE TABLE t (x INTEGER)", &[])
+            .expect("created");
+        writer.finish(true).expect("committed");
+        for _ in 0..3 {
+            let mut reader = sqlite.begin(Access::Read).expect("a read session");
+            let refused = reader.execute("INSERT INTO t (x) VALUES (1)", &[]);
+            assert!(
+                matches!(refused, Err(StoreError::ReadOnly(_))),
+                "a write in a read session: {refused:?}"
+            );
+            let rows = reader.query("SELECT count(*) FROM t", &[]).expect("reads");
+            assert!(
+                matches!(rows.rows.as_slice(), [row] if matches!(row.as_slice(), [Value::Integer(0)])),
+                "{:?}",
+                rows.rows
+            );
+            reader.finish(false).expect("read ends");
+        }
+    }
 }
