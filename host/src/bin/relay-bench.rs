@@ -5,7 +5,8 @@
 //!
 //! In-process figures go through `agent_relay::embed::Relay` (a fresh component instance and one
 //! SQLite transaction per call, `synchronous = full`); HTTP figures drive the `agent-relay serve`
-//! binary built next to this one over loopback with blocking reqwest clients, one thread each.
+//! binary built next to this one over loopback: set-up through reqwest, the measured load through
+//! a lean keep-alive HTTP/1.1 client per thread (one write and one read per request).
 
 #![allow(
     clippy::unwrap_used,
@@ -573,6 +574,80 @@ fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
     Ok(Server { child, base })
 }
 
+/// A lean HTTP/1.1 keep-alive client over one TCP connection, so the load generator (which shares
+/// the machine's cores with the server) spends a write and a read per request, not a runtime.
+struct LoadClient {
+    stream: std::net::TcpStream,
+    host: String,
+    buffer: Vec<u8>,
+}
+
+impl LoadClient {
+    fn connect(base: &str) -> anyhow::Result<Self> {
+        let host = base.trim_start_matches("http://").to_owned();
+        let stream = std::net::TcpStream::connect(&host)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self {
+            stream,
+            host,
+            buffer: Vec::with_capacity(4096),
+        })
+    }
+
+    /// POSTs `body` to `path` as the operator; the status and the response body.
+    fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        use std::io::{Read as _, Write as _};
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {OPERATOR}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let mut request = Vec::with_capacity(head.len() + body.len());
+        request.extend_from_slice(head.as_bytes());
+        request.extend_from_slice(body);
+        self.stream.write_all(&request)?;
+        self.buffer.clear();
+        let mut chunk = [0_u8; 4096];
+        let header_end = loop {
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = self.stream.read(&mut chunk)?;
+            anyhow::ensure!(n > 0, "the server closed the connection");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buffer[..header_end])?;
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("a status line")?;
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .context("a Content-Length header (chunked answers are not expected)")?;
+        while self.buffer.len() < header_end + length {
+            let n = self.stream.read(&mut chunk)?;
+            anyhow::ensure!(n > 0, "the server closed the connection mid-body");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+        Ok((
+            status,
+            self.buffer[header_end..header_end + length].to_vec(),
+        ))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 fn client() -> anyhow::Result<reqwest::blocking::Client> {
     Ok(reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -592,21 +667,21 @@ fn http_sends(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<(f64, f64, f64, usize)> {
-    let url = format!("{base}/v1/messages");
     let started = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|i| {
-            let url = url.clone();
+            let base = base.to_owned();
             std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
-                let client = client()?;
-                let body =
-                    json!({"from": format!("s{i}"), "to": "sink", "body": "hello over http"});
+                let mut client = LoadClient::connect(&base)?;
+                let body = serde_json::to_vec(
+                    &json!({"from": format!("s{i}"), "to": "sink", "body": "hello over http"}),
+                )?;
                 let mut latencies = Vec::new();
                 let mut failures = 0;
                 while started.elapsed() < duration {
                     let sent = Instant::now();
-                    let (status, _) = post(&client, &url, &body)?;
-                    if (200..300).contains(&status) {
+                    let (status, _) = client.post("/v1/messages", &body)?;
+                    if status == 201 {
                         latencies.push(sent.elapsed().as_secs_f64() * 1e3);
                     } else {
                         failures += 1;
@@ -769,8 +844,9 @@ fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> 
             );
             let base = base.to_owned();
             std::thread::spawn(move || -> anyhow::Result<()> {
-                let client = client()?;
-                let body = json!({"agentId": format!("w{w}"), "leaseMs": 600_000});
+                let mut client = LoadClient::connect(&base)?;
+                let body =
+                    serde_json::to_vec(&json!({"agentId": format!("w{w}"), "leaseMs": 600_000}))?;
                 for (index, id) in ids.iter().enumerate() {
                     if started.elapsed() > deadline {
                         break;
@@ -779,7 +855,7 @@ fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> 
                         continue;
                     }
                     let (status, reply) =
-                        post(&client, &format!("{base}/v1/messages/{id}/claim"), &body)?;
+                        client.post(&format!("/v1/messages/{id}/claim"), &body)?;
                     if (200..300).contains(&status) {
                         taken[index].store(true, Ordering::Relaxed);
                         claimed.fetch_add(1, Ordering::Relaxed);
@@ -789,7 +865,9 @@ fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> 
                         if status != 409
                             && let Ok(mut odd) = odd.lock()
                         {
-                            odd.get_or_insert_with(|| format!("{status} {reply}"));
+                            odd.get_or_insert_with(|| {
+                                format!("{status} {}", String::from_utf8_lossy(&reply))
+                            });
                         }
                     }
                 }
