@@ -329,3 +329,79 @@ fn a_read_only_database_answers_503_keeps_serving_reads_and_recovers() {
         "nothing from the read-only time was half-written"
     );
 }
+
+/// Concurrent writes share commits (group commit); a call that fails or traps in the middle of a
+/// batch rolls back alone, and every acknowledged send is there, once, after a restart.
+#[test]
+fn failing_calls_among_concurrent_sends_roll_back_alone() {
+    let relay = Relay::start_with(&["--setting", "fault-injection=on"]);
+    relay.register(json!({"id": "a"}));
+    relay.register(json!({"id": "b"}));
+    let acknowledged: Vec<i64> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..8)
+            .map(|t| {
+                let relay = &relay;
+                scope.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let reply = relay.send(json!({"from": "a", "to": "b", "body": format!("m{t}-{i}"), "idempotencyKey": format!("k{t}-{i}")}));
+                            assert_eq!(reply.status, 201, "{:?}", reply.body);
+                            reply.body["message"]["id"].as_i64().unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let faults: Vec<_> = ["write-then-fail", "write-then-trap"]
+            .into_iter()
+            .map(|fault| {
+                let relay = &relay;
+                scope.spawn(move || {
+                    for i in 0..15 {
+                        let reply = relay.post(
+                            &format!("/v1/test/faults/{fault}"),
+                            OPERATOR,
+                            json!({"body": format!("fault {fault} {i}")}),
+                        );
+                        assert!(
+                            matches!(reply.status, 409 | 500),
+                            "{fault}: {:?}",
+                            reply.body
+                        );
+                    }
+                })
+            })
+            .collect();
+        for fault in faults {
+            fault.join().unwrap();
+        }
+        senders
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect()
+    });
+    assert_eq!(acknowledged.len(), 200);
+    let dir = relay.stop();
+    let relay = Relay::start_in(dir, &[]);
+    let inbox = relay.get("/v1/agents/b/inbox?limit=500", OPERATOR);
+    let mut ids: Vec<i64> = inbox
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = acknowledged.clone();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every acknowledged send, once");
+    let user = relay.get("/v1/agents/user/inbox?limit=500", OPERATOR);
+    let leaked: Vec<&Json> = user
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["body"].as_str().is_some_and(|b| b.starts_with("fault ")))
+        .collect();
+    assert!(leaked.is_empty(), "failed calls wrote nothing: {leaked:?}");
+}

@@ -139,7 +139,17 @@ struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    session: Box<dyn Session>,
+    /// The call's transaction; opened after the instance is ready, so the time a write call
+    /// holds the writer is the export's own run.
+    session: Option<Box<dyn Session>>,
+}
+
+impl CallState {
+    fn session(&mut self) -> Result<&mut Box<dyn Session>, StoreError> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| StoreError::Other("no transaction is open for this call".to_owned()))
+    }
 }
 
 impl WasiView for CallState {
@@ -153,19 +163,19 @@ impl WasiView for CallState {
 
 impl bindings::agent_relay::relay::store::Host for CallState {
     fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<Executed, StoreError> {
-        self.session.execute(&sql, &params)
+        self.session()?.execute(&sql, &params)
     }
 
     fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, StoreError> {
-        self.session.query(&sql, &params)
+        self.session()?.query(&sql, &params)
     }
 
     fn get_setting(&mut self, key: String) -> Result<Option<String>, StoreError> {
-        self.session.get_setting(&key)
+        self.session()?.get_setting(&key)
     }
 
     fn set_setting(&mut self, key: String, value: String) -> Result<(), StoreError> {
-        self.session.set_setting(&key, &value)
+        self.session()?.set_setting(&key, &value)
     }
 }
 
@@ -269,28 +279,38 @@ impl Runtime {
     /// # Errors
     /// A trap, timeout or memory exhaustion of the guest, or a store failure.
     pub fn call(&self, export: &Export, args: &[Val]) -> Result<Val, CallFailure> {
+        let mut store = self.new_store();
+        let func = self.instantiate(&mut store, export)?;
         let session = self
             .backend
             .begin(export.access)
             .map_err(CallFailure::Store)?;
-        let mut store = self.new_store(session);
+        store.data_mut().session = Some(session);
 
-        let outcome = self.run(&mut store, export, args);
-        let session = store.into_data().session;
-        match outcome {
-            Ok(value) => {
-                let succeeded = matches!(&value, Val::Result(Ok(_)));
-                session.finish(succeeded).map_err(CallFailure::Store)?;
-                if succeeded && export.access == Access::Write {
-                    self.commits.committed();
-                }
-                Ok(value)
+        let mut results = vec![Val::Bool(false); export.result.is_some().into()];
+        let outcome = func
+            .call(&mut store, args, &mut results)
+            .map_err(|e| describe_trap(&e));
+        let session = store.data_mut().session.take();
+        // The transaction ends (a write waits for its batch's commit) before the instance is
+        // dropped, so the writer is not held for the teardown.
+        let ended = match (&outcome, session) {
+            (_, None) => Err(StoreError::Other(
+                "the call's transaction vanished".to_owned(),
+            )),
+            (Ok(()), Some(session)) => {
+                let succeeded = matches!(results.last(), Some(Val::Result(Ok(_))));
+                session.finish(succeeded).map(|()| succeeded)
             }
-            Err(cause) => {
-                let _ = session.finish(false);
-                Err(CallFailure::Trap(cause))
-            }
+            (Err(_), Some(session)) => session.finish(false).map(|()| false),
+        };
+        drop(store);
+        outcome.map_err(CallFailure::Trap)?;
+        let committed = ended.map_err(CallFailure::Store)?;
+        if committed && export.access == Access::Write {
+            self.commits.committed();
         }
+        Ok(results.pop().unwrap_or(Val::Tuple(Vec::new())))
     }
 
     /// Measures what [`Runtime::call`] does before it calls the export: creating the `Store`
@@ -301,21 +321,17 @@ impl Runtime {
     /// # Errors
     /// The session cannot be opened or the instantiation failed.
     pub fn time_instantiation(&self) -> Result<Duration, CallFailure> {
-        let session = self
-            .backend
-            .begin(Access::Read)
-            .map_err(CallFailure::Store)?;
         let started = std::time::Instant::now();
-        let mut store = self.new_store(session);
+        let mut store = self.new_store();
         let instantiated = self.pre.instantiate(&mut store);
         let elapsed = started.elapsed();
-        let _ = store.into_data().session.finish(false);
         instantiated.map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
         Ok(elapsed)
     }
 
-    /// A fresh store for one call, holding `session`, under the limits and the call deadline.
-    fn new_store(&self, session: Box<dyn Session>) -> Store<CallState> {
+    /// A fresh store for one call, under the limits and the call deadline; the call's session is
+    /// put in once the instance is ready.
+    fn new_store(&self) -> Store<CallState> {
         let wasi = WasiCtxBuilder::new()
             .wall_clock(self.clock.clone())
             .inherit_stderr()
@@ -331,7 +347,7 @@ impl Runtime {
                 wasi,
                 table: ResourceTable::new(),
                 limits,
-                session,
+                session: None,
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -340,23 +356,19 @@ impl Runtime {
         store
     }
 
-    fn run(
+    /// Instantiates the component in `store`; the export's function.
+    fn instantiate(
         &self,
         store: &mut Store<CallState>,
         export: &Export,
-        args: &[Val],
-    ) -> Result<Val, String> {
+    ) -> Result<wasmtime::component::Func, CallFailure> {
         let instance = self
             .pre
             .instantiate(&mut *store)
-            .map_err(|e| format!("instantiating: {e:?}"))?;
-        let func = instance
-            .get_func(&mut *store, export.index)
-            .ok_or_else(|| format!("the component has no export {}", export.name))?;
-        let mut results = vec![Val::Bool(false); export.result.is_some().into()];
-        func.call(&mut *store, args, &mut results)
-            .map_err(|e| describe_trap(&e))?;
-        Ok(results.pop().unwrap_or(Val::Tuple(Vec::new())))
+            .map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
+        instance.get_func(&mut *store, export.index).ok_or_else(|| {
+            CallFailure::Trap(format!("the component has no export {}", export.name))
+        })
     }
 }
 

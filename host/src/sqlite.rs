@@ -16,6 +16,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params_from_
 use crate::bindings::{Executed, Rows, StoreError, Value};
 use crate::store::{Access, Backend, Session};
 
+mod group_commit;
+pub use group_commit::GroupCommitStats;
+use group_commit::Writer;
+
 /// How hard SQLite works to keep committed writes (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Synchronous {
@@ -60,7 +64,7 @@ const SETTINGS_TABLE: &str =
 pub struct Sqlite {
     path: PathBuf,
     options: SqliteOptions,
-    writer: Arc<tokio::sync::Mutex<Conn>>,
+    writer: Arc<Writer>,
     readers: Arc<Mutex<Vec<Conn>>>,
 }
 
@@ -133,9 +137,14 @@ impl Sqlite {
         Ok(Self {
             path: path.to_owned(),
             options,
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Arc::new(Writer::new(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// How many write calls group commit has kept, and in how many commits.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.writer.stats()
     }
 
     /// The database file.
@@ -148,10 +157,10 @@ impl Sqlite {
     /// # Errors
     /// The journal mode cannot be changed.
     pub fn enable_wal(&self) -> anyhow::Result<()> {
-        let conn = self.writer.blocking_lock();
-        let mode: String = conn
-            .sql
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        let mode: String = self.writer.exclusive(|conn| {
+            conn.sql
+                .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        })?;
         anyhow::ensure!(
             mode.eq_ignore_ascii_case("wal"),
             "the database refused WAL mode ({mode})"
@@ -164,12 +173,13 @@ impl Sqlite {
     /// # Errors
     /// The schema cannot be read.
     pub fn holds_tables(&self) -> anyhow::Result<bool> {
-        let conn = self.writer.blocking_lock();
-        let count: i64 = conn.sql.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name != 'relay_settings'",
-            [],
-            |row| row.get(0),
-        )?;
+        let count: i64 = self.writer.exclusive(|conn| {
+            conn.sql.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name != 'relay_settings'",
+                [],
+                |row| row.get(0),
+            )
+        })?;
         Ok(count > 0)
     }
 
@@ -178,12 +188,13 @@ impl Sqlite {
     /// # Errors
     /// The copy could not be written.
     pub fn backup_to(&self, target: &Path) -> anyhow::Result<()> {
-        let conn = self.writer.blocking_lock();
-        let mut copy =
-            Connection::open(target).with_context(|| format!("creating {}", target.display()))?;
-        let backup = rusqlite::backup::Backup::new(&conn.sql, &mut copy)?;
-        backup.run_to_completion(256, Duration::from_millis(0), None)?;
-        Ok(())
+        self.writer.exclusive(|conn| {
+            let mut copy = Connection::open(target)
+                .with_context(|| format!("creating {}", target.display()))?;
+            let backup = rusqlite::backup::Backup::new(&conn.sql, &mut copy)?;
+            backup.run_to_completion(256, Duration::from_millis(0), None)?;
+            Ok(())
+        })
     }
 
     fn reader(&self) -> Result<Conn, StoreError> {
@@ -239,7 +250,19 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const BEGIN_READ: &str = "BEGIN DEFERRED";
 const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
-const HOST_STATEMENTS: &[&str] = &[BEGIN_WRITE, BEGIN_READ, COMMIT, ROLLBACK];
+/// Each write call runs in this savepoint of its batch's transaction (see `group_commit`).
+const SAVEPOINT_CALL: &str = "SAVEPOINT relay_call";
+const RELEASE_CALL: &str = "RELEASE relay_call";
+const ROLLBACK_TO_CALL: &str = "ROLLBACK TO relay_call";
+const HOST_STATEMENTS: &[&str] = &[
+    BEGIN_WRITE,
+    BEGIN_READ,
+    COMMIT,
+    ROLLBACK,
+    SAVEPOINT_CALL,
+    RELEASE_CALL,
+    ROLLBACK_TO_CALL,
+];
 
 /// Runs one of the host's transaction statements.
 fn host_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -261,48 +284,149 @@ fn refuse_host_statement(sql: &str) -> Result<(), StoreError> {
 
 impl Backend for Sqlite {
     fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
-        let conn = match access {
-            Access::Write => Held::Writer(Arc::clone(&self.writer).blocking_lock_owned()),
-            Access::Read => Held::Reader(Some(self.reader()?), Arc::clone(&self.readers)),
-        };
-        let begin = match access {
-            Access::Write => BEGIN_WRITE,
-            Access::Read => BEGIN_READ,
-        };
-        host_statement(&conn.get().sql, begin).map_err(store_error)?;
-        conn.get().guest_running.store(true, Ordering::Relaxed);
-        Ok(Box::new(SqliteSession { conn, access }))
-    }
-}
-
-/// A connection checked out for one call; a reader goes back to the pool when dropped.
-enum Held {
-    Writer(tokio::sync::OwnedMutexGuard<Conn>),
-    Reader(Option<Conn>, Arc<Mutex<Vec<Conn>>>),
-}
-
-impl Held {
-    fn get(&self) -> &Conn {
-        match self {
-            Held::Writer(guard) => guard,
-            Held::Reader(conn, _) => conn.as_ref().expect("a reader is present until dropped"),
+        match access {
+            Access::Write => {
+                let (conn, batch) = self.writer.begin_call()?;
+                conn.guest_running.store(true, Ordering::Relaxed);
+                Ok(Box::new(WriteSession {
+                    conn: Some(conn),
+                    writer: Arc::clone(&self.writer),
+                    batch,
+                    last_error: None,
+                }))
+            }
+            Access::Read => {
+                let conn = self.reader()?;
+                host_statement(&conn.sql, BEGIN_READ).map_err(store_error)?;
+                conn.guest_running.store(true, Ordering::Relaxed);
+                Ok(Box::new(ReadSession {
+                    conn: Some(conn),
+                    pool: Arc::clone(&self.readers),
+                }))
+            }
         }
     }
 }
 
-impl Drop for Held {
+/// A read call: a snapshot on a pooled reader connection (`query_only`), handed back at the end.
+struct ReadSession {
+    conn: Option<Conn>,
+    pool: Arc<Mutex<Vec<Conn>>>,
+}
+
+impl ReadSession {
+    fn conn(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("a reader is held until the session ends")
+    }
+
+    /// Rolls the snapshot back and returns the connection to the pool.
+    fn end(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.guest_running.store(false, Ordering::Relaxed);
+            let clean = conn.sql.is_autocommit() || host_statement(&conn.sql, ROLLBACK).is_ok();
+            if clean && let Ok(mut idle) = self.pool.lock() {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+impl Session for ReadSession {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+        run_execute(&self.conn().sql, sql, params)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+        run_query(&self.conn().sql, sql, params)
+    }
+
+    fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        read_setting(&self.conn().sql, key)
+    }
+
+    fn set_setting(&mut self, _key: &str, _value: &str) -> Result<(), StoreError> {
+        Err(StoreError::ReadOnly(
+            "writing a setting in a read-only call".to_owned(),
+        ))
+    }
+
+    fn finish(mut self: Box<Self>, _commit: bool) -> Result<(), StoreError> {
+        self.end();
+        Ok(())
+    }
+}
+
+impl Drop for ReadSession {
     fn drop(&mut self) {
-        if let Held::Reader(conn, pool) = self
-            && let (Some(conn), Ok(mut idle)) = (conn.take(), pool.lock())
-        {
-            idle.push(conn);
-        }
+        self.end();
     }
 }
 
-struct SqliteSession {
-    conn: Held,
-    access: Access,
+/// A write call: the writer connection inside its own savepoint of a group-committed batch.
+struct WriteSession {
+    conn: Option<Conn>,
+    writer: Arc<Writer>,
+    batch: u64,
+    /// The last failure a statement met: the cause to report if SQLite dropped the transaction.
+    last_error: Option<StoreError>,
+}
+
+impl WriteSession {
+    fn conn(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("the writer is held until the session ends")
+    }
+
+    fn noted<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error) = &result {
+            self.last_error = Some(error.clone());
+        }
+        result
+    }
+
+    fn end(&mut self, keep: bool) -> Result<(), StoreError> {
+        let Some(conn) = self.conn.take() else {
+            return Ok(());
+        };
+        conn.guest_running.store(false, Ordering::Relaxed);
+        self.writer
+            .end_call(conn, self.batch, keep, self.last_error.take())
+    }
+}
+
+impl Session for WriteSession {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+        let result = run_execute(&self.conn().sql, sql, params);
+        self.noted(result)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+        let result = run_query(&self.conn().sql, sql, params);
+        self.noted(result)
+    }
+
+    fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        read_setting(&self.conn().sql, key)
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        let result = store_setting(&self.conn().sql, key, value).map_err(store_error);
+        self.noted(result)
+    }
+
+    fn finish(mut self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        self.end(commit)
+    }
+}
+
+impl Drop for WriteSession {
+    fn drop(&mut self) {
+        // A session dropped without `finish` (a trap unwinding) keeps nothing of its call.
+        let _ = self.end(false);
+    }
 }
 
 fn to_sql(value: &Value) -> types::Value {
@@ -338,120 +462,60 @@ pub fn store_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
-impl SqliteSession {
-    fn refuse_writes(&self, what: &str) -> Result<(), StoreError> {
-        match self.access {
-            Access::Write => Ok(()),
-            Access::Read => Err(StoreError::ReadOnly(format!("{what} in a read-only call"))),
-        }
-    }
+fn run_execute(conn: &Connection, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+    refuse_host_statement(sql)?;
+    let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
+    let changed = statement
+        .execute(params_from_iter(params.iter().map(to_sql)))
+        .map_err(store_error)?;
+    Ok(Executed {
+        rows_changed: changed as u64,
+        last_insert_id: conn.last_insert_rowid(),
+    })
 }
 
-impl Session for SqliteSession {
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
-        refuse_host_statement(sql)?;
-        let conn = &self.conn.get().sql;
-        let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
-        let changed = statement
-            .execute(params_from_iter(params.iter().map(to_sql)))
-            .map_err(store_error)?;
-        Ok(Executed {
-            rows_changed: changed as u64,
-            last_insert_id: conn.last_insert_rowid(),
+fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+    refuse_host_statement(sql)?;
+    let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
+    let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
+    let width = columns.len();
+    let mut rows = statement
+        .query(params_from_iter(params.iter().map(to_sql)))
+        .map_err(store_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(store_error)? {
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(from_sql(row.get_ref(i).map_err(store_error)?));
+        }
+        out.push(values);
+    }
+    Ok(Rows { columns, rows: out })
+}
+
+fn read_setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached("SELECT value FROM relay_settings WHERE key = ?")
+        .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
+        .or_else(|error| match &error {
+            // A database older than the settings table has no settings yet.
+            rusqlite::Error::SqliteFailure(_, Some(message))
+                if message.contains("no such table") =>
+            {
+                Ok(None)
+            }
+            _ => Err(error),
         })
-    }
-
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
-        refuse_host_statement(sql)?;
-        let conn = &self.conn.get().sql;
-        let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
-        let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
-        let width = columns.len();
-        let mut rows = statement
-            .query(params_from_iter(params.iter().map(to_sql)))
-            .map_err(store_error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(store_error)? {
-            let mut values = Vec::with_capacity(width);
-            for i in 0..width {
-                values.push(from_sql(row.get_ref(i).map_err(store_error)?));
-            }
-            out.push(values);
-        }
-        Ok(Rows { columns, rows: out })
-    }
-
-    fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
-        self.conn
-            .get()
-            .sql
-            .prepare_cached("SELECT value FROM relay_settings WHERE key = ?")
-            .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
-            .or_else(|error| match &error {
-                // A database older than the settings table has no settings yet.
-                rusqlite::Error::SqliteFailure(_, Some(message))
-                    if message.contains("no such table") =>
-                {
-                    Ok(None)
-                }
-                _ => Err(error),
-            })
-            .map_err(store_error)
-    }
-
-    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.refuse_writes("writing a setting")?;
-        self.conn
-            .get()
-            .sql
-            .execute_batch(SETTINGS_TABLE)
-            .map_err(store_error)?;
-        self.conn
-            .get()
-            .sql
-            .prepare_cached(
-                "INSERT INTO relay_settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = ?2",
-            )
-            .and_then(|mut s| s.execute([key, value]))
-            .map(|_| ())
-            .map_err(store_error)
-    }
-
-    fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
-        let conn = self.conn.get();
-        conn.guest_running.store(false, Ordering::Relaxed);
-        if conn.sql.is_autocommit() {
-            // SQLite already rolled the transaction back (it does on SQLITE_FULL, for one).
-            if commit && self.access == Access::Write {
-                Err(StoreError::Other(
-                    "SQLite rolled the transaction back before commit".to_owned(),
-                ))
-            } else {
-                Ok(())
-            }
-        } else {
-            let statement = match (self.access, commit) {
-                (Access::Write, true) => COMMIT,
-                _ => ROLLBACK,
-            };
-            host_statement(&conn.sql, statement).map_err(|error| {
-                // Never hand the connection back mid-transaction.
-                let _ = host_statement(&conn.sql, ROLLBACK);
-                store_error(error)
-            })
-        }
-    }
+        .map_err(store_error)
 }
 
-impl Drop for SqliteSession {
-    fn drop(&mut self) {
-        // A session dropped without `finish` (a trap) must not leave its transaction open.
-        let conn = self.conn.get();
-        if conn.guest_running.swap(false, Ordering::Relaxed) || !conn.sql.is_autocommit() {
-            let _ = host_statement(&conn.sql, ROLLBACK);
-        }
-    }
+fn store_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(SETTINGS_TABLE)?;
+    conn.prepare_cached(
+        "INSERT INTO relay_settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = ?2",
+    )?
+    .execute([key, value])
+    .map(|_| ())
 }
 
 /// Writes a relay setting outside any call (operator configuration at start-up).
@@ -459,12 +523,9 @@ impl Drop for SqliteSession {
 /// # Errors
 /// The setting could not be written.
 pub fn write_setting(backend: &Sqlite, key: &str, value: &str) -> anyhow::Result<()> {
-    let conn = backend.writer.blocking_lock();
-    conn.sql.execute_batch(SETTINGS_TABLE)?;
-    conn.sql.execute(
-        "INSERT INTO relay_settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-        [key, value],
-    )?;
+    backend
+        .writer
+        .exclusive(|conn| store_setting(&conn.sql, key, value))?;
     Ok(())
 }
 
@@ -546,5 +607,79 @@ mod tests {
             );
             reader.finish(false).expect("read ends");
         }
+    }
+
+    #[test]
+    fn concurrent_calls_share_commits_and_keep_their_own_fate() {
+        let (_dir, sqlite) = open_temp();
+        let mut setup = sqlite.begin(Access::Write).expect("a write session");
+        setup
+            .execute(
+                "CREATE TABLE t (writer INTEGER, n INTEGER, kept INTEGER)",
+                &[],
+            )
+            .expect("created");
+        setup.finish(true).expect("committed");
+        let before = sqlite.group_commit_stats();
+        let sqlite = Arc::new(sqlite);
+        let threads: Vec<_> = (0..8_i64)
+            .map(|writer| {
+                let sqlite = Arc::clone(&sqlite);
+                std::thread::spawn(move || {
+                    let mut kept = 0;
+                    for n in 0..40_i64 {
+                        let keep = n % 5 != 0;
+                        let mut session = sqlite.begin(Access::Write).expect("a write session");
+                        session
+                            .execute(
+                                "INSERT INTO t (writer, n, kept) VALUES (?1, ?2, ?3)",
+                                &[
+                                    Value::Integer(writer),
+                                    Value::Integer(n),
+                                    Value::Integer(i64::from(keep)),
+                                ],
+                            )
+                            .expect("inserted");
+                        // Hold the writer a moment so other calls queue behind this one.
+                        std::thread::sleep(Duration::from_micros(200));
+                        if n % 13 == 7 {
+                            // Dropped without finish, as when a call traps: nothing kept.
+                            drop(session);
+                            continue;
+                        }
+                        session.finish(keep).expect("ended");
+                        kept += usize::from(keep);
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let kept: usize = threads.into_iter().map(|t| t.join().expect("joined")).sum();
+        let mut reader = sqlite.begin(Access::Read).expect("a read session");
+        let rows = reader
+            .query(
+                "SELECT count(*), count(DISTINCT writer || ':' || n), min(kept) FROM t",
+                &[],
+            )
+            .expect("counted");
+        reader.finish(false).expect("read ends");
+        let counts: Vec<i64> = rows.rows[0]
+            .iter()
+            .map(|v| match v {
+                Value::Integer(n) => *n,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![kept as i64, kept as i64, 1],
+            "every kept call's row once, no rolled-back row"
+        );
+        let stats = sqlite.group_commit_stats();
+        assert_eq!(stats.calls - before.calls, kept as u64);
+        assert!(
+            stats.commits - before.commits < kept as u64 / 2,
+            "calls waiting behind each other share commits: {stats:?} for {kept} calls"
+        );
     }
 }
