@@ -7,6 +7,7 @@
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{self, Identity};
+use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
     AgentCard, AgentKind, AgentQuery, AgentStatus, Caller, Deleted, LabelInput, RegisterAgentInput,
     RegisteredAgent, RelayError, SessionInput, StatusInput,
@@ -93,6 +94,19 @@ pub fn load(id: &str) -> Result<Option<AgentCard>, RelayError> {
 }
 
 /// The agent with this id, or 404.
+/// The agents with these ids (those that exist), in one query.
+pub fn load_many(ids: &[&str]) -> Result<Vec<AgentCard>, RelayError> {
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
+    db::query(
+        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({placeholders})"),
+        &values,
+    )?
+    .iter()
+    .map(card_from_row)
+    .collect()
+}
+
 pub fn require(id: &str) -> Result<AgentCard, RelayError> {
     load(id)?.ok_or_else(|| not_found(format!("agent {id} is not registered")))
 }

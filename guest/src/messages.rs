@@ -98,11 +98,16 @@ pub fn delivery_set(target: &Target) -> Result<Vec<String>, RelayError> {
         Target::Label(label) => agents::labelled(label)?,
         _ => agents::all()?,
     };
-    Ok(candidates
+    Ok(delivery_among(target, candidates))
+}
+
+/// The delivery set of a target among candidates already loaded.
+fn delivery_among(target: &Target, candidates: Vec<AgentCard>) -> Vec<String> {
+    candidates
         .into_iter()
         .filter(|agent| agents::receives_groups(agent) && target.reaches(agent))
         .map(|agent| agent.id)
-        .collect())
+        .collect()
 }
 
 fn message_from_row(row: &Row) -> Result<Message, RelayError> {
@@ -145,21 +150,37 @@ fn is_channel(agent: &AgentCard) -> bool {
 fn infer_kind(
     input: &SendMessageInput,
     sender: &AgentCard,
-    target: &Target,
-) -> Result<String, RelayError> {
+    direct_target: Option<&AgentCard>,
+) -> String {
     if input.claimable == Some(true) {
-        return Ok("task".to_owned());
+        return "task".to_owned();
     }
-    let to_channel = match target {
-        Target::Agent(id) => agents::load(id)?.is_some_and(|a| is_channel(&a)),
-        _ => false,
-    };
-    Ok(if is_channel(sender) || to_channel {
+    let to_channel = direct_target.is_some_and(is_channel);
+    if is_channel(sender) || to_channel {
         "channel.event"
     } else {
         "chat"
     }
-    .to_owned())
+    .to_owned()
+}
+
+/// The sender and, for a direct target, the target agent, read in one query.
+fn load_parties(
+    from: &str,
+    target: Option<&Target>,
+) -> Result<(Option<AgentCard>, Option<AgentCard>), RelayError> {
+    let direct = match target {
+        Some(Target::Agent(id)) => Some(id.as_str()),
+        _ => None,
+    };
+    let found = agents::load_many(
+        &[Some(from), direct]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+    )?;
+    let pick = |id: &str| found.iter().find(|a| a.id == id).cloned();
+    Ok((pick(from), direct.and_then(pick)))
 }
 
 /// SPEC 2: stored claimable only when asked and the kind or the target allows it.
@@ -170,10 +191,12 @@ fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
 pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMessage, RelayError> {
     input::id("from", &input.from)?;
     auth::act_as(caller, &input.from)?;
-    let sender = agents::load(&input.from)?
+    let target = Target::parse(&input.to);
+    let (sender, direct_target) = load_parties(&input.from, target.as_ref().ok())?;
+    let sender = sender
         .ok_or_else(|| not_found(format!("sender {} is not a registered agent", input.from)))?;
-    let target = Target::parse(&input.to)?;
-    check_target_exists(&target)?;
+    let target = target?;
+    check_target_exists(&target, direct_target.as_ref())?;
     input::text("body", &input.body, MAX_BODY)?;
     if let Some(subject) = &input.subject {
         input::text("subject", subject, MAX_SHORT_TEXT)?;
@@ -188,7 +211,7 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
     let meta = input::json_object("meta", input.meta.as_ref())?;
     let kind = match &input.kind {
         Some(kind) => input::id("kind", kind)?.to_owned(),
-        None => infer_kind(&input, &sender, &target)?,
+        None => infer_kind(&input, &sender, direct_target.as_ref()),
     };
 
     if let Some(key) = &input.idempotency_key {
@@ -207,14 +230,18 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
     }
 
     let thread_id = match input.reply_to {
-        Some(parent) => Value::Integer(load(parent)?.thread_id),
-        None => Value::Null,
+        Some(parent) => Some(load(parent)?.thread_id),
+        None => None,
     };
     let claimable = stored_claimable(input.claimable.unwrap_or(false), &kind, &target);
-    let inserted = db::execute(
+    // The stored row comes back from the insert itself; a new message has no receipts yet.
+    let row = db::query_one(
         "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
              reply_to, claimable, idempotency_key, payload, meta, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         RETURNING id, from_agent, to_target, kind, channel, subject, body, thread_id, reply_to,
+             claimable, claimed_by, claimed_at, claim_expires_at, idempotency_key, payload, meta,
+             created_at, '[]' AS read_by",
         &[
             Value::from(input.from.as_str()),
             Value::from(input.to.as_str()),
@@ -222,7 +249,7 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
             Value::from(input.channel),
             Value::from(input.subject),
             Value::from(input.body),
-            thread_id,
+            Value::from(thread_id),
             Value::from(input.reply_to),
             Value::from(claimable),
             Value::from(input.idempotency_key),
@@ -230,26 +257,34 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
             Value::from(input::to_json_text(&meta)),
             Value::from(now),
         ],
-    )?;
-    let id = inserted.last_insert_id;
-    // A new conversation is its own thread.
-    db::execute(
-        "UPDATE messages SET thread_id = id WHERE id = ? AND thread_id IS NULL",
-        &params![id],
-    )?;
+    )?
+    .ok_or_else(|| RelayError::Internal("the insert returned no row".to_owned()))?;
+    let message = message_from_row(&row)?;
+    if thread_id.is_none() {
+        // A new conversation is its own thread.
+        db::execute(
+            "UPDATE messages SET thread_id = id WHERE id = ? AND thread_id IS NULL",
+            &params![message.id],
+        )?;
+    }
+    let recipients = match &target {
+        Target::Agent(_) => delivery_among(&target, direct_target.into_iter().collect()),
+        _ => delivery_set(&target)?,
+    };
     Ok(SentMessage {
-        message: load(id)?,
+        message,
         created: true,
-        recipients: delivery_set(&target)?,
+        recipients,
     })
 }
 
 /// A direct target must be a registered agent, an orchestrator target a registered orchestrator.
-fn check_target_exists(target: &Target) -> Result<(), RelayError> {
+fn check_target_exists(target: &Target, direct: Option<&AgentCard>) -> Result<(), RelayError> {
     match target {
         Target::Agent(id) => {
-            agents::load(id)?
-                .ok_or_else(|| not_found(format!("target agent {id} is not registered")))?;
+            if direct.is_none() {
+                return Err(not_found(format!("target agent {id} is not registered")));
+            }
         }
         Target::Orchestrator(id) => {
             let exists = agents::all()?

@@ -22,7 +22,7 @@ use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 
 use crate::bindings::{self, Executed, Rows, StoreError, Value};
 use crate::push::Commits;
-use crate::store::{Access, Backend, Session};
+use crate::store::{Access, Backend, Pending, Session};
 
 /// The relay component, built from guest/ by the build script.
 pub const COMPONENT: &[u8] = include_bytes!(env!("RELAY_COMPONENT"));
@@ -279,6 +279,42 @@ impl Runtime {
     /// # Errors
     /// A trap, timeout or memory exhaustion of the guest, or a store failure.
     pub fn call(&self, export: &Export, args: &[Val]) -> Result<Val, CallFailure> {
+        let (value, pending) = self.run_call(export, args, false)?;
+        if let Some(pending) = pending {
+            pending.settle().map_err(CallFailure::Store)?;
+        }
+        if matches!(value, Val::Result(Ok(_))) && export.access == Access::Write {
+            self.commits.committed();
+        }
+        Ok(value)
+    }
+
+    /// Runs one export like [`Runtime::call`], but a write's commit may be left to a batch that
+    /// is still open: the call must not be answered before its [`Pending`] is settled (and then
+    /// [`Runtime::announce_commit`] wakes the waiters). For an executor that runs write calls
+    /// back to back and commits once when it runs out of work.
+    ///
+    /// # Errors
+    /// As for [`Runtime::call`].
+    pub fn call_later(
+        &self,
+        export: &Export,
+        args: &[Val],
+    ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
+        self.run_call(export, args, true)
+    }
+
+    /// Tells long-polls and streams that writes were committed.
+    pub fn announce_commit(&self) {
+        self.commits.committed();
+    }
+
+    fn run_call(
+        &self,
+        export: &Export,
+        args: &[Val],
+        later: bool,
+    ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
         let mut store = self.new_store();
         let func = self.instantiate(&mut store, export)?;
         let session = self
@@ -292,25 +328,20 @@ impl Runtime {
             .call(&mut store, args, &mut results)
             .map_err(|e| describe_trap(&e));
         let session = store.data_mut().session.take();
-        // The transaction ends (a write waits for its batch's commit) before the instance is
-        // dropped, so the writer is not held for the teardown.
-        let ended = match (&outcome, session) {
-            (_, None) => Err(StoreError::Other(
+        // The transaction ends (a write waits for its batch's commit unless `later`) before the
+        // instance is dropped, so the writer is not held for the teardown.
+        let succeeded = outcome.is_ok() && matches!(results.last(), Some(Val::Result(Ok(_))));
+        let ended = match session {
+            None => Err(StoreError::Other(
                 "the call's transaction vanished".to_owned(),
             )),
-            (Ok(()), Some(session)) => {
-                let succeeded = matches!(results.last(), Some(Val::Result(Ok(_))));
-                session.finish(succeeded).map(|()| succeeded)
-            }
-            (Err(_), Some(session)) => session.finish(false).map(|()| false),
+            Some(session) if later => session.finish_later(succeeded),
+            Some(session) => session.finish(succeeded).map(|()| None),
         };
         drop(store);
         outcome.map_err(CallFailure::Trap)?;
-        let committed = ended.map_err(CallFailure::Store)?;
-        if committed && export.access == Access::Write {
-            self.commits.committed();
-        }
-        Ok(results.pop().unwrap_or(Val::Tuple(Vec::new())))
+        let pending = ended.map_err(CallFailure::Store)?;
+        Ok((results.pop().unwrap_or(Val::Tuple(Vec::new())), pending))
     }
 
     /// Measures what [`Runtime::call`] does before it calls the export: creating the `Store`

@@ -14,7 +14,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params_from_iter, types};
 
 use crate::bindings::{Executed, Rows, StoreError, Value};
-use crate::store::{Access, Backend, Session};
+use crate::store::{Access, Backend, Pending, Session};
 
 mod group_commit;
 pub use group_commit::GroupCommitStats;
@@ -387,13 +387,15 @@ impl WriteSession {
         result
     }
 
-    fn end(&mut self, keep: bool) -> Result<(), StoreError> {
+    /// Ends the call's savepoint; `Ok(true)` when `later` left the batch for the caller to
+    /// settle.
+    fn end(&mut self, keep: bool, later: bool) -> Result<bool, StoreError> {
         let Some(conn) = self.conn.take() else {
-            return Ok(());
+            return Ok(false);
         };
         conn.guest_running.store(false, Ordering::Relaxed);
         self.writer
-            .end_call(conn, self.batch, keep, self.last_error.take())
+            .end_call(conn, self.batch, keep, self.last_error.take(), later)
     }
 }
 
@@ -418,14 +420,39 @@ impl Session for WriteSession {
     }
 
     fn finish(mut self: Box<Self>, commit: bool) -> Result<(), StoreError> {
-        self.end(commit)
+        self.end(commit, false).map(|_| ())
+    }
+
+    fn finish_later(
+        mut self: Box<Self>,
+        commit: bool,
+    ) -> Result<Option<Box<dyn Pending>>, StoreError> {
+        let pending = self.end(commit, true)?;
+        Ok(pending.then(|| {
+            Box::new(PendingBatch {
+                writer: Arc::clone(&self.writer),
+                batch: self.batch,
+            }) as Box<dyn Pending>
+        }))
     }
 }
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
         // A session dropped without `finish` (a trap unwinding) keeps nothing of its call.
-        let _ = self.end(false);
+        let _ = self.end(false, false);
+    }
+}
+
+/// A kept call in a batch that is still open.
+struct PendingBatch {
+    writer: Arc<Writer>,
+    batch: u64,
+}
+
+impl Pending for PendingBatch {
+    fn settle(self: Box<Self>) -> Result<(), StoreError> {
+        self.writer.commit_batch(self.batch)
     }
 }
 
@@ -680,6 +707,53 @@ mod tests {
         assert!(
             stats.commits - before.commits < kept as u64 / 2,
             "calls waiting behind each other share commits: {stats:?} for {kept} calls"
+        );
+    }
+
+    #[test]
+    fn calls_ended_later_are_invisible_until_their_batch_is_settled() {
+        let (_dir, sqlite) = open_temp();
+        let mut setup = sqlite.begin(Access::Write).expect("a write session");
+        setup
+            .execute("CREATE TABLE t (x INTEGER)", &[])
+            .expect("created");
+        setup.finish(true).expect("committed");
+        let count = |sqlite: &Sqlite| {
+            let mut reader = sqlite.begin(Access::Read).expect("a read session");
+            let rows = reader
+                .query("SELECT count(*) FROM t", &[])
+                .expect("counted");
+            reader.finish(false).expect("read ends");
+            match rows.rows[0][0] {
+                Value::Integer(n) => n,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        let mut tickets = Vec::new();
+        for (x, keep) in [(1, true), (2, false), (3, true)] {
+            let mut session = sqlite.begin(Access::Write).expect("a write session");
+            session
+                .execute("INSERT INTO t (x) VALUES (?1)", &[Value::Integer(x)])
+                .expect("inserted");
+            let pending = session.finish_later(keep).expect("ended");
+            assert_eq!(pending.is_some(), keep, "only kept calls wait for a commit");
+            tickets.extend(pending);
+        }
+        assert_eq!(count(&sqlite), 0, "nothing is visible before the commit");
+        let before = sqlite.group_commit_stats();
+        for ticket in tickets {
+            ticket.settle().expect("the batch commits");
+        }
+        assert_eq!(
+            count(&sqlite),
+            2,
+            "both kept calls, not the rolled-back one"
+        );
+        let after = sqlite.group_commit_stats();
+        assert_eq!(
+            (after.commits - before.commits, after.calls - before.calls),
+            (1, 2),
+            "one commit for the batch"
         );
     }
 }

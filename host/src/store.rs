@@ -50,4 +50,24 @@ pub trait Session: Send {
     /// # Errors
     /// The commit failed; nothing of the call was kept.
     fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError>;
+
+    /// Ends the call like [`Session::finish`] but may leave its writes to a later, shared commit:
+    /// then the returned [`Pending`] must be settled before the call is answered. A backend
+    /// without group commit commits here and returns `None`.
+    ///
+    /// # Errors
+    /// As for [`Session::finish`].
+    fn finish_later(self: Box<Self>, commit: bool) -> Result<Option<Box<dyn Pending>>, StoreError> {
+        self.finish(commit).map(|()| None)
+    }
+}
+
+/// A write call whose transaction ended but whose commit is still to come.
+pub trait Pending: Send {
+    /// Commits the shared transaction now if it is still open, else waits for whoever commits
+    /// it; the outcome for this call's writes.
+    ///
+    /// # Errors
+    /// The shared commit failed: nothing of the call was kept.
+    fn settle(self: Box<Self>) -> Result<(), StoreError>;
 }

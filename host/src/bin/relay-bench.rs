@@ -708,6 +708,21 @@ fn http_sends(
     ))
 }
 
+/// CPU time (user + system) the process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which is in parentheses and may hold spaces).
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn vm_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -764,7 +779,9 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
                 }
             })
         };
+        let cpu_before = cpu_seconds(pid);
         let (ops, p50, p99, failures) = http_sends(&base, clients, plan.http)?;
+        let server_cpu = cpu_seconds(pid) - cpu_before;
         done.store(true, Ordering::Relaxed);
         let _ = sampler.join();
         let failed = if failures > 0 {
@@ -779,6 +796,11 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
                 "POST /v1/messages/s, {clients} keep-alive clients, {:.1} s{failed}",
                 plan.http.as_secs_f64()
             ),
+        );
+        figures.put(
+            &format!("http_server_cpu_us_{clients}"),
+            server_cpu * 1e6 / (ops * plan.http.as_secs_f64()).max(1.0),
+            "server CPU time (user+system, /proc) per acknowledged send",
         );
         if clients == 16 {
             figures.put(

@@ -183,7 +183,7 @@ impl Writer {
             } else {
                 CallEnd::Nothing
             };
-            return self.settle(conn, batch, end).and(Err(error));
+            return self.settle(conn, batch, end, false).and(Err(error));
         }
         Ok((conn, batch))
     }
@@ -191,13 +191,17 @@ impl Writer {
     /// Ends one call: its savepoint is released (`keep`) or rolled back, then the batch is left
     /// open for a waiting call or committed. Returns once the call's writes are committed (or
     /// are known to be lost).
+    ///
+    /// With `later`, a kept call does not wait: the batch stays open and `Ok(true)` says the
+    /// caller must settle it with [`Writer::commit_batch`] (`Ok(false)`: nothing to wait for).
     pub(super) fn end_call(
         &self,
         conn: Conn,
         batch: u64,
         keep: bool,
         last_error: Option<StoreError>,
-    ) -> Result<(), StoreError> {
+        later: bool,
+    ) -> Result<bool, StoreError> {
         let end = if conn.sql.is_autocommit() {
             CallEnd::BatchLost(last_error.unwrap_or_else(|| {
                 StoreError::Other("SQLite rolled the transaction back before commit".to_owned())
@@ -208,7 +212,9 @@ impl Writer {
                 Err(error) => {
                     let error = store_error(error);
                     if undo_call(&conn) {
-                        return self.settle(conn, batch, CallEnd::Nothing).and(Err(error));
+                        return self
+                            .settle(conn, batch, CallEnd::Nothing, later)
+                            .and(Err(error));
                     }
                     CallEnd::BatchLost(error)
                 }
@@ -220,12 +226,18 @@ impl Writer {
                 "the call's savepoint could not be rolled back".to_owned(),
             ))
         };
-        self.settle(conn, batch, end)
+        self.settle(conn, batch, end, later)
     }
 
     /// Hands the connection on (the batch stays open) or commits the batch, then reports the
-    /// fate of the call's writes.
-    fn settle(&self, conn: Conn, batch: u64, end: CallEnd) -> Result<(), StoreError> {
+    /// fate of the call's writes: `Ok(true)` when a `later` caller must still settle the batch.
+    fn settle(
+        &self,
+        conn: Conn,
+        batch: u64,
+        end: CallEnd,
+        later: bool,
+    ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         if let CallEnd::BatchLost(error) = end {
             // Nothing of the batch survives: tell its waiting members, start afresh.
@@ -241,18 +253,22 @@ impl Writer {
         let Some(open) = state.open.as_mut() else {
             state.conn = Some(conn);
             self.turn.notify_one();
-            return Ok(());
+            return Ok(false);
         };
         if member {
             open.members += 1;
         }
         let full = open.members >= MAX_BATCH_CALLS || open.opened.elapsed() >= MAX_BATCH_OPEN;
-        if self.waiting.load(Ordering::SeqCst) > 0 && !full {
-            // Another call is about to take the connection and will commit (or pass on) later.
+        if (later || self.waiting.load(Ordering::SeqCst) > 0) && !full {
+            // Another call is about to take the connection and will commit (or pass on) later,
+            // or the caller settles the batch itself once it has no more calls to add.
             state.conn = Some(conn);
             self.turn.notify_one();
             if !member {
-                return Ok(());
+                return Ok(false);
+            }
+            if later {
+                return Ok(true);
             }
             while state.settled < batch {
                 state = self
@@ -260,10 +276,24 @@ impl Writer {
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            return state.failures.get(&batch).cloned().map_or(Ok(()), Err);
+            return state.failures.get(&batch).cloned().map_or(Ok(false), Err);
         }
-        let members = open.members;
-        state.open = None;
+        let committed = self.commit_open(state, conn, batch);
+        match committed {
+            Err(error) if member => Err(error),
+            _ => Ok(false),
+        }
+    }
+
+    /// Commits the open batch `batch` (the caller holds the connection), records its fate and
+    /// hands the connection on.
+    fn commit_open(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        conn: Conn,
+        batch: u64,
+    ) -> Result<(), StoreError> {
+        let members = state.open.take().map_or(0, |open| open.members);
         drop(state);
         let committed = host_statement(&conn.sql, COMMIT).map_err(|error| {
             let _ = host_statement(&conn.sql, ROLLBACK);
@@ -280,10 +310,27 @@ impl Writer {
         state.conn = Some(conn);
         self.turn.notify_one();
         self.settled.notify_all();
-        drop(state);
-        match committed {
-            Err(error) if member => Err(error),
-            _ => Ok(()),
+        committed
+    }
+
+    /// Settles batch `batch` for a call that ended with `later`: commits it if it is still open,
+    /// else reads how it ended.
+    pub(super) fn commit_batch(&self, batch: u64) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        loop {
+            if state.settled >= batch {
+                return state.failures.get(&batch).cloned().map_or(Ok(()), Err);
+            }
+            let open_here = state.open.as_ref().is_some_and(|open| open.id == batch);
+            if open_here && let Some(conn) = state.conn.take() {
+                return self.commit_open(state, conn, batch);
+            }
+            // A call holds the connection: it commits the batch or hands it back.
+            state = self
+                .settled
+                .wait_timeout(state, Duration::from_millis(1))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     }
 }
