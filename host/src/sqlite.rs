@@ -227,8 +227,10 @@ fn open_connection(path: &Path, options: &SqliteOptions, role: Role) -> anyhow::
         Synchronous::Normal => "NORMAL",
         Synchronous::Off => "OFF",
     };
+    // Statement and savepoint journals stay in memory: as temporary files their creation and
+    // removal would ride along with every commit's fsync.
     sql.execute_batch(&format!(
-        "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; PRAGMA temp_store = MEMORY;"
     ))?;
     if role == Role::Reader {
         // Set once for the connection's life: changing a flag pragma expires every prepared
@@ -286,12 +288,13 @@ impl Backend for Sqlite {
     fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
         match access {
             Access::Write => {
-                let (conn, batch) = self.writer.begin_call()?;
+                let (conn, batch, savepoint) = self.writer.begin_call()?;
                 conn.guest_running.store(true, Ordering::Relaxed);
                 Ok(Box::new(WriteSession {
                     conn: Some(conn),
                     writer: Arc::clone(&self.writer),
                     batch,
+                    savepoint,
                     last_error: None,
                 }))
             }
@@ -369,6 +372,8 @@ struct WriteSession {
     conn: Option<Conn>,
     writer: Arc<Writer>,
     batch: u64,
+    /// Whether the call runs in its own savepoint (it joined a batch other calls are in).
+    savepoint: bool,
     /// The last failure a statement met: the cause to report if SQLite dropped the transaction.
     last_error: Option<StoreError>,
 }
@@ -394,8 +399,14 @@ impl WriteSession {
             return Ok(false);
         };
         conn.guest_running.store(false, Ordering::Relaxed);
-        self.writer
-            .end_call(conn, self.batch, keep, self.last_error.take(), later)
+        self.writer.end_call(
+            conn,
+            self.batch,
+            self.savepoint,
+            keep,
+            self.last_error.take(),
+            later,
+        )
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use agent_relay::bindings::{Executed, Rows, StoreError, Value};
 use agent_relay::bridge::{self, Inputs};
-use agent_relay::embed::{Caller, Clock, Limits, Options, Relay};
+use agent_relay::embed::{Caller, Clock, Limits, Options, Relay, Synchronous};
 use agent_relay::runtime::Runtime;
 use agent_relay::sqlite::{Sqlite, SqliteOptions};
 use agent_relay::store::{Access, Backend, Session};
@@ -33,6 +33,22 @@ use rusqlite::params_from_iter;
 use serde_json::{Map, Value as Json, json};
 
 const OPERATOR: &str = "relay-bench-operator-token";
+
+/// `PRAGMA synchronous` for the in-process figures (component and floor alike): `full` unless
+/// `--synchronous` says otherwise.
+static SYNCHRONOUS: std::sync::OnceLock<Synchronous> = std::sync::OnceLock::new();
+
+fn synchronous() -> Synchronous {
+    SYNCHRONOUS.get().copied().unwrap_or(Synchronous::Full)
+}
+
+fn synchronous_name() -> &'static str {
+    match synchronous() {
+        Synchronous::Full => "full",
+        Synchronous::Normal => "normal",
+        Synchronous::Off => "off",
+    }
+}
 
 /// How long and how large each measurement is.
 struct Plan {
@@ -118,8 +134,18 @@ fn main() -> anyhow::Result<()> {
             "--json" => {
                 json_path = Some(PathBuf::from(iter.next().context("--json needs a path")?))
             }
+            "--synchronous" => {
+                let mode = match iter.next().map(String::as_str) {
+                    Some("full") => Synchronous::Full,
+                    Some("normal") => Synchronous::Normal,
+                    Some("off") => Synchronous::Off,
+                    _ => anyhow::bail!("--synchronous needs full, normal or off"),
+                };
+                let _ = SYNCHRONOUS.set(mode);
+            }
             other => anyhow::bail!(
-                "unknown argument {other}; usage: relay-bench [--quick|--smoke] [--json PATH]"
+                "unknown argument {other}; usage: relay-bench [--quick|--smoke] [--json PATH] \
+                 [--synchronous full|normal|off]"
             ),
         }
     }
@@ -159,7 +185,9 @@ fn run(plan: &Plan, dir: &Path, server: &Path, figures: &mut Figures) -> anyhow:
 }
 
 fn open(path: &Path) -> anyhow::Result<Relay> {
-    Relay::open(path, Options::default())
+    let mut options = Options::default();
+    options.sqlite.synchronous = synchronous();
+    Relay::open(path, options)
 }
 
 fn call(relay: &Relay, export: &str, args: &Json) -> anyhow::Result<Json> {
@@ -339,14 +367,23 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
     figures.put(
         "send_component_ops",
         component_ops,
-        format!("in-process send-message/s via Relay::call_json, synchronous=full ({count} sends)"),
+        format!(
+            "in-process send-message/s via Relay::call_json, synchronous={} ({count} sends)",
+            synchronous_name()
+        ),
     );
 
     // The same sends once more through a capability that records every statement.
     let log = Arc::new(Mutex::new(Vec::new()));
     {
         let backend = Recorder {
-            inner: Sqlite::open(&copy("send-recorded.db")?, SqliteOptions::default())?,
+            inner: Sqlite::open(
+                &copy("send-recorded.db")?,
+                SqliteOptions {
+                    synchronous: synchronous(),
+                    ..SqliteOptions::default()
+                },
+            )?,
             log: Arc::clone(&log),
         };
         let runtime = Runtime::new(Arc::new(backend), Clock::default(), Limits::default())?;
@@ -379,9 +416,10 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
     // The floor: those statements replayed natively, one BEGIN IMMEDIATE..COMMIT per send.
     let floor_db = copy("send-floor.db")?;
     let conn = rusqlite::Connection::open(&floor_db)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+        synchronous_name()
+    ))?;
     let before: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     let started = Instant::now();
     for statements in &recorded {
@@ -413,7 +451,10 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
     figures.put(
         "send_native_floor_ops",
         floor_ops,
-        format!("the recorded statements ({per_send:.1}/send) replayed on rusqlite, prepare_cached, synchronous=full"),
+        format!(
+            "the recorded statements ({per_send:.1}/send) replayed on rusqlite, prepare_cached, synchronous={}",
+            synchronous_name()
+        ),
     );
     figures.put(
         "send_overhead_ratio",

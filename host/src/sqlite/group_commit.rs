@@ -76,6 +76,8 @@ enum CallEnd {
     Nothing,
     /// SQLite rolled the whole transaction back (it does on SQLITE_FULL and I/O errors).
     BatchLost(StoreError),
+    /// The batch's first call failed: its transaction is rolled back with nothing else in it.
+    Abandoned,
 }
 
 impl Writer {
@@ -133,9 +135,11 @@ impl Writer {
         }
     }
 
-    /// Takes the connection for one call and opens its savepoint (and the batch's transaction
-    /// when none is open). Returns the connection and the batch the call belongs to.
-    pub(super) fn begin_call(&self) -> Result<(Conn, u64), StoreError> {
+    /// Takes the connection for one call: the first call of a batch opens its transaction, a
+    /// call joining an open batch gets a savepoint of its own (the first needs none: it can roll
+    /// the whole transaction back). Returns the connection, the batch the call belongs to and
+    /// whether the call runs in a savepoint.
+    pub(super) fn begin_call(&self) -> Result<(Conn, u64, bool), StoreError> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         let conn = loop {
@@ -175,6 +179,7 @@ impl Writer {
                 members: 0,
                 opened: Instant::now(),
             });
+            return Ok((conn, batch, false));
         }
         if let Err(error) = host_statement(&conn.sql, SAVEPOINT_CALL) {
             let error = store_error(error);
@@ -185,7 +190,7 @@ impl Writer {
             };
             return self.settle(conn, batch, end, false).and(Err(error));
         }
-        Ok((conn, batch))
+        Ok((conn, batch, true))
     }
 
     /// Ends one call: its savepoint is released (`keep`) or rolled back, then the batch is left
@@ -198,6 +203,7 @@ impl Writer {
         &self,
         conn: Conn,
         batch: u64,
+        savepoint: bool,
         keep: bool,
         last_error: Option<StoreError>,
         later: bool,
@@ -206,6 +212,13 @@ impl Writer {
             CallEnd::BatchLost(last_error.unwrap_or_else(|| {
                 StoreError::Other("SQLite rolled the transaction back before commit".to_owned())
             }))
+        } else if !savepoint {
+            // The batch's first call: its transaction holds nothing else yet.
+            if keep {
+                CallEnd::Member
+            } else {
+                CallEnd::Abandoned
+            }
         } else if keep {
             match host_statement(&conn.sql, RELEASE_CALL) {
                 Ok(()) => CallEnd::Member,
@@ -239,6 +252,15 @@ impl Writer {
         later: bool,
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
+        if matches!(end, CallEnd::Abandoned) {
+            let rolled_back = host_statement(&conn.sql, ROLLBACK).map_err(store_error);
+            state.open = None;
+            finish_batch(&mut state, batch, None);
+            state.conn = Some(conn);
+            self.turn.notify_one();
+            self.settled.notify_all();
+            return rolled_back.map(|()| false);
+        }
         if let CallEnd::BatchLost(error) = end {
             // Nothing of the batch survives: tell its waiting members, start afresh.
             let _ = host_statement(&conn.sql, ROLLBACK);
