@@ -17,7 +17,7 @@ use wasmtime::component::Val;
 use crate::bridge::{self, ErrorReply, Inputs};
 use crate::push::{self, StreamRequest};
 use crate::routes::{Delivery, ROUTES, Route};
-use crate::runtime::{CallFailure, Export, Runtime};
+use crate::runtime::{CallFailure, Export, Prepared, Runtime};
 use crate::store::{Access, Pending};
 use crate::token::OperatorToken;
 
@@ -60,17 +60,22 @@ pub struct App {
     writes: mpsc::Sender<WriteJob>,
 }
 
-/// A write call queued for the write lane.
+/// A write call queued for the write lane, with an instance made for it beforehand.
 struct WriteJob {
     export: String,
     args: Vec<Val>,
-    reply: oneshot::Sender<Result<Val, CallFailure>>,
+    prepared: Prepared,
+    reply: oneshot::Sender<LaneAnswer>,
 }
+
+/// The lane's answer, with the spent instance for the requester to drop (off the lane).
+type LaneAnswer = (Result<Val, CallFailure>, Prepared);
 
 /// A write call that ran and waits for its batch's commit before it is answered.
 struct Unsettled {
-    reply: oneshot::Sender<Result<Val, CallFailure>>,
+    reply: oneshot::Sender<LaneAnswer>,
     value: Val,
+    prepared: Prepared,
     pending: Box<dyn Pending>,
 }
 
@@ -134,15 +139,21 @@ impl App {
                 )
             })?
             .map_err(|_| ErrorReply::new(503, "unavailable", "the relay is shutting down"))?;
-        let is_write = self
+        let write = self
             .runtime
             .export(export)
-            .is_some_and(|e| e.access == Access::Write);
-        if is_write {
+            .filter(|e| e.access == Access::Write);
+        if let Some(write) = write {
+            // The instance is made here, so the lane only runs the call.
+            let prepared = self
+                .runtime
+                .prepare(write)
+                .map_err(|failure| failure_reply(export, &failure))?;
             let (reply, answer) = oneshot::channel();
             let job = WriteJob {
                 export: export.to_owned(),
                 args,
+                prepared,
                 reply,
             };
             if self.writes.send(job).is_err() {
@@ -152,9 +163,10 @@ impl App {
                     "the write lane has stopped",
                 ));
             }
-            let outcome = answer
+            let (outcome, spent) = answer
                 .await
                 .map_err(|_| ErrorReply::new(500, "internal", "the write lane dropped the call"))?;
+            drop(spent);
             drop(permit);
             let value = outcome.map_err(|failure| failure_reply(export, &failure))?;
             return bridge::outcome(&value);
@@ -217,26 +229,32 @@ fn write_lane(lane: &Weak<App>, queue: &mpsc::Receiver<WriteJob>) {
 }
 
 fn run_write(app: &App, job: WriteJob, unsettled: &mut Vec<Unsettled>) {
-    let Some(export) = app.runtime.export(&job.export) else {
-        let _ = job
-            .reply
-            .send(Err(CallFailure::Trap(format!("no export {}", job.export))));
+    let WriteJob {
+        export,
+        args,
+        mut prepared,
+        reply,
+    } = job;
+    let Some(export) = app.runtime.export(&export) else {
+        let failure = CallFailure::Trap(format!("no export {export}"));
+        let _ = reply.send((Err(failure), prepared));
         return;
     };
-    match app.runtime.call_later(export, &job.args) {
+    match app.runtime.call_later(&mut prepared, export, &args) {
         Ok((value, Some(pending))) => unsettled.push(Unsettled {
-            reply: job.reply,
+            reply,
             value,
+            prepared,
             pending,
         }),
         Ok((value, None)) => {
             if matches!(value, Val::Result(Ok(_))) {
                 app.runtime.announce_commit();
             }
-            let _ = job.reply.send(Ok(value));
+            let _ = reply.send((Ok(value), prepared));
         }
         Err(failure) => {
-            let _ = job.reply.send(Err(failure));
+            let _ = reply.send((Err(failure), prepared));
         }
     }
 }
@@ -252,7 +270,7 @@ fn settle(lane: &Weak<App>, unsettled: &mut Vec<Unsettled>) {
             }
             Err(error) => Err(CallFailure::Store(error)),
         };
-        let _ = call.reply.send(answer);
+        let _ = call.reply.send((answer, call.prepared));
     }
     if committed && let Some(app) = lane.upgrade() {
         app.runtime.announce_commit();

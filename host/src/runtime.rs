@@ -179,6 +179,12 @@ impl bindings::agent_relay::relay::store::Host for CallState {
     }
 }
 
+/// A fresh instance of the component for one call (see [`Runtime::prepare`]).
+pub struct Prepared {
+    store: Store<CallState>,
+    func: wasmtime::component::Func,
+}
+
 /// The compiled relay, ready to run calls against a backend.
 pub struct Runtime {
     engine: Engine,
@@ -289,19 +295,32 @@ impl Runtime {
         Ok(value)
     }
 
-    /// Runs one export like [`Runtime::call`], but a write's commit may be left to a batch that
-    /// is still open: the call must not be answered before its [`Pending`] is settled (and then
-    /// [`Runtime::announce_commit`] wakes the waiters). For an executor that runs write calls
-    /// back to back and commits once when it runs out of work.
+    /// A fresh instance for one call of `export`, made before the call takes its transaction
+    /// (so an executor that runs calls one at a time can have instances made elsewhere).
+    ///
+    /// # Errors
+    /// The instantiation failed (the pool is exhausted, for one).
+    pub fn prepare(&self, export: &Export) -> Result<Prepared, CallFailure> {
+        let mut store = self.new_store();
+        let func = self.instantiate(&mut store, export)?;
+        Ok(Prepared { store, func })
+    }
+
+    /// Runs one export like [`Runtime::call`] in a prepared instance, but a write's commit may
+    /// be left to a batch that is still open: the call must not be answered before its
+    /// [`Pending`] is settled (and then [`Runtime::announce_commit`] wakes the waiters). For an
+    /// executor that runs write calls back to back and commits once when it runs out of work.
+    /// The instance is spent afterwards; drop it anywhere.
     ///
     /// # Errors
     /// As for [`Runtime::call`].
     pub fn call_later(
         &self,
+        prepared: &mut Prepared,
         export: &Export,
         args: &[Val],
     ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
-        self.run_call(export, args, true)
+        self.run_prepared(prepared, export, args, true)
     }
 
     /// Tells long-polls and streams that writes were committed.
@@ -315,21 +334,33 @@ impl Runtime {
         args: &[Val],
         later: bool,
     ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
-        let mut store = self.new_store();
-        let func = self.instantiate(&mut store, export)?;
+        let mut prepared = self.prepare(export)?;
+        // The transaction ends (a write waits for its batch's commit unless `later`) before the
+        // instance is dropped, so the writer is not held for the teardown.
+        self.run_prepared(&mut prepared, export, args, later)
+    }
+
+    fn run_prepared(
+        &self,
+        prepared: &mut Prepared,
+        export: &Export,
+        args: &[Val],
+        later: bool,
+    ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
+        let Prepared { store, func } = prepared;
         let session = self
             .backend
             .begin(export.access)
             .map_err(CallFailure::Store)?;
         store.data_mut().session = Some(session);
+        // The deadline counts from here, not from when the instance was made.
+        store.set_epoch_deadline(self.deadline_ticks());
 
         let mut results = vec![Val::Bool(false); export.result.is_some().into()];
         let outcome = func
-            .call(&mut store, args, &mut results)
+            .call(&mut *store, args, &mut results)
             .map_err(|e| describe_trap(&e));
         let session = store.data_mut().session.take();
-        // The transaction ends (a write waits for its batch's commit unless `later`) before the
-        // instance is dropped, so the writer is not held for the teardown.
         let succeeded = outcome.is_ok() && matches!(results.last(), Some(Val::Result(Ok(_))));
         let ended = match session {
             None => Err(StoreError::Other(
@@ -338,10 +369,14 @@ impl Runtime {
             Some(session) if later => session.finish_later(succeeded),
             Some(session) => session.finish(succeeded).map(|()| None),
         };
-        drop(store);
         outcome.map_err(CallFailure::Trap)?;
         let pending = ended.map_err(CallFailure::Store)?;
         Ok((results.pop().unwrap_or(Val::Tuple(Vec::new())), pending))
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
     /// Measures what [`Runtime::call`] does before it calls the export: creating the `Store`
@@ -382,8 +417,7 @@ impl Runtime {
             },
         );
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(self.deadline_ticks());
         store
     }
 
