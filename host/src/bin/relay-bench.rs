@@ -32,6 +32,11 @@ use anyhow::{Context as _, anyhow};
 use rusqlite::params_from_iter;
 use serde_json::{Map, Value as Json, json};
 
+// The same allocator as the `agent-relay` binary, for the in-process figures (component and floor
+// alike).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const OPERATOR: &str = "relay-bench-operator-token";
 
 /// `PRAGMA synchronous` for the in-process figures (component and floor alike): `full` unless
@@ -455,6 +460,29 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
             "the recorded statements ({per_send:.1}/send) replayed on rusqlite, prepare_cached, synchronous={}",
             synchronous_name()
         ),
+    );
+    // The same statements once more through the host's own SQLite backend (sessions, group
+    // commit, authorizer), without the component: what the host adds on its own.
+    let backend = Sqlite::open(
+        &copy("send-backend.db")?,
+        SqliteOptions {
+            synchronous: synchronous(),
+            ..SqliteOptions::default()
+        },
+    )?;
+    let started = Instant::now();
+    for statements in &recorded {
+        let mut session = backend.begin(Access::Write).map_err(|e| anyhow!("{e:?}"))?;
+        for (sql, params) in statements {
+            // `query` steps any statement, returning rows or not.
+            session.query(sql, params).map_err(|e| anyhow!("{e:?}"))?;
+        }
+        session.finish(true).map_err(|e| anyhow!("{e:?}"))?;
+    }
+    figures.put(
+        "send_host_backend_ops",
+        count as f64 / started.elapsed().as_secs_f64(),
+        "the recorded statements replayed through the host's SQLite backend (no component)",
     );
     figures.put(
         "send_overhead_ratio",
