@@ -1,5 +1,6 @@
 //! The HTTP server: the route table mounted on axum, each request turned into one export call.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak, mpsc};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,18 @@ pub struct App {
     pub options: HttpOptions,
     slots: Semaphore,
     writes: mpsc::Sender<WriteJob>,
+    /// Write requests received but not yet queued for the lane (parsing, making an instance):
+    /// while there are any, the lane waits a moment for them before it commits its batch.
+    arriving: Arc<AtomicUsize>,
+}
+
+/// Counts one write request as arriving until it is queued (or fails).
+pub struct Arriving(Arc<AtomicUsize>);
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A write call queued for the write lane, with an instance made for it beforehand.
@@ -83,17 +96,19 @@ impl App {
     pub fn new(runtime: Runtime, operator: OperatorToken, options: HttpOptions) -> Arc<Self> {
         let slots = Semaphore::new(options.max_concurrent_calls);
         let (writes, queue) = mpsc::channel();
+        let arriving = Arc::new(AtomicUsize::new(0));
         let app = Arc::new(Self {
             runtime,
             operator,
             options,
             slots,
             writes,
+            arriving: Arc::clone(&arriving),
         });
         let lane = Arc::downgrade(&app);
         if let Err(error) = std::thread::Builder::new()
             .name("write-lane".to_owned())
-            .spawn(move || write_lane(&lane, &queue))
+            .spawn(move || write_lane(&lane, &queue, &arriving))
         {
             tracing::error!(%error, "could not start the write lane; writes will fail");
         }
@@ -120,6 +135,18 @@ impl App {
         }
     }
 
+    /// Marks a request for `export` as arriving when the export writes (see [`App::invoke`]).
+    pub fn arriving(&self, export: &str) -> Option<Arriving> {
+        let writes = self
+            .runtime
+            .export(export)
+            .is_some_and(|e| e.access == Access::Write);
+        writes.then(|| {
+            self.arriving.fetch_add(1, Ordering::SeqCst);
+            Arriving(Arc::clone(&self.arriving))
+        })
+    }
+
     /// Runs one export on a blocking thread, within the concurrency bound.
     ///
     /// # Errors
@@ -128,6 +155,21 @@ impl App {
         self: &Arc<Self>,
         export: &str,
         args: Vec<Val>,
+    ) -> Result<Json, ErrorReply> {
+        let arriving = self.arriving(export);
+        self.invoke_arriving(export, args, arriving).await
+    }
+
+    /// [`App::invoke`] for a request counted as arriving since it was received; the count ends
+    /// when the call is queued.
+    ///
+    /// # Errors
+    /// As for [`App::invoke`].
+    pub async fn invoke_arriving(
+        self: &Arc<Self>,
+        export: &str,
+        args: Vec<Val>,
+        arriving: Option<Arriving>,
     ) -> Result<Json, ErrorReply> {
         let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire())
             .await
@@ -156,7 +198,9 @@ impl App {
                 prepared,
                 reply,
             };
-            if self.writes.send(job).is_err() {
+            let queued = self.writes.send(job);
+            drop(arriving);
+            if queued.is_err() {
                 return Err(ErrorReply::new(
                     503,
                     "unavailable",
@@ -192,12 +236,19 @@ impl App {
 /// Most write calls one commit settles in the lane (the store may commit sooner).
 const LANE_BATCH: usize = 64;
 
+/// How long the lane, out of queued calls, waits for write requests still arriving before it
+/// commits what it has, and how often it looks again meanwhile.
+const GATHER_WINDOW: Duration = Duration::from_micros(300);
+const GATHER_POLL: Duration = Duration::from_micros(50);
+
 /// The write lane: runs write calls one after another on one thread, leaving each call's commit
 /// to a batch that stays open while more calls are queued; when the queue runs dry (or the batch
 /// is full) the batch is committed once and every call in it is answered. Fewer thread hand-offs
 /// and one fsync per batch.
-fn write_lane(lane: &Weak<App>, queue: &mpsc::Receiver<WriteJob>) {
+fn write_lane(lane: &Weak<App>, queue: &mpsc::Receiver<WriteJob>, arriving: &AtomicUsize) {
     let mut unsettled: Vec<Unsettled> = Vec::new();
+    // When the queue ran dry with calls waiting for their commit.
+    let mut dry_since: Option<Instant> = None;
     loop {
         let job = if unsettled.is_empty() {
             match queue.recv() {
@@ -208,8 +259,22 @@ fn write_lane(lane: &Weak<App>, queue: &mpsc::Receiver<WriteJob>) {
             match queue.try_recv() {
                 Ok(job) => job,
                 Err(mpsc::TryRecvError::Empty) => {
-                    settle(lane, &mut unsettled);
-                    continue;
+                    // Requests on their way in join this batch if they come within the window.
+                    let since = *dry_since.get_or_insert_with(Instant::now);
+                    if arriving.load(Ordering::SeqCst) > 0 && since.elapsed() < GATHER_WINDOW {
+                        match queue.recv_timeout(GATHER_POLL) {
+                            Ok(job) => job,
+                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                settle(lane, &mut unsettled);
+                                return;
+                            }
+                        }
+                    } else {
+                        settle(lane, &mut unsettled);
+                        dry_since = None;
+                        continue;
+                    }
                 }
                 Err(mpsc::TryRecvError::Disconnected) => {
                     settle(lane, &mut unsettled);
@@ -395,6 +460,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let arriving = app.arriving(route.export);
     let result = async {
         let body = body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -441,7 +507,7 @@ async fn handle(
         let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
         match deadline {
             Some(deadline) => push::hold(&app, route.export, args, deadline).await,
-            None => app.invoke(route.export, args).await,
+            None => app.invoke_arriving(route.export, args, arriving).await,
         }
     }
     .await;

@@ -849,8 +849,10 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
             })
         };
         let cpu_before = cpu_seconds(pid);
+        let client_before = cpu_seconds(std::process::id());
         let (ops, p50, p99, failures) = http_sends(&base, clients, plan.http)?;
         let server_cpu = cpu_seconds(pid) - cpu_before;
+        let client_cpu = cpu_seconds(std::process::id()) - client_before;
         done.store(true, Ordering::Relaxed);
         let _ = sampler.join();
         let failed = if failures > 0 {
@@ -870,6 +872,11 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
             &format!("http_server_cpu_us_{clients}"),
             server_cpu * 1e6 / (ops * plan.http.as_secs_f64()).max(1.0),
             "server CPU time (user+system, /proc) per acknowledged send",
+        );
+        figures.put(
+            &format!("http_client_cpu_us_{clients}"),
+            client_cpu * 1e6 / (ops * plan.http.as_secs_f64()).max(1.0),
+            "the load generator's own CPU time per acknowledged send (it shares the cores)",
         );
         if clients == 16 {
             figures.put(
