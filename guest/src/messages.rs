@@ -281,10 +281,8 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
 /// A direct target must be a registered agent, an orchestrator target a registered orchestrator.
 fn check_target_exists(target: &Target, direct: Option<&AgentCard>) -> Result<(), RelayError> {
     match target {
-        Target::Agent(id) => {
-            if direct.is_none() {
-                return Err(not_found(format!("target agent {id} is not registered")));
-            }
+        Target::Agent(id) if direct.is_none() => {
+            return Err(not_found(format!("target agent {id} is not registered")));
         }
         Target::Orchestrator(id) => {
             let exists = agents::all()?
