@@ -285,7 +285,13 @@ fn write_lane(lane: &Weak<App>, queue: &mpsc::Receiver<WriteJob>, arriving: &Ato
         let Some(app) = lane.upgrade() else {
             return;
         };
-        run_write(&app, job, &mut unsettled);
+        // A host-side panic costs its own call (its requester gets a 500), never the lane.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_write(&app, job, &mut unsettled);
+        }));
+        if ran.is_err() {
+            tracing::error!("a write call panicked in the host; the lane goes on");
+        }
         drop(app);
         if unsettled.len() >= LANE_BATCH {
             settle(lane, &mut unsettled);
