@@ -171,6 +171,10 @@ impl App {
         args: Vec<Val>,
         arriving: Option<Arriving>,
     ) -> Result<Json, ErrorReply> {
+        // A request waiting for a slot is not about to arrive: the lane must not wait for it
+        // (slots free up only as the lane answers).
+        let counted = arriving.is_some();
+        drop(arriving);
         let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire())
             .await
             .map_err(|_| {
@@ -181,6 +185,7 @@ impl App {
                 )
             })?
             .map_err(|_| ErrorReply::new(503, "unavailable", "the relay is shutting down"))?;
+        let arriving = if counted { self.arriving(export) } else { None };
         let write = self
             .runtime
             .export(export)
