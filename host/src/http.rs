@@ -147,7 +147,8 @@ impl App {
         })
     }
 
-    /// Runs one export on a blocking thread, within the concurrency bound.
+    /// Runs one export within the concurrency bound: a write on the write lane, a read on a
+    /// blocking thread.
     ///
     /// # Errors
     /// The relay's own error, or a failure of the call (trap, store, overload).
@@ -160,8 +161,8 @@ impl App {
         self.invoke_arriving(export, args, arriving).await
     }
 
-    /// [`App::invoke`] for a request counted as arriving since it was received; the count ends
-    /// when the call is queued.
+    /// [`App::invoke`] for a request counted as arriving since it was received; the count pauses
+    /// while it waits for a slot and ends when the call is queued.
     ///
     /// # Errors
     /// As for [`App::invoke`].
@@ -173,7 +174,6 @@ impl App {
     ) -> Result<Json, ErrorReply> {
         // A request waiting for a slot is not about to arrive: the lane must not wait for it
         // (slots free up only as the lane answers).
-        let counted = arriving.is_some();
         drop(arriving);
         let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire())
             .await
@@ -185,7 +185,7 @@ impl App {
                 )
             })?
             .map_err(|_| ErrorReply::new(503, "unavailable", "the relay is shutting down"))?;
-        let arriving = if counted { self.arriving(export) } else { None };
+        let arriving = self.arriving(export);
         let write = self
             .runtime
             .export(export)

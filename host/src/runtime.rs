@@ -285,10 +285,9 @@ impl Runtime {
     /// # Errors
     /// A trap, timeout or memory exhaustion of the guest, or a store failure.
     pub fn call(&self, export: &Export, args: &[Val]) -> Result<Val, CallFailure> {
-        let (value, pending) = self.run_call(export, args, false)?;
-        if let Some(pending) = pending {
-            pending.settle().map_err(CallFailure::Store)?;
-        }
+        let mut prepared = self.prepare(export)?;
+        // Without `later` the call returns only once its writes are committed.
+        let (value, _) = self.run_prepared(&mut prepared, export, args, false)?;
         if matches!(value, Val::Result(Ok(_))) && export.access == Access::Write {
             self.commits.committed();
         }
@@ -326,18 +325,6 @@ impl Runtime {
     /// Tells long-polls and streams that writes were committed.
     pub fn announce_commit(&self) {
         self.commits.committed();
-    }
-
-    fn run_call(
-        &self,
-        export: &Export,
-        args: &[Val],
-        later: bool,
-    ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
-        let mut prepared = self.prepare(export)?;
-        // The transaction ends (a write waits for its batch's commit unless `later`) before the
-        // instance is dropped, so the writer is not held for the teardown.
-        self.run_prepared(&mut prepared, export, args, later)
     }
 
     fn run_prepared(
@@ -380,12 +367,11 @@ impl Runtime {
     }
 
     /// Measures what [`Runtime::call`] does before it calls the export: creating the `Store`
-    /// (WASI context, limits, deadline) and instantiating the component. The read session the
-    /// store holds is opened before the clock starts and rolled back after it stops. For the
-    /// benchmark (`relay-bench`).
+    /// (WASI context, limits, deadline) and instantiating the component. For the benchmark
+    /// (`relay-bench`).
     ///
     /// # Errors
-    /// The session cannot be opened or the instantiation failed.
+    /// The instantiation failed.
     pub fn time_instantiation(&self) -> Result<Duration, CallFailure> {
         let started = std::time::Instant::now();
         let mut store = self.new_store();

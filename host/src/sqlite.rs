@@ -367,7 +367,8 @@ impl Drop for ReadSession {
     }
 }
 
-/// A write call: the writer connection inside its own savepoint of a group-committed batch.
+/// A write call: the writer connection inside a group-committed batch (in its own savepoint when
+/// it joined a batch other calls are in).
 struct WriteSession {
     conn: Option<Conn>,
     writer: Arc<Writer>,
