@@ -717,3 +717,50 @@ fn callers_mistakes_get_4xx_json_errors() {
         );
     }
 }
+
+#[test]
+fn the_message_a_send_answers_with_is_the_message_stored() {
+    // The send answers with the record it wrote (built from the values it stored, not read
+    // back): it must be exactly what reading the message returns, field for field.
+    let relay = Relay::start();
+    relay.register(json!({"id": "alice"}));
+    let bridge = relay.register(
+        json!({"id": "telegram:bot1", "kind": "channel", "meta": {"provider": "telegram"}}),
+    );
+    relay.register(json!({"id": "bob", "label": "team"}));
+    let sends = [
+        json!({"from": "user", "to": "alice", "body": "plain"}),
+        json!({"from": "user", "to": "alice", "body": "all fields", "subject": "s",
+               "channel": "ops", "idempotencyKey": "k-1",
+               "payload": {"n": 1, "nested": {"a": [1, "two", null]}}, "meta": {"m": "é"}}),
+        json!({"from": "user", "to": "label:team", "body": "a task", "claimable": true}),
+        json!({"from": "user", "to": "telegram:bot1", "body": "to a channel"}),
+        json!({"from": "user", "to": "alice", "body": "typed", "kind": "custom.kind"}),
+    ];
+    let mut last = None;
+    for mut send in sends {
+        if let Some(parent) = last {
+            send["replyTo"] = json!(parent);
+        }
+        let sent = relay.send(send.clone());
+        assert_eq!(sent.status, 201, "{send}: {:?}", sent.body);
+        let id = id_of(&sent);
+        let stored = relay.get(&format!("/v1/messages/{id}"), OPERATOR);
+        assert_eq!(stored.status, 200, "{:?}", stored.body);
+        assert_eq!(sent.body["message"], stored.body, "{send}");
+        last = Some(id);
+    }
+    // The channel's own send is a channel event; the reply chain shares the first thread.
+    let from_channel = relay.post(
+        "/v1/messages",
+        &bridge,
+        json!({"from": "telegram:bot1", "to": "alice", "body": "inbound"}),
+    );
+    assert_eq!(from_channel.status, 201, "{:?}", from_channel.body);
+    let id = id_of(&from_channel);
+    assert_eq!(from_channel.body["message"]["kind"], "channel.event");
+    assert_eq!(
+        from_channel.body["message"],
+        relay.get(&format!("/v1/messages/{id}"), OPERATOR).body
+    );
+}

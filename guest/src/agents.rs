@@ -93,20 +93,41 @@ pub fn load(id: &str) -> Result<Option<AgentCard>, RelayError> {
     .transpose()
 }
 
-/// The agent with this id, or 404.
-/// The agents with these ids (those that exist), in one query.
-pub fn load_many(ids: &[&str]) -> Result<Vec<AgentCard>, RelayError> {
+/// What a send needs to know of its sender and direct target: who they are, not their cards.
+#[derive(Debug, Clone)]
+pub struct Party {
+    pub id: String,
+    pub kind: AgentKind,
+    pub status: AgentStatus,
+}
+
+impl Party {
+    /// Whether a message to this agent's id puts it in the delivery set ([`receives_groups`]).
+    pub fn receives(&self) -> bool {
+        receives(&self.id, self.kind, self.status)
+    }
+}
+
+/// The agents with these ids (those that exist), in one query, as [`Party`]s.
+pub fn parties(ids: &[&str]) -> Result<Vec<Party>, RelayError> {
     let placeholders = vec!["?"; ids.len()].join(", ");
     let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
     db::query(
-        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({placeholders})"),
+        &format!("SELECT id, kind, status FROM agents WHERE id IN ({placeholders})"),
         &values,
     )?
     .iter()
-    .map(card_from_row)
+    .map(|row| {
+        Ok(Party {
+            id: row.text("id")?,
+            kind: parse_kind(&row.text("kind")?),
+            status: parse_status(&row.text("status")?),
+        })
+    })
     .collect()
 }
 
+/// The agent with this id, or 404.
 pub fn require(id: &str) -> Result<AgentCard, RelayError> {
     load(id)?.ok_or_else(|| not_found(format!("agent {id} is not registered")))
 }
@@ -543,9 +564,13 @@ pub fn ensure_builtins(now: i64) -> Result<(), RelayError> {
 /// Whether group targets (label, tag, capability, broadcast, orchestrator) can reach an agent at
 /// all: the built-ins and channels only ever receive what is addressed to their own id.
 pub fn joins_groups(agent: &AgentCard) -> bool {
-    !is_builtin(&agent.id)
+    joins(&agent.id, agent.kind)
+}
+
+fn joins(id: &str, kind: AgentKind) -> bool {
+    !is_builtin(id)
         && !matches!(
-            agent.kind,
+            kind,
             AgentKind::Channel | AgentKind::User | AgentKind::System
         )
 }
@@ -553,7 +578,11 @@ pub fn joins_groups(agent: &AgentCard) -> bool {
 /// Whether an agent is in the delivery set of the group targets it matches: it joins groups and
 /// is not offline.
 pub fn receives_groups(agent: &AgentCard) -> bool {
-    joins_groups(agent) && agent.status != AgentStatus::Offline
+    receives(&agent.id, agent.kind, agent.status)
+}
+
+fn receives(id: &str, kind: AgentKind, status: AgentStatus) -> bool {
+    joins(id, kind) && status != AgentStatus::Offline
 }
 
 /// Every target string that reaches this agent, its own id first (SPEC 2).

@@ -3,12 +3,12 @@
 //! A message's `to` is a target string (SPEC 2). Who it reaches is decided when an agent reads its
 //! inbox: an agent's inbox holds every message addressed to one of the targets reaching it.
 
-use crate::agents;
+use crate::agents::{self, Party};
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, AgentKind, Caller, ClaimInput, Message, PollQuery, RelayError, SendMessageInput,
-    SentMessage,
+    AgentCard, AgentKind, Caller, ClaimInput, JsonText, Message, PollQuery, RelayError,
+    SendMessageInput, SentMessage,
 };
 use crate::db::{self, Row};
 use crate::error::{forbidden, invalid, not_found};
@@ -142,16 +142,12 @@ pub fn load(id: i64) -> Result<Message, RelayError> {
         .ok_or_else(|| not_found(format!("message {id} does not exist")))
 }
 
-fn is_channel(agent: &AgentCard) -> bool {
-    agent.kind == AgentKind::Channel
+fn is_channel(party: &Party) -> bool {
+    party.kind == AgentKind::Channel
 }
 
 /// SPEC 2: claimable messages are tasks; anything to or from a channel is a channel event.
-fn infer_kind(
-    input: &SendMessageInput,
-    sender: &AgentCard,
-    direct_target: Option<&AgentCard>,
-) -> String {
+fn infer_kind(input: &SendMessageInput, sender: &Party, direct_target: Option<&Party>) -> String {
     if input.claimable == Some(true) {
         return "task".to_owned();
     }
@@ -168,12 +164,12 @@ fn infer_kind(
 fn load_parties(
     from: &str,
     target: Option<&Target>,
-) -> Result<(Option<AgentCard>, Option<AgentCard>), RelayError> {
+) -> Result<(Option<Party>, Option<Party>), RelayError> {
     let direct = match target {
         Some(Target::Agent(id)) => Some(id.as_str()),
         _ => None,
     };
-    let found = agents::load_many(
+    let found = agents::parties(
         &[Some(from), direct]
             .into_iter()
             .flatten()
@@ -234,42 +230,65 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
         None => None,
     };
     let claimable = stored_claimable(input.claimable.unwrap_or(false), &kind, &target);
-    // The stored row comes back from the insert itself; a new message has no receipts yet.
-    let row = db::query_one(
+    let payload = input::to_json_text(&payload);
+    let meta = input::to_json_text(&meta);
+    let id = db::execute(
         "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
              reply_to, claimable, idempotency_key, payload, meta, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         RETURNING id, from_agent, to_target, kind, channel, subject, body, thread_id, reply_to,
-             claimable, claimed_by, claimed_at, claim_expires_at, idempotency_key, payload, meta,
-             created_at, '[]' AS read_by",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &[
             Value::from(input.from.as_str()),
             Value::from(input.to.as_str()),
-            Value::from(kind),
-            Value::from(input.channel),
-            Value::from(input.subject),
-            Value::from(input.body),
+            Value::from(kind.as_str()),
+            Value::from(input.channel.as_deref()),
+            Value::from(input.subject.as_deref()),
+            Value::from(input.body.as_str()),
             Value::from(thread_id),
             Value::from(input.reply_to),
             Value::from(claimable),
-            Value::from(input.idempotency_key),
-            Value::from(input::to_json_text(&payload)),
-            Value::from(input::to_json_text(&meta)),
+            Value::from(input.idempotency_key.as_deref()),
+            Value::from(payload.as_str()),
+            Value::from(meta.as_str()),
             Value::from(now),
         ],
     )?
-    .ok_or_else(|| RelayError::Internal("the insert returned no row".to_owned()))?;
-    let message = message_from_row(&row)?;
+    .last_insert_id;
     if thread_id.is_none() {
         // A new conversation is its own thread.
         db::execute(
             "UPDATE messages SET thread_id = id WHERE id = ? AND thread_id IS NULL",
-            &params![message.id],
+            &params![id],
         )?;
     }
     let recipients = match &target {
-        Target::Agent(_) => delivery_among(&target, direct_target.into_iter().collect()),
+        Target::Agent(_) => direct_target
+            .filter(Party::receives)
+            .map(|party| party.id)
+            .into_iter()
+            .collect(),
         _ => delivery_set(&target)?,
+    };
+    // The message as stored, from the values just written (a new message is unclaimed and
+    // unread): the same record `load` would read back.
+    let message = Message {
+        id,
+        from: input.from,
+        to: input.to,
+        kind,
+        channel: input.channel,
+        subject: input.subject,
+        body: input.body,
+        thread_id: thread_id.unwrap_or(id),
+        reply_to: input.reply_to,
+        claimable,
+        claimed_by: None,
+        claimed_at: None,
+        claim_expires_at: None,
+        idempotency_key: input.idempotency_key,
+        payload: JsonText { json: payload },
+        meta: JsonText { json: meta },
+        read_by: Vec::new(),
+        created_at: now,
     };
     Ok(SentMessage {
         message,
@@ -279,7 +298,7 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
 }
 
 /// A direct target must be a registered agent, an orchestrator target a registered orchestrator.
-fn check_target_exists(target: &Target, direct: Option<&AgentCard>) -> Result<(), RelayError> {
+fn check_target_exists(target: &Target, direct: Option<&Party>) -> Result<(), RelayError> {
     match target {
         Target::Agent(id) if direct.is_none() => {
             return Err(not_found(format!("target agent {id} is not registered")));
