@@ -26,6 +26,9 @@ fn fail<T>(message: String) -> Result<T, BridgeError> {
 
 /// `claim-expires-at` -> `claimExpiresAt`.
 pub fn camel_case(kebab: &str) -> String {
+    if !kebab.contains('-') {
+        return kebab.to_owned();
+    }
     let mut out = String::with_capacity(kebab.len());
     let mut upper = false;
     for c in kebab.chars() {
@@ -162,23 +165,20 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
                 return wrong();
             };
             let fields: Vec<_> = record.fields().collect();
-            if let Some(unknown) = object
-                .keys()
-                .find(|key| !fields.iter().any(|f| camel_case(f.name) == **key))
-            {
-                let known: Vec<String> = fields.iter().map(|f| camel_case(f.name)).collect();
+            let keys: Vec<String> = fields.iter().map(|f| camel_case(f.name)).collect();
+            if let Some(unknown) = object.keys().find(|key| !keys.contains(key)) {
                 return fail(format!(
                     "{} is not a known field; expected: {}",
                     join(at, unknown),
-                    known.join(", ")
+                    keys.join(", ")
                 ));
             }
             fields
                 .iter()
-                .map(|field| {
-                    let key = camel_case(field.name);
-                    let place = join(at, &key);
-                    let val = match object.get(&key) {
+                .zip(&keys)
+                .map(|(field, key)| {
+                    let place = join(at, key);
+                    let val = match object.get(key) {
                         Some(v) => from_json(v, &field.ty, &place)?,
                         None => absent(&field.ty, &place)?,
                     };
@@ -315,12 +315,12 @@ pub fn record_from_query(pairs: &[(String, String)], ty: &Type) -> Result<Val, B
         return fail("the query parameter of this operation is not a record".to_owned());
     };
     let fields: Vec<_> = record.fields().collect();
+    let keys: Vec<String> = fields.iter().map(|f| camel_case(f.name)).collect();
     for (i, (key, _)) in pairs.iter().enumerate() {
-        if !fields.iter().any(|f| camel_case(f.name) == *key) {
-            let known: Vec<String> = fields.iter().map(|f| camel_case(f.name)).collect();
+        if !keys.contains(key) {
             return fail(format!(
                 "query parameter {key} is not known; expected: {}",
-                known.join(", ")
+                keys.join(", ")
             ));
         }
         if pairs[..i].iter().any(|(earlier, _)| earlier == key) {
@@ -329,11 +329,11 @@ pub fn record_from_query(pairs: &[(String, String)], ty: &Type) -> Result<Val, B
     }
     fields
         .iter()
-        .map(|field| {
-            let key = camel_case(field.name);
-            let val = match pairs.iter().find(|(k, _)| *k == key) {
-                Some((_, text)) => from_text(text, &field.ty, &key)?,
-                None => absent(&field.ty, &key)?,
+        .zip(&keys)
+        .map(|(field, key)| {
+            let val = match pairs.iter().find(|(k, _)| k == key) {
+                Some((_, text)) => from_text(text, &field.ty, key)?,
+                None => absent(&field.ty, key)?,
             };
             Ok((field.name.to_owned(), val))
         })

@@ -65,6 +65,8 @@ struct Plan {
     poll_large: usize,
     polls: usize,
     backlog: usize,
+    /// The groups of figures to measure (all unless `--only`).
+    groups: Vec<String>,
 }
 
 impl Plan {
@@ -79,6 +81,7 @@ impl Plan {
                 poll_large: 5_000,
                 polls: 5,
                 backlog: 64,
+                groups: GROUPS.map(String::from).to_vec(),
             },
             "quick" => Self {
                 name: "quick",
@@ -89,6 +92,7 @@ impl Plan {
                 poll_large: 100_000,
                 polls: 21,
                 backlog: 1_000,
+                groups: GROUPS.map(String::from).to_vec(),
             },
             _ => Self {
                 name: "full",
@@ -99,6 +103,7 @@ impl Plan {
                 poll_large: 1_000_000,
                 polls: 51,
                 backlog: 5_000,
+                groups: GROUPS.map(String::from).to_vec(),
             },
         }
     }
@@ -127,15 +132,43 @@ impl Figures {
     }
 }
 
+const USAGE: &str = "\
+usage: relay-bench [--quick|--smoke] [--json PATH] [--synchronous full|normal|off] [--only GROUP]
+
+Measures the relay against its floor (README, section Benchmark) and prints one figure a line.
+  --quick          shorter runs, a 100k-message inbox for poll_ms_1m (about 3 minutes)
+  --smoke          a few iterations of everything, for CI (not for timing)
+  --json PATH      also write the figures as one JSON object
+  --synchronous M  PRAGMA synchronous of the in-process figures (default full; HTTP is always full)
+  --only GROUP     run one group: instantiate, sends, polls or http (repeatable)
+Build first: cargo build --release (the HTTP figures start target/release/agent-relay).";
+
+/// The groups of figures, in the order they run.
+const GROUPS: [&str; 4] = ["instantiate", "sends", "polls", "http"];
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut mode = "full";
     let mut json_path = None;
+    let mut only: Vec<String> = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
             "--quick" => mode = "quick",
             "--smoke" => mode = "smoke",
+            "--only" => {
+                let group = iter.next().context("--only needs a group")?;
+                anyhow::ensure!(
+                    GROUPS.contains(&group.as_str()),
+                    "unknown group {group}; the groups: {}",
+                    GROUPS.join(", ")
+                );
+                only.push(group.clone());
+            }
             "--json" => {
                 json_path = Some(PathBuf::from(iter.next().context("--json needs a path")?))
             }
@@ -148,13 +181,13 @@ fn main() -> anyhow::Result<()> {
                 };
                 let _ = SYNCHRONOUS.set(mode);
             }
-            other => anyhow::bail!(
-                "unknown argument {other}; usage: relay-bench [--quick|--smoke] [--json PATH] \
-                 [--synchronous full|normal|off]"
-            ),
+            other => anyhow::bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    let plan = Plan::new(mode);
+    let mut plan = Plan::new(mode);
+    if !only.is_empty() {
+        plan.groups = only;
+    }
     let server = std::env::current_exe()?.with_file_name("agent-relay");
     anyhow::ensure!(
         server.exists(),
@@ -182,10 +215,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(plan: &Plan, dir: &Path, server: &Path, figures: &mut Figures) -> anyhow::Result<()> {
-    instantiation(plan, dir, figures)?;
-    sends(plan, dir, figures)?;
-    polls(plan, dir, figures)?;
-    http(plan, dir, server, figures)?;
+    let wanted = |group: &str| plan.groups.iter().any(|g| g == group);
+    if wanted("instantiate") {
+        instantiation(plan, dir, figures)?;
+    }
+    if wanted("sends") {
+        sends(plan, dir, figures)?;
+    }
+    if wanted("polls") {
+        polls(plan, dir, figures)?;
+    }
+    if wanted("http") {
+        http(plan, dir, server, figures)?;
+    }
     Ok(())
 }
 
@@ -363,25 +405,16 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
         Ok(path)
     };
 
-    // The component, as an embedding host calls it.
+    // Three databases from the same template, advanced in step: the component's, the recorder's
+    // (the same sends once more, through a capability that logs every statement) and the floor's
+    // (the logged statements replayed natively, so its rows and ids follow the recorder's). The
+    // timed parts alternate in rounds, so a drift of the machine (the fsync's latency moves by
+    // tens of percent over minutes here) weighs on the component and the floor alike.
     let relay = open(&copy("send-component.db")?)?;
     let input = send_input("b");
-    let (count, component_ops) = rate(plan.in_process, |_| {
-        call(&relay, "send-message", &input).map(|_| ())
-    })?;
-    figures.put(
-        "send_component_ops",
-        component_ops,
-        format!(
-            "in-process send-message/s via Relay::call_json, synchronous={} ({count} sends)",
-            synchronous_name()
-        ),
-    );
-
-    // The same sends once more through a capability that records every statement.
     let log = Arc::new(Mutex::new(Vec::new()));
-    {
-        let backend = Recorder {
+    let recorder = Runtime::new(
+        Arc::new(Recorder {
             inner: Sqlite::open(
                 &copy("send-recorded.db")?,
                 SqliteOptions {
@@ -390,68 +423,118 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
                 },
             )?,
             log: Arc::clone(&log),
-        };
-        let runtime = Runtime::new(Arc::new(backend), Clock::default(), Limits::default())?;
-        let export = runtime
-            .export("send-message")
-            .context("no send-message export")?;
-        let Json::Object(named) = &input else {
-            anyhow::bail!("the input is an object")
-        };
-        let inputs = Inputs {
-            caller: Some(Caller::Operator.to_val()),
-            named: Some(named),
-            ..Inputs::default()
-        };
-        let values = bridge::arguments(export, &inputs).map_err(|e| anyhow!("{}", e.0))?;
-        for _ in 0..count {
-            let value = runtime.call(export, &values).map_err(|e| anyhow!("{e}"))?;
-            bridge::outcome(&value).map_err(|e| anyhow!("{}", e.message))?;
-        }
-    }
-    let recorded: Vec<Vec<Statement>> =
-        std::mem::take(&mut *log.lock().map_err(|_| anyhow!("poisoned"))?);
-    anyhow::ensure!(
-        recorded.len() == count,
-        "recorded {} sends of {count}",
-        recorded.len()
-    );
-    let per_send = recorded.iter().map(Vec::len).sum::<usize>() as f64 / count.max(1) as f64;
-
-    // The floor: those statements replayed natively, one BEGIN IMMEDIATE..COMMIT per send.
+        }),
+        Clock::default(),
+        Limits::default(),
+    )?;
+    let export = recorder
+        .export("send-message")
+        .context("no send-message export")?;
+    let Json::Object(named) = &input else {
+        anyhow::bail!("the input is an object")
+    };
+    let inputs = Inputs {
+        caller: Some(Caller::Operator.to_val()),
+        named: Some(named),
+        ..Inputs::default()
+    };
+    let values = bridge::arguments(export, &inputs).map_err(|e| anyhow!("{}", e.0))?;
     let floor_db = copy("send-floor.db")?;
     let conn = rusqlite::Connection::open(&floor_db)?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
         synchronous_name()
     ))?;
+    let backend = Sqlite::open(
+        &copy("send-backend.db")?,
+        SqliteOptions {
+            synchronous: synchronous(),
+            ..SqliteOptions::default()
+        },
+    )?;
     let before: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
-    let started = Instant::now();
-    for statements in &recorded {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        for (sql, params) in statements {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let params = params_from_iter(params.iter().map(to_sql));
-            if stmt.column_count() > 0 {
-                let columns = stmt.column_count();
-                let mut rows = stmt.query(params)?;
-                while let Some(row) = rows.next()? {
-                    for i in 0..columns {
-                        let _ = row.get_ref(i)?;
-                    }
-                }
-            } else {
-                stmt.execute(params)?;
-            }
+
+    const ROUNDS: u32 = 10;
+    let (mut count, mut statements) = (0usize, 0usize);
+    let mut component_time = Duration::ZERO;
+    let mut floor_time = Duration::ZERO;
+    let mut backend_time = Duration::ZERO;
+    let mut round_ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        // The component, as an embedding host calls it.
+        let started = Instant::now();
+        let (n, _) = rate(plan.in_process / ROUNDS, |_| {
+            call(&relay, "send-message", &input).map(|_| ())
+        })?;
+        let component = started.elapsed();
+        // Untimed: the same number of sends through the recording capability.
+        for _ in 0..n {
+            let value = recorder.call(export, &values).map_err(|e| anyhow!("{e}"))?;
+            bridge::outcome(&value).map_err(|e| anyhow!("{}", e.message))?;
         }
-        conn.execute_batch("COMMIT")?;
+        let recorded: Vec<Vec<Statement>> =
+            std::mem::take(&mut *log.lock().map_err(|_| anyhow!("poisoned"))?);
+        anyhow::ensure!(
+            recorded.len() == n,
+            "recorded {} sends of {n}",
+            recorded.len()
+        );
+        statements += recorded.iter().map(Vec::len).sum::<usize>();
+        // The floor: those statements replayed natively, one BEGIN IMMEDIATE..COMMIT per send.
+        let started = Instant::now();
+        for statements in &recorded {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            for (sql, params) in statements {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let params = params_from_iter(params.iter().map(to_sql));
+                if stmt.column_count() > 0 {
+                    let columns = stmt.column_count();
+                    let mut rows = stmt.query(params)?;
+                    while let Some(row) = rows.next()? {
+                        for i in 0..columns {
+                            let _ = row.get_ref(i)?;
+                        }
+                    }
+                } else {
+                    stmt.execute(params)?;
+                }
+            }
+            conn.execute_batch("COMMIT")?;
+        }
+        let floor = started.elapsed();
+        // The same statements once more through the host's own SQLite backend (sessions, group
+        // commit, authorizer), without the component: what the host adds on its own.
+        let started = Instant::now();
+        for statements in &recorded {
+            let mut session = backend.begin(Access::Write).map_err(|e| anyhow!("{e:?}"))?;
+            for (sql, params) in statements {
+                // `query` steps any statement, returning rows or not.
+                session.query(sql, params).map_err(|e| anyhow!("{e:?}"))?;
+            }
+            session.finish(true).map_err(|e| anyhow!("{e:?}"))?;
+        }
+        backend_time += started.elapsed();
+        round_ratios.push(component.as_secs_f64() / floor.as_secs_f64().max(1e-9));
+        count += n;
+        component_time += component;
+        floor_time += floor;
     }
-    let floor_ops = count as f64 / started.elapsed().as_secs_f64();
     let after: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     anyhow::ensure!(
         usize::try_from(after - before)? == count,
         "the replay stored {} messages for {count} sends",
         after - before
+    );
+    let per_send = statements as f64 / count.max(1) as f64;
+    let component_ops = count as f64 / component_time.as_secs_f64();
+    let floor_ops = count as f64 / floor_time.as_secs_f64();
+    figures.put(
+        "send_component_ops",
+        component_ops,
+        format!(
+            "in-process send-message/s via Relay::call_json, synchronous={} ({count} sends)",
+            synchronous_name()
+        ),
     );
     figures.put(
         "send_native_floor_ops",
@@ -461,33 +544,20 @@ fn sends(plan: &Plan, dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
             synchronous_name()
         ),
     );
-    // The same statements once more through the host's own SQLite backend (sessions, group
-    // commit, authorizer), without the component: what the host adds on its own.
-    let backend = Sqlite::open(
-        &copy("send-backend.db")?,
-        SqliteOptions {
-            synchronous: synchronous(),
-            ..SqliteOptions::default()
-        },
-    )?;
-    let started = Instant::now();
-    for statements in &recorded {
-        let mut session = backend.begin(Access::Write).map_err(|e| anyhow!("{e:?}"))?;
-        for (sql, params) in statements {
-            // `query` steps any statement, returning rows or not.
-            session.query(sql, params).map_err(|e| anyhow!("{e:?}"))?;
-        }
-        session.finish(true).map_err(|e| anyhow!("{e:?}"))?;
-    }
     figures.put(
         "send_host_backend_ops",
-        count as f64 / started.elapsed().as_secs_f64(),
+        count as f64 / backend_time.as_secs_f64(),
         "the recorded statements replayed through the host's SQLite backend (no component)",
     );
+    round_ratios.sort_by(f64::total_cmp);
     figures.put(
         "send_overhead_ratio",
         floor_ops / component_ops,
-        "floor ops/s / component ops/s",
+        format!(
+            "floor ops/s / component ops/s, over {ROUNDS} alternating rounds (per round {:.2}-{:.2})",
+            round_ratios.first().copied().unwrap_or(0.0),
+            round_ratios.last().copied().unwrap_or(0.0)
+        ),
     );
 
     // Register and fan-out, in process, on the component's database.
