@@ -764,3 +764,41 @@ fn the_message_a_send_answers_with_is_the_message_stored() {
         relay.get(&format!("/v1/messages/{id}"), OPERATOR).body
     );
 }
+
+#[test]
+fn a_badly_shaped_request_is_refused_with_the_place_of_the_mistake() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "alice"}));
+    let cases = [
+        (
+            "/v1/messages",
+            json!({"from": "user", "to": "alice", "body": 7}),
+            "body must be",
+        ),
+        (
+            "/v1/messages",
+            json!({"from": "user", "to": "alice", "body": "x", "colour": "red"}),
+            "colour is not a known field; expected: from, to, kind, channel, subject, body,",
+        ),
+        (
+            "/v1/messages",
+            json!({"from": "user", "to": "alice"}),
+            "body is required",
+        ),
+        (
+            "/v1/agents",
+            json!({"id": "bob", "tags": ["ok", 3]}),
+            "tags[1] must be",
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let reply = relay.post(path, OPERATOR, body.clone());
+        assert_eq!(reply.status, 400, "{body}: {:?}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid", "{body}");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{body}: {message:?} does not say {expected:?}"
+        );
+    }
+}

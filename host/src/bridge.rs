@@ -26,19 +26,14 @@ fn fail<T>(message: String) -> Result<T, BridgeError> {
 
 /// `claim-expires-at` -> `claimExpiresAt`.
 pub fn camel_case(kebab: &str) -> String {
-    if !kebab.contains('-') {
-        return kebab.to_owned();
-    }
     let mut out = String::with_capacity(kebab.len());
-    let mut upper = false;
-    for c in kebab.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
+    let mut words = kebab.split('-');
+    out.push_str(words.next().unwrap_or_default());
+    for word in words {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
         }
     }
     out
@@ -76,7 +71,11 @@ fn describe(ty: &Type) -> String {
     }
 }
 
-fn integer(number: i128, ty: &Type, at: &str) -> Result<Val, BridgeError> {
+fn integer(
+    number: i128,
+    ty: &Type,
+    at: &(impl std::fmt::Display + ?Sized),
+) -> Result<Val, BridgeError> {
     let out_of_range = || BridgeError(format!("{at} is out of range for its type"));
     Ok(match ty {
         Type::S8 => Val::S8(i8::try_from(number).map_err(|_| out_of_range())?),
@@ -96,17 +95,41 @@ fn integer(number: i128, ty: &Type, at: &str) -> Result<Val, BridgeError> {
 /// # Errors
 /// The value does not have the shape the type asks for.
 pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> {
+    convert(value, ty, &Place::Root(at))
+}
+
+/// Where a value sits in the arguments (`input.meta`, `ids[2]`): put into words only for an error
+/// message, so a conversion that succeeds builds no path strings.
+#[derive(Debug, Clone, Copy)]
+enum Place<'a> {
+    Root(&'a str),
+    Field(&'a Place<'a>, &'a str),
+    Item(&'a Place<'a>, usize),
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Root(at) => f.write_str(at),
+            Place::Field(Place::Root(""), key) => f.write_str(key),
+            Place::Field(parent, key) => write!(f, "{parent}.{key}"),
+            Place::Item(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+fn convert(value: &Json, ty: &Type, at: &Place<'_>) -> Result<Val, BridgeError> {
     let wrong = || fail(format!("{at} must be {}", describe(ty)));
     match ty {
         Type::Option(inner) => {
             let inner = inner.ty();
             if value.is_null() {
                 return Ok(match inner {
-                    Type::Option(_) => Val::Option(Some(Box::new(from_json(value, &inner, at)?))),
+                    Type::Option(_) => Val::Option(Some(Box::new(convert(value, &inner, at)?))),
                     _ => Val::Option(None),
                 });
             }
-            Ok(Val::Option(Some(Box::new(from_json(value, &inner, at)?))))
+            Ok(Val::Option(Some(Box::new(convert(value, &inner, at)?))))
         }
         _ if is_json_text(ty) => match value {
             Json::Object(_) => Ok(Val::Record(vec![(
@@ -156,7 +179,7 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| from_json(item, &inner, &format!("{at}[{i}]")))
+                .map(|(i, item)| convert(item, &inner, &Place::Item(at, i)))
                 .collect::<Result<_, _>>()
                 .map(Val::List)
         }
@@ -169,7 +192,7 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
             if let Some(unknown) = object.keys().find(|key| !keys.contains(key)) {
                 return fail(format!(
                     "{} is not a known field; expected: {}",
-                    join(at, unknown),
+                    Place::Field(at, unknown),
                     keys.join(", ")
                 ));
             }
@@ -177,9 +200,9 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
                 .iter()
                 .zip(&keys)
                 .map(|(field, key)| {
-                    let place = join(at, key);
+                    let place = Place::Field(at, key);
                     let val = match object.get(key) {
-                        Some(v) => from_json(v, &field.ty, &place)?,
+                        Some(v) => convert(v, &field.ty, &place)?,
                         None => absent(&field.ty, &place)?,
                     };
                     Ok((field.name.to_owned(), val))
@@ -199,7 +222,7 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
                 .iter()
                 .zip(&types)
                 .enumerate()
-                .map(|(i, (item, ty))| from_json(item, ty, &format!("{at}[{i}]")))
+                .map(|(i, (item, ty))| convert(item, ty, &Place::Item(at, i)))
                 .collect::<Result<_, _>>()
                 .map(Val::Tuple)
         }
@@ -218,7 +241,7 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
             };
             let payload = match (case.ty, payload) {
                 (Some(ty), Some(p)) => {
-                    Some(Box::new(from_json(p, &ty, &format!("{at}.{case_name}"))?))
+                    Some(Box::new(convert(p, &ty, &Place::Field(at, case_name))?))
                 }
                 (None, None) => None,
                 (Some(_), None) => return fail(format!("{at}.{case_name} needs a value")),
@@ -245,7 +268,7 @@ pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> 
 }
 
 /// The value of a field or parameter the caller left out.
-fn absent(ty: &Type, at: &str) -> Result<Val, BridgeError> {
+fn absent(ty: &Type, at: &(impl std::fmt::Display + ?Sized)) -> Result<Val, BridgeError> {
     match ty {
         Type::Option(_) => Ok(Val::Option(None)),
         _ if is_json_text(ty) => Ok(Val::Record(vec![(
@@ -253,14 +276,6 @@ fn absent(ty: &Type, at: &str) -> Result<Val, BridgeError> {
             Val::String("{}".to_owned()),
         )])),
         _ => fail(format!("{at} is required ({})", describe(ty))),
-    }
-}
-
-fn join(at: &str, key: &str) -> String {
-    if at.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{at}.{key}")
     }
 }
 

@@ -51,7 +51,8 @@ enum Command {
     Watch(WatchArgs),
     /// Print the WIT contract the relay component implements.
     Wit,
-    /// Write the relay component (.wasm), the very bytes this binary runs, for other hosts.
+    /// Write the relay component (.wasm) this binary embeds, for other hosts (this binary compiles
+    /// it without its post-return functions, which instances that serve one call never need).
     ///
     /// `agent-relay component --out relay.wasm`; `--signatures` writes the exports' parameter and
     /// result types as JSON instead (what a host in another language needs for a JSON bridge).
@@ -290,7 +291,7 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Writes the relay component (the very bytes this binary runs) or its exports' signatures.
+/// Writes the relay component (the bytes this binary embeds) or its exports' signatures.
 fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
     let bytes = if args.signatures {
         // The signatures come from the component's own types, so a runtime is needed.

@@ -24,6 +24,9 @@ use crate::bindings::{self, Executed, Rows, StoreError, Value};
 use crate::push::Commits;
 use crate::store::{Access, Backend, Pending, Session};
 
+mod post_return;
+pub use post_return::{post_return_count, without_post_return};
+
 /// The relay component, built from guest/ by the build script.
 pub const COMPONENT: &[u8] = include_bytes!(env!("RELAY_COMPONENT"));
 
@@ -489,7 +492,9 @@ fn discover_exports(
 /// `RELAY_COMPONENT_CACHE=off` to always compile.
 fn load_component(engine: &Engine) -> anyhow::Result<Component> {
     let compile = || {
-        Component::new(engine, COMPONENT)
+        // Every instance serves one call and is dropped: see `post_return`.
+        let bytes = without_post_return(COMPONENT)?;
+        Component::new(engine, &bytes)
             .map_err(|e| anyhow!("{e:?}"))
             .context("compiling the relay component")
     };
@@ -516,7 +521,8 @@ fn load_component(engine: &Engine) -> anyhow::Result<Component> {
     Ok(component)
 }
 
-/// `~/.cache/agent-relay/relay-<component hash>-<engine hash>.cwasm`, in an owner-only directory.
+/// `~/.cache/agent-relay/relay-<component hash>-once-<engine hash>.cwasm`, in an owner-only
+/// directory.
 fn cache_path(engine: &Engine) -> Option<std::path::PathBuf> {
     use sha2::Digest as _;
     use std::hash::{Hash as _, Hasher as _};
@@ -530,7 +536,11 @@ fn cache_path(engine: &Engine) -> Option<std::path::PathBuf> {
         })?;
     let dir = base.join("agent-relay");
     create_private_dir(&dir).ok()?;
-    let component = hex::encode(&sha2::Sha256::digest(COMPONENT)[..12]);
+    // `-once`: compiled without post-return functions, for instances that serve one call.
+    let component = format!(
+        "{}-once",
+        hex::encode(&sha2::Sha256::digest(COMPONENT)[..12])
+    );
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     Some(dir.join(format!("relay-{component}-{:016x}.cwasm", hasher.finish())))
