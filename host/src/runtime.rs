@@ -25,7 +25,7 @@ use crate::push::Commits;
 use crate::store::{Access, Backend, Pending, Session};
 
 mod post_return;
-pub use post_return::{post_return_count, without_post_return};
+use post_return::without_post_return;
 
 /// The relay component, built from guest/ by the build script.
 pub const COMPONENT: &[u8] = include_bytes!(env!("RELAY_COMPONENT"));

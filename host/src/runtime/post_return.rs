@@ -62,7 +62,7 @@ impl ReencodeComponent for WithoutPostReturn {
 ///
 /// # Errors
 /// The bytes are not a component wasmparser can read.
-pub fn without_post_return(component: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(super) fn without_post_return(component: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = wasm_encoder::Component::new();
     WithoutPostReturn
         .parse_component(&mut out, wasmparser::Parser::new(0), component)
@@ -70,62 +70,47 @@ pub fn without_post_return(component: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(out.finish())
 }
 
-/// How many lifted exports of `component` name a post-return function.
-///
-/// # Errors
-/// The bytes are not a component wasmparser can read.
-pub fn post_return_count(component: &[u8]) -> anyhow::Result<usize> {
-    let mut count = 0;
-    for payload in wasmparser::Parser::new(0).parse_all(component) {
-        if let wasmparser::Payload::ComponentCanonicalSection(section) = payload? {
-            for func in section {
-                if let wasmparser::CanonicalFunction::Lift { options, .. } = func? {
-                    count += options
-                        .iter()
-                        .filter(|o| matches!(o, wasmparser::CanonicalOption::PostReturn(_)))
-                        .count();
-                }
-            }
-        }
-    }
-    Ok(count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_post_return_options_go() -> anyhow::Result<()> {
-        let original = crate::runtime::COMPONENT;
-        let lifted = |bytes: &[u8]| -> anyhow::Result<usize> {
-            let mut lifts = 0;
-            for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-                if let wasmparser::Payload::ComponentCanonicalSection(section) = payload? {
-                    for func in section {
-                        lifts += usize::from(matches!(
-                            func?,
-                            wasmparser::CanonicalFunction::Lift { .. }
-                        ));
+    /// For each lifted export of `component`: whether it names a post-return function.
+    fn lifts(component: &[u8]) -> anyhow::Result<Vec<bool>> {
+        let mut lifts = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(component) {
+            if let wasmparser::Payload::ComponentCanonicalSection(section) = payload? {
+                for func in section {
+                    if let wasmparser::CanonicalFunction::Lift { options, .. } = func? {
+                        lifts.push(options.iter().any(|option| {
+                            matches!(option, wasmparser::CanonicalOption::PostReturn(_))
+                        }));
                     }
                 }
             }
-            Ok(lifts)
-        };
+        }
+        Ok(lifts)
+    }
+
+    #[test]
+    fn only_the_post_return_options_go() -> anyhow::Result<()> {
+        let original = crate::runtime::COMPONENT;
+        let before = lifts(original)?;
         // Nearly every export returns strings or lists, so nearly every one has cleanup to skip.
-        let exports = lifted(original)?;
+        let with_cleanup = before.iter().filter(|has| **has).count();
         assert!(
-            post_return_count(original)? * 2 > exports,
-            "{exports} lifts"
+            with_cleanup * 2 > before.len(),
+            "{with_cleanup} of {}",
+            before.len()
         );
         let lean = without_post_return(original)?;
-        assert_eq!(post_return_count(&lean)?, 0);
-        assert_eq!(lifted(&lean)?, exports, "every export is still lifted");
+        let after = lifts(&lean)?;
+        assert_eq!(after.len(), before.len(), "every export is still lifted");
+        assert!(after.iter().all(|has| !has), "no post-return is left");
         wasmparser::Validator::new().validate_all(&lean)?;
         // The core modules are copied, not re-encoded: only lift options (a few bytes each) go.
         assert!(lean.len() < original.len());
         assert!(
-            original.len() - lean.len() < 8 * exports,
+            original.len() - lean.len() < 8 * before.len(),
             "{} -> {} bytes",
             original.len(),
             lean.len()
