@@ -579,15 +579,34 @@ mod tests {
         (dir, sqlite)
     }
 
+    /// Runs `sql` (a `CREATE TABLE`) in a committed write call.
+    fn create_table(sqlite: &Sqlite, sql: &str) {
+        let mut session = sqlite.begin(Access::Write).expect("a write session");
+        session
+            .execute(sql, &[])
+            .expect("the guest may create a table");
+        session.finish(true).expect("committed");
+    }
+
+    /// The integers of the one row `sql` returns, read in a read session.
+    fn read_integers(sqlite: &Sqlite, sql: &str) -> Vec<i64> {
+        let mut reader = sqlite.begin(Access::Read).expect("a read session");
+        let rows = reader.query(sql, &[]).expect("read");
+        reader.finish(false).expect("read ends");
+        rows.rows[0]
+            .iter()
+            .map(|v| match v {
+                Value::Integer(n) => *n,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn the_guest_cannot_run_transaction_control_even_from_the_statement_cache() {
         let (_dir, sqlite) = open_temp();
         // A first call caches the host's BEGIN IMMEDIATE and COMMIT on the writer.
-        let mut session = sqlite.begin(Access::Write).expect("a write session");
-        session
-            .execute("CREATE TABLE t (x INTEGER)", &[])
-            .expect("the guest may create a table");
-        session.finish(true).expect("committed");
+        create_table(&sqlite, "CREATE TABLE t (x INTEGER)");
         let mut session = sqlite.begin(Access::Write).expect("a write session");
         session
             .execute("INSERT INTO t (x) VALUES (1)", &[])
@@ -611,26 +630,17 @@ mod tests {
             );
         }
         session.finish(false).expect("rolled back");
-        let mut reader = sqlite.begin(Access::Read).expect("a read session");
-        let tables = reader
-            .query("SELECT count(*) FROM t", &[])
-            .expect("the table is readable");
-        assert!(
-            matches!(tables.rows.as_slice(), [row] if matches!(row.as_slice(), [Value::Integer(0)])),
-            "the write was rolled back: {:?}",
-            tables.rows
+        assert_eq!(
+            read_integers(&sqlite, "SELECT count(*) FROM t"),
+            [0],
+            "the write was rolled back"
         );
-        reader.finish(false).expect("read ends");
     }
 
     #[test]
     fn a_read_session_refuses_writes_and_leaves_its_connection_reusable() {
         let (_dir, sqlite) = open_temp();
-        let mut writer = sqlite.begin(Access::Write).expect("a write session");
-        writer
-            .execute("CREATE TABLE t (x INTEGER)", &[])
-            .expect("created");
-        writer.finish(true).expect("committed");
+        create_table(&sqlite, "CREATE TABLE t (x INTEGER)");
         for _ in 0..3 {
             let mut reader = sqlite.begin(Access::Read).expect("a read session");
             let refused = reader.execute("INSERT INTO t (x) VALUES (1)", &[]);
@@ -651,14 +661,10 @@ mod tests {
     #[test]
     fn concurrent_calls_share_commits_and_keep_their_own_fate() {
         let (_dir, sqlite) = open_temp();
-        let mut setup = sqlite.begin(Access::Write).expect("a write session");
-        setup
-            .execute(
-                "CREATE TABLE t (writer INTEGER, n INTEGER, kept INTEGER)",
-                &[],
-            )
-            .expect("created");
-        setup.finish(true).expect("committed");
+        create_table(
+            &sqlite,
+            "CREATE TABLE t (writer INTEGER, n INTEGER, kept INTEGER)",
+        );
         let before = sqlite.group_commit_stats();
         let sqlite = Arc::new(sqlite);
         let threads: Vec<_> = (0..8_i64)
@@ -694,21 +700,10 @@ mod tests {
             })
             .collect();
         let kept: usize = threads.into_iter().map(|t| t.join().expect("joined")).sum();
-        let mut reader = sqlite.begin(Access::Read).expect("a read session");
-        let rows = reader
-            .query(
-                "SELECT count(*), count(DISTINCT writer || ':' || n), min(kept) FROM t",
-                &[],
-            )
-            .expect("counted");
-        reader.finish(false).expect("read ends");
-        let counts: Vec<i64> = rows.rows[0]
-            .iter()
-            .map(|v| match v {
-                Value::Integer(n) => *n,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let counts = read_integers(
+            &sqlite,
+            "SELECT count(*), count(DISTINCT writer || ':' || n), min(kept) FROM t",
+        );
         assert_eq!(
             counts,
             vec![kept as i64, kept as i64, 1],
@@ -725,22 +720,8 @@ mod tests {
     #[test]
     fn calls_ended_later_are_invisible_until_their_batch_is_settled() {
         let (_dir, sqlite) = open_temp();
-        let mut setup = sqlite.begin(Access::Write).expect("a write session");
-        setup
-            .execute("CREATE TABLE t (x INTEGER)", &[])
-            .expect("created");
-        setup.finish(true).expect("committed");
-        let count = |sqlite: &Sqlite| {
-            let mut reader = sqlite.begin(Access::Read).expect("a read session");
-            let rows = reader
-                .query("SELECT count(*) FROM t", &[])
-                .expect("counted");
-            reader.finish(false).expect("read ends");
-            match rows.rows[0][0] {
-                Value::Integer(n) => n,
-                ref other => panic!("{other:?}"),
-            }
-        };
+        create_table(&sqlite, "CREATE TABLE t (x INTEGER)");
+        let count = |sqlite: &Sqlite| read_integers(sqlite, "SELECT count(*) FROM t")[0];
         let mut tickets = Vec::new();
         for (x, keep) in [(1, true), (2, false), (3, true)] {
             let mut session = sqlite.begin(Access::Write).expect("a write session");
