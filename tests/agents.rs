@@ -353,3 +353,42 @@ fn status_and_label_are_set_by_the_agent_itself() {
     assert_eq!(stale.code(), "stale_session");
     assert_eq!(relay.get("/v1/agents/a", OPERATOR).body["status"], "busy");
 }
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let client = reqwest::blocking::Client::new();
+    let status_with = |authorization: String| {
+        client
+            .get(format!("{}/v1/agents/alice/inbox", relay.base))
+            .header("Authorization", authorization)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        assert_eq!(
+            status_with(format!("{scheme} {alice}")),
+            200,
+            "scheme {scheme} with the agent's token"
+        );
+        assert_eq!(
+            status_with(format!("{scheme} {OPERATOR}")),
+            200,
+            "scheme {scheme} with the operator's token"
+        );
+    }
+    assert_eq!(
+        status_with(format!("Basic {alice}")),
+        401,
+        "another scheme is no bearer token"
+    );
+    assert_eq!(
+        status_with(format!("bearer{alice}")),
+        401,
+        "the scheme ends at a space"
+    );
+}

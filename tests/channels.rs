@@ -759,6 +759,82 @@ fn spawn_request_becomes_a_spawn_message_to_the_orchestrator() {
 }
 
 #[test]
+fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel() {
+    let relay = Relay::start();
+    register_orchestrator(&relay);
+    let bob = relay.register(json!({"id": "bob"}));
+
+    for (card, field) in [
+        (
+            json!({"id": "bob", "kind": "orchestrator", "meta": {"orchestratorId": "devbox"}}),
+            "kind",
+        ),
+        (json!({"id": "bob", "meta": {"kind": "orchestrator"}}), "kind"),
+        (
+            json!({"id": "bob", "kind": "channel", "meta": {"provider": "custom", "accountId": "bob"}}),
+            "kind",
+        ),
+        (json!({"id": "bob", "kind": "user"}), "kind"),
+        (
+            json!({"id": "bob", "meta": {"orchestratorId": "devbox"}}),
+            "meta.orchestratorId",
+        ),
+    ] {
+        let refused = relay.post("/v1/agents", &bob, card.clone());
+        assert_eq!(
+            refused.status, 403,
+            "{card} is the operator's to give: {:?}",
+            refused.body
+        );
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(
+            says.contains(field) && says.contains("operator"),
+            "the refusal names {field}: {says}"
+        );
+    }
+    let card = relay.get("/v1/agents/bob", OPERATOR).body;
+    assert_eq!(card["kind"], "provider", "bob is unchanged: {card}");
+    assert_eq!(card["meta"], json!({}));
+}
+
+#[test]
+fn spawn_requests_reach_only_the_orchestrators_registered_agent() {
+    let relay = Relay::start();
+    let orchestrator = register_orchestrator(&relay);
+    let alice = relay.register(json!({"id": "alice"}));
+    // Even a card the operator wrote does not make an agent the orchestrator.
+    let lookalike = relay.register(
+        json!({"id": "lookalike", "kind": "orchestrator", "meta": {"orchestratorId": "devbox"}}),
+    );
+
+    let spawn = relay.post(
+        "/v1/orchestrators/devbox/spawn",
+        &alice,
+        json!({"provider": "claude", "prompt": "the secret is 42"}),
+    );
+    assert_eq!(spawn.status, 201, "{:?}", spawn.body);
+    let id = spawn.body["message"]["id"].as_i64().unwrap();
+
+    assert_eq!(
+        spawn.body["recipients"],
+        json!(["orchestrator-devbox"]),
+        "the delivery set is the registered agent alone"
+    );
+    assert_eq!(
+        relay.inbox_ids("orchestrator-devbox", &orchestrator, "?kind=spawn"),
+        vec![id]
+    );
+    assert!(
+        relay
+            .inbox_ids("lookalike", &lookalike, "?kind=spawn")
+            .is_empty(),
+        "an agent claiming the id in its meta reads no spawn request"
+    );
+    let read = relay.get(&format!("/v1/messages/{id}"), &lookalike);
+    assert_eq!(read.status, 403, "{:?}", read.body);
+}
+
+#[test]
 fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400() {
     let relay = Relay::start();
     let token = register_orchestrator(&relay);

@@ -386,6 +386,117 @@ fn illegal_status_changes_are_refused() {
     assert_eq!(event_kinds(&relay, id), ["created", "resolved"]);
 }
 
+// --- Who may change a task ---
+
+/// A task sent to two on-call agents, alice and bob; returns (relay, alice, bob, task, message).
+fn task_for_two() -> (Relay, String, String, i64, i64) {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice", "tags": ["oncall"]}));
+    let bob = relay.register(json!({"id": "bob", "tags": ["oncall"]}));
+    let mut event = build_failed("k");
+    event["target"] = json!("tag:oncall");
+    let reply = ingest(&relay, "ci", event);
+    assert_eq!(reply.status, 201, "ingest: {:?}", reply.body);
+    let id = reply.body["task"]["id"].as_i64().unwrap();
+    let message = reply.body["message"]["id"].as_i64().unwrap();
+    (relay, alice, bob, id, message)
+}
+
+fn set_status_as(relay: &Relay, token: &str, id: i64, status: &str) -> common::Reply {
+    relay.put(
+        &format!("/v1/tasks/{id}/status"),
+        token,
+        json!({"status": status}),
+    )
+}
+
+#[test]
+fn another_agent_cannot_resolve_or_dismiss_a_task_someone_else_holds() {
+    let (relay, alice, bob, id, message) = task_for_two();
+    let claim = relay.post(
+        &format!("/v1/messages/{message}/claim"),
+        &alice,
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(claim.status, 200, "alice claims: {:?}", claim.body);
+
+    for status in ["resolved", "dismissed"] {
+        let refused = set_status_as(&relay, &bob, id, status);
+        assert_eq!(
+            refused.status, 403,
+            "bob may not make alice's task {status}: {:?}",
+            refused.body
+        );
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(
+            says.contains("alice") && says.contains("operator"),
+            "the refusal says who may: {says}"
+        );
+    }
+    let held = task(&relay, id);
+    assert_eq!(held["status"], "claimed", "bob changed nothing: {held}");
+    assert_eq!(held["claimedBy"], "alice");
+
+    let resolved = set_status_as(&relay, &alice, id, "resolved");
+    assert_eq!(
+        resolved.status, 200,
+        "the holder resolves: {:?}",
+        resolved.body
+    );
+    assert_eq!(event_kinds(&relay, id), ["created", "claimed", "resolved"]);
+}
+
+#[test]
+fn an_agent_cannot_settle_an_open_task_nor_reopen_one() {
+    let (relay, alice, _bob, id, message) = task_for_two();
+
+    let open = set_status_as(&relay, &alice, id, "resolved");
+    assert_eq!(
+        open.status, 403,
+        "an open task is settled by the operator or after a claim: {:?}",
+        open.body
+    );
+    assert!(
+        open.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("claims its message {message}")),
+        "the refusal names the message to claim: {:?}",
+        open.body
+    );
+
+    assert_eq!(set_status(&relay, id, "dismissed").status, 200);
+    let reopen = set_status_as(&relay, &alice, id, "open");
+    assert_eq!(
+        reopen.status, 403,
+        "reopening is the operator's: {:?}",
+        reopen.body
+    );
+    assert_eq!(task(&relay, id)["status"], "dismissed");
+    assert_eq!(event_kinds(&relay, id), ["created", "dismissed"]);
+}
+
+#[test]
+fn a_holder_whose_lease_ran_out_may_no_longer_change_the_task() {
+    let (relay, alice, _bob, id, message) = task_for_two();
+    let claim = relay.post(
+        &format!("/v1/messages/{message}/claim"),
+        &alice,
+        json!({"agentId": "alice", "leaseMs": 5_000}),
+    );
+    assert_eq!(claim.status, 200, "claim: {:?}", claim.body);
+
+    relay.advance(10_000);
+    let late = set_status_as(&relay, &alice, id, "resolved");
+
+    assert_eq!(
+        late.status, 403,
+        "an expired lease is no authority: {:?}",
+        late.body
+    );
+    assert_eq!(task(&relay, id)["status"], "claimed", "nothing changed");
+}
+
 #[test]
 fn bad_severity_and_empty_title_are_refused_and_write_nothing() {
     let (relay, worker) = relay_with_worker();

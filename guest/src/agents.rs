@@ -13,7 +13,7 @@ use crate::bindings::agent_relay::relay::types::{
     RegisteredAgent, RelayError, SessionInput, StatusInput,
 };
 use crate::db::{self, Row};
-use crate::error::{conflict, invalid, not_found};
+use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_SHORT_TEXT};
 use crate::{params, settings};
 
@@ -260,11 +260,12 @@ pub fn register(
         )));
     }
     let existing = load(&id)?;
-    if existing.is_some() {
-        auth::act_as(caller, &id)?;
+    let identity = if existing.is_some() {
+        auth::act_as(caller, &id)?
     } else {
         auth::require_operator(caller)?;
-    }
+        Identity::Operator
+    };
 
     let name = match input.name.as_deref() {
         Some(name) => input::id("name", name)?.to_owned(),
@@ -291,6 +292,9 @@ pub fn register(
     let kind = input
         .kind
         .unwrap_or_else(|| infer_kind(&id, &tags, &capabilities, &meta));
+    if identity != Identity::Operator {
+        refuse_self_promotion(existing.as_ref(), kind, &meta)?;
+    }
     if matches!(kind, AgentKind::User | AgentKind::System) {
         return Err(invalid(
             "kind user and system are reserved for the built-in agents",
@@ -383,6 +387,44 @@ pub fn register(
         created: existing.is_none(),
         token,
     })
+}
+
+/// Kinds that carry authority (spawn requests, chat bridges, the built-ins); only the operator
+/// gives them.
+fn is_privileged(kind: AgentKind) -> bool {
+    matches!(
+        kind,
+        AgentKind::Orchestrator | AgentKind::Channel | AgentKind::System | AgentKind::User
+    )
+}
+
+/// An agent re-registering itself keeps the authority the operator gave it, and takes no more:
+/// no privileged kind and no `meta.orchestratorId` it does not already have (docs/security.md).
+fn refuse_self_promotion(
+    existing: Option<&AgentCard>,
+    kind: AgentKind,
+    meta: &Map<String, Json>,
+) -> Result<(), RelayError> {
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    if is_privileged(kind) && kind != existing.kind {
+        return Err(forbidden(format!(
+            "kind {} is given only by the operator; agent {} may not take it",
+            kind_name(kind),
+            existing.id
+        )));
+    }
+    let stored: Map<String, Json> = serde_json::from_str(&existing.meta.json).unwrap_or_default();
+    if let Some(wanted) = meta.get("orchestratorId")
+        && stored.get("orchestratorId") != Some(wanted)
+    {
+        return Err(forbidden(format!(
+            "meta.orchestratorId is set only by the operator; agent {} may not set it",
+            existing.id
+        )));
+    }
+    Ok(())
 }
 
 fn optional_text(
@@ -586,10 +628,10 @@ fn receives(id: &str, kind: AgentKind, status: AgentStatus) -> bool {
 }
 
 /// Every target string that reaches this agent, its own id first (SPEC 2).
-pub fn targets_reaching(agent: &AgentCard) -> Vec<String> {
+pub fn targets_reaching(agent: &AgentCard) -> Result<Vec<String>, RelayError> {
     let mut targets = vec![agent.id.clone()];
     if !joins_groups(agent) {
-        return targets;
+        return Ok(targets);
     }
     targets.push("broadcast".to_owned());
     if let Some(label) = &agent.label {
@@ -597,19 +639,30 @@ pub fn targets_reaching(agent: &AgentCard) -> Vec<String> {
     }
     targets.extend(agent.tags.iter().map(|t| format!("tag:{t}")));
     targets.extend(agent.capabilities.iter().map(|c| format!("cap:{c}")));
-    if let Some(orchestrator) = orchestrator_of(agent) {
+    for orchestrator in orchestrators_of(&agent.id)? {
         targets.push(format!("orchestrator:{orchestrator}"));
     }
-    targets
+    Ok(targets)
 }
 
-/// The orchestrator id an orchestrator's own agent (`orchestrator-ID`) stands for.
-pub fn orchestrator_of(agent: &AgentCard) -> Option<String> {
-    if agent.kind != AgentKind::Orchestrator {
-        return None;
-    }
-    let meta: Map<String, Json> = serde_json::from_str(&agent.meta.json).unwrap_or_default();
-    meta_str(&meta, "orchestratorId")
-        .map(str::to_owned)
-        .or_else(|| agent.id.strip_prefix("orchestrator-").map(str::to_owned))
+/// The orchestrators whose registered agent (`orchestrators.agent_id`) this is. Read from the
+/// orchestrators table only: an agent's card (kind, meta) is partly its own to write.
+fn orchestrators_of(agent_id: &str) -> Result<Vec<String>, RelayError> {
+    db::query(
+        "SELECT id FROM orchestrators WHERE agent_id = ? ORDER BY id",
+        &params![agent_id],
+    )?
+    .iter()
+    .map(|row| row.text("id"))
+    .collect()
+}
+
+/// The registered agent of orchestrator `orchestrator_id`, if that orchestrator exists.
+pub fn orchestrator_agent(orchestrator_id: &str) -> Result<Option<String>, RelayError> {
+    db::query_one(
+        "SELECT agent_id FROM orchestrators WHERE id = ?",
+        &params![orchestrator_id],
+    )?
+    .map(|row| row.text("agent_id"))
+    .transpose()
 }

@@ -68,24 +68,26 @@ impl Target {
 
     /// Whether this target reaches the agent's inbox, group membership included. An offline
     /// agent that polls still sees its groups' messages; the delivery set leaves it out.
-    pub fn reaches(&self, agent: &AgentCard) -> bool {
+    pub fn reaches(&self, agent: &AgentCard) -> Result<bool, RelayError> {
         match self {
-            Target::Agent(id) => *id == agent.id,
-            _ => agents::joins_groups(agent) && self.matches_group(agent),
+            Target::Agent(id) => Ok(*id == agent.id),
+            _ if !agents::joins_groups(agent) => Ok(false),
+            _ => self.matches_group(agent),
         }
     }
 
-    fn matches_group(&self, agent: &AgentCard) -> bool {
-        match self {
+    fn matches_group(&self, agent: &AgentCard) -> Result<bool, RelayError> {
+        Ok(match self {
             Target::Agent(_) => false,
             Target::Label(label) => agent.label.as_deref() == Some(label.as_str()),
             Target::Tag(tag) => agent.tags.contains(tag),
             Target::Capability(cap) => agent.capabilities.contains(cap),
             Target::Broadcast => true,
+            // Only the orchestrator's registered agent, never one that claims the id in its meta.
             Target::Orchestrator(id) => {
-                agents::orchestrator_of(agent).as_deref() == Some(id.as_str())
+                agents::orchestrator_agent(id)?.as_deref() == Some(agent.id.as_str())
             }
-        }
+        })
     }
 }
 
@@ -96,18 +98,24 @@ pub fn delivery_set(target: &Target) -> Result<Vec<String>, RelayError> {
     let candidates = match target {
         Target::Agent(id) => agents::load(id)?.into_iter().collect(),
         Target::Label(label) => agents::labelled(label)?,
+        Target::Orchestrator(id) => match agents::orchestrator_agent(id)? {
+            Some(agent_id) => agents::load(&agent_id)?.into_iter().collect(),
+            None => Vec::new(),
+        },
         _ => agents::all()?,
     };
-    Ok(delivery_among(target, candidates))
+    delivery_among(target, candidates)
 }
 
 /// The delivery set of a target among candidates already loaded.
-fn delivery_among(target: &Target, candidates: Vec<AgentCard>) -> Vec<String> {
-    candidates
-        .into_iter()
-        .filter(|agent| agents::receives_groups(agent) && target.reaches(agent))
-        .map(|agent| agent.id)
-        .collect()
+fn delivery_among(target: &Target, candidates: Vec<AgentCard>) -> Result<Vec<String>, RelayError> {
+    let mut set = Vec::new();
+    for agent in candidates {
+        if agents::receives_groups(&agent) && target.reaches(&agent)? {
+            set.push(agent.id);
+        }
+    }
+    Ok(set)
 }
 
 fn message_from_row(row: &Row) -> Result<Message, RelayError> {
@@ -304,10 +312,7 @@ fn check_target_exists(target: &Target, direct: Option<&Party>) -> Result<(), Re
             return Err(not_found(format!("target agent {id} is not registered")));
         }
         Target::Orchestrator(id) => {
-            let exists = agents::all()?
-                .iter()
-                .any(|a| agents::orchestrator_of(a).as_deref() == Some(id.as_str()));
-            if !exists {
+            if agents::orchestrator_agent(id)?.is_none() {
                 return Err(not_found(format!("orchestrator {id} is not registered")));
             }
         }
@@ -323,7 +328,10 @@ fn visible_to(identity: &Identity, message: &Message) -> Result<bool, RelayError
         Identity::Agent(id) if *id == message.from => Ok(true),
         Identity::Agent(id) => {
             let agent = agents::require(id)?;
-            Ok(Target::parse(&message.to).is_ok_and(|t| t.reaches(&agent)))
+            match Target::parse(&message.to) {
+                Ok(target) => target.reaches(&agent),
+                Err(_) => Ok(false),
+            }
         }
     }
 }
@@ -375,7 +383,7 @@ pub fn inbox(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let targets = agents::targets_reaching(&agent);
+    let targets = agents::targets_reaching(&agent)?;
     let placeholders = vec!["?"; targets.len()].join(", ");
     let mut sql = format!(
         "{MESSAGE_SELECT} WHERE m.to_target IN ({placeholders})
@@ -416,7 +424,10 @@ pub fn inbox(
 /// Loads a message on behalf of an acting agent, refusing agents it does not reach.
 pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
     let message = load(id)?;
-    let reaches = Target::parse(&message.to).is_ok_and(|t| t.reaches(agent));
+    let reaches = match Target::parse(&message.to) {
+        Ok(target) => target.reaches(agent)?,
+        Err(_) => false,
+    };
     if !reaches && message.from != agent.id {
         return Err(forbidden(format!(
             "message {id} is not addressed to agent {}",

@@ -170,8 +170,10 @@ pub fn register(
 
     let mut agent_meta = Map::new();
     agent_meta.insert("orchestratorId".to_owned(), Json::from(id.as_str()));
+    // Authorised above; the orchestrator's own agent gets its kind and id from this record,
+    // which only the operator creates, so it registers with the operator's authority.
     let agent = agents::register(
-        caller,
+        &Caller::Operator,
         RegisterAgentInput {
             id: agent_id.clone(),
             name: Some(format!("Orchestrator ({hostname})")),

@@ -16,7 +16,7 @@ use crate::bindings::agent_relay::relay::task_types::{
 use crate::bindings::agent_relay::relay::types::{Caller, Message, RelayError, SendMessageInput};
 use crate::bindings::exports::agent_relay::relay::{task_commands, task_queries};
 use crate::db::{self, Row};
-use crate::error::{conflict, invalid, not_found};
+use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::messages::{self, Target};
 use crate::{Outcome, Relay, agents, now_ms, params, webhooks};
@@ -472,14 +472,12 @@ pub fn set_status(
     input: &TaskStatusInput,
     now: i64,
 ) -> Result<Task, RelayError> {
-    let actor = match auth::identify(caller)? {
-        Identity::Operator => "operator".to_owned(),
-        Identity::Agent(id) => id,
-    };
+    let identity = auth::identify(caller)?;
     if let Some(note) = &input.note {
         input::text("note", note, MAX_SHORT_TEXT)?;
     }
     let task = require(task_id)?;
+    let actor = authorise_change(&identity, &task, input.status, now)?;
     let from = task.status;
     let (kind, legal) = match input.status {
         TaskStatus::Claimed => {
@@ -529,6 +527,47 @@ pub fn set_status(
     }
     record(task_id, kind, &actor, &Json::Object(data), now)?;
     require(task_id)
+}
+
+/// Who may change a task's status (docs/security.md): the operator always; an agent only while
+/// it holds the task's live claim, and never to reopen it. An open task is taken by claiming its
+/// message first, so no agent can settle work it does not hold. Returns the actor recorded.
+fn authorise_change(
+    identity: &Identity,
+    task: &Task,
+    to: TaskStatus,
+    now: i64,
+) -> Result<String, RelayError> {
+    let agent = match identity {
+        Identity::Operator => return Ok("operator".to_owned()),
+        Identity::Agent(agent) => agent,
+    };
+    let live_holder = match (task.status, &task.claimed_by, task.claim_expires_at) {
+        (TaskStatus::Claimed, Some(holder), Some(expires)) if expires > now => Some(holder),
+        _ => None,
+    };
+    let refusal = match live_holder {
+        _ if to == TaskStatus::Open => format!(
+            "only the operator may reopen task {}; agent {agent} may not",
+            task.id
+        ),
+        Some(holder) if holder == agent => return Ok(agent.clone()),
+        Some(holder) => format!(
+            "task {} is claimed by {holder}; only {holder} or the operator may change it",
+            task.id
+        ),
+        None if matches!(task.status, TaskStatus::Resolved | TaskStatus::Dismissed) => format!(
+            "task {} is {}; only the operator may change it",
+            task.id,
+            status_name(task.status)
+        ),
+        None => format!(
+            "task {} is held by no agent; only the operator may change it (an agent claims its \
+             message {} first, then changes it as its holder)",
+            task.id, task.message_id
+        ),
+    };
+    Err(forbidden(refusal))
 }
 
 /// The task a message stands for: the one whose current message it is.

@@ -120,9 +120,7 @@ impl App {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty());
+            .and_then(bearer_token);
         match bearer {
             Some(token) if self.operator.matches(token) => {
                 Val::Variant("operator".to_owned(), None)
@@ -250,6 +248,14 @@ const GATHER_POLL: Duration = Duration::from_micros(50);
 /// to a batch that stays open while more calls are queued; when the queue runs dry (or the batch
 /// is full) the batch is committed once and every call in it is answered. Fewer thread hand-offs
 /// and one fsync per batch.
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 fn write_lane(lane: &Weak<App>, queue: &mpsc::Receiver<WriteJob>, arriving: &AtomicUsize) {
     let mut unsettled: Vec<Unsettled> = Vec::new();
     // When the queue ran dry with calls waiting for their commit.

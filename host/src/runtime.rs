@@ -514,11 +514,21 @@ fn load_component(engine: &Engine) -> anyhow::Result<Component> {
     let component = compile()?;
     if let Ok(bytes) = component.serialize() {
         let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&temporary, bytes).is_ok() {
+        if write_private(&temporary, &bytes).is_ok() {
             let _ = std::fs::rename(&temporary, &path);
         }
     }
     Ok(component)
+}
+
+/// Writes a new owner-only file whatever the umask: compiled native code is nobody else's.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
 
 /// `~/.cache/agent-relay/relay-<component hash>-once-<engine hash>.cwasm`, in an owner-only

@@ -128,6 +128,7 @@ impl Sqlite {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        create_private(path)?;
         // Nothing is written here: an older database must stay as it is until it is backed up.
         let writer = open_connection(path, &options, Role::Writer)?;
         writer
@@ -188,6 +189,7 @@ impl Sqlite {
     /// # Errors
     /// The copy could not be written.
     pub fn backup_to(&self, target: &Path) -> anyhow::Result<()> {
+        create_private(target)?;
         self.writer.exclusive(|conn| {
             let mut copy = Connection::open(target)
                 .with_context(|| format!("creating {}", target.display()))?;
@@ -204,6 +206,24 @@ impl Sqlite {
             None => open_connection(&self.path, &self.options, Role::Reader)
                 .map_err(|e| StoreError::Other(format!("{e:#}"))),
         }
+    }
+}
+
+/// Creates `path` empty and owner-only when it does not exist, whatever the umask, so the
+/// database (and its `-wal` and `-shm`, which SQLite creates with the database's mode) and backups
+/// are readable by their owner alone. An existing file keeps its mode.
+///
+/// # Errors
+/// The file cannot be created.
+pub fn create_private(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("creating {}", path.display())),
     }
 }
 

@@ -52,8 +52,24 @@ impl Relay {
 
     /// Starts a server on the database `relay.db` in `dir` (which may already hold data).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Relay {
+        Self::launch(dir, extra, Command::new(binary()))
+    }
+
+    /// Starts a server on a fresh database under this umask (octal, e.g. `000`), with its
+    /// component cache in `cache_home` (as `XDG_CACHE_HOME`).
+    pub fn start_under_umask(umask: &str, cache_home: &Path) -> Relay {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "umask \"$0\" && exec \"$@\"", umask])
+            .arg(binary())
+            .env("XDG_CACHE_HOME", cache_home)
+            .env_remove("RELAY_COMPONENT_CACHE");
+        Self::launch(tempfile::tempdir().unwrap(), &[], command)
+    }
+
+    fn launch(dir: tempfile::TempDir, extra: &[&str], mut command: Command) -> Relay {
         let db = dir.path().join("relay.db");
-        let mut child = Command::new(binary())
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--test-clock", "--db"])
             .arg(&db)
             .args(extra)
