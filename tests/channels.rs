@@ -769,7 +769,10 @@ fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel() {
             json!({"id": "bob", "kind": "orchestrator", "meta": {"orchestratorId": "devbox"}}),
             "kind",
         ),
-        (json!({"id": "bob", "meta": {"kind": "orchestrator"}}), "kind"),
+        (
+            json!({"id": "bob", "meta": {"kind": "orchestrator"}}),
+            "kind",
+        ),
         (
             json!({"id": "bob", "kind": "channel", "meta": {"provider": "custom", "accountId": "bob"}}),
             "kind",
