@@ -311,10 +311,8 @@ fn check_target_exists(target: &Target, direct: Option<&Party>) -> Result<(), Re
         Target::Agent(id) if direct.is_none() => {
             return Err(not_found(format!("target agent {id} is not registered")));
         }
-        Target::Orchestrator(id) => {
-            if agents::orchestrator_agent(id)?.is_none() {
-                return Err(not_found(format!("orchestrator {id} is not registered")));
-            }
+        Target::Orchestrator(id) if agents::orchestrator_agent(id)?.is_none() => {
+            return Err(not_found(format!("orchestrator {id} is not registered")));
         }
         _ => {}
     }
