@@ -12,6 +12,8 @@ use crate::bindings::agent_relay::relay::types::{
     AgentCard, AgentKind, AgentQuery, AgentStatus, Caller, Deleted, LabelInput, RegisterAgentInput,
     RegisteredAgent, RelayError, SessionInput, StatusInput,
 };
+// The WIT record `identity`, beside the guest's own `auth::Identity`.
+use crate::bindings::agent_relay::relay::types::Identity as WhoAmI;
 use crate::db::{self, Row};
 use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_SHORT_TEXT};
@@ -157,6 +159,20 @@ pub fn all() -> Result<Vec<AgentCard>, RelayError> {
 pub fn get(caller: &Caller, id: &str) -> Result<AgentCard, RelayError> {
     auth::identify(caller)?;
     require(id)
+}
+
+/// The caller's own identity: the operator, or the card of the agent that owns the token.
+pub fn whoami(caller: &Caller) -> Result<WhoAmI, RelayError> {
+    Ok(match auth::identify(caller)? {
+        Identity::Operator => WhoAmI {
+            operator: true,
+            agent: None,
+        },
+        Identity::Agent(id) => WhoAmI {
+            operator: false,
+            agent: Some(require(&id)?),
+        },
+    })
 }
 
 pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, RelayError> {

@@ -35,9 +35,9 @@ mod upgrade;
 mod webhooks;
 
 use bindings::agent_relay::relay::types::{
-    AgentCard, AgentQuery, Caller, ClaimInput, Deleted, LabelInput, Message, PollQuery, ReapReport,
-    RegisterAgentInput, RegisteredAgent, RelayError, SchemaReport, SendMessageInput, SentMessage,
-    SessionInput, StatusInput,
+    AgentCard, AgentQuery, Caller, ClaimInput, Deleted, Identity, LabelInput, Message, PollQuery,
+    ReapReport, RegisterAgentInput, RegisteredAgent, RelayError, SchemaReport, SendMessageInput,
+    SentMessage, SessionInput, StatusInput,
 };
 use bindings::exports::agent_relay::relay::{commands, queries};
 
@@ -56,6 +56,10 @@ fn now_ms() -> i64 {
 }
 
 impl queries::Guest for Relay {
+    fn whoami(caller: Caller) -> Outcome<Identity> {
+        agents::whoami(&caller)
+    }
+
     fn get_agent(caller: Caller, agent_id: String) -> Outcome<AgentCard> {
         agents::get(&caller, &agent_id)
     }

@@ -1,4 +1,5 @@
-//! The `agent-relay` command line: `serve`, `call`, `migrate`, `wit`, `component`.
+//! The `agent-relay` command line: `serve`, `call`, `migrate`, `wit`, `component`, and the agent
+//! verbs over HTTP (`crate::client`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,8 @@ use crate::token;
     version,
     about = "The relay through which coding agents, their humans, chat bridges and orchestrators \
              exchange messages and hand out work with leases.",
-    long_about = None
+    long_about = None,
+    after_help = crate::client::EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,6 +59,8 @@ enum Command {
     /// `agent-relay component --out relay.wasm`; `--signatures` writes the exports' parameter and
     /// result types as JSON instead (what a host in another language needs for a JSON bridge).
     Component(ComponentArgs),
+    #[command(flatten)]
+    Agent(crate::client::Verb),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +161,13 @@ struct CallArgs {
     export: Option<String>,
     /// Its arguments as a JSON object (default `{}`).
     args: Option<String>,
+    /// Call through the relay running at this address instead of opening the file (its writes
+    /// then wake that relay's waiters), e.g. `--url http://127.0.0.1:8787`.
+    #[arg(long, conflicts_with = "list")]
+    url: Option<String>,
+    /// With --url: the token to call with (the operator's, or an agent's).
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, requires = "url")]
+    token: Option<String>,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -192,6 +203,7 @@ pub fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Component(args) => component(&args),
+        Command::Agent(verb) => Ok(crate::client::run(verb)),
     };
     result.unwrap_or_else(|error| {
         eprintln!("agent-relay: {error:#}");
@@ -252,6 +264,16 @@ fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = args.url {
+        let parsed: Json = serde_json::from_str(args.args.as_deref().unwrap_or("{}"))
+            .context("ARGS is not valid JSON")?;
+        let connection = crate::client::Connection {
+            url,
+            token: args.token,
+            json: true,
+        };
+        return crate::client::call_remote(&connection, &args.export.unwrap_or_default(), &parsed);
+    }
     let relay = open(&args.db, Clock::default())?;
     if args.list {
         for export in relay.exports() {

@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod bridge;
 pub mod cli;
+pub mod client;
 pub mod embed;
 pub mod http;
 pub mod openapi;

@@ -93,6 +93,7 @@ pub const ROUTES: &[Route] = &[
     // Agents
     creating("POST", "/v1/agents", "register-agent"),
     route("GET", "/v1/agents", "list-agents"),
+    route("GET", "/v1/whoami", "whoami"),
     route("GET", "/v1/agents/{agentId}", "get-agent"),
     route("DELETE", "/v1/agents/{agentId}", "delete-agent"),
     route("POST", "/v1/agents/{agentId}/token", "issue-token"),

@@ -1,0 +1,187 @@
+//! Claude Code hooks, so an agent in a Claude Code session never misses a message.
+//!
+//! - `hook claude-prompt` (event `UserPromptSubmit`): the agent's unread messages become
+//!   `hookSpecificOutput.additionalContext` of the prompt. Nothing is marked read: the agent
+//!   marks what it handled with `agent-relay read`.
+//! - `hook claude-stop` (event `Stop`): while unread messages wait, answers
+//!   `{"decision": "block", "reason": ...}` so the agent reads them before it stops; when the
+//!   input says `stop_hook_active` (Claude is already continuing because of a Stop hook) it says
+//!   nothing, so it can never hold a session in a loop.
+//!
+//! Both read the hook's JSON from standard input. A hook must never break the agent's session:
+//! whatever goes wrong (no relay, no token, a bad answer) they print nothing on stdout, one line
+//! on stderr, and exit 0, within the time budget below.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value as Json, json};
+
+use super::relay::{Relay, segment};
+use super::{Acting, Failure, view};
+
+/// The longest one request of a hook may take; a hook makes at most two.
+const REQUEST_BUDGET: Duration = Duration::from_millis(800);
+
+/// At most this many messages go into the context.
+const MAX_MESSAGES: usize = 20;
+
+/// A body longer than this many characters is cut.
+const MAX_BODY_CHARS: usize = 2000;
+
+/// The longest hook input read (Claude Code sends a few hundred bytes).
+const MAX_INPUT_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// For `UserPromptSubmit`: print the agent's unread messages as additional context.
+    ClaudePrompt(HookArgs),
+    /// For `Stop`: keep the agent from stopping while unread messages wait.
+    ClaudeStop(HookArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    #[command(flatten)]
+    pub acting: Acting,
+}
+
+/// Runs a hook; it always exits 0.
+pub fn run(command: &HookCommand) -> ExitCode {
+    let input = hook_input();
+    let (name, answer) = match command {
+        HookCommand::ClaudePrompt(args) => ("claude-prompt", prompt(&args.acting)),
+        HookCommand::ClaudeStop(args) => ("claude-stop", stop(&args.acting, &input)),
+    };
+    match answer {
+        Ok(Some(output)) => println!("{output}"),
+        Ok(None) => {}
+        Err(failure) => eprintln!("agent-relay hook {name}: {}", failure.message),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The hook's JSON from standard input; `{}` when it is absent or not JSON.
+fn hook_input() -> Json {
+    let mut text = String::new();
+    let stdin = std::io::stdin();
+    if std::io::IsTerminal::is_terminal(&stdin) {
+        return json!({});
+    }
+    let _ = stdin.take(MAX_INPUT_BYTES).read_to_string(&mut text);
+    serde_json::from_str(&text).unwrap_or_else(|_| json!({}))
+}
+
+fn prompt(acting: &Acting) -> Result<Option<Json>, Failure> {
+    let Some(context) = unread_context(acting)? else {
+        return Ok(None);
+    };
+    Ok(Some(json!({
+        "hookSpecificOutput": {
+            "hookEventName": "UserPromptSubmit",
+            "additionalContext": context,
+        }
+    })))
+}
+
+fn stop(acting: &Acting, input: &Json) -> Result<Option<Json>, Failure> {
+    if input["stop_hook_active"].as_bool().unwrap_or(false) {
+        return Ok(None);
+    }
+    let Some(context) = unread_context(acting)? else {
+        return Ok(None);
+    };
+    Ok(Some(json!({"decision": "block", "reason": context})))
+}
+
+/// The agent's unread messages as text for Claude, or `None` when there are none.
+fn unread_context(acting: &Acting) -> Result<Option<String>, Failure> {
+    let relay = Relay::with_timeout(&acting.connection, REQUEST_BUDGET)?;
+    let agent = relay.agent(acting)?;
+    // One more than shown, to know whether there are more.
+    let query = [
+        ("unread", "true".to_owned()),
+        ("limit", (MAX_MESSAGES + 1).to_string()),
+    ];
+    let inbox = relay
+        .get(&format!("/v1/agents/{}/inbox", segment(&agent)), &query)?
+        .body;
+    let messages = inbox.as_array().map_or(&[][..], Vec::as_slice);
+    Ok((!messages.is_empty()).then(|| context(&agent, messages, view::now_ms())))
+}
+
+/// The text Claude sees: what waits, what to do with it, then each message with its id.
+fn context(agent: &str, messages: &[Json], now: i64) -> String {
+    let shown = &messages[..messages.len().min(MAX_MESSAGES)];
+    let count = if messages.len() > MAX_MESSAGES {
+        format!("more than {MAX_MESSAGES} unread relay messages")
+    } else if shown.len() == 1 {
+        "1 unread relay message".to_owned()
+    } else {
+        format!("{} unread relay messages", shown.len())
+    };
+    let mut out = format!(
+        "agent-relay: {count} for {agent} (oldest first). They stay unread until marked: \
+         `agent-relay read ID...` once handled; answer with `agent-relay send TO BODY --reply-to ID`; \
+         take claimable work with `agent-relay claim ID` and finish it with `agent-relay complete ID`.\n"
+    );
+    for message in shown {
+        out.push('\n');
+        out.push_str(&entry(message, now));
+    }
+    if messages.len() > MAX_MESSAGES {
+        out.push_str("\n(more are waiting: `agent-relay inbox --unread` lists them)\n");
+    }
+    out
+}
+
+/// One message: id, sender, age, kind, claim state, subject, and the body cut to its budget.
+fn entry(message: &Json, now: i64) -> String {
+    let mut out = format!(
+        "#{} from {} to {} · {} ago · {}",
+        message["id"],
+        message["from"].as_str().unwrap_or("?"),
+        message["to"].as_str().unwrap_or("?"),
+        view::age(message["createdAt"].as_i64().unwrap_or(now), now),
+        message["kind"].as_str().unwrap_or("chat"),
+    );
+    if let Some(reply_to) = message["replyTo"].as_i64() {
+        out.push_str(&format!(" · reply to #{reply_to}"));
+    }
+    let state = view::claim_state(message, now);
+    if state != "-" {
+        out.push_str(&format!(" · {state}"));
+    }
+    out.push('\n');
+    if let Some(subject) = message["subject"].as_str().filter(|s| !s.is_empty()) {
+        out.push_str(&format!("Subject: {subject}\n"));
+    }
+    let body = message["body"].as_str().unwrap_or("");
+    out.push_str(&view::cut(body, MAX_BODY_CHARS));
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_shows_at_most_twenty_messages_with_their_ids_and_cut_bodies() {
+        let long = "x".repeat(5000);
+        let messages: Vec<Json> = (1..=25)
+            .map(|id| json!({"id": id, "from": "bob", "to": "alice", "kind": "chat", "body": long, "createdAt": 0}))
+            .collect();
+        let text = context("alice", &messages, 0);
+        assert!(text.starts_with("agent-relay: more than 20 unread relay messages for alice"));
+        assert!(text.contains("#20 from bob"));
+        assert!(!text.contains("#21 from bob"), "only 20 messages are shown");
+        let longest = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert_eq!(
+            longest, MAX_BODY_CHARS,
+            "bodies are cut at 2,000 characters"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! The agent's command line: verbs in the relay's own words (`send`, `inbox`, `claim`,
+//! `complete`, ...) that talk to a running relay over HTTP as the agent whose token they hold,
+//! and the Claude Code hooks built on them.
+//!
+//! Every verb is the same three steps: find who acts (the token's owner, or `--as` with the
+//! operator token), make one request, render the answer for people or as JSON (`--json`). The
+//! relay decides everything; this side only maps its answers to exit codes a script can branch on.
+
+mod agents;
+mod call;
+mod claims;
+mod hooks;
+mod messages;
+mod relay;
+mod tasks;
+mod view;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value as Json;
+
+pub use call::call_remote;
+pub use relay::Relay;
+
+/// The relay a verb talks to when neither `--url` nor `RELAY_URL` says otherwise.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";
+
+/// The exit codes, as `--help` shows them.
+pub const EXIT_CODES: &str = "Exit codes: 0 done, 1 error, 2 usage (bad option or argument, \
+missing token), 3 conflict (already claimed, stale session, wrong state), 4 not found, \
+5 nothing available (claim without an id, inbox --wait found nothing).";
+
+/// How a verb ended, as its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Done = 0,
+    Error = 1,
+    Usage = 2,
+    Conflict = 3,
+    NotFound = 4,
+    Nothing = 5,
+}
+
+impl Exit {
+    /// The error code `--json` prints for a failure the relay did not describe itself.
+    fn code(self) -> &'static str {
+        match self {
+            Exit::Done => "done",
+            Exit::Error => "error",
+            Exit::Usage => "usage",
+            Exit::Conflict => "conflict",
+            Exit::NotFound => "not_found",
+            Exit::Nothing => "nothing_available",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// A verb that did not get done: what to tell the user, and the exit code.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+    /// The relay's error document, when the relay answered with one.
+    pub body: Option<Json>,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+            body: None,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
+    }
+}
+
+/// Where the relay is and which credentials to show it.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The relay's address.
+    #[arg(long, env = "RELAY_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// The agent's token (or the operator's).
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print one JSON document instead of the view for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The connection of a verb that acts as an agent.
+#[derive(Debug, Clone, Args)]
+pub struct Acting {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Act as this agent; only the operator token may act for others.
+    #[arg(long = "as", value_name = "AGENT")]
+    pub agent: Option<String>,
+}
+
+/// The agent verbs and hooks, flattened into the binary's command list.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Show whose token this is: the agent's card, or the operator.
+    #[command(after_help = EXIT_CODES)]
+    Whoami(agents::WhoamiArgs),
+    /// List agents (id, kind, status, label, last seen).
+    #[command(after_help = EXIT_CODES)]
+    Agents(agents::AgentsArgs),
+    /// Send a message to an agent or a group (`label:L`, `tag:T`, `cap:C`, `broadcast`).
+    #[command(after_help = EXIT_CODES)]
+    Send(messages::SendArgs),
+    /// The messages for this agent, oldest first (nothing is marked read).
+    #[command(after_help = EXIT_CODES)]
+    Inbox(messages::InboxArgs),
+    /// Mark messages read (one receipt per message for this agent).
+    #[command(after_help = EXIT_CODES)]
+    Read(messages::ReadArgs),
+    /// Show a whole thread, in order.
+    #[command(after_help = EXIT_CODES)]
+    Thread(messages::ThreadArgs),
+    /// Claim a message (take its lease); without an id, take the next job in the inbox.
+    #[command(after_help = EXIT_CODES)]
+    Claim(claims::ClaimArgs),
+    /// Extend the lease of a message this agent holds.
+    #[command(after_help = EXIT_CODES)]
+    Renew(claims::RenewArgs),
+    /// Give a claimed message back, so another agent may take it.
+    #[command(after_help = EXIT_CODES)]
+    Release(claims::ReleaseArgs),
+    /// Finish a claimed message (it is never offered again), with an optional result.
+    #[command(after_help = EXIT_CODES)]
+    Complete(claims::CompleteArgs),
+    /// List tasks (from integrations: CI, error trackers, monitors), most recently changed first.
+    #[command(after_help = EXIT_CODES)]
+    Tasks(tasks::TasksArgs),
+    /// Resolve or dismiss a task.
+    #[command(after_help = EXIT_CODES)]
+    Task(tasks::TaskArgs),
+    /// Operator: add an agent and hand out its token, issue a new token, remove an agent.
+    #[command(subcommand)]
+    Agent(agents::AgentCommand),
+    /// Claude Code hooks: unread messages as prompt context, and no stopping while they wait.
+    #[command(subcommand)]
+    Hook(hooks::HookCommand),
+}
+
+/// Runs one verb and turns how it ended into the exit code.
+pub fn run(verb: Verb) -> ExitCode {
+    let (json, result) = match &verb {
+        Verb::Hook(command) => return hooks::run(command),
+        Verb::Whoami(args) => (args.connection.json, agents::whoami(args)),
+        Verb::Agents(args) => (args.connection.json, agents::list(args)),
+        Verb::Send(args) => (args.acting.connection.json, messages::send(args)),
+        Verb::Inbox(args) => (args.acting.connection.json, messages::inbox(args)),
+        Verb::Read(args) => (args.acting.connection.json, messages::read(args)),
+        Verb::Thread(args) => (args.connection.json, messages::thread(args)),
+        Verb::Claim(args) => (args.acting.connection.json, claims::claim(args)),
+        Verb::Renew(args) => (args.acting.connection.json, claims::renew(args)),
+        Verb::Release(args) => (args.acting.connection.json, claims::release(args)),
+        Verb::Complete(args) => (args.acting.connection.json, claims::complete(args)),
+        Verb::Tasks(args) => (args.connection.json, tasks::list(args)),
+        Verb::Task(args) => (args.connection.json, tasks::change(args)),
+        Verb::Agent(command) => (command.connection().json, agents::operate(command)),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            if json {
+                let body = failure.body.clone().unwrap_or_else(|| {
+                    serde_json::json!({"error": {"code": failure.exit.code(), "message": failure.message}})
+                });
+                println!("{body}");
+            }
+            eprintln!("agent-relay: {}", failure.message);
+            failure.exit.into()
+        }
+    }
+}
+
+/// What a verb returns: how it ended, or why it did not get done.
+pub type Outcome = Result<Exit, Failure>;
+
+/// Prints `value` as JSON, or the view for people.
+fn emit(connection: &Connection, value: &Json, view: impl FnOnce(&Json) -> String) {
+    if connection.json {
+        println!("{value}");
+    } else {
+        let text = view(value);
+        if !text.is_empty() {
+            println!("{}", text.trim_end_matches('\n'));
+        }
+    }
+}
+
+/// Parses a duration: `30s`, `10m`, `1h`, `500ms`, or plain seconds.
+///
+/// # Errors
+/// Text that is not a positive number with one of those units.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text} is not a duration: use 30s, 10m or 1h")),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| format!("{text} is not a duration: use 30s, 10m or 1h"))
+}
+
+/// Parses a free JSON object given on the command line (`--payload`, `--result`).
+fn parse_object(flag: &str, text: &str) -> Result<Json, Failure> {
+    match serde_json::from_str::<Json>(text) {
+        Ok(value @ Json::Object(_)) => Ok(value),
+        Ok(_) => Err(Failure::usage(format!("{flag} must be a JSON object"))),
+        Err(error) => Err(Failure::usage(format!("{flag} is not valid JSON: {error}"))),
+    }
+}
+
+/// A duration in whole milliseconds, as the relay's `leaseMs` wants it.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

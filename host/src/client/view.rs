@@ -1,0 +1,271 @@
+//! The views for people: tables of messages, agents and tasks, and a message in full.
+
+use std::fmt::Write as _;
+
+use serde_json::Value as Json;
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How long ago `at` was, shortly: `12s`, `4m`, `3h`, `2d`.
+pub fn age(at: i64, now: i64) -> String {
+    span((now - at).max(0))
+}
+
+/// A span of milliseconds, shortly.
+pub fn span(ms: i64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+fn text<'a>(value: &'a Json, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or("")
+}
+
+fn id(value: &Json) -> String {
+    value["id"]
+        .as_i64()
+        .map_or_else(String::new, |id| id.to_string())
+}
+
+/// The subject, or else the body's first line, cut to `width` characters.
+pub fn headline(message: &Json, width: usize) -> String {
+    let line = message["subject"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| text(message, "body").lines().next().unwrap_or(""));
+    cut(line, width)
+}
+
+/// `text` cut to `width` characters, marked with `…` when cut.
+pub fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// A message's claim state: `-`, `claimable`, `claimed by X (4m left)`, `lease expired`.
+pub fn claim_state(message: &Json, now: i64) -> String {
+    if !message["claimable"].as_bool().unwrap_or(false) {
+        return "-".to_owned();
+    }
+    match message["claimedBy"].as_str() {
+        None => "claimable".to_owned(),
+        Some(holder) => match message["claimExpiresAt"].as_i64() {
+            Some(until) if until > now => {
+                format!("claimed by {holder} ({} left)", span(until - now))
+            }
+            _ => format!("claimed by {holder} (lease over)"),
+        },
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                let _ = write!(out, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A list of messages as a table: id, from, to, age, kind, claim state, subject or first line.
+pub fn messages(list: &Json, empty: &str) -> String {
+    let Some(items) = list.as_array().filter(|items| !items.is_empty()) else {
+        return empty.to_owned();
+    };
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|m| {
+            vec![
+                id(m),
+                text(m, "from").to_owned(),
+                text(m, "to").to_owned(),
+                age(m["createdAt"].as_i64().unwrap_or(now), now),
+                text(m, "kind").to_owned(),
+                claim_state(m, now),
+                headline(m, 60),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "FROM", "TO", "AGE", "KIND", "CLAIM", "SUBJECT"],
+        &rows,
+    )
+}
+
+/// One message in full: a header line, the subject, the body, and where it stands.
+pub fn message(message: &Json) -> String {
+    let now = now_ms();
+    let mut out = format!(
+        "#{} {} -> {} · {} ago · {}",
+        id(message),
+        text(message, "from"),
+        text(message, "to"),
+        age(message["createdAt"].as_i64().unwrap_or(now), now),
+        text(message, "kind"),
+    );
+    if let Some(reply_to) = message["replyTo"].as_i64() {
+        let _ = write!(out, " · reply to #{reply_to}");
+    }
+    let state = claim_state(message, now);
+    if state != "-" {
+        let _ = write!(out, " · {state}");
+    }
+    out.push('\n');
+    if let Some(subject) = message["subject"].as_str().filter(|s| !s.is_empty()) {
+        let _ = writeln!(out, "Subject: {subject}");
+    }
+    for line in text(message, "body").lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    if message["payload"]
+        .as_object()
+        .is_some_and(|p| !p.is_empty())
+    {
+        let _ = writeln!(out, "  payload: {}", message["payload"]);
+    }
+    out
+}
+
+/// Agents as a table: id, kind, status, label, tags, last seen.
+pub fn agents(list: &[Json]) -> String {
+    if list.is_empty() {
+        return "no agents".to_owned();
+    }
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            let tags: Vec<&str> = a["tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default();
+            vec![
+                text(a, "id").to_owned(),
+                text(a, "kind").to_owned(),
+                text(a, "status").to_owned(),
+                a["label"].as_str().unwrap_or("-").to_owned(),
+                tags.join(","),
+                format!("{} ago", age(a["lastSeen"].as_i64().unwrap_or(now), now)),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "KIND", "STATUS", "LABEL", "TAGS", "LAST SEEN"],
+        &rows,
+    )
+}
+
+/// One agent's card, shortly.
+pub fn agent(card: &Json) -> String {
+    let mut out = format!(
+        "{} ({}, {})",
+        text(card, "id"),
+        text(card, "kind"),
+        text(card, "status")
+    );
+    if let Some(label) = card["label"].as_str() {
+        let _ = write!(out, " · label {label}");
+    }
+    if let Some(tags) = card["tags"].as_array().filter(|t| !t.is_empty()) {
+        let tags: Vec<&str> = tags.iter().filter_map(Json::as_str).collect();
+        let _ = write!(out, " · tags {}", tags.join(","));
+    }
+    out
+}
+
+/// Tasks as a table: id, status, severity, source, age, claimed by, title.
+pub fn tasks(list: &Json) -> String {
+    let Some(items) = list.as_array().filter(|items| !items.is_empty()) else {
+        return "no tasks".to_owned();
+    };
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|t| {
+            vec![
+                id(t),
+                text(t, "status").to_owned(),
+                text(t, "severity").to_owned(),
+                text(t, "source").to_owned(),
+                age(t["updatedAt"].as_i64().unwrap_or(now), now),
+                t["claimedBy"].as_str().unwrap_or("-").to_owned(),
+                cut(text(t, "title"), 60),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "SEVERITY",
+            "SOURCE",
+            "AGE",
+            "CLAIMED BY",
+            "TITLE",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_line_up_their_columns() {
+        let out = table(
+            &["ID", "FROM", "SUBJECT"],
+            &[vec!["7".into(), "alice".into(), "hi".into()]],
+        );
+        assert_eq!(out, "ID  FROM   SUBJECT\n7   alice  hi\n");
+    }
+
+    #[test]
+    fn claim_state_names_the_holder_and_the_time_left() {
+        let open = json!({"claimable": true});
+        assert_eq!(claim_state(&open, 0), "claimable");
+        let held = json!({"claimable": true, "claimedBy": "bob", "claimExpiresAt": 300_000});
+        assert_eq!(claim_state(&held, 60_000), "claimed by bob (4m left)");
+        assert_eq!(claim_state(&json!({"claimable": false}), 0), "-");
+    }
+
+    #[test]
+    fn headlines_prefer_the_subject_and_cut_long_lines() {
+        let m = json!({"subject": null, "body": "first line\nsecond"});
+        assert_eq!(headline(&m, 60), "first line");
+        assert_eq!(headline(&json!({"body": "abcdef"}), 4), "abc…");
+    }
+}
