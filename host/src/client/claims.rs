@@ -64,10 +64,17 @@ fn lease_input(agent: &str, lease: Option<Duration>) -> Json {
 pub fn claim(args: &ClaimArgs) -> Outcome {
     let relay = Relay::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
-    let input = lease_input(&agent, args.lease);
     let answer = match args.id {
-        Some(id) => relay.post(&format!("/v1/messages/{id}/claim"), &input)?,
+        Some(id) => relay.post(
+            &format!("/v1/messages/{id}/claim"),
+            &lease_input(&agent, args.lease),
+        )?,
         None => {
+            // The agent is the path's; the body carries only the lease.
+            let mut input = json!({});
+            if let Some(lease) = args.lease {
+                input["leaseMs"] = json!(millis(lease));
+            }
             let wait = args.wait.unwrap_or_default();
             let query = match args.wait {
                 Some(wait) => vec![("wait", format!("{:.3}", wait.as_secs_f64()))],
