@@ -8,6 +8,7 @@
 use serde_json::{Map, Value as Json};
 use wasmtime::component::{Type, Val};
 
+pub use crate::calls::ErrorReply;
 use crate::runtime::Export;
 
 /// A request the caller got wrong; the text names the field and what was expected.
@@ -469,40 +470,6 @@ pub fn arguments(export: &Export, inputs: &Inputs<'_>) -> Result<Vec<Val>, Bridg
         })
         .collect()
 }
-
-/// An error as the caller receives it: `{"error": {"code", "message"}}` with an HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorReply {
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-}
-
-impl ErrorReply {
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(400, "invalid", message)
-    }
-
-    pub fn to_json(&self) -> Json {
-        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
-    }
-}
-
-impl std::fmt::Display for ErrorReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for ErrorReply {}
 
 /// The HTTP status of each `relay-error` case.
 pub fn status_of(case: &str) -> u16 {

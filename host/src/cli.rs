@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 
 use crate::bindings::StoreError;
 use crate::bridge;
+use crate::calls::{CallOptions, Caller, Calls};
 use crate::embed::{self, Options, Relay};
 use crate::http::{self, App, HttpOptions};
 use crate::runtime::{COMPONENT, Clock, Limits, Runtime};
@@ -226,12 +227,17 @@ fn options(args: &DbArgs, clock: Clock) -> Options {
         },
         settings: args.settings.clone(),
         clock,
+        calls: CallOptions::default(),
     }
 }
 
 fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
+    open_with(args, options(args, clock))
+}
+
+fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
     let started = Instant::now();
-    let relay = Relay::open(&args.db, options(args, clock))?;
+    let relay = Relay::open(&args.db, options)?;
     tracing::debug!(elapsed = ?started.elapsed(), "relay opened");
     let report = relay.schema_report();
     let steps = report
@@ -356,7 +362,14 @@ impl Backend for NoStore {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let runtime = open(&args.db, Clock::default())?.into_runtime();
+    let options = Options {
+        calls: CallOptions {
+            max_concurrent_calls: args.max_concurrent_calls.max(1),
+            queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+        },
+        ..options(&args.db, Clock::default())
+    };
+    let calls = Arc::clone(open_with(&args.db, options)?.calls());
     let (operator_token, source) = token::load_or_create(&args.db.db)?;
     match &source {
         token::Source::Environment => {
@@ -372,25 +385,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let options = HttpOptions {
         max_body_bytes: args.max_body_bytes,
-        max_concurrent_calls: args.max_concurrent_calls.max(1),
-        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         max_wait: Duration::from_secs(args.max_wait_secs),
         keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
         test_clock: args.test_clock,
     };
-    let app = App::new(runtime, token::OperatorToken::new(&operator_token), options);
     // Calls run on blocking threads, at most `max_concurrent_calls` at once; a pool no larger
     // keeps a burst of woken waiters from starting a thread each.
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(app.options.max_concurrent_calls + 4)
+        .max_blocking_threads(calls.options().max_concurrent_calls + 4)
         .build()?;
+    let reaping = reaper(Arc::clone(&calls), Duration::from_secs(args.reap_interval_secs.max(1)));
+    let app = App::new(calls, token::OperatorToken::new(&operator_token), options);
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(db = %db_path(&args.db.db).display(), listen = %listener.local_addr()?, "agent-relay serving");
-        tokio::spawn(reaper(Arc::clone(&app), Duration::from_secs(args.reap_interval_secs.max(1))));
+        tokio::spawn(reaping?);
         http::serve_on(app, listener, shutdown()).await
     })?;
     Ok(ExitCode::SUCCESS)
@@ -405,17 +417,33 @@ async fn shutdown() {
     tracing::info!("shutting down");
 }
 
-/// Runs the reaper export on a timer, logging what it changed.
-async fn reaper(app: Arc<App>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.tick().await;
-    loop {
+/// The reaper: runs the `reap` export on a timer, logging what it changed.
+///
+/// # Errors
+/// The component has no `reap` export.
+fn reaper(
+    calls: Arc<Calls>,
+    every: Duration,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let export = calls
+        .runtime()
+        .export("reap")
+        .context("the relay component has no reap export")?
+        .clone();
+    Ok(async move {
+        let mut ticks = tokio::time::interval(every);
         ticks.tick().await;
-        match app
-            .invoke("reap", vec![embed::Caller::Operator.to_val()])
-            .await
-        {
-            Ok(report) => {
+        loop {
+            ticks.tick().await;
+            reap(&calls, &export).await;
+        }
+    })
+}
+
+async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
+    let answer = calls.run(export, vec![Caller::Operator.to_val()]).await;
+    match answer.and_then(|value| bridge::outcome(&value)) {
+        Ok(report) => {
                 let offline = report
                     .get("offlineAgents")
                     .and_then(Json::as_array)
@@ -429,6 +457,5 @@ async fn reaper(app: Arc<App>, every: Duration) {
                 }
             }
             Err(error) => tracing::warn!(message = %error.message, "reaper failed"),
-        }
     }
 }

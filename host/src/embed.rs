@@ -29,7 +29,8 @@ use serde_json::{Map, Value as Json, json};
 use wasmtime::component::{Type, Val};
 
 use crate::bridge::{self, ErrorReply, Inputs};
-use crate::http::failure_reply;
+pub use crate::calls::{CallOptions, Caller};
+use crate::calls::Calls;
 use crate::runtime::Runtime;
 pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
 use crate::sqlite::{self, Sqlite};
@@ -47,36 +48,13 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
     /// The clock the component reads; keep a clone to move time (tests, simulations).
     pub clock: Clock,
-}
-
-/// Who a call acts as (the WIT `caller` variant).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// The operator: may do anything.
-    Operator,
-    /// An agent's bearer token (as `register-agent` handed it out); the relay decides whose.
-    Bearer(String),
-    /// No credentials.
-    Anonymous,
-}
-
-impl Caller {
-    /// The caller as the component's `caller` value.
-    pub fn to_val(&self) -> Val {
-        match self {
-            Caller::Operator => Val::Variant("operator".to_owned(), None),
-            Caller::Bearer(token) => Val::Variant(
-                "bearer".to_owned(),
-                Some(Box::new(Val::String(token.clone()))),
-            ),
-            Caller::Anonymous => Val::Variant("anonymous".to_owned(), None),
-        }
-    }
+    /// Concurrency of calls through the async runner ([`Relay::calls`], what a server uses).
+    pub calls: CallOptions,
 }
 
 /// A relay over one SQLite database, ready to take calls.
 pub struct Relay {
-    runtime: Runtime,
+    calls: Arc<Calls>,
     path: PathBuf,
     schema: Json,
     backup: Option<PathBuf>,
@@ -103,7 +81,7 @@ impl Relay {
         let backend = Arc::new(Sqlite::open(&path, options.sqlite)?);
         let runtime = Runtime::new(backend.clone(), options.clock, options.limits)?;
         let mut relay = Self {
-            runtime,
+            calls: Calls::new(runtime, options.calls),
             path,
             schema: Json::Null,
             backup: None,
@@ -147,7 +125,7 @@ impl Relay {
         let backend = Arc::new(Sqlite::open(&path, options.sqlite)?);
         let runtime = Runtime::new(backend, options.clock, options.limits)?;
         Self {
-            runtime,
+            calls: Calls::new(runtime, options.calls),
             path,
             schema: Json::Null,
             backup: None,
@@ -178,21 +156,22 @@ impl Relay {
 
     /// The clock the component reads; [`Clock::advance`] moves it.
     pub fn clock(&self) -> &Clock {
-        self.runtime.clock()
+        self.calls.runtime().clock()
     }
 
     /// Every exported function, in name order.
     pub fn exports(&self) -> impl Iterator<Item = &Export> {
-        self.runtime.exports().values()
+        self.calls.runtime().exports().values()
     }
 
-    /// The engine underneath, for hosts that serve it further (the HTTP server does).
+    /// The engine underneath.
     pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+        self.calls.runtime()
     }
 
-    pub fn into_runtime(self) -> Runtime {
-        self.runtime
+    /// The call runner underneath, for hosts that serve it further (the HTTP server does).
+    pub fn calls(&self) -> &Arc<Calls> {
+        &self.calls
     }
 
     /// Calls `export` as the operator. `args` is a JSON object keyed by the export's parameter
@@ -234,11 +213,7 @@ impl Relay {
             ..Inputs::default()
         };
         let values = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
-        let value = self
-            .runtime
-            .call(export, &values)
-            .map_err(|failure| failure_reply(&export.name, &failure))?;
-        bridge::outcome(&value)
+        bridge::outcome(&self.calls.run_here(export, &values)?)
     }
 
     /// Calls `export` as `caller` with typed arguments (every parameter after `caller`, in order)
@@ -256,18 +231,14 @@ impl Relay {
         let mut values = Vec::with_capacity(args.len() + 1);
         values.push(caller.to_val());
         values.extend_from_slice(args);
-        let value = self
-            .runtime
-            .call(export, &values)
-            .map_err(|failure| failure_reply(&export.name, &failure))?;
-        match value {
+        match self.calls.run_here(export, &values)? {
             Val::Result(Ok(ok)) => Ok(ok.map(|v| *v)),
             other => bridge::outcome(&other).map(|_| None),
         }
     }
 
     fn find(&self, name: &str) -> Result<&Export, ErrorReply> {
-        self.runtime.export(name).ok_or_else(|| {
+        self.calls.runtime().export(name).ok_or_else(|| {
             ErrorReply::new(
                 404,
                 "not_found",

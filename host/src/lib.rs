@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod bridge;
+pub mod calls;
 pub mod cli;
 pub mod client;
 pub mod embed;

@@ -1,15 +1,16 @@
 //! Push delivery: long-polls and event streams that wake when a write commits.
 //!
-//! The host knows one thing here: a write transaction committed (it committed it). Every waiting
-//! request subscribes to that signal and, when woken, re-runs its export; what the answer holds is
-//! still the guest's decision. A waiter costs a parked future and a watch receiver: it holds no
-//! concurrency slot, no thread and no timer beyond its own deadline, so idle waiters cost no CPU.
+//! The host knows one thing here: a call that changed rows committed (the call runner committed
+//! it and raises the commit signal). Every waiting request subscribes to that signal and, when
+//! woken, re-runs its export; what the answer holds is still the guest's decision. A waiter costs
+//! a parked future and a watch receiver: it holds no concurrency slot, no thread and no timer
+//! beyond its own deadline, so idle waiters cost no CPU.
 //!
 //! Two ways to wait, both generic over a list export (the route table names which):
-//! - **held**: an empty list answer is held until a write commits (then the export runs again) or
-//!   the wait ends, when the empty list is the answer.
-//! - **streamed**: the export runs with `since` set to the last item's `id`; every item becomes a
-//!   server-sent event with that id, and an empty answer waits for the next commit.
+//! - **held** ([`Calls::hold`]): an empty list answer is held until a write commits (then the
+//!   export runs again) or the wait ends, when the empty list is the answer.
+//! - **streamed** (here): the export runs with `since` set to the last item's `id`; every item
+//!   becomes a server-sent event with that id, and an empty answer waits for the next commit.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -21,71 +22,15 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::Value as Json;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use wasmtime::component::Val;
 
 use crate::bridge::{self, ErrorReply, Inputs};
-use crate::http::App;
-
-/// The commit signal: a sequence number bumped after every committed write call.
-#[derive(Debug)]
-pub struct Commits {
-    sequence: watch::Sender<u64>,
-}
-
-impl Default for Commits {
-    fn default() -> Self {
-        Self {
-            sequence: watch::Sender::new(0),
-        }
-    }
-}
-
-impl Commits {
-    /// Records that a write transaction committed and wakes every waiter.
-    pub fn committed(&self) {
-        self.sequence.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that has seen every commit so far: its next `changed` is the next commit.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.sequence.subscribe()
-    }
-}
-
-/// Runs `export` until its answer is not an empty list, a write having committed between runs,
-/// or until `deadline`, when the (empty) answer is returned.
-///
-/// # Errors
-/// The export's own error (auth, unknown agent, bad query) or a failure of the call.
-pub async fn hold(
-    app: &Arc<App>,
-    export: &str,
-    args: Vec<Val>,
-    deadline: Instant,
-) -> Result<Json, ErrorReply> {
-    let mut commits = app.runtime.commits().subscribe();
-    loop {
-        // Mark the commits seen before the call: any commit the call's snapshot misses wakes us.
-        commits.borrow_and_update();
-        let answer = app.invoke(export, args.clone()).await?;
-        if !is_empty_list(&answer) {
-            return Ok(answer);
-        }
-        tokio::select! {
-            changed = commits.changed() => if changed.is_err() { return Ok(answer) },
-            () = tokio::time::sleep_until(deadline) => return Ok(answer),
-        }
-    }
-}
-
-fn is_empty_list(answer: &Json) -> bool {
-    answer.as_array().is_some_and(Vec::is_empty)
-}
+use crate::calls::Calls;
+use crate::runtime::Export;
 
 /// What a streamed export is called with, apart from the moving `since`.
 pub struct StreamRequest {
-    pub export: &'static str,
+    pub export: Arc<Export>,
     pub caller: Val,
     pub path: Vec<(String, String)>,
     /// Query pairs without `since`.
@@ -96,7 +41,7 @@ pub struct StreamRequest {
 }
 
 struct Cursor {
-    app: Arc<App>,
+    calls: Arc<Calls>,
     request: StreamRequest,
     commits: watch::Receiver<u64>,
     ready: VecDeque<Json>,
@@ -106,17 +51,7 @@ struct Cursor {
 impl Cursor {
     /// Runs the export for the items after the cursor.
     async fn next_page(&mut self) -> Result<Vec<Json>, ErrorReply> {
-        let export = self
-            .app
-            .runtime
-            .export(self.request.export)
-            .ok_or_else(|| {
-                ErrorReply::new(
-                    500,
-                    "internal",
-                    format!("route names unknown export {}", self.request.export),
-                )
-            })?;
+        let export = &self.request.export;
         let mut query = self.request.query.clone();
         if let Some(since) = self.request.since {
             query.push(("since".to_owned(), since.to_string()));
@@ -129,12 +64,12 @@ impl Cursor {
         };
         let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
         self.commits.borrow_and_update();
-        match self.app.invoke(self.request.export, args).await? {
+        match bridge::outcome(&self.calls.run(export, args).await?)? {
             Json::Array(items) => Ok(items),
             other => Err(ErrorReply::new(
                 500,
                 "internal",
-                format!("{} answered {other}, not a list", self.request.export),
+                format!("{} answered {other}, not a list", export.name),
             )),
         }
     }
@@ -174,7 +109,7 @@ impl Cursor {
                 error_event(&ErrorReply::new(
                     500,
                     "internal",
-                    format!("{} answered an item without an id", self.request.export),
+                    format!("{} answered an item without an id", self.request.export.name),
                 ))
             }
         }
@@ -192,11 +127,11 @@ fn error_event(error: &ErrorReply) -> Event {
 ///
 /// # Errors
 /// The export's own error on the first page, or a failure of that call.
-pub async fn stream(app: Arc<App>, request: StreamRequest) -> Result<Response, ErrorReply> {
+pub async fn stream(calls: Arc<Calls>, request: StreamRequest) -> Result<Response, ErrorReply> {
     let keep_alive = request.keep_alive;
     let mut cursor = Cursor {
-        commits: app.runtime.commits().subscribe(),
-        app,
+        commits: calls.commits(),
+        calls,
         request,
         ready: VecDeque::new(),
         ended: false,

@@ -21,7 +21,6 @@ use wasmtime::{
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Executed, Rows, StoreError, Value};
-use crate::push::Commits;
 use crate::store::{Access, Backend, Pending, Session};
 
 mod post_return;
@@ -119,6 +118,36 @@ pub struct Export {
     index: ComponentExportIndex,
 }
 
+impl Export {
+    /// What running this export needs, small enough to hand to the thread that runs it.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            index: self.index,
+            access: self.access,
+            returns: self.result.is_some(),
+        }
+    }
+}
+
+/// An export as a call needs it: where the function is, how it uses the store, whether it
+/// returns a value.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    index: ComponentExportIndex,
+    access: Access,
+    returns: bool,
+}
+
+/// What one run of an export produced.
+pub struct Ran {
+    /// The export's own `result` value.
+    pub value: Val,
+    /// A write left to a shared commit that is still open (see [`Runtime::run`]).
+    pub pending: Option<Box<dyn Pending>>,
+    /// Whether the call changed rows (what waiters on the commit signal care about).
+    pub wrote: bool,
+}
+
 /// Why a call produced no answer from the guest.
 #[derive(Debug)]
 pub enum CallFailure {
@@ -186,6 +215,7 @@ impl bindings::agent_relay::relay::store::Host for CallState {
 pub struct Prepared {
     store: Store<CallState>,
     func: wasmtime::component::Func,
+    entry: Entry,
 }
 
 /// The compiled relay, ready to run calls against a backend.
@@ -196,7 +226,6 @@ pub struct Runtime {
     backend: Arc<dyn Backend>,
     clock: Clock,
     limits: Limits,
-    commits: Commits,
 }
 
 impl Runtime {
@@ -258,7 +287,6 @@ impl Runtime {
             backend,
             clock,
             limits,
-            commits: Commits::default(),
         })
     }
 
@@ -276,82 +304,77 @@ impl Runtime {
         &self.clock
     }
 
-    /// The signal bumped after every committed write call (what long-polls and streams wait on).
-    pub fn commits(&self) -> &Commits {
-        &self.commits
-    }
-
     /// Runs one export in a fresh instance inside one transaction. Returns the export's own
     /// `result` value; the transaction is committed when it is `ok` and rolled back otherwise.
-    /// A committed write is announced on [`Runtime::commits`].
     ///
     /// # Errors
     /// A trap, timeout or memory exhaustion of the guest, or a store failure.
     pub fn call(&self, export: &Export, args: &[Val]) -> Result<Val, CallFailure> {
-        let mut prepared = self.prepare(export)?;
+        let mut prepared = self.prepare(export.entry())?;
         // Without `later` the call returns only once its writes are committed.
-        let (value, _) = self.run_prepared(&mut prepared, export, args, false)?;
-        if matches!(value, Val::Result(Ok(_))) && export.access == Access::Write {
-            self.commits.committed();
-        }
-        Ok(value)
+        let ran = self.run_prepared(&mut prepared, args, false)?;
+        Ok(ran.value)
     }
 
-    /// A fresh instance for one call of `export`, made before the call takes its transaction
+    /// A fresh instance for one call of an export, made before the call takes its transaction
     /// (so an executor that runs calls one at a time can have instances made elsewhere).
     ///
     /// # Errors
     /// The instantiation failed (the pool is exhausted, for one).
-    pub fn prepare(&self, export: &Export) -> Result<Prepared, CallFailure> {
+    pub fn prepare(&self, entry: Entry) -> Result<Prepared, CallFailure> {
         let mut store = self.new_store();
-        let func = self.instantiate(&mut store, export)?;
-        Ok(Prepared { store, func })
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
+        let func = instance
+            .get_func(&mut store, entry.index)
+            .ok_or_else(|| CallFailure::Trap("the component lacks an export it listed".to_owned()))?;
+        Ok(Prepared { store, func, entry })
     }
 
-    /// Runs one export like [`Runtime::call`] in a prepared instance, but a write's commit may
-    /// be left to a batch that is still open: the call must not be answered before its
-    /// [`Pending`] is settled (and then [`Runtime::announce_commit`] wakes the waiters). For an
-    /// executor that runs write calls back to back and commits once when it runs out of work.
-    /// The instance is spent afterwards; drop it anywhere.
+    /// Runs a prepared instance's export inside one transaction, but a write's commit may be
+    /// left to a batch that is still open: then the call must not be answered before the
+    /// returned [`Pending`] is settled. For an executor that runs write calls back to back and
+    /// commits once when it runs out of work. The instance is spent afterwards; drop it anywhere.
     ///
     /// # Errors
     /// As for [`Runtime::call`].
-    pub fn call_later(
-        &self,
-        prepared: &mut Prepared,
-        export: &Export,
-        args: &[Val],
-    ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
-        self.run_prepared(prepared, export, args, true)
+    pub fn run(&self, prepared: &mut Prepared, args: &[Val]) -> Result<Ran, CallFailure> {
+        self.run_prepared(prepared, args, true)
     }
 
-    /// Tells long-polls and streams that writes were committed.
-    pub fn announce_commit(&self) {
-        self.commits.committed();
+    /// Runs a prepared instance's export inside one transaction and returns once its writes are
+    /// committed.
+    ///
+    /// # Errors
+    /// As for [`Runtime::call`].
+    pub fn run_committed(&self, prepared: &mut Prepared, args: &[Val]) -> Result<Ran, CallFailure> {
+        self.run_prepared(prepared, args, false)
     }
 
     fn run_prepared(
         &self,
         prepared: &mut Prepared,
-        export: &Export,
         args: &[Val],
         later: bool,
-    ) -> Result<(Val, Option<Box<dyn Pending>>), CallFailure> {
-        let Prepared { store, func } = prepared;
+    ) -> Result<Ran, CallFailure> {
+        let Prepared { store, func, entry } = prepared;
         let session = self
             .backend
-            .begin(export.access)
+            .begin(entry.access)
             .map_err(CallFailure::Store)?;
         store.data_mut().session = Some(session);
         // The deadline counts from here, not from when the instance was made.
         store.set_epoch_deadline(self.deadline_ticks());
 
-        let mut results = vec![Val::Bool(false); export.result.is_some().into()];
+        let mut results = vec![Val::Bool(false); entry.returns.into()];
         let outcome = func
             .call(&mut *store, args, &mut results)
             .map_err(|e| describe_trap(&e));
         let session = store.data_mut().session.take();
         let succeeded = outcome.is_ok() && matches!(results.last(), Some(Val::Result(Ok(_))));
+        let wrote = succeeded && session.as_ref().is_some_and(|s| s.wrote());
         let ended = match session {
             None => Err(StoreError::Other(
                 "the call's transaction vanished".to_owned(),
@@ -361,7 +384,11 @@ impl Runtime {
         };
         outcome.map_err(CallFailure::Trap)?;
         let pending = ended.map_err(CallFailure::Store)?;
-        Ok((results.pop().unwrap_or(Val::Tuple(Vec::new())), pending))
+        Ok(Ran {
+            value: results.pop().unwrap_or(Val::Tuple(Vec::new())),
+            pending,
+            wrote,
+        })
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -408,21 +435,6 @@ impl Runtime {
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         store
-    }
-
-    /// Instantiates the component in `store`; the export's function.
-    fn instantiate(
-        &self,
-        store: &mut Store<CallState>,
-        export: &Export,
-    ) -> Result<wasmtime::component::Func, CallFailure> {
-        let instance = self
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
-        instance.get_func(&mut *store, export.index).ok_or_else(|| {
-            CallFailure::Trap(format!("the component has no export {}", export.name))
-        })
     }
 }
 

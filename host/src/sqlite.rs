@@ -310,12 +310,15 @@ impl Backend for Sqlite {
             Access::Write => {
                 let (conn, batch, savepoint) = self.writer.begin_call()?;
                 conn.guest_running.store(true, Ordering::Relaxed);
+                let changes_at_begin = conn.sql.total_changes();
                 Ok(Box::new(WriteSession {
                     conn: Some(conn),
                     writer: Arc::clone(&self.writer),
                     batch,
                     savepoint,
                     last_error: None,
+                    changes_at_begin,
+                    setting_changes: 0,
                 }))
             }
             Access::Read => {
@@ -375,6 +378,10 @@ impl Session for ReadSession {
         ))
     }
 
+    fn wrote(&self) -> bool {
+        false
+    }
+
     fn finish(mut self: Box<Self>, _commit: bool) -> Result<(), StoreError> {
         self.end();
         Ok(())
@@ -397,6 +404,10 @@ struct WriteSession {
     savepoint: bool,
     /// The last failure a statement met: the cause to report if SQLite dropped the transaction.
     last_error: Option<StoreError>,
+    /// The connection's change counter when the call began, and the changes of the call's own
+    /// setting writes (a setting changes no row a waiter reads).
+    changes_at_begin: u64,
+    setting_changes: u64,
 }
 
 impl WriteSession {
@@ -447,8 +458,19 @@ impl Session for WriteSession {
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        let result = store_setting(&self.conn().sql, key, value).map_err(store_error);
+        let sql = &self.conn().sql;
+        let before = sql.total_changes();
+        let result = store_setting(sql, key, value).map_err(store_error);
+        let changed = sql.total_changes() - before;
+        self.setting_changes += changed;
         self.noted(result)
+    }
+
+    /// SQLite's change counter (triggers included) moved by more than the setting writes.
+    fn wrote(&self) -> bool {
+        self.conn.as_ref().is_some_and(|conn| {
+            conn.sql.total_changes() - self.changes_at_begin > self.setting_changes
+        })
     }
 
     fn finish(mut self: Box<Self>, commit: bool) -> Result<(), StoreError> {

@@ -45,6 +45,11 @@ pub trait Session: Send {
     /// # Errors
     /// The settings could not be written (also in a read-only call).
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Whether the call changed any rows so far (settings aside): a call that did not is not
+    /// announced to waiters. A backend that cannot tell says true.
+    fn wrote(&self) -> bool {
+        true
+    }
     /// Ends the transaction: commits when `commit` is true, else rolls back.
     ///
     /// # Errors

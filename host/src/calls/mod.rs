@@ -1,0 +1,249 @@
+//! The call runner: every front-end (HTTP routes, push, the CLI, the embedding API, the reaper,
+//! the MCP server) hands its calls to [`Calls`], which owns what running a call takes beyond the
+//! component itself: instances, the concurrency slots and their queue timeout, the write lane
+//! with its group commit, the commit signal, and the mapping of a failure to an error reply.
+//!
+//! Two ways in: [`Calls::run`] for servers (a slot, then a read on a blocking thread or a write
+//! on the lane) and [`Calls::run_here`] for embedders and the CLI (on the calling thread).
+//! [`Calls::hold`] re-runs a list export after each commit until the list has something in it.
+//! Either way a front-end passes the export it resolved and gets the export's `result` value;
+//! turning that into JSON is the bridge's work.
+
+mod commits;
+mod lane;
+mod reply;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use wasmtime::component::Val;
+
+use crate::runtime::{Export, Ran, Runtime};
+use crate::store::Access;
+use crate::token::OperatorToken;
+use commits::Commits;
+pub use lane::Arriving;
+use lane::Lane;
+pub use reply::{ErrorReply, failure_reply};
+
+/// How many calls run at once and how long one waits for its turn.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Calls running at once through [`Calls::run`]; more wait for a slot.
+    pub max_concurrent_calls: usize,
+    /// How long a call waits for a slot before it is answered 503.
+    pub queue_timeout: Duration,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 32,
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Who a call acts as (the WIT `caller` variant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator: may do anything.
+    Operator,
+    /// An agent's bearer token (as `register-agent` handed it out); the relay decides whose.
+    Bearer(String),
+    /// No credentials.
+    Anonymous,
+}
+
+impl Caller {
+    /// The caller presenting `token` (none: anonymous); the operator's token makes the operator.
+    pub fn presenting(token: Option<&str>, operator: &OperatorToken) -> Self {
+        match token {
+            Some(token) if operator.matches(token) => Caller::Operator,
+            Some(token) => Caller::Bearer(token.to_owned()),
+            None => Caller::Anonymous,
+        }
+    }
+
+    /// The caller as the component's `caller` value.
+    pub fn to_val(&self) -> Val {
+        match self {
+            Caller::Operator => Val::Variant("operator".to_owned(), None),
+            Caller::Bearer(token) => Val::Variant(
+                "bearer".to_owned(),
+                Some(Box::new(Val::String(token.clone()))),
+            ),
+            Caller::Anonymous => Val::Variant("anonymous".to_owned(), None),
+        }
+    }
+}
+
+/// The call runner over one runtime.
+pub struct Calls {
+    runtime: Runtime,
+    options: CallOptions,
+    slots: Semaphore,
+    lane: Lane,
+    commits: Commits,
+    /// Calls run so far (each run of a held request counts).
+    runs: AtomicU64,
+}
+
+impl Calls {
+    /// A runner for `runtime`, with its write lane started.
+    pub fn new(runtime: Runtime, options: CallOptions) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            runtime,
+            slots: Semaphore::new(options.max_concurrent_calls.max(1)),
+            options,
+            lane: Lane::start(this.clone()),
+            commits: Commits::default(),
+            runs: AtomicU64::new(0),
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// How many calls have run (every re-run of a held request counts once).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// A receiver of the commit signal: its next `changed` comes after the next committed call
+    /// that changed rows.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Marks a request for `export` as arriving when the export writes, from when it is received
+    /// (see [`Calls::run_arriving`]).
+    pub fn arriving(&self, export: &Export) -> Option<Arriving> {
+        (export.access == Access::Write).then(|| self.lane.arriving())
+    }
+
+    /// Runs one export within the concurrency bound: a write on the write lane, a read on a
+    /// blocking thread. Returns the export's `result` value (the relay's own error included).
+    ///
+    /// # Errors
+    /// A failure of the call (trap, store, overload) as the caller is to see it.
+    pub async fn run(self: &Arc<Self>, export: &Export, args: Vec<Val>) -> Result<Val, ErrorReply> {
+        self.run_arriving(export, args, self.arriving(export)).await
+    }
+
+    /// [`Calls::run`] for a request counted as arriving since it was received: the write lane
+    /// waits a moment for arriving writes before it commits. The count pauses while the request
+    /// waits for a slot and ends when the call is queued.
+    ///
+    /// # Errors
+    /// As for [`Calls::run`].
+    pub async fn run_arriving(
+        self: &Arc<Self>,
+        export: &Export,
+        args: Vec<Val>,
+        arriving: Option<Arriving>,
+    ) -> Result<Val, ErrorReply> {
+        // A request waiting for a slot is not about to arrive: the lane must not wait for it
+        // (slots free up only as the lane answers).
+        drop(arriving);
+        let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire())
+            .await
+            .map_err(|_| {
+                ErrorReply::new(
+                    503,
+                    "overloaded",
+                    "the relay is at its concurrency limit; retry shortly",
+                )
+            })?
+            .map_err(|_| ErrorReply::new(503, "unavailable", "the relay is shutting down"))?;
+        let outcome = if export.access == Access::Write {
+            let arriving = self.lane.arriving();
+            // The instance is made here, so the lane only runs the call.
+            let prepared = self
+                .runtime
+                .prepare(export.entry())
+                .map_err(|failure| failure_reply(&export.name, &failure))?;
+            self.lane.run(prepared, args, arriving).await?
+        } else {
+            let calls = Arc::clone(self);
+            let entry = export.entry();
+            tokio::task::spawn_blocking(move || {
+                calls.runs.fetch_add(1, Ordering::Relaxed);
+                let mut prepared = calls.runtime.prepare(entry)?;
+                calls.runtime.run(&mut prepared, &args).map(|ran| ran.value)
+            })
+            .await
+            .map_err(|e| {
+                ErrorReply::new(500, "internal", format!("the call's thread failed: {e}"))
+            })?
+        };
+        drop(permit);
+        outcome.map_err(|failure| failure_reply(&export.name, &failure))
+    }
+
+    /// Runs one export on the calling thread, outside the slots and the lane: for embedders and
+    /// the CLI, whose threads are their own bound. Returns once the call's writes are committed.
+    /// Not on an async runtime's worker thread (the component's WASI runs synchronously).
+    ///
+    /// # Errors
+    /// As for [`Calls::run`].
+    pub fn run_here(&self, export: &Export, args: &[Val]) -> Result<Val, ErrorReply> {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let ran = self
+            .runtime
+            .prepare(export.entry())
+            .and_then(|mut prepared| self.runtime.run_committed(&mut prepared, args))
+            .map_err(|failure| failure_reply(&export.name, &failure))?;
+        self.announce(&ran);
+        Ok(ran.value)
+    }
+
+    /// Runs a list export until its answer is not an empty list, re-running it after each
+    /// commit that changed rows, or until `deadline`, when the (empty) answer is returned.
+    ///
+    /// # Errors
+    /// As for [`Calls::run`]; the export's own error is its `result` value, not an error here.
+    pub async fn hold(
+        self: &Arc<Self>,
+        export: &Export,
+        args: Vec<Val>,
+        deadline: Instant,
+    ) -> Result<Val, ErrorReply> {
+        let mut commits = self.commits();
+        loop {
+            // Mark the commits seen before the call: any commit its snapshot misses wakes us.
+            commits.borrow_and_update();
+            let answer = self.run(export, args.clone()).await?;
+            if !is_empty_list(&answer) {
+                return Ok(answer);
+            }
+            tokio::select! {
+                changed = commits.changed() => if changed.is_err() { return Ok(answer) },
+                () = tokio::time::sleep_until(deadline) => return Ok(answer),
+            }
+        }
+    }
+
+    /// Wakes the waiters when a committed call changed rows.
+    fn announce(&self, ran: &Ran) {
+        if ran.wrote && matches!(ran.value, Val::Result(Ok(_))) {
+            self.commits.committed();
+        }
+    }
+}
+
+/// `ok` of an empty list.
+fn is_empty_list(answer: &Val) -> bool {
+    match answer {
+        Val::Result(Ok(Some(value))) => matches!(value.as_ref(), Val::List(items) if items.is_empty()),
+        _ => false,
+    }
+}
