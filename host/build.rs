@@ -34,10 +34,34 @@ fn main() {
         },
         PathBuf::from,
     );
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // The shipped component, and the test component with the fault-injection exports: the same
+    // crate with its `faults` feature, kept at a fixed place in the guest's target directory for
+    // the tests (`serve --component`) and the Node host's conformance run. Each is copied out
+    // before the next build overwrites the artifact.
+    for (features, copy, var) in [
+        ("", out.join("relay.wasm"), "RELAY_COMPONENT"),
+        (
+            "faults",
+            target_dir.join("relay-with-faults.wasm"),
+            "RELAY_FAULTS_COMPONENT",
+        ),
+    ] {
+        let built = build_guest(&workspace, &target_dir, features);
+        std::fs::copy(&built, &copy).expect("copying the guest component");
+        println!("cargo:rustc-env={var}={}", copy.display());
+    }
+
+    std::fs::write(out.join("contract.wit"), contract(&workspace.join("wit")))
+        .expect("writing contract.wit");
+}
+
+/// Builds the guest crate with `features` and returns its component.
+fn build_guest(workspace: &Path, target_dir: &Path, features: &str) -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(cargo);
     build
-        .current_dir(&workspace)
+        .current_dir(workspace)
         .args([
             "build",
             "--release",
@@ -45,9 +69,11 @@ fn main() {
             TARGET,
             "-p",
             "agent-relay-guest",
+            "--features",
+            features,
             "--target-dir",
         ])
-        .arg(&target_dir);
+        .arg(target_dir);
     // Settings of the outer build (clippy's wrapper, host rustflags) must not leak into the guest's.
     for var in [
         "RUSTC_WORKSPACE_WRAPPER",
@@ -67,7 +93,6 @@ fn main() {
         status.success(),
         "building the guest component (guest/) for {TARGET} failed; see the errors above"
     );
-
     let component = target_dir
         .join(TARGET)
         .join("release")
@@ -77,11 +102,7 @@ fn main() {
         "the guest build produced no component at {}",
         component.display()
     );
-    println!("cargo:rustc-env=RELAY_COMPONENT={}", component.display());
-
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(out.join("contract.wit"), contract(&workspace.join("wit")))
-        .expect("writing contract.wit");
+    component
 }
 
 /// Installs the wasm32-wasip2 standard library through rustup when it is missing.

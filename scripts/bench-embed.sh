@@ -8,6 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 calls="${1:-1000}"
 synchronous="${2:-full}"
-RELAY_CONFORMANCE_BENCH="$calls" RELAY_CONFORMANCE_SYNCHRONOUS="$synchronous" cargo test --release --quiet --test conformance bench_send -- --nocapture 2>&1 \
-    | grep 'host:'
+cargo bench --quiet -p agent-relay --bench embed_send -- "$calls" "$synchronous" 2>&1 | grep 'host:'
 node hosts/node/conformance.mjs --bench "$calls" --synchronous "$synchronous"

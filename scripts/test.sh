@@ -13,12 +13,14 @@ cargo clippy --workspace --release --all-targets -- -D warnings
 cargo_log="$(mktemp)"
 cargo test --release -p agent-relay 2>&1 | tee "$cargo_log"
 
-# The second host: the component this binary embeds, transpiled by jco, over better-sqlite3.
+# The second host: the test component (the one the binary embeds plus the fault-injection
+# exports, as the Rust conformance run uses it), transpiled by jco, over better-sqlite3.
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 relay="$target_dir/release/agent-relay"
+faults="${RELAY_GUEST_TARGET_DIR:-$target_dir/guest}/relay-with-faults.wasm"
 mkdir -p hosts/node/build
-"$relay" component --out hosts/node/build/relay.wasm
-"$relay" component --signatures --out hosts/node/build/signatures.json
+"$relay" component --component "$faults" --out hosts/node/build/relay.wasm
+"$relay" component --component "$faults" --signatures --out hosts/node/build/signatures.json
 cd hosts/node
 # npm ci from the lock file; skipped when node_modules already holds exactly that lock file.
 if ! cmp -s package-lock.json node_modules/.installed-from-lock 2>/dev/null; then

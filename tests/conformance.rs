@@ -14,17 +14,17 @@
 //! agents are captured by themselves. A partial match checks only the keys it names; arrays match
 //! element by element; `{"$oneOf": [..]}`, `{"$type": "string"}` and `{"$absent": true}` match
 //! what they say.
-//! `cargo test --release --test conformance -- --nocapture` with `RELAY_CONFORMANCE_BENCH=N`
-//! also times N sends.
+//!
+//! Both hosts run the cases on the test component (the guest built with its fault-injection
+//! exports, which the shipped component lacks), so the rollback case can make calls fail.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use agent_relay::bridge::ErrorReply;
-use agent_relay::embed::{Caller, Clock, Options, Relay, SqliteOptions, Synchronous};
+use agent_relay::embed::{Caller, Clock, Options, Relay};
 use serde_json::{Map, Value as Json, json};
 
 /// The instant both hosts' clocks start at: 2026-01-01T00:00:00Z.
@@ -248,6 +248,10 @@ fn run_case(case: &Json, db: &Path) -> Result<Vec<Json>, String> {
         Options {
             settings,
             clock: clock.clone(),
+            component: Some(
+                std::fs::read(env!("RELAY_FAULTS_COMPONENT"))
+                    .map_err(|e| format!("reading the test component: {e}"))?,
+            ),
             ..Options::default()
         },
     )
@@ -379,55 +383,5 @@ fn every_conformance_case_passes_on_the_rust_host() {
         failures.is_empty(),
         "conformance cases failed on the Rust host:\n{}",
         failures.join("\n")
-    );
-}
-
-/// The per-call time of the same send as the Node runner's `--bench`, when
-/// `RELAY_CONFORMANCE_BENCH=N` is set.
-#[test]
-fn bench_send_when_asked() {
-    let Some(n) = std::env::var("RELAY_CONFORMANCE_BENCH")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
-        return;
-    };
-    let mode = std::env::var("RELAY_CONFORMANCE_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
-    let synchronous = match mode.as_str() {
-        "off" => Synchronous::Off,
-        "normal" => Synchronous::Normal,
-        _ => Synchronous::Full,
-    };
-    let options = Options {
-        sqlite: SqliteOptions {
-            synchronous,
-            ..SqliteOptions::default()
-        },
-        ..Options::default()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::open(dir.path().join("bench.db"), options).unwrap();
-    relay
-        .call_json("register-agent", &json!({"input": {"id": "alice"}}))
-        .unwrap();
-    let send = |i: u32| {
-        let mut input = Map::new();
-        input.insert("from".into(), json!("user"));
-        input.insert("to".into(), json!("alice"));
-        input.insert("body".into(), json!(format!("message {i}")));
-        relay
-            .call_json("send-message", &json!({"input": input}))
-            .unwrap();
-    };
-    for i in 0..n.min(50) {
-        send(i);
-    }
-    let started = Instant::now();
-    for i in 0..n {
-        send(i);
-    }
-    let per_call = started.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-    println!(
-        "rust host: send-message {per_call:.0} µs per call over {n} calls (synchronous={mode})"
     );
 }

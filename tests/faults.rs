@@ -11,20 +11,24 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, Relay, binary, json};
+use common::{Json, OPERATOR, Relay, WITH_FAULTS, binary, json};
 
 #[test]
 fn overload_queues_then_answers_503_and_the_server_survives() {
-    let relay = Relay::start_with(&[
-        "--setting",
-        "fault-injection=on",
-        "--max-concurrent-calls",
-        "1",
-        "--queue-timeout-ms",
-        "200",
-        "--call-timeout-ms",
-        "1500",
-    ]);
+    let relay = Relay::start_with(
+        &[
+            &WITH_FAULTS[..],
+            &[
+                "--max-concurrent-calls",
+                "1",
+                "--queue-timeout-ms",
+                "200",
+                "--call-timeout-ms",
+                "1500",
+            ],
+        ]
+        .concat(),
+    );
     std::thread::scope(|scope| {
         let spinning = scope.spawn(|| {
             relay.post(
@@ -102,6 +106,38 @@ fn a_full_database_answers_507_corrupts_nothing_and_recovers() {
         "writes succeed once space returns: {:?}",
         after.body
     );
+}
+
+/// Python's `urllib` sends the whole body before it reads the answer: the relay must read past
+/// the limit (and drop it) so the client sees the 413 and its JSON, not a reset connection.
+#[test]
+fn a_body_over_the_limit_is_answered_413_json_to_python_urllib() {
+    let relay = Relay::start_with(&["--max-body-bytes", "65536"]);
+    let script = r#"
+import json, sys, urllib.error, urllib.request
+body = json.dumps({"from": "user", "to": "a", "body": "x" * 1_000_000}).encode()
+request = urllib.request.Request(sys.argv[1] + "/v1/messages", data=body, method="POST",
+    headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(request, timeout=30)
+    print(json.dumps({"status": 200}))
+except urllib.error.HTTPError as error:
+    print(json.dumps({"status": error.code, "body": json.loads(error.read())}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &relay.base, OPERATOR])
+        .output()
+        .expect("python3 runs the urllib client");
+    assert!(
+        out.status.success(),
+        "urllib met an error instead of the answer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 413, "{answer}");
+    assert_eq!(answer["body"]["error"]["code"], "too_large", "{answer}");
+    // The connection was read to the end: the relay still answers on it and others.
+    assert_eq!(relay.get("/v1/health", OPERATOR).status, 200);
 }
 
 #[test]
@@ -334,7 +370,7 @@ fn a_read_only_database_answers_503_keeps_serving_reads_and_recovers() {
 /// batch rolls back alone, and every acknowledged send is there, once, after a restart.
 #[test]
 fn failing_calls_among_concurrent_sends_roll_back_alone() {
-    let relay = Relay::start_with(&["--setting", "fault-injection=on"]);
+    let relay = Relay::start_with(&WITH_FAULTS);
     relay.register(json!({"id": "a"}));
     relay.register(json!({"id": "b"}));
     let acknowledged: Vec<i64> = std::thread::scope(|scope| {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Json, OPERATOR, Relay, json};
+use common::{Json, OPERATOR, Relay, WITH_FAULTS, json};
 
 fn id_of(reply: &common::Reply) -> i64 {
     reply.body["message"]["id"]
@@ -544,14 +544,13 @@ fn the_reaper_releases_expired_claims() {
 
 #[test]
 fn a_failed_call_rolls_back_everything_it_wrote() {
-    let relay = Relay::start_with(&[
-        "--setting",
-        "fault-injection=on",
-        "--call-timeout-ms",
-        "500",
-        "--memory-limit-mib",
-        "32",
-    ]);
+    let relay = Relay::start_with(
+        &[
+            &WITH_FAULTS[..],
+            &["--call-timeout-ms", "500", "--memory-limit-mib", "32"],
+        ]
+        .concat(),
+    );
     let user_inbox = |relay: &Relay| -> Vec<String> {
         relay
             .get("/v1/agents/user/inbox?limit=500", OPERATOR)
@@ -606,13 +605,32 @@ fn a_failed_call_rolls_back_everything_it_wrote() {
 
 #[test]
 fn fault_injection_is_refused_unless_switched_on() {
-    let relay = Relay::start();
+    let relay = Relay::start_with(&WITH_FAULTS[..2]);
     let reply = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,
         json!({"body": "x"}),
     );
     assert_eq!(reply.status, 403, "{:?}", reply.body);
+}
+
+#[test]
+fn the_shipped_component_has_no_fault_injection() {
+    let relay = Relay::start_with(&["--setting", "fault-injection=on"]);
+    let reply = relay.post(
+        "/v1/test/faults/write-then-fail",
+        OPERATOR,
+        json!({"body": "x"}),
+    );
+    assert_eq!(reply.status, 404, "{:?}", reply.body);
+    let listed = std::process::Command::new(common::binary())
+        .args(["call", "--list", "--db"])
+        .arg(relay.dir.path().join("listed.db"))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("send-message"), "{listed}");
+    assert!(!listed.contains("fault"), "call --list shows no fault export: {listed}");
 }
 
 #[test]

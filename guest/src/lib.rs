@@ -7,9 +7,20 @@
 
 #![allow(unsafe_code)] // the `export!` macro emits the component ABI glue
 
+// The shipped world, or (feature `faults`, built for the tests only) the one that adds the
+// fault-injection exports.
+#[cfg(not(feature = "faults"))]
 mod bindings {
     wit_bindgen::generate!({
         world: "relay",
+        path: "../wit",
+        generate_all,
+    });
+}
+#[cfg(feature = "faults")]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "relay-with-faults",
         path: "../wit",
         generate_all,
     });
@@ -22,6 +33,7 @@ mod channels;
 mod claims;
 mod db;
 mod error;
+#[cfg(feature = "faults")]
 mod faults;
 mod health;
 mod input;

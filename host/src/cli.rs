@@ -66,6 +66,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ComponentArgs {
+    /// Testing only: write (or describe) this build of the component instead of the embedded one.
+    #[arg(long, value_name = "WASM", hide = true)]
+    component: Option<PathBuf>,
     /// The file to write; standard output when absent.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -94,6 +97,10 @@ struct DbArgs {
     /// Cap the database at this many pages (PRAGMA max_page_count); writes beyond it get 507.
     #[arg(long)]
     max_db_pages: Option<u64>,
+    /// Testing only: run this build of the component instead of the embedded one (the tests'
+    /// build with the fault-injection exports).
+    #[arg(long, value_name = "WASM", hide = true)]
+    component: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -212,9 +219,9 @@ pub fn main() -> ExitCode {
     })
 }
 
-/// Opens the database, compiles the component and brings the schema up to date.
-fn options(args: &DbArgs, clock: Clock) -> Options {
-    Options {
+/// How the database and the component are opened.
+fn options(args: &DbArgs, clock: Clock) -> anyhow::Result<Options> {
+    Ok(Options {
         limits: Limits {
             memory_bytes: args.memory_limit_mib << 20,
             call_timeout: Duration::from_millis(args.call_timeout_ms),
@@ -228,11 +235,16 @@ fn options(args: &DbArgs, clock: Clock) -> Options {
         settings: args.settings.clone(),
         clock,
         calls: CallOptions::default(),
-    }
+        component: args.component.as_deref().map(read_component).transpose()?,
+    })
+}
+
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))
 }
 
 fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
-    open_with(args, options(args, clock))
+    open_with(args, options(args, clock)?)
 }
 
 fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
@@ -255,7 +267,7 @@ fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
 
 fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
-        let mut status = Relay::inspect(&args.db.db, options(&args.db, Clock::default()))?;
+        let mut status = Relay::inspect(&args.db.db, options(&args.db, Clock::default())?)?;
         status["dryRun"] = Json::Bool(true);
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
@@ -321,22 +333,27 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes the relay component (the bytes this binary embeds) or its exports' signatures.
 fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
+    let component = match &args.component {
+        Some(path) => read_component(path)?,
+        None => COMPONENT.to_vec(),
+    };
     let bytes = if args.signatures {
         // The signatures come from the component's own types, so a runtime is needed.
-        let runtime = Runtime::new(
+        let runtime = Runtime::with_component(
             Arc::new(NoStore),
             Clock::default(),
             Limits {
                 instances: 1,
                 ..Limits::default()
             },
+            &component,
         )?;
         let mut text =
             serde_json::to_string_pretty(&embed::signatures(runtime.exports().values()))?;
         text.push('\n');
         text.into_bytes()
     } else {
-        COMPONENT.to_vec()
+        component
     };
     match &args.out {
         Some(path) => {
@@ -367,7 +384,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_concurrent_calls: args.max_concurrent_calls.max(1),
             queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         },
-        ..options(&args.db, Clock::default())
+        ..options(&args.db, Clock::default())?
     };
     let calls = Arc::clone(open_with(&args.db, options)?.calls());
     let (operator_token, source) = token::load_or_create(&args.db.db)?;

@@ -50,6 +50,9 @@ pub struct Options {
     pub clock: Clock,
     /// Concurrency of calls through the async runner ([`Relay::calls`], what a server uses).
     pub calls: CallOptions,
+    /// Another build of the component to run instead of the embedded one (the tests' build
+    /// with the fault-injection exports).
+    pub component: Option<Vec<u8>>,
 }
 
 /// A relay over one SQLite database, ready to take calls.
@@ -78,8 +81,8 @@ impl Relay {
     /// (`<db>.v<old version>.bak`); a database newer than this relay is refused untouched.
     pub fn open(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Self> {
         let path = path.as_ref().to_owned();
-        let backend = Arc::new(Sqlite::open(&path, options.sqlite)?);
-        let runtime = Runtime::new(backend.clone(), options.clock, options.limits)?;
+        let backend = Arc::new(Sqlite::open(&path, options.sqlite.clone())?);
+        let runtime = runtime(backend.clone(), &options)?;
         let mut relay = Self {
             calls: Calls::new(runtime, options.calls),
             path,
@@ -122,8 +125,8 @@ impl Relay {
     pub fn inspect(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Json> {
         let path = path.as_ref().to_owned();
         anyhow::ensure!(path.exists(), "{} does not exist", path.display());
-        let backend = Arc::new(Sqlite::open(&path, options.sqlite)?);
-        let runtime = Runtime::new(backend, options.clock, options.limits)?;
+        let backend = Arc::new(Sqlite::open(&path, options.sqlite.clone())?);
+        let runtime = runtime(backend, &options)?;
         Self {
             calls: Calls::new(runtime, options.calls),
             path,
@@ -312,6 +315,14 @@ fn describe(ty: &Type) -> Json {
             json!({"tuple": tuple.types().map(|t| describe(&t)).collect::<Vec<_>>()})
         }
         _ => "unsupported".into(),
+    }
+}
+
+fn runtime(backend: Arc<Sqlite>, options: &Options) -> anyhow::Result<Runtime> {
+    let (clock, limits) = (options.clock.clone(), options.limits.clone());
+    match &options.component {
+        Some(component) => Runtime::with_component(backend, clock, limits, component),
+        None => Runtime::new(backend, clock, limits),
     }
 }
 

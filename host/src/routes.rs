@@ -2,15 +2,15 @@
 //!
 //! How a route fills the export's parameters is the bridge's generic rule: path variables by
 //! name, the query string into `query`, the JSON body into `input`, the caller from the
-//! `Authorization` header.
+//! `Authorization` header. Two more generic rules for operations that must see the request as
+//! sent: a parameter named `raw-body` gets the body's exact text, and a route may pass one
+//! header's value to a named parameter (`with_header`).
 //!
 //! A route may also let the caller wait for the answer (see `push.rs`): a *held* route takes
 //! `wait=SECONDS` and holds an empty list answer until a write commits; a *streamed* route serves
-//! the export's items as server-sent events, resuming after `Last-Event-ID`.
-//! `Authorization` header. Two more generic rules for operations that must see the request as
-//! sent: a parameter named `raw-body` gets the body's exact text, and a route may pass one
-//! header's value to a named parameter (`with_header`). A route may also answer 503 when the
-//! result reports itself unavailable (`unavailable_when`), so a monitor sees the status code.
+//! the export's items as server-sent events, resuming after `Last-Event-ID`. A route may answer
+//! 503 when the result reports itself unavailable (`unavailable_when`), so a monitor sees the
+//! status code. A route whose export the running component lacks is not mounted.
 
 /// One HTTP route.
 #[derive(Debug, Clone, Copy)]
@@ -176,7 +176,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/health", "health").unavailable_when("status", "error"),
     // Maintenance (beyond SPEC 9): run the reaper now.
     route("POST", "/v1/reap", "reap"),
-    // Fault injection (refused unless the `fault-injection` setting is on).
+    // Fault injection: only the test component has these exports (and refuses them unless the
+    // `fault-injection` setting is on).
     route(
         "POST",
         "/v1/test/faults/write-then-fail",

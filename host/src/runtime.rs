@@ -229,11 +229,25 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Compiles the component and prepares its instances.
+    /// Compiles the relay component and prepares its instances.
     ///
     /// # Errors
     /// The engine cannot be configured or the component does not match the host's contract.
     pub fn new(backend: Arc<dyn Backend>, clock: Clock, limits: Limits) -> anyhow::Result<Self> {
+        Self::with_component(backend, clock, limits, COMPONENT)
+    }
+
+    /// [`Runtime::new`] for another build of the component (the tests' one with the
+    /// fault-injection exports).
+    ///
+    /// # Errors
+    /// As for [`Runtime::new`].
+    pub fn with_component(
+        backend: Arc<dyn Backend>,
+        clock: Clock,
+        limits: Limits,
+        component: &[u8],
+    ) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.instances)
             .total_core_instances(limits.instances * 4)
@@ -253,7 +267,7 @@ impl Runtime {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow!("{e:?}"))?;
-        let component = load_component(&engine)?;
+        let component = load_component(&engine, component)?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
@@ -502,15 +516,15 @@ fn discover_exports(
 /// The compiled component: from the on-disk cache when this exact component was compiled before
 /// for this engine, else compiled now (and cached for the next start). Set
 /// `RELAY_COMPONENT_CACHE=off` to always compile.
-fn load_component(engine: &Engine) -> anyhow::Result<Component> {
+fn load_component(engine: &Engine, component: &[u8]) -> anyhow::Result<Component> {
     let compile = || {
         // Every instance serves one call and is dropped: see `post_return`.
-        let bytes = without_post_return(COMPONENT)?;
+        let bytes = without_post_return(component)?;
         Component::new(engine, &bytes)
             .map_err(|e| anyhow!("{e:?}"))
             .context("compiling the relay component")
     };
-    let Some(path) = cache_path(engine) else {
+    let Some(path) = cache_path(engine, component) else {
         return compile();
     };
     if path.exists() {
@@ -545,7 +559,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// `~/.cache/agent-relay/relay-<component hash>-once-<engine hash>.cwasm`, in an owner-only
 /// directory.
-fn cache_path(engine: &Engine) -> Option<std::path::PathBuf> {
+fn cache_path(engine: &Engine, component: &[u8]) -> Option<std::path::PathBuf> {
     use sha2::Digest as _;
     use std::hash::{Hash as _, Hasher as _};
     if std::env::var("RELAY_COMPONENT_CACHE").is_ok_and(|v| v == "off") {
@@ -561,7 +575,7 @@ fn cache_path(engine: &Engine) -> Option<std::path::PathBuf> {
     // `-once`: compiled without post-return functions, for instances that serve one call.
     let component = format!(
         "{}-once",
-        hex::encode(&sha2::Sha256::digest(COMPONENT)[..12])
+        hex::encode(&sha2::Sha256::digest(component)[..12])
     );
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -12,6 +12,15 @@ pub use serde_json::{Value as Json, json};
 
 pub const OPERATOR: &str = "test-operator-token";
 
+/// `serve` arguments that run the test component (the guest built with its fault-injection
+/// exports, which the shipped component lacks) with fault injection switched on.
+pub const WITH_FAULTS: [&str; 4] = [
+    "--component",
+    env!("RELAY_FAULTS_COMPONENT"),
+    "--setting",
+    "fault-injection=on",
+];
+
 /// The built `agent-relay` binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_agent-relay"))
@@ -119,11 +128,6 @@ impl Relay {
         let _ = self.child.wait();
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
-    }
-
-    pub fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 
     pub fn request(
