@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use agent_relay::bridge::ErrorReply;
 use agent_relay::embed::{Caller, Clock, Options, Relay};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 /// The instant both hosts' clocks start at: 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;

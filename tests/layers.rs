@@ -19,9 +19,7 @@ const HOST_LAYERS: &[&[&str]] = &[
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
-    HOST_LAYERS
-        .iter()
-        .position(|layer| layer.contains(&module))
+    HOST_LAYERS.iter().position(|layer| layer.contains(&module))
 }
 
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {

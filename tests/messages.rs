@@ -630,7 +630,10 @@ fn the_shipped_component_has_no_fault_injection() {
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("send-message"), "{listed}");
-    assert!(!listed.contains("fault"), "call --list shows no fault export: {listed}");
+    assert!(
+        !listed.contains("fault"),
+        "call --list shows no fault export: {listed}"
+    );
 }
 
 #[test]

@@ -13,7 +13,10 @@ use serde_json::json;
 
 fn main() {
     // `cargo bench` passes `--bench`; the figures are the arguments after it.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let n: u32 = args.first().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let mode = args.get(1).map_or("full", String::as_str);
     let synchronous = match mode {

@@ -412,7 +412,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .max_blocking_threads(calls.options().max_concurrent_calls + 4)
         .build()?;
-    let reaping = reaper(Arc::clone(&calls), Duration::from_secs(args.reap_interval_secs.max(1)));
+    let reaping = reaper(
+        Arc::clone(&calls),
+        Duration::from_secs(args.reap_interval_secs.max(1)),
+    );
     let app = App::new(calls, token::OperatorToken::new(&operator_token), options);
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -461,18 +464,18 @@ async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
     let answer = calls.run(export, vec![Caller::Operator.to_val()]).await;
     match answer.and_then(|value| bridge::outcome(&value)) {
         Ok(report) => {
-                let offline = report
-                    .get("offlineAgents")
-                    .and_then(Json::as_array)
-                    .map_or(0, Vec::len);
-                let released = report
-                    .get("releasedClaims")
-                    .and_then(Json::as_u64)
-                    .unwrap_or(0);
-                if offline > 0 || released > 0 {
-                    tracing::info!(%report, "reaper");
-                }
+            let offline = report
+                .get("offlineAgents")
+                .and_then(Json::as_array)
+                .map_or(0, Vec::len);
+            let released = report
+                .get("releasedClaims")
+                .and_then(Json::as_u64)
+                .unwrap_or(0);
+            if offline > 0 || released > 0 {
+                tracing::info!(%report, "reaper");
             }
-            Err(error) => tracing::warn!(message = %error.message, "reaper failed"),
+        }
+        Err(error) => tracing::warn!(message = %error.message, "reaper failed"),
     }
 }

@@ -29,8 +29,8 @@ use serde_json::{Map, Value as Json, json};
 use wasmtime::component::{Type, Val};
 
 use crate::bridge::{self, ErrorReply, Inputs};
-pub use crate::calls::{CallOptions, Caller};
 use crate::calls::Calls;
+pub use crate::calls::{CallOptions, Caller};
 use crate::runtime::Runtime;
 pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
 use crate::sqlite::{self, Sqlite};

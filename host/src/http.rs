@@ -272,7 +272,11 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             more.extend_from_slice(&chunk);
         }
     }
-    Ok(if more.is_empty() { first } else { Bytes::from(more) })
+    Ok(if more.is_empty() {
+        first
+    } else {
+        Bytes::from(more)
+    })
 }
 
 fn path_pairs(params: &RawPathParams) -> Vec<(String, String)> {
@@ -396,7 +400,15 @@ pub fn router(app: Arc<App>) -> Router {
                       query: RawQuery,
                       headers: HeaderMap,
                       body: Body| {
-                    handle(app, route, Arc::clone(&export), params, query, headers, body)
+                    handle(
+                        app,
+                        route,
+                        Arc::clone(&export),
+                        params,
+                        query,
+                        headers,
+                        body,
+                    )
                 },
             )
         };

@@ -109,7 +109,10 @@ impl Cursor {
                 error_event(&ErrorReply::new(
                     500,
                     "internal",
-                    format!("{} answered an item without an id", self.request.export.name),
+                    format!(
+                        "{} answered an item without an id",
+                        self.request.export.name
+                    ),
                 ))
             }
         }

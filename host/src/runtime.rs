@@ -341,9 +341,9 @@ impl Runtime {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
-        let func = instance
-            .get_func(&mut store, entry.index)
-            .ok_or_else(|| CallFailure::Trap("the component lacks an export it listed".to_owned()))?;
+        let func = instance.get_func(&mut store, entry.index).ok_or_else(|| {
+            CallFailure::Trap("the component lacks an export it listed".to_owned())
+        })?;
         Ok(Prepared { store, func, entry })
     }
 

@@ -243,7 +243,9 @@ impl Calls {
 /// `ok` of an empty list.
 fn is_empty_list(answer: &Val) -> bool {
     match answer {
-        Val::Result(Ok(Some(value))) => matches!(value.as_ref(), Val::List(items) if items.is_empty()),
+        Val::Result(Ok(Some(value))) => {
+            matches!(value.as_ref(), Val::List(items) if items.is_empty())
+        }
         _ => false,
     }
 }
