@@ -13,7 +13,7 @@ const HOST_LAYERS: &[&[&str]] = &[
     &["sqlite", "runtime"],
     &["calls"],
     &["bridge"],
-    &["push", "openapi", "embed"],
+    &["push", "openapi", "embed", "client"],
     &["http"],
     &["cli"],
 ];
