@@ -606,6 +606,11 @@ fn outbound_reply_reaches_the_bridge_inbox() {
                "replyTo": event_id, "payload": {"conversationId": "chat-42"}}),
     );
     assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(
+        answer.body["recipients"],
+        json!(["telegram:bot1"]),
+        "the reply's recipients name the bridge that will see it"
+    );
     let inbox = relay.get("/v1/agents/telegram:bot1/inbox", &bridge);
     let messages = inbox.body.as_array().unwrap();
     assert_eq!(messages.len(), 1, "{:?}", inbox.body);

@@ -84,6 +84,23 @@ fn a_full_database_answers_507_corrupts_nothing_and_recovers() {
         200,
         "reads go on while full"
     );
+    let health = relay.get("/v1/health", OPERATOR);
+    assert_eq!(health.status, 200, "a full database is degraded, not down");
+    assert_eq!(health.body["status"], "degraded", "{:?}", health.body);
+    let database = health.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database")
+        .unwrap();
+    assert_eq!(database["status"], "degraded", "{database:?}");
+    assert!(
+        database["detail"]
+            .as_str()
+            .unwrap()
+            .contains("storage full"),
+        "{database:?}"
+    );
 
     let db = relay.db_path();
     let dir = relay.stop();

@@ -81,11 +81,7 @@ fn database(now: i64) -> HealthCheck {
                 })
                 .collect();
             if findings.iter().all(|finding| finding == "ok") {
-                check(
-                    "database",
-                    HealthStatus::Ok,
-                    "writable; quick check ok".to_owned(),
-                )
+                space()
             } else {
                 check(
                     "database",
@@ -99,6 +95,49 @@ fn database(now: i64) -> HealthCheck {
             HealthStatus::Error,
             format!("quick check failed: {e:?}"),
         ),
+    }
+}
+
+/// Below this share of the page limit left free, writes are about to get `storage_full`.
+const SPACE_LOW_PERCENT: i64 = 5;
+
+/// The database check after the file proved writable and intact: how much room the page limit
+/// (`--max-db-pages`, or SQLite's own ceiling) leaves. Rewriting the probe setting needs no new
+/// page, so "writable" alone says nothing about room for new messages.
+fn space() -> HealthCheck {
+    let pragma = |name: &str| -> Option<i64> {
+        let rows = store::query(&format!("PRAGMA {name}"), &[]).ok()?;
+        match rows.rows.first()?.first()? {
+            Value::Integer(n) => Some(*n),
+            _ => None,
+        }
+    };
+    let (Some(pages), Some(limit), Some(free)) = (
+        pragma("page_count"),
+        pragma("max_page_count"),
+        pragma("freelist_count"),
+    ) else {
+        return check(
+            "database",
+            HealthStatus::Ok,
+            "writable; quick check ok".to_owned(),
+        );
+    };
+    let room = limit.saturating_sub(pages).saturating_add(free);
+    if room.saturating_mul(100) < limit.saturating_mul(SPACE_LOW_PERCENT) {
+        check(
+            "database",
+            HealthStatus::Degraded,
+            format!(
+                "storage full or nearly: {room} of {limit} pages left (writes may get storage_full)"
+            ),
+        )
+    } else {
+        check(
+            "database",
+            HealthStatus::Ok,
+            "writable; quick check ok".to_owned(),
+        )
     }
 }
 

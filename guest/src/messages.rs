@@ -269,11 +269,9 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
         )?;
     }
     let recipients = match &target {
-        Target::Agent(_) => direct_target
-            .filter(Party::receives)
-            .map(|party| party.id)
-            .into_iter()
-            .collect(),
+        // A direct message lands in its target's inbox whatever the target is (a channel
+        // agent's bridge polls it too), so the target is who will see it.
+        Target::Agent(_) => direct_target.map(|party| party.id).into_iter().collect(),
         _ => delivery_set(&target)?,
     };
     // The message as stored, from the values just written (a new message is unclaimed and

@@ -33,6 +33,19 @@ use crate::token;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or e.g.
+    /// `agent_relay=debug,tower_http=warn`); else `RUST_LOG`, else `RELAY_LOG`, else `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// `text` for people, `json` for log shippers (one JSON object a line).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,8 +73,24 @@ enum Command {
     /// `agent-relay component --out relay.wasm`; `--signatures` writes the exports' parameter and
     /// result types as JSON instead (what a host in another language needs for a JSON bridge).
     Component(ComponentArgs),
+    /// Write a consistent copy of the database while the relay may be running (SQLite's online
+    /// backup: every committed write, including what is still in the WAL), owner-only (0600).
+    ///
+    /// `agent-relay backup --db agent-relay.db --out backups/relay-$(date +%F).db`; restore by
+    /// stopping the relay and putting the copy in the database's place (see docs/operations.md).
+    Backup(BackupArgs),
     #[command(flatten)]
     Agent(crate::client::Verb),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The database to copy (it must exist).
+    #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
+    db: PathBuf,
+    /// The file to write; refused when it already exists.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -188,14 +217,7 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(cli.log_level.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Call(args) => call(args),
@@ -211,12 +233,40 @@ pub fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Component(args) => component(&args),
+        Command::Backup(args) => backup(&args),
         Command::Agent(verb) => Ok(crate::client::run(verb)),
     };
     result.unwrap_or_else(|error| {
         eprintln!("agent-relay: {error:#}");
         ExitCode::FAILURE
     })
+}
+
+/// Logs to standard error, filtered by `--log-level`, `RUST_LOG` or `RELAY_LOG` (first given wins).
+fn init_logs(level: Option<&str>, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let given = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| std::env::var("RELAY_LOG").ok())
+        .filter(|text| !text.trim().is_empty());
+    let filter = match given.as_deref().map(EnvFilter::try_new) {
+        Some(Ok(filter)) => filter,
+        Some(Err(error)) => {
+            eprintln!("agent-relay: ignoring the log filter ({error}); logging at info");
+            EnvFilter::new("info")
+        }
+        None => EnvFilter::new("info"),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// How the database and the component are opened.
@@ -366,6 +416,27 @@ fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
             std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the database with SQLite's online backup into a new owner-only file.
+fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.db.is_file(),
+        "{} does not exist (give the relay's database with --db)",
+        args.db.display()
+    );
+    anyhow::ensure!(
+        !args.out.exists(),
+        "{} already exists; choose a new file for the backup",
+        args.out.display()
+    );
+    let started = Instant::now();
+    let source = crate::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
+    crate::sqlite::create_owner_only(&args.out)?;
+    source.backup_to(&args.out)?;
+    let bytes = std::fs::metadata(&args.out).map_or(0, |m| m.len());
+    tracing::info!(db = %db_path(&args.db).display(), out = %args.out.display(), bytes, elapsed = ?started.elapsed(), "backup written");
     Ok(ExitCode::SUCCESS)
 }
 
