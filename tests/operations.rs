@@ -1,5 +1,7 @@
 //! Running the relay as a service: backups while it serves, health when the disk is full, logs.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;

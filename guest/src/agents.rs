@@ -100,14 +100,6 @@ pub fn load(id: &str) -> Result<Option<AgentCard>, RelayError> {
 pub struct Party {
     pub id: String,
     pub kind: AgentKind,
-    pub status: AgentStatus,
-}
-
-impl Party {
-    /// Whether a message to this agent's id puts it in the delivery set ([`receives_groups`]).
-    pub fn receives(&self) -> bool {
-        receives(&self.id, self.kind, self.status)
-    }
 }
 
 /// The agents with these ids (those that exist), in one query, as [`Party`]s.
@@ -115,7 +107,7 @@ pub fn parties(ids: &[&str]) -> Result<Vec<Party>, RelayError> {
     let placeholders = vec!["?"; ids.len()].join(", ");
     let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
     db::query(
-        &format!("SELECT id, kind, status FROM agents WHERE id IN ({placeholders})"),
+        &format!("SELECT id, kind FROM agents WHERE id IN ({placeholders})"),
         &values,
     )?
     .iter()
@@ -123,7 +115,6 @@ pub fn parties(ids: &[&str]) -> Result<Vec<Party>, RelayError> {
         Ok(Party {
             id: row.text("id")?,
             kind: parse_kind(&row.text("kind")?),
-            status: parse_status(&row.text("status")?),
         })
     })
     .collect()
