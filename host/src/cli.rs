@@ -432,8 +432,10 @@ fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     let started = Instant::now();
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let source = crate::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
-    crate::sqlite::create_owner_only(&args.out)?;
     source.backup_to(&args.out)?;
     let bytes = std::fs::metadata(&args.out).map_or(0, |m| m.len());
     tracing::info!(db = %db_path(&args.db).display(), out = %args.out.display(), bytes, elapsed = ?started.elapsed(), "backup written");

@@ -600,26 +600,6 @@ fn store_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<
     .map(|_| ())
 }
 
-/// Creates an empty file readable and writable by its owner only (0600, whatever the umask), for
-/// database copies: SQLite then writes into it and the mode stays.
-///
-/// # Errors
-/// The file exists already or cannot be created.
-pub fn create_owner_only(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
-}
-
 /// Writes a relay setting outside any call (operator configuration at start-up).
 ///
 /// # Errors
