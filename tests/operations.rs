@@ -9,6 +9,17 @@ use std::process::Command;
 
 use common::*;
 
+/// Runs `agent-relay backup --db DB --out OUT`.
+fn backup_to(db: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    Command::new(binary())
+        .args(["backup", "--db"])
+        .arg(db)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_backup_taken_while_serving_holds_every_acknowledged_message_and_is_owner_only() {
     let relay = Relay::start();
@@ -20,13 +31,7 @@ fn a_backup_taken_while_serving_holds_every_acknowledged_message_and_is_owner_on
         sent.push(reply.body["message"]["id"].as_i64().unwrap());
     }
     let out = relay.dir.path().join("backups").join("relay-copy.db");
-    let backup = Command::new(binary())
-        .args(["backup", "--db"])
-        .arg(relay.db_path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let backup = backup_to(&relay.db_path(), &out);
     assert!(
         backup.status.success(),
         "backup failed: {}",
@@ -49,13 +54,7 @@ fn a_backup_taken_while_serving_holds_every_acknowledged_message_and_is_owner_on
         .unwrap();
     assert_eq!(check, "ok");
 
-    let again = Command::new(binary())
-        .args(["backup", "--db"])
-        .arg(relay.db_path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let again = backup_to(&relay.db_path(), &out);
     assert!(
         !again.status.success(),
         "an existing file is not overwritten"
@@ -72,13 +71,7 @@ fn a_backup_of_a_missing_database_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing-here.db");
     let out = dir.path().join("copy.db");
-    let backup = Command::new(binary())
-        .args(["backup", "--db"])
-        .arg(&missing)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let backup = backup_to(&missing, &out);
     assert!(!backup.status.success());
     assert!(
         String::from_utf8_lossy(&backup.stderr).contains("does not exist"),
