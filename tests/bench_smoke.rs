@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "poll_ms_1m",
     "poll_scale_ratio",
     "claim_ops_16",
+    "claim_next_ops_16",
     "rss_mb_64",
     "register_ops",
     "fanout_10_ops",

@@ -140,7 +140,7 @@ fn a_04_database_is_upgraded_row_by_row_with_a_backup() {
     let (dry_ok, dry, _) = migrate(&db, &["--dry-run"]);
     assert!(dry_ok);
     assert_eq!(dry["fromVersion"], 0);
-    assert_eq!(dry["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["steps"].as_array().unwrap().len(), 4);
     assert_eq!(
         count(&db, "messages"),
         before.1,
@@ -151,7 +151,7 @@ fn a_04_database_is_upgraded_row_by_row_with_a_backup() {
     assert!(ok, "{stderr}");
     assert_eq!(
         (report["fromVersion"].as_u64(), report["toVersion"].as_u64()),
-        (Some(0), Some(3))
+        (Some(0), Some(4))
     );
     let after = (count(&db, "agents"), count(&db, "messages"));
     eprintln!(
@@ -186,6 +186,10 @@ fn a_04_database_is_upgraded_row_by_row_with_a_backup() {
     assert_eq!(task["payload"]["taskId"], 7);
     assert_eq!(task["payload"]["source"], "ci");
     assert_eq!(task["claimedBy"], "alice", "claims survive");
+    assert_eq!(
+        task["attempts"], 0,
+        "an existing claimable message starts at 0 attempts"
+    );
     let pair = message(&db, 3);
     assert_eq!(pair["kind"], "pair");
     assert_eq!(
@@ -360,4 +364,85 @@ fn a_migrated_05_database_serves_sends_claims_and_channels() {
     );
     let alice = token.body["token"].as_str().unwrap();
     assert_eq!(relay.get("/v1/agents/alice/inbox", alice).status, 200);
+}
+
+/// Takes a database of this relay back to schema 3, the shape before job completion (the columns
+/// and indexes step 4 adds are dropped), as the previous release left it.
+fn back_to_schema_3(db: &Path) {
+    let conn = Connection::open(db).unwrap();
+    conn.execute_batch(
+        "DROP INDEX idx_msg_open_jobs;
+         DROP INDEX idx_msg_dead_letters;
+         ALTER TABLE messages DROP COLUMN attempts;
+         ALTER TABLE messages DROP COLUMN completed_by;
+         ALTER TABLE messages DROP COLUMN completed_at;
+         ALTER TABLE messages DROP COLUMN result;
+         ALTER TABLE messages DROP COLUMN dead_lettered_at;
+         UPDATE relay_settings SET value = '3' WHERE key = 'schema-version';",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_schema_3_database_gains_attempts_and_settles_the_messages_of_finished_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    assert!(migrate(&db, &[]).0);
+    for id in ["alice", "bob"] {
+        let (ok, reply) = cli_call(
+            &db,
+            "register-agent",
+            &json!({"input": {"id": id, "label": "dev"}}),
+        );
+        assert!(ok, "{reply}");
+    }
+    back_to_schema_3(&db);
+    // What the previous release wrote: a claimed job, a chat, and task 1, resolved while its
+    // message stayed claimable (0.6 did not settle them together).
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO messages (id, from_agent, to_target, kind, body, thread_id, claimable,
+                 claimed_by, claimed_at, claim_expires_at, payload, created_at) VALUES
+                 (1, 'user', 'label:dev', 'task', 'job', 1, 1, 'alice', 5000, 99999999999999, '{}', 5000),
+                 (2, 'user', 'alice', 'chat', 'hello', 2, 0, NULL, NULL, NULL, '{}', 5100),
+                 (3, 'system', 'label:dev', 'task', 'CI failed', 3, 1, NULL, NULL, NULL,
+                  '{\"taskId\":1,\"status\":\"open\"}', 5200);
+             INSERT INTO tasks (id, source, title, severity, status, target, message_id,
+                 created_at, updated_at) VALUES
+                 (1, 'ci', 'CI failed', 'error', 'resolved', 'label:dev', 3, 5200, 6000);",
+        )
+        .unwrap();
+
+    let (ok, report, stderr) = migrate(&db, &[]);
+
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        (report["fromVersion"].as_u64(), report["toVersion"].as_u64()),
+        (Some(3), Some(4))
+    );
+    let claimed = message(&db, 1);
+    assert_eq!(claimed["attempts"], 0);
+    assert_eq!(claimed["claimedBy"], "alice", "the live claim is kept");
+    assert!(claimed.get("completedAt").is_none());
+    assert_eq!(claimed["result"], json!({}));
+    assert_eq!(message(&db, 2)["body"], "hello");
+    let settled = message(&db, 3);
+    assert_eq!(
+        settled["completedAt"], 6000,
+        "the resolved task's message is settled when the task was"
+    );
+    assert!(settled.get("completedBy").is_none(), "by nobody known");
+    let (ok, refused) = cli_call(
+        &db,
+        "claim-message",
+        &json!({"messageId": 3, "input": {"agentId": "bob"}}),
+    );
+    assert!(
+        !ok,
+        "a resolved task's message cannot be claimed: {refused}"
+    );
+    let (ok, again, _) = migrate(&db, &[]);
+    assert!(ok);
+    assert_eq!(again["steps"], json!([]), "upgrading twice changes nothing");
 }

@@ -1,18 +1,31 @@
-//! Claims: leases on claimable messages. Exactly one agent holds a live claim; an expired lease
-//! makes the message claimable again.
+//! Claims: leases on claimable messages (jobs). Exactly one agent holds a live claim; an expired
+//! lease makes the message claimable again. The holder finishes a job by completing it, after
+//! which it is never claimable again. Every claim taken counts an attempt: when a claim ends
+//! without completion and the job has had `max-attempts` of them, it is dead-lettered (its
+//! sender is told) until the operator retries it.
+
+use serde_json::json;
 
 use crate::agents;
-use crate::bindings::agent_relay::relay::types::{Caller, ClaimInput, Message, RelayError};
+use crate::auth;
+use crate::bindings::agent_relay::relay::types::{
+    Caller, ClaimInput, ClaimNextInput, CompleteInput, JsonText, Message, RelayError,
+    SendMessageInput,
+};
 use crate::error::{conflict, invalid};
+use crate::input;
 use crate::messages;
 use crate::{db, params, settings, tasks};
+
+/// Jobs claim-next looks at per query; exhausted ones among them are dead-lettered on the way.
+const NEXT_BATCH: u32 = 16;
 
 /// Shortest lease a caller may ask for.
 const MIN_LEASE_MS: i64 = 100;
 
-fn lease_ms(input: &ClaimInput) -> Result<i64, RelayError> {
+fn lease_ms(asked: Option<i64>) -> Result<i64, RelayError> {
     let max = settings::number(settings::MAX_LEASE_MS)?;
-    match input.lease_ms {
+    match asked {
         None => Ok(settings::number(settings::DEFAULT_LEASE_MS)?.min(max)),
         Some(ms) if (MIN_LEASE_MS..=max).contains(&ms) => Ok(ms),
         Some(ms) => Err(invalid(format!(
@@ -41,29 +54,55 @@ pub fn claim(
         input.instance_id.as_deref(),
         input.epoch,
     )?;
-    let lease = lease_ms(input)?;
+    let lease = lease_ms(input.lease_ms)?;
     let message = messages::load_for(&agent, id)?;
     if !message.claimable {
         return Err(conflict(format!("message {id} is not claimable")));
     }
-    if let Some(holder) = live_holder(&message, now).filter(|holder| *holder != agent.id) {
+    refuse_settled(&message)?;
+    let holder = live_holder(&message, now);
+    if let Some(holder) = holder.filter(|holder| *holder != agent.id) {
         return Err(conflict(format!(
             "message {id} is already claimed by {holder}"
         )));
     }
+    // A holder claiming again under its live lease only extends it; any other claim is new.
+    let renewing = holder.is_some();
+    let max_attempts = max_attempts()?;
+    if !renewing && message.attempts >= max_attempts {
+        return Err(conflict(format!(
+            "message {id} has had its {max_attempts} attempts; the reaper dead-letters it"
+        )));
+    }
     // The write re-checks the lease so a claim can never overlap another, whatever ran before.
     let taken = db::execute(
-        "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4
-         WHERE id = ?1 AND claimable = 1
+        "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
+             attempts = attempts + ?5
+         WHERE id = ?1 AND claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL
            AND (claimed_by IS NULL OR claimed_by = ?2 OR claim_expires_at <= ?3)",
-        &params![id, agent.id.as_str(), now, now + lease],
+        &params![
+            id,
+            agent.id.as_str(),
+            now,
+            now + lease,
+            i64::from(!renewing)
+        ],
     )?;
     if taken.rows_changed == 0 {
         return Err(conflict(format!("message {id} is already claimed")));
     }
     let claimed = messages::load(id)?;
     tasks::on_message_claimed(&claimed, now)?;
-    Ok(claimed)
+    as_task_left_it(claimed)
+}
+
+/// The message as its task hook left it (read again only when it names a task).
+fn as_task_left_it(message: Message) -> Result<Message, RelayError> {
+    if tasks::names_task(&message) {
+        messages::load(message.id)
+    } else {
+        Ok(message)
+    }
 }
 
 pub fn renew(
@@ -78,7 +117,7 @@ pub fn renew(
         input.instance_id.as_deref(),
         input.epoch,
     )?;
-    let lease = lease_ms(input)?;
+    let lease = lease_ms(input.lease_ms)?;
     let message = messages::load_for(&agent, id)?;
     require_holder(&message, &agent.id, now)?;
     db::execute(
@@ -110,7 +149,11 @@ pub fn release(
     )?;
     let released = messages::load(id)?;
     tasks::on_claim_released(&released, &agent.id, now)?;
-    Ok(released)
+    if released.attempts >= max_attempts()? {
+        dead_letter(&released, "released", now)?;
+        return messages::load(id);
+    }
+    as_task_left_it(released)
 }
 
 fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), RelayError> {
@@ -127,13 +170,188 @@ fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), Rel
     }
 }
 
-/// Clears claims whose lease has run out, so they read as unclaimed; their tasks reopen too.
-pub fn release_expired(now: i64) -> Result<u32, RelayError> {
+/// The reaper's part: claims whose lease has run out end. A job that has had its attempts is
+/// dead-lettered; the others read as unclaimed again. Their tasks reopen too.
+/// Returns (claims released, jobs dead-lettered).
+pub fn release_expired(now: i64) -> Result<(u32, u32), RelayError> {
     tasks::release_expired(now)?;
+    let exhausted = db::query(
+        "SELECT id FROM messages
+         WHERE claimed_by IS NOT NULL AND claim_expires_at <= ? AND attempts >= ?",
+        &params![now, i64::from(max_attempts()?)],
+    )?;
+    for row in &exhausted {
+        dead_letter(&messages::load(row.int("id")?)?, "lease expired", now)?;
+    }
     let released = db::execute(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
          WHERE claimed_by IS NOT NULL AND claim_expires_at <= ?",
         &params![now],
     )?;
-    Ok(u32::try_from(released.rows_changed).unwrap_or(u32::MAX))
+    Ok((
+        u32::try_from(released.rows_changed).unwrap_or(u32::MAX),
+        u32::try_from(exhausted.len()).unwrap_or(u32::MAX),
+    ))
+}
+
+fn max_attempts() -> Result<u32, RelayError> {
+    Ok(u32::try_from(settings::number(settings::MAX_ATTEMPTS)?).unwrap_or(u32::MAX))
+}
+
+/// A completed or dead-lettered job is not claimable (a 409 that says which).
+fn refuse_settled(message: &Message) -> Result<(), RelayError> {
+    let id = message.id;
+    if message.completed_at.is_some() {
+        let by = message
+            .completed_by
+            .as_deref()
+            .map(|by| format!(" by {by}"))
+            .unwrap_or_default();
+        return Err(conflict(format!("message {id} is already completed{by}")));
+    }
+    if message.dead_lettered_at.is_some() {
+        return Err(conflict(format!(
+            "message {id} is dead-lettered after {} attempts; the operator may retry it",
+            message.attempts
+        )));
+    }
+    Ok(())
+}
+
+/// The live holder finishes the job: the claim ends, `completedBy`, `completedAt` and `result`
+/// are recorded, and its task (if it is one's current message) is resolved. Completing again
+/// as the one who completed it answers the message as it is.
+pub fn complete(
+    caller: &Caller,
+    id: i64,
+    input: &CompleteInput,
+    now: i64,
+) -> Result<Message, RelayError> {
+    let (_, agent) = agents::acting(
+        caller,
+        &input.agent_id,
+        input.instance_id.as_deref(),
+        input.epoch,
+    )?;
+    let result = input::json_object("result", input.result.as_ref())?;
+    let message = messages::load_for(&agent, id)?;
+    if message.completed_at.is_some() && message.completed_by.as_deref() == Some(&agent.id) {
+        return Ok(message);
+    }
+    refuse_settled(&message)?;
+    // Fencing: a holder whose lease ran out (and perhaps went to another) cannot complete.
+    require_holder(&message, &agent.id, now)?;
+    db::execute(
+        "UPDATE messages SET completed_by = ?2, completed_at = ?3, result = ?4,
+             claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
+         WHERE id = ?1",
+        &params![id, agent.id.as_str(), now, input::to_json_text(&result)],
+    )?;
+    let completed = messages::load(id)?;
+    tasks::on_message_completed(&completed, &agent.id, now)?;
+    as_task_left_it(completed)
+}
+
+/// Claims the oldest available job in the agent's inbox (see `messages::available_jobs`), in
+/// the one transaction of the call, so two callers never get the same one. Exhausted jobs met on
+/// the way (an expired last attempt) are dead-lettered and skipped. `None` when there is none.
+pub fn claim_next(
+    caller: &Caller,
+    agent_id: &str,
+    input: &ClaimNextInput,
+    now: i64,
+) -> Result<Option<Message>, RelayError> {
+    let (_, agent) = agents::acting(caller, agent_id, input.instance_id.as_deref(), input.epoch)?;
+    let lease = lease_ms(input.lease_ms)?;
+    let kind = input
+        .kind
+        .as_deref()
+        .map(|k| input::id("kind", k))
+        .transpose()?;
+    let channel = input
+        .channel
+        .as_deref()
+        .map(|c| input::id("channel", c))
+        .transpose()?;
+    let max_attempts = max_attempts()?;
+    loop {
+        let jobs = messages::available_jobs(&agent, kind, channel, now, NEXT_BATCH)?;
+        if jobs.is_empty() {
+            return Ok(None);
+        }
+        for job in jobs {
+            if job.attempts >= max_attempts {
+                dead_letter(&messages::load(job.id)?, "lease expired", now)?;
+                continue;
+            }
+            db::execute(
+                "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
+                     attempts = attempts + 1
+                 WHERE id = ?1",
+                &params![job.id, agent.id.as_str(), now, now + lease],
+            )?;
+            let claimed = messages::load(job.id)?;
+            tasks::on_message_claimed(&claimed, now)?;
+            return as_task_left_it(claimed).map(Some);
+        }
+    }
+}
+
+/// Parks a job whose claims ran out: never claimable again until retried; its sender gets a
+/// `system` message saying so (when the sender is still registered).
+fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayError> {
+    db::execute(
+        "UPDATE messages SET dead_lettered_at = ?2,
+             claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
+         WHERE id = ?1",
+        &params![message.id, now],
+    )?;
+    tasks::on_dead_lettered(message, now)?;
+    if agents::load(&message.from)?.is_none() {
+        return Ok(());
+    }
+    let payload = json!({"messageId": message.id, "attempts": message.attempts, "reason": reason});
+    messages::send(
+        &Caller::Operator,
+        SendMessageInput {
+            from: agents::SYSTEM.to_owned(),
+            to: message.from.clone(),
+            kind: Some("system".to_owned()),
+            channel: None,
+            subject: Some(format!("dead letter: message {}", message.id)),
+            body: format!(
+                "message {} to {} was dead-lettered after {} attempts ({reason}); \
+                 the operator may retry it",
+                message.id, message.to, message.attempts
+            ),
+            reply_to: Some(message.id),
+            claimable: None,
+            idempotency_key: None,
+            payload: Some(JsonText {
+                json: payload.to_string(),
+            }),
+            meta: None,
+        },
+        now,
+    )?;
+    Ok(())
+}
+
+/// The operator puts a dead letter back: claimable again, its attempts counted from zero.
+pub fn retry(caller: &Caller, id: i64) -> Result<Message, RelayError> {
+    auth::require_operator(caller)?;
+    let message = messages::load(id)?;
+    if message.completed_at.is_some() {
+        return Err(conflict(format!(
+            "message {id} is completed; there is nothing to retry"
+        )));
+    }
+    if message.dead_lettered_at.is_none() {
+        return Err(conflict(format!("message {id} is not dead-lettered")));
+    }
+    db::execute(
+        "UPDATE messages SET dead_lettered_at = NULL, attempts = 0 WHERE id = ?",
+        &params![id],
+    )?;
+    messages::load(id)
 }

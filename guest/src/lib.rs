@@ -47,9 +47,9 @@ mod upgrade;
 mod webhooks;
 
 use bindings::agent_relay::relay::types::{
-    AgentCard, AgentQuery, Caller, ClaimInput, Deleted, Identity, LabelInput, Message, PollQuery,
-    ReapReport, RegisterAgentInput, RegisteredAgent, RelayError, SchemaReport, SendMessageInput,
-    SentMessage, SessionInput, StatusInput,
+    AgentCard, AgentQuery, Caller, ClaimInput, ClaimNextInput, CompleteInput, Deleted, Identity,
+    LabelInput, Message, MessageQuery, PollQuery, ReapReport, RegisterAgentInput, RegisteredAgent,
+    RelayError, SchemaReport, SendMessageInput, SentMessage, SessionInput, StatusInput,
 };
 use bindings::exports::agent_relay::relay::{commands, queries};
 
@@ -95,6 +95,10 @@ impl queries::Guest for Relay {
 
     fn poll_inbox(caller: Caller, agent_id: String, query: PollQuery) -> Outcome<Vec<Message>> {
         messages::inbox(&caller, &agent_id, &query, now_ms())
+    }
+
+    fn list_messages(caller: Caller, query: MessageQuery) -> Outcome<Vec<Message>> {
+        messages::list(&caller, &query)
     }
 }
 
@@ -152,15 +156,32 @@ impl commands::Guest for Relay {
         claims::release(&caller, message_id, &input, now_ms())
     }
 
+    fn complete_claim(caller: Caller, message_id: i64, input: CompleteInput) -> Outcome<Message> {
+        claims::complete(&caller, message_id, &input, now_ms())
+    }
+
+    fn claim_next(
+        caller: Caller,
+        agent_id: String,
+        input: ClaimNextInput,
+    ) -> Outcome<Option<Message>> {
+        claims::claim_next(&caller, &agent_id, &input, now_ms())
+    }
+
+    fn retry_message(caller: Caller, message_id: i64) -> Outcome<Message> {
+        claims::retry(&caller, message_id)
+    }
+
     fn reap(caller: Caller) -> Outcome<ReapReport> {
         auth::require_operator(&caller)?;
         let now = now_ms();
         let offline_agents = agents::reap_stale(now)?;
-        let released_claims = claims::release_expired(now)?;
+        let (released_claims, dead_lettered) = claims::release_expired(now)?;
         let offline_orchestrators = orchestrators::reap_stale(now)?;
         Ok(ReapReport {
             offline_agents,
             released_claims,
+            dead_lettered,
             offline_orchestrators,
         })
     }

@@ -7,8 +7,8 @@ use crate::agents::{self, Party};
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, AgentKind, Caller, ClaimInput, JsonText, Message, PollQuery, RelayError,
-    SendMessageInput, SentMessage,
+    AgentCard, AgentKind, Caller, ClaimInput, JobState, JsonText, Message, MessageQuery, PollQuery,
+    RelayError, SendMessageInput, SentMessage,
 };
 use crate::db::{self, Row};
 use crate::error::{forbidden, invalid, not_found};
@@ -20,7 +20,7 @@ pub const MAX_LIMIT: u32 = 500;
 
 const MESSAGE_SELECT: &str = "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, \
      m.body, m.thread_id, m.reply_to, m.claimable, m.claimed_by, m.claimed_at, m.claim_expires_at, \
-     m.idempotency_key, m.payload, m.meta, m.created_at, \
+     m.attempts, m.completed_by, m.completed_at, m.result, m.dead_lettered_at, m.idempotency_key, m.payload, m.meta, m.created_at, \
      (SELECT json_group_array(agent_id) FROM \
         (SELECT agent_id FROM message_reads WHERE message_id = m.id ORDER BY read_at, agent_id)) \
         AS read_by \
@@ -134,6 +134,11 @@ fn message_from_row(row: &Row) -> Result<Message, RelayError> {
         claimed_by: row.opt_text("claimed_by")?,
         claimed_at: row.opt_int("claimed_at")?,
         claim_expires_at: row.opt_int("claim_expires_at")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(0),
+        completed_by: row.opt_text("completed_by")?,
+        completed_at: row.opt_int("completed_at")?,
+        result: input::json_text(row.opt_text("result")?),
+        dead_lettered_at: row.opt_int("dead_lettered_at")?,
         idempotency_key: row.opt_text("idempotency_key")?,
         payload: input::json_text(row.opt_text("payload")?),
         meta: input::json_text(row.opt_text("meta")?),
@@ -290,6 +295,13 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
         claimed_by: None,
         claimed_at: None,
         claim_expires_at: None,
+        attempts: 0,
+        completed_by: None,
+        completed_at: None,
+        result: JsonText {
+            json: "{}".to_owned(),
+        },
+        dead_lettered_at: None,
         idempotency_key: input.idempotency_key,
         payload: JsonText { json: payload },
         meta: JsonText { json: meta },
@@ -365,7 +377,8 @@ pub fn thread(caller: &Caller, thread_id: i64) -> Result<Vec<Message>, RelayErro
 }
 
 /// The inbox: messages whose target reaches the agent, oldest first. It peeks: nothing is marked
-/// read. Claimable messages held by another agent under a live lease are left out.
+/// read. Claimable messages held by another agent under a live lease, and jobs completed by
+/// anyone else, are left out.
 pub fn inbox(
     caller: &Caller,
     agent_id: &str,
@@ -375,20 +388,38 @@ pub fn inbox(
     input::id("agentId", agent_id)?;
     auth::act_as(caller, agent_id)?;
     let agent = agents::require(agent_id)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    let limit = checked_limit(query.limit)?;
     let targets = agents::targets_reaching(&agent)?;
     let placeholders = vec!["?"; targets.len()].join(", ");
     let mut sql = format!(
         "{MESSAGE_SELECT} WHERE m.to_target IN ({placeholders})
            AND (m.to_target = ? OR m.from_agent != ?)
            AND NOT (m.claimable = 1 AND m.claimed_by IS NOT NULL AND m.claimed_by != ?
-                    AND m.claim_expires_at > ?)"
+                    AND m.claim_expires_at > ?)
+           AND NOT (m.completed_at IS NOT NULL AND m.completed_by IS NOT ?)"
     );
     let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
-    values.extend(params![agent_id, agent_id, agent_id, now]);
+    values.extend(params![agent_id, agent_id, agent_id, now, agent_id]);
+    if let Some(state) = query.state {
+        const JOB: &str = " AND m.claimable = 1 AND m.completed_at IS NULL \
+             AND m.dead_lettered_at IS NULL";
+        match state {
+            JobState::Open => {
+                sql.push_str(JOB);
+                sql.push_str(" AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)");
+                values.push(Value::from(now));
+            }
+            JobState::Claimed => {
+                sql.push_str(JOB);
+                sql.push_str(" AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?");
+                values.push(Value::from(now));
+            }
+            JobState::Completed => sql.push_str(" AND m.completed_at IS NOT NULL"),
+            JobState::Dead => {
+                sql.push_str(" AND m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL");
+            }
+        }
+    }
     if let Some(since) = query.since {
         sql.push_str(" AND m.id > ?");
         values.push(Value::from(since));
@@ -415,6 +446,14 @@ pub fn inbox(
         .iter()
         .map(message_from_row)
         .collect()
+}
+
+fn checked_limit(limit: Option<u32>) -> Result<u32, RelayError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    Ok(limit)
 }
 
 /// Loads a message on behalf of an acting agent, refusing agents it does not reach.
@@ -451,4 +490,78 @@ pub fn mark_read(
         &params![id, agent.id.as_str(), now],
     )?;
     load(id)
+}
+
+/// The operator's view of messages, oldest first: all of them, or only (or no) dead letters.
+pub fn list(caller: &Caller, query: &MessageQuery) -> Result<Vec<Message>, RelayError> {
+    auth::require_operator(caller)?;
+    let limit = checked_limit(query.limit)?;
+    let mut sql = format!("{MESSAGE_SELECT} WHERE 1 = 1");
+    let mut values: Vec<Value> = Vec::new();
+    match query.dead_lettered {
+        Some(true) => {
+            sql.push_str(" AND m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL")
+        }
+        Some(false) => {
+            sql.push_str(" AND NOT (m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL)");
+        }
+        None => {}
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND m.id > ?");
+        values.push(Value::from(since));
+    }
+    sql.push_str(" ORDER BY m.id LIMIT ?");
+    values.push(Value::from(i64::from(limit)));
+    db::query(&sql, &values)?
+        .iter()
+        .map(message_from_row)
+        .collect()
+}
+
+/// A job claim-next may take, as found, with the claims it has had.
+pub struct Job {
+    pub id: i64,
+    pub attempts: u32,
+}
+
+/// The oldest jobs in the agent's inbox that nobody holds: claimable, not completed, not
+/// dead-lettered, unclaimed or with an expired lease, matching the filters.
+pub fn available_jobs(
+    agent: &AgentCard,
+    kind: Option<&str>,
+    channel: Option<&str>,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<Job>, RelayError> {
+    let targets = agents::targets_reaching(agent)?;
+    let placeholders = vec!["?"; targets.len()].join(", ");
+    let mut sql = format!(
+        "SELECT m.id, m.attempts FROM messages m
+         WHERE m.to_target IN ({placeholders})
+           AND m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL
+           AND (m.to_target = ? OR m.from_agent != ?)
+           AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)"
+    );
+    let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
+    values.extend(params![agent.id.as_str(), agent.id.as_str(), now]);
+    if let Some(kind) = kind {
+        sql.push_str(" AND m.kind = ?");
+        values.push(Value::from(kind));
+    }
+    if let Some(channel) = channel {
+        sql.push_str(" AND m.channel = ?");
+        values.push(Value::from(channel));
+    }
+    sql.push_str(" ORDER BY m.id LIMIT ?");
+    values.push(Value::from(i64::from(limit)));
+    db::query(&sql, &values)?
+        .iter()
+        .map(|row| {
+            Ok(Job {
+                id: row.int("id")?,
+                attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+            })
+        })
+        .collect()
 }

@@ -209,6 +209,24 @@ const STEPS: &[Step] = &[
             "CREATE INDEX IF NOT EXISTS idx_agents_last_seen ON agents(status, last_seen)",
         ],
     },
+    Step {
+        version: 4,
+        name: "job completion, attempts and dead letters",
+        before: nothing_before,
+        after: upgrade::settle_finished_task_messages,
+        statements: &[
+            "ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN completed_by TEXT",
+            "ALTER TABLE messages ADD COLUMN completed_at INTEGER",
+            "ALTER TABLE messages ADD COLUMN result TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE messages ADD COLUMN dead_lettered_at INTEGER",
+            // What claim-next walks: the jobs still to do, per target, oldest first.
+            "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs ON messages(to_target, id)
+            WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
+            "CREATE INDEX IF NOT EXISTS idx_msg_dead_letters ON messages(id)
+            WHERE dead_lettered_at IS NOT NULL AND completed_at IS NULL",
+        ],
+    },
 ];
 
 /// The schema version this build writes.

@@ -9,11 +9,14 @@ pub const STALE_TTL_MS: &str = "stale-ttl-ms";
 pub const DEFAULT_LEASE_MS: &str = "default-lease-ms";
 /// The longest lease a caller may ask for.
 pub const MAX_LEASE_MS: &str = "max-lease-ms";
+/// Claims a job may have; when the last of them ends without completion it is dead-lettered.
+pub const MAX_ATTEMPTS: &str = "max-attempts";
 
 const DEFAULTS: &[(&str, i64)] = &[
     (STALE_TTL_MS, 5 * 60 * 1000),
     (DEFAULT_LEASE_MS, 5 * 60 * 1000),
     (MAX_LEASE_MS, 24 * 60 * 60 * 1000),
+    (MAX_ATTEMPTS, 5),
 ];
 
 /// Reads a numeric setting, falling back to its default when unset or unreadable.

@@ -524,6 +524,7 @@ pub fn set_status(
             "UPDATE tasks SET status = ?2, claim_expires_at = NULL, updated_at = ?3 WHERE id = ?1",
             &params![task_id, status_name(input.status), now],
         )?;
+        settle_message(task.message_id, &actor, input.status, now)?;
     }
     record(task_id, kind, &actor, &Json::Object(data), now)?;
     require(task_id)
@@ -570,6 +571,88 @@ fn authorise_change(
     Err(forbidden(refusal))
 }
 
+/// A resolved or dismissed task's current message is completed with it (its claim ends), so it
+/// is never claimable again; its payload says the task's new status.
+fn settle_message(
+    message_id: i64,
+    actor: &str,
+    status: TaskStatus,
+    now: i64,
+) -> Result<(), RelayError> {
+    db::execute(
+        "UPDATE messages SET completed_by = ?2, completed_at = ?3,
+             claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
+         WHERE id = ?1 AND completed_at IS NULL",
+        &params![message_id, actor, now],
+    )?;
+    follow_status(message_id, status)
+}
+
+/// The task message's payload `status` follows its task.
+fn follow_status(message_id: i64, status: TaskStatus) -> Result<(), RelayError> {
+    db::execute(
+        "UPDATE messages SET payload = json_set(payload, '$.status', ?2)
+         WHERE id = ?1 AND json_valid(payload)",
+        &params![message_id, status_name(status)],
+    )?;
+    Ok(())
+}
+
+/// Completing a task's current message resolves the task (an open or claimed one).
+pub fn on_message_completed(message: &Message, holder: &str, now: i64) -> Result<(), RelayError> {
+    let Some(task) = task_of(message)? else {
+        return Ok(());
+    };
+    if !matches!(task.status, TaskStatus::Open | TaskStatus::Claimed) {
+        return Ok(());
+    }
+    db::execute(
+        "UPDATE tasks SET status = 'resolved', claim_expires_at = NULL, updated_at = ?2
+         WHERE id = ?1",
+        &params![task.id, now],
+    )?;
+    follow_status(message.id, TaskStatus::Resolved)?;
+    let result: Json = serde_json::from_str(&message.result.json).unwrap_or_else(|_| json!({}));
+    record(
+        task.id,
+        TaskEventKind::Resolved,
+        holder,
+        &json!({"from": status_name(task.status), "messageId": message.id, "result": result}),
+        now,
+    )
+}
+
+/// A dead-lettered task message no longer holds its task: a claimed task is open again.
+pub fn on_dead_lettered(message: &Message, now: i64) -> Result<(), RelayError> {
+    let Some(task) = task_of(message)? else {
+        return Ok(());
+    };
+    if task.status != TaskStatus::Claimed {
+        return Ok(());
+    }
+    db::execute(
+        "UPDATE tasks SET status = 'open', claimed_by = NULL, claim_expires_at = NULL,
+             updated_at = ?2 WHERE id = ?1",
+        &params![task.id, now],
+    )?;
+    follow_status(message.id, TaskStatus::Open)?;
+    record(
+        task.id,
+        TaskEventKind::Released,
+        agents::SYSTEM,
+        &json!({"reason": "dead-lettered", "messageId": message.id,
+                "claimedBy": task.claimed_by}),
+        now,
+    )
+}
+
+/// Whether the message names a task: then claiming, completing or releasing it may rewrite its
+/// payload's `status`, and whoever answers it reads it again.
+pub fn names_task(message: &Message) -> bool {
+    serde_json::from_str::<Map<String, Json>>(&message.payload.json)
+        .is_ok_and(|payload| payload.contains_key("taskId"))
+}
+
 /// The task a message stands for: the one whose current message it is.
 fn task_of(message: &Message) -> Result<Option<Task>, RelayError> {
     let payload: Map<String, Json> =
@@ -599,6 +682,7 @@ pub fn on_message_claimed(message: &Message, now: i64) -> Result<(), RelayError>
         &params![task.id, holder.as_str(), expires, now],
     )?;
     if changes_hands {
+        follow_status(message.id, TaskStatus::Claimed)?;
         record(
             task.id,
             TaskEventKind::Claimed,
@@ -640,6 +724,7 @@ pub fn on_claim_released(message: &Message, agent_id: &str, now: i64) -> Result<
         &params![task.id, agent_id, now],
     )?;
     if released.rows_changed > 0 {
+        follow_status(message.id, TaskStatus::Open)?;
         record(
             task.id,
             TaskEventKind::Released,
@@ -654,7 +739,7 @@ pub fn on_claim_released(message: &Message, agent_id: &str, now: i64) -> Result<
 /// The reaper's part: claimed tasks whose lease has run out are open again.
 pub fn release_expired(now: i64) -> Result<u32, RelayError> {
     let expired = db::query(
-        "SELECT id, claimed_by FROM tasks
+        "SELECT id, claimed_by, message_id FROM tasks
          WHERE status = 'claimed' AND claim_expires_at <= ?",
         &params![now],
     )?;
@@ -665,6 +750,7 @@ pub fn release_expired(now: i64) -> Result<u32, RelayError> {
                  updated_at = ?2 WHERE id = ?1",
             &params![id, now],
         )?;
+        follow_status(row.int("message_id")?, TaskStatus::Open)?;
         record(
             id,
             TaskEventKind::Released,

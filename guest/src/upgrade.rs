@@ -14,6 +14,17 @@ fn created_table(sql: &str) -> Option<&str> {
     rest.split(|c: char| c.is_whitespace() || c == '(').next()
 }
 
+/// The table and column an `ALTER TABLE name ADD COLUMN column ...` statement adds.
+fn added_column(sql: &str) -> Option<(&str, &str)> {
+    let rest = sql.trim_start().strip_prefix("ALTER TABLE ")?;
+    let (table, rest) = rest.split_once(' ')?;
+    let column = rest
+        .strip_prefix("ADD COLUMN ")?
+        .split_whitespace()
+        .next()?;
+    Some((table, column))
+}
+
 /// A column as `PRAGMA table_info` describes it: name, declared type, NOT NULL, default.
 type Column = (String, String, bool, Option<String>);
 
@@ -48,6 +59,12 @@ pub fn has_column(table: &str, column: &str) -> Result<bool, RelayError> {
 /// Runs a `CREATE TABLE IF NOT EXISTS` statement; when the table already exists in an older
 /// shape, adds the columns it lacks (with their defaults). Returns the columns added.
 pub fn create_or_reconcile(sql: &str) -> Result<Vec<String>, RelayError> {
+    // A column a step adds may already be there (a file another release wrote): kept as it is.
+    if let Some((table, column)) = added_column(sql)
+        && has_column(table, column)?
+    {
+        return Ok(Vec::new());
+    }
     let Some(table) = created_table(sql) else {
         db::execute(sql, &[])?;
         return Ok(Vec::new());
@@ -214,4 +231,20 @@ pub fn typescript_data(added: &mut Vec<String>) -> Result<(), RelayError> {
     }
     read_by_to_receipts()?;
     backfill_threads()
+}
+
+/// After step 4: the messages of tasks already resolved or dismissed, and the superseded
+/// messages of reopened tasks, were claimable again in older releases; they are settled now
+/// (completed when the task last changed, by nobody known), so no one takes them again.
+pub fn settle_finished_task_messages(_: &mut Vec<String>) -> Result<(), RelayError> {
+    db::execute(
+        "UPDATE messages SET completed_at = (
+             SELECT t.updated_at FROM tasks t WHERE t.id = json_extract(messages.payload, '$.taskId'))
+         WHERE kind = 'task' AND claimable = 1 AND completed_at IS NULL AND json_valid(payload)
+           AND EXISTS (SELECT 1 FROM tasks t
+                       WHERE t.id = json_extract(messages.payload, '$.taskId')
+                         AND (t.status IN ('resolved', 'dismissed') OR t.message_id != messages.id))",
+        &[],
+    )?;
+    Ok(())
 }

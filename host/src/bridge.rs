@@ -486,6 +486,13 @@ pub fn status_of(case: &str) -> u16 {
     }
 }
 
+/// Whether the export answers `result<option<T>, _>`: its `none` (JSON `null`) means "nothing",
+/// which HTTP says as 204 and a held request waits past.
+pub fn answers_option(export: &Export) -> bool {
+    matches!(&export.result, Some(Type::Result(result))
+        if matches!(result.ok(), Some(Type::Option(_))))
+}
+
 /// Splits an export's `result<T, relay-error>` into the JSON answer or the error reply.
 ///
 /// # Errors

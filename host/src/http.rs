@@ -109,12 +109,22 @@ fn take_pair(pairs: &mut Vec<(String, String)>, key: &str) -> Result<Option<Stri
     Ok(found)
 }
 
-/// The deadline of a held request: `wait=SECONDS`, cut to the server's maximum.
+/// The deadline of a held request: `wait=SECONDS` in the query, or a JSON body's `wait` field
+/// (taken out, so the export never sees it), cut to the server's maximum.
 fn wait_deadline(
     pairs: &mut Vec<(String, String)>,
+    body: Option<&mut Json>,
     max_wait: Duration,
 ) -> Result<Option<tokio::time::Instant>, ErrorReply> {
-    let Some(text) = take_pair(pairs, "wait")? else {
+    let in_body = body
+        .and_then(Json::as_object_mut)
+        .and_then(|fields| fields.remove("wait"))
+        .filter(|wait| !wait.is_null())
+        .map(|wait| {
+            wait.as_str()
+                .map_or_else(|| wait.to_string(), str::to_owned)
+        });
+    let Some(text) = take_pair(pairs, "wait")?.or(in_body) else {
         return Ok(None);
     };
     let wait = text
@@ -165,7 +175,7 @@ async fn handle(
     let arriving = app.calls.arriving(&export);
     let result = async {
         let body = read_body(&headers, body, app.options.max_body_bytes).await?;
-        let json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
+        let mut json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
             Some(
@@ -175,7 +185,7 @@ async fn handle(
         };
         let mut query = query_pairs(raw_query.as_deref());
         let deadline = match route.delivery {
-            Delivery::Held => wait_deadline(&mut query, app.options.max_wait)?,
+            Delivery::Held => wait_deadline(&mut query, json.as_mut(), app.options.max_wait)?,
             Delivery::Once | Delivery::Streamed => None,
         };
         let request_parts = request_parts(&export, route, &headers, &body);
@@ -188,7 +198,11 @@ async fn handle(
         };
         let args = bridge::arguments(&export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
         let answer = match deadline {
-            Some(deadline) => app.calls.hold(&export, args, deadline).await?,
+            Some(deadline) => {
+                // A held write call is not about to reach the lane: it waits for others' commits.
+                drop(arriving);
+                app.calls.hold(&export, args, deadline).await?
+            }
             None => app.calls.run_arriving(&export, args, arriving).await?,
         };
         bridge::outcome(&answer)
@@ -214,6 +228,10 @@ async fn handle(
                 ?elapsed,
                 "answered"
             );
+            if body.is_null() && bridge::answers_option(&export) {
+                // `none`: nothing to answer (claim-next found no job).
+                return StatusCode::NO_CONTENT.into_response();
+            }
             reply(status, &body)
         }
         Err(error) => {

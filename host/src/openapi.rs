@@ -107,6 +107,9 @@ pub fn document(runtime: &Runtime) -> Json {
                 "503": error, "507": error
             }
         });
+        if crate::bridge::answers_option(export) {
+            operation["responses"]["204"] = json!({"description": "Nothing (the option's none)"});
+        }
         if route.creates {
             operation["responses"]["201"] =
                 json!({"description": "Created", "content": {"application/json": {"schema": ok}}});

@@ -7,7 +7,8 @@
 //! header's value to a named parameter (`with_header`).
 //!
 //! A route may also let the caller wait for the answer (see `push.rs`): a *held* route takes
-//! `wait=SECONDS` and holds an empty list answer until a write commits; a *streamed* route serves
+//! `wait=SECONDS` and holds an empty answer (an empty list, or an option's `none`) until a write
+//! commits; a *streamed* route serves
 //! the export's items as server-sent events, resuming after `Last-Event-ID`. A route may answer
 //! 503 when the result reports itself unavailable (`unavailable_when`), so a monitor sees the
 //! status code. A route whose export the running component lacks is not mounted.
@@ -32,7 +33,8 @@ pub struct Route {
 pub enum Delivery {
     /// One call, one answer.
     Once,
-    /// Like `Once`, but `wait=SECONDS` holds an empty list answer until a write commits.
+    /// Like `Once`, but `wait=SECONDS` (in the query or the JSON body) holds an empty answer (an
+    /// empty list, or `none` of an option) until a write commits.
     Held,
     /// Server-sent events: each item of the list export as it commits, resuming after an id.
     Streamed,
@@ -110,6 +112,14 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/messages/{messageId}/claim", "claim-message"),
     route("POST", "/v1/messages/{messageId}/renew", "renew-claim"),
     route("POST", "/v1/messages/{messageId}/release", "release-claim"),
+    route(
+        "POST",
+        "/v1/messages/{messageId}/complete",
+        "complete-claim",
+    ),
+    held("POST", "/v1/agents/{agentId}/claim-next", "claim-next"),
+    route("GET", "/v1/messages", "list-messages"),
+    route("POST", "/v1/messages/{messageId}/retry", "retry-message"),
     // Channels, bindings and routing
     route("GET", "/v1/channels", "list-channels"),
     route("GET", "/v1/channels/{channelId}", "get-channel"),

@@ -763,14 +763,17 @@ impl LoadClient {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .context("a status line")?;
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .context("a Content-Length header (chunked answers are not expected)")?;
+        let length: usize = if status == 204 {
+            0
+        } else {
+            head.lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .context("a Content-Length header (chunked answers are not expected)")?
+        };
         while self.buffer.len() < header_end + length {
             let n = self.stream.read(&mut chunk)?;
             anyhow::ensure!(n > 0, "the server closed the connection mid-body");
@@ -975,16 +978,16 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
         }
     }
 
-    claims(plan, &base, figures)
+    claims(plan, &base, figures)?;
+    claim_next_jobs(plan, &base, figures)
 }
 
-/// A claimable backlog to label:workers; 16 workers walk it in order, each claiming every
-/// message not yet known as taken, so they collide on the same messages.
-fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> {
+/// Queues `backlog` claimable jobs to label:workers.
+fn queue_jobs(base: &str, backlog: usize) -> anyhow::Result<Vec<i64>> {
     let setup = client()?;
     let url = format!("{base}/v1/messages");
-    let mut ids = Vec::with_capacity(plan.backlog);
-    for i in 0..plan.backlog {
+    let mut ids = Vec::with_capacity(backlog);
+    for i in 0..backlog {
         let body = json!({"from": "sink", "to": "label:workers", "body": format!("job {i}"), "claimable": true});
         let (status, reply) = post(&setup, &url, &body)?;
         anyhow::ensure!(
@@ -993,7 +996,88 @@ fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> 
         );
         ids.push(reply["message"]["id"].as_i64().context("a message id")?);
     }
-    let ids = Arc::new(ids);
+    Ok(ids)
+}
+
+/// The same backlog as `claims`, taken with claim-next and finished with complete: each worker
+/// asks for the next job until there is none. Counts jobs claimed and completed per second, and
+/// the answers that were neither a job nor "none left" (refusals).
+fn claim_next_jobs(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let backlog = queue_jobs(base, plan.backlog)?.len();
+    let completed = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let odd = Arc::new(Mutex::new(None::<String>));
+    let deadline = plan.http * 4;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..16)
+        .map(|w| {
+            let (completed, refused, odd) = (
+                Arc::clone(&completed),
+                Arc::clone(&refused),
+                Arc::clone(&odd),
+            );
+            let base = base.to_owned();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut client = LoadClient::connect(&base)?;
+                let agent = format!("w{w}");
+                let next = serde_json::to_vec(&json!({"leaseMs": 600_000}))?;
+                let done = serde_json::to_vec(&json!({"agentId": agent}))?;
+                let note = |status: u16, reply: &[u8]| {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut odd) = odd.lock() {
+                        odd.get_or_insert_with(|| {
+                            format!("{status} {}", String::from_utf8_lossy(reply))
+                        });
+                    }
+                };
+                while started.elapsed() < deadline {
+                    let (status, reply) =
+                        client.post(&format!("/v1/agents/{agent}/claim-next"), &next)?;
+                    if status == 204 {
+                        break;
+                    }
+                    if status != 200 {
+                        note(status, &reply);
+                        continue;
+                    }
+                    let job: Json = serde_json::from_slice(&reply)?;
+                    let id = job["id"].as_i64().context("a job id")?;
+                    let (status, reply) =
+                        client.post(&format!("/v1/messages/{id}/complete"), &done)?;
+                    if status == 200 {
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        note(status, &reply);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| anyhow!("a worker panicked"))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(odd) = odd.lock().map_err(|_| anyhow!("poisoned"))?.take() {
+        eprintln!("  claim-next or complete refused: {odd}");
+    }
+    let completed = completed.load(Ordering::Relaxed);
+    figures.put(
+        "claim_next_ops_16",
+        completed as f64 / elapsed,
+        format!(
+            "jobs claimed (claim-next) and completed/s, 16 workers over a backlog of {backlog} \
+             ({completed} completed, {} refused)",
+            refused.load(Ordering::Relaxed)
+        ),
+    );
+    Ok(())
+}
+
+/// A claimable backlog to label:workers; 16 workers walk it in order, each claiming every
+/// message not yet known as taken, so they collide on the same messages.
+fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let ids = Arc::new(queue_jobs(base, plan.backlog)?);
     let taken: Arc<Vec<AtomicBool>> =
         Arc::new((0..ids.len()).map(|_| AtomicBool::new(false)).collect());
     let claimed = Arc::new(AtomicUsize::new(0));

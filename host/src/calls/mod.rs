@@ -206,7 +206,8 @@ impl Calls {
         Ok(ran.value)
     }
 
-    /// Runs a list export until its answer is not an empty list, re-running it after each
+    /// Runs a list export until its answer is not empty (an empty list, or the `none` of an
+    /// option), re-running it after each
     /// commit that changed rows, or until `deadline`, when the (empty) answer is returned.
     ///
     /// # Errors
@@ -222,7 +223,7 @@ impl Calls {
             // Mark the commits seen before the call: any commit its snapshot misses wakes us.
             commits.borrow_and_update();
             let answer = self.run(export, args.clone()).await?;
-            if !is_empty_list(&answer) {
+            if !is_empty(&answer) {
                 return Ok(answer);
             }
             tokio::select! {
@@ -240,11 +241,12 @@ impl Calls {
     }
 }
 
-/// `ok` of an empty list.
-fn is_empty_list(answer: &Val) -> bool {
+/// `ok` of an empty list, or of an option's `none`.
+fn is_empty(answer: &Val) -> bool {
     match answer {
         Val::Result(Ok(Some(value))) => {
             matches!(value.as_ref(), Val::List(items) if items.is_empty())
+                || matches!(value.as_ref(), Val::Option(None))
         }
         _ => false,
     }
