@@ -256,7 +256,8 @@ fn resolved_task_reopens_with_a_new_message_when_the_event_comes_back() {
     assert_eq!(again.body["task"]["messageId"], second_message);
     assert_eq!(
         relay.inbox_ids("worker", &worker, ""),
-        vec![first_message, second_message]
+        vec![second_message],
+        "the first message was completed with its task: no longer offered"
     );
 }
 
