@@ -680,3 +680,55 @@ fn call_with_url_goes_through_the_running_relay() {
     assert!(no_route.stderr.contains("no HTTP route"), "{no_route:?}");
     assert_eq!(relay.inbox_ids("bob", &bob, "").len(), 1);
 }
+
+#[test]
+fn claim_without_an_id_takes_the_next_job_and_complete_finishes_it() {
+    let (relay, alice, bob) = two_agents();
+    let nothing = run(&relay, &alice, &["claim"]);
+    assert_eq!(nothing.code, 5, "no job yet: {nothing:?}");
+    let job = |body: &str| {
+        let sent = run(
+            &relay,
+            OPERATOR,
+            &[
+                "send",
+                "label:dev",
+                body,
+                "--claimable",
+                "--as",
+                "user",
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+        sent["message"]["id"].as_i64().unwrap()
+    };
+    let first = job("first job");
+    let second = job("second job");
+    let taken = run(&relay, &alice, &["claim", "--lease", "10m", "--json"])
+        .ok()
+        .json();
+    assert_eq!(taken["id"], first, "the oldest job comes first");
+    assert_eq!(taken["claimedBy"], "alice");
+    let id = first.to_string();
+    let done = run(
+        &relay,
+        &alice,
+        &["complete", &id, "--result", r#"{"pr":42}"#],
+    )
+    .ok();
+    assert!(
+        done.stdout.starts_with(&format!("completed #{id}")),
+        "{done:?}"
+    );
+    let next = run(&relay, &bob, &["claim", "--json"]).ok().json();
+    assert_eq!(next["id"], second, "a completed job is never offered again");
+    let none = run(&relay, &bob, &["claim", "--wait", "200ms"]);
+    assert_eq!(none.code, 5, "nothing left to claim: {none:?}");
+    let not_holder = run(&relay, &alice, &["complete", &second.to_string()]);
+    assert_eq!(
+        not_holder.code, 3,
+        "only the holder completes: {not_holder:?}"
+    );
+}
