@@ -13,6 +13,10 @@ cargo clippy --workspace --release --all-targets -- -D warnings
 cargo_log="$(mktemp)"
 cargo test --release -p agent-relay 2>&1 | tee "$cargo_log"
 
+# The served OpenAPI document: openapi-spec-validator and a short Schemathesis run (pinned Python
+# tools in a cached venv) find nothing.
+tests/openapi/check.sh
+
 # The second host: the test component (the one the binary embeds plus the fault-injection
 # exports, as the Rust conformance run uses it), transpiled by jco, over better-sqlite3.
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"

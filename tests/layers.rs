@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 /// The host's modules from the bottom up; a module may use only modules of lower layers.
 const HOST_LAYERS: &[&[&str]] = &[
-    &["bindings", "token", "routes", "watch"],
+    &["bindings", "token", "routes", "watch", "shape"],
     &["store"],
     &["sqlite", "runtime"],
     &["calls"],
-    &["bridge"],
+    &["bridge", "input_rules"],
     &["push", "openapi", "embed", "client"],
     &["http"],
     &["cli"],

@@ -260,6 +260,8 @@ pub fn register(
     input: RegisterAgentInput,
     now: i64,
 ) -> Result<RegisteredAgent, RelayError> {
+    // Who is calling comes first: a caller without credentials learns nothing about the ids.
+    auth::identify(caller)?;
     let id = input::id("id", &input.id)?.to_owned();
     if is_builtin(&id) {
         return Err(conflict(format!(

@@ -5,11 +5,13 @@
 use crate::bindings::agent_relay::relay::types::{JsonText, RelayError};
 use crate::error::{invalid, too_large};
 
-/// Longest agent id, label, tag or capability.
+// Lengths of text are counted in characters, as JSON Schema's `maxLength` counts them, so the
+// OpenAPI document can state them exactly.
+/// Longest agent id, label, tag or capability, in characters.
 pub const MAX_ID: usize = 200;
-/// Longest name, subject or other short text.
+/// Longest name, subject or other short text, in characters.
 pub const MAX_SHORT_TEXT: usize = 1_000;
-/// Longest message body.
+/// Longest message body, in characters.
 pub const MAX_BODY: usize = 256 * 1024;
 /// Longest serialised meta or payload object.
 pub const MAX_JSON: usize = 64 * 1024;
@@ -26,18 +28,27 @@ pub fn id<'a>(field: &str, value: &'a str) -> Result<&'a str, RelayError> {
             "{field} must not have surrounding spaces or control characters"
         )));
     }
-    if value.len() > MAX_ID {
-        return Err(too_large(format!("{field} is longer than {MAX_ID} bytes")));
+    if longer_than(value, MAX_ID) {
+        return Err(too_large(format!(
+            "{field} is longer than {MAX_ID} characters"
+        )));
     }
     Ok(value)
 }
 
 /// Free text with an upper length.
 pub fn text<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, RelayError> {
-    if value.len() > max {
-        return Err(too_large(format!("{field} is longer than {max} bytes")));
+    if longer_than(value, max) {
+        return Err(too_large(format!(
+            "{field} is longer than {max} characters"
+        )));
     }
     Ok(value)
+}
+
+/// Whether `value` has more than `max` characters (a text of at most `max` bytes never has).
+fn longer_than(value: &str, max: usize) -> bool {
+    value.len() > max && value.chars().count() > max
 }
 
 /// A list of identifiers (tags, capabilities): each one checked, duplicates removed, order kept.

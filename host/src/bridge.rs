@@ -6,10 +6,12 @@
 //! Path and query-string values are text and are read according to the parameter's type.
 
 use serde_json::{Map, Value as Json};
-use wasmtime::component::{Type, Val};
+use wasmtime::component::Val;
 
 pub use crate::calls::ErrorReply;
 use crate::runtime::Export;
+pub use crate::shape::camel_case;
+use crate::shape::{Integer, Shape};
 
 /// A request the caller got wrong; the text names the field and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,78 +27,45 @@ fn fail<T>(message: String) -> Result<T, BridgeError> {
     Err(BridgeError(message))
 }
 
-/// `claim-expires-at` -> `claimExpiresAt`.
-pub fn camel_case(kebab: &str) -> String {
-    let mut out = String::with_capacity(kebab.len());
-    let mut words = kebab.split('-');
-    out.push_str(words.next().unwrap_or_default());
-    for word in words {
-        let mut chars = word.chars();
-        if let Some(first) = chars.next() {
-            out.extend(first.to_uppercase());
-            out.push_str(chars.as_str());
-        }
-    }
-    out
-}
-
-/// Whether a record type is the free-JSON carrier `record { json: string }`.
-fn is_json_text(ty: &Type) -> bool {
-    match ty {
-        Type::Record(record) => {
-            let mut fields = record.fields();
-            matches!((fields.next(), fields.next()), (Some(f), None) if f.name == "json" && f.ty == Type::String)
-        }
-        _ => false,
-    }
-}
-
-fn describe(ty: &Type) -> String {
-    match ty {
-        Type::Bool => "a boolean".into(),
-        Type::S8
-        | Type::S16
-        | Type::S32
-        | Type::S64
-        | Type::U8
-        | Type::U16
-        | Type::U32
-        | Type::U64 => "an integer".into(),
-        Type::Float32 | Type::Float64 => "a number".into(),
-        Type::Char | Type::String => "a string".into(),
-        Type::List(_) => "an array".into(),
-        Type::Enum(e) => format!("one of {}", e.names().collect::<Vec<_>>().join(", ")),
-        Type::Option(inner) => describe(&inner.ty()),
-        _ if is_json_text(ty) => "a JSON object".into(),
+fn describe(shape: &Shape) -> String {
+    match shape {
+        Shape::Bool => "a boolean".into(),
+        Shape::Integer(_) => "an integer".into(),
+        Shape::Float { .. } => "a number".into(),
+        Shape::Char | Shape::String => "a string".into(),
+        Shape::List(_) => "an array".into(),
+        Shape::Enum(names) => format!("one of {}", names.join(", ")),
+        Shape::Option(inner) => describe(inner),
+        Shape::Json => "a JSON object".into(),
         _ => "an object".into(),
     }
 }
 
 fn integer(
     number: i128,
-    ty: &Type,
+    integer: Integer,
     at: &(impl std::fmt::Display + ?Sized),
 ) -> Result<Val, BridgeError> {
     let out_of_range = || BridgeError(format!("{at} is out of range for its type"));
-    Ok(match ty {
-        Type::S8 => Val::S8(i8::try_from(number).map_err(|_| out_of_range())?),
-        Type::S16 => Val::S16(i16::try_from(number).map_err(|_| out_of_range())?),
-        Type::S32 => Val::S32(i32::try_from(number).map_err(|_| out_of_range())?),
-        Type::S64 => Val::S64(i64::try_from(number).map_err(|_| out_of_range())?),
-        Type::U8 => Val::U8(u8::try_from(number).map_err(|_| out_of_range())?),
-        Type::U16 => Val::U16(u16::try_from(number).map_err(|_| out_of_range())?),
-        Type::U32 => Val::U32(u32::try_from(number).map_err(|_| out_of_range())?),
-        Type::U64 => Val::U64(u64::try_from(number).map_err(|_| out_of_range())?),
-        _ => return fail(format!("{at} must be {}", describe(ty))),
+    Ok(match integer {
+        Integer::S8 => Val::S8(i8::try_from(number).map_err(|_| out_of_range())?),
+        Integer::S16 => Val::S16(i16::try_from(number).map_err(|_| out_of_range())?),
+        Integer::S32 => Val::S32(i32::try_from(number).map_err(|_| out_of_range())?),
+        Integer::S64 => Val::S64(i64::try_from(number).map_err(|_| out_of_range())?),
+        Integer::U8 => Val::U8(u8::try_from(number).map_err(|_| out_of_range())?),
+        Integer::U16 => Val::U16(u16::try_from(number).map_err(|_| out_of_range())?),
+        Integer::U32 => Val::U32(u32::try_from(number).map_err(|_| out_of_range())?),
+        Integer::U64 => Val::U64(u64::try_from(number).map_err(|_| out_of_range())?),
     })
 }
 
-/// Converts a JSON value to a WIT value of type `ty`; `at` names the place for error messages.
+/// Converts a JSON value to a WIT value of shape `shape`; `at` names the place for error
+/// messages.
 ///
 /// # Errors
 /// The value does not have the shape the type asks for.
-pub fn from_json(value: &Json, ty: &Type, at: &str) -> Result<Val, BridgeError> {
-    convert(value, ty, &Place::Root(at))
+pub fn from_json(value: &Json, shape: &Shape, at: &str) -> Result<Val, BridgeError> {
+    convert(value, shape, &Place::Root(at))
 }
 
 /// Where a value sits in the arguments (`input.meta`, `ids[2]`): put into words only for an error
@@ -119,78 +88,71 @@ impl std::fmt::Display for Place<'_> {
     }
 }
 
-fn convert(value: &Json, ty: &Type, at: &Place<'_>) -> Result<Val, BridgeError> {
-    let wrong = || fail(format!("{at} must be {}", describe(ty)));
-    match ty {
-        Type::Option(inner) => {
-            let inner = inner.ty();
+fn convert(value: &Json, shape: &Shape, at: &Place<'_>) -> Result<Val, BridgeError> {
+    let wrong = || fail(format!("{at} must be {}", describe(shape)));
+    match shape {
+        Shape::Option(inner) => {
             if value.is_null() {
-                return Ok(match inner {
-                    Type::Option(_) => Val::Option(Some(Box::new(convert(value, &inner, at)?))),
+                return Ok(match inner.as_ref() {
+                    Shape::Option(_) => Val::Option(Some(Box::new(convert(value, inner, at)?))),
                     _ => Val::Option(None),
                 });
             }
-            Ok(Val::Option(Some(Box::new(convert(value, &inner, at)?))))
+            Ok(Val::Option(Some(Box::new(convert(value, inner, at)?))))
         }
-        _ if is_json_text(ty) => match value {
+        Shape::Json => match value {
             Json::Object(_) => Ok(Val::Record(vec![(
                 "json".to_owned(),
                 Val::String(value.to_string()),
             )])),
             _ => wrong(),
         },
-        Type::Bool => value.as_bool().map(Val::Bool).map_or_else(wrong, Ok),
-        Type::S8
-        | Type::S16
-        | Type::S32
-        | Type::S64
-        | Type::U8
-        | Type::U16
-        | Type::U32
-        | Type::U64 => match (value.as_i64(), value.as_u64()) {
-            (Some(n), _) => integer(i128::from(n), ty, at),
-            (None, Some(n)) => integer(i128::from(n), ty, at),
+        Shape::Bool => value.as_bool().map(Val::Bool).map_or_else(wrong, Ok),
+        Shape::Integer(kind) => match (value.as_i64(), value.as_u64()) {
+            (Some(n), _) => integer(i128::from(n), *kind, at),
+            (None, Some(n)) => integer(i128::from(n), *kind, at),
             _ => wrong(),
         },
-        Type::Float32 => value
+        Shape::Float { single: true } => value
             .as_f64()
             .map(|f| Val::Float32(f as f32))
             .map_or_else(wrong, Ok),
-        Type::Float64 => value.as_f64().map(Val::Float64).map_or_else(wrong, Ok),
-        Type::String => value
+        Shape::Float { single: false } => value.as_f64().map(Val::Float64).map_or_else(wrong, Ok),
+        Shape::String => value
             .as_str()
             .map(|s| Val::String(s.to_owned()))
             .map_or_else(wrong, Ok),
-        Type::Char => {
+        Shape::Char => {
             let mut chars = value.as_str().map(str::chars).into_iter().flatten();
             match (chars.next(), chars.next()) {
                 (Some(c), None) => Ok(Val::Char(c)),
                 _ => fail(format!("{at} must be a single character")),
             }
         }
-        Type::Enum(e) => match value.as_str() {
-            Some(name) if e.names().any(|n| n == name) => Ok(Val::Enum(name.to_owned())),
+        Shape::Enum(names) => match value.as_str() {
+            Some(name) if names.iter().any(|n| n == name) => Ok(Val::Enum(name.to_owned())),
             _ => wrong(),
         },
-        Type::List(list) => {
+        Shape::List(item) => {
             let Json::Array(items) = value else {
                 return wrong();
             };
-            let inner = list.ty();
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| convert(item, &inner, &Place::Item(at, i)))
+                .map(|(i, value)| convert(value, item, &Place::Item(at, i)))
                 .collect::<Result<_, _>>()
                 .map(Val::List)
         }
-        Type::Record(record) => {
+        Shape::Record(fields) => {
             let Json::Object(object) = value else {
                 return wrong();
             };
-            let fields: Vec<_> = record.fields().collect();
-            let keys: Vec<String> = fields.iter().map(|f| camel_case(f.name)).collect();
-            if let Some(unknown) = object.keys().find(|key| !keys.contains(key)) {
+            if let Some(unknown) = object
+                .keys()
+                .find(|key| !fields.iter().any(|f| f.key == **key))
+            {
+                let keys: Vec<&str> = fields.iter().map(|f| f.key.as_str()).collect();
                 return fail(format!(
                     "{} is not a known field; expected: {}",
                     Place::Field(at, unknown),
@@ -199,36 +161,34 @@ fn convert(value: &Json, ty: &Type, at: &Place<'_>) -> Result<Val, BridgeError> 
             }
             fields
                 .iter()
-                .zip(&keys)
-                .map(|(field, key)| {
-                    let place = Place::Field(at, key);
-                    let val = match object.get(key) {
-                        Some(v) => convert(v, &field.ty, &place)?,
-                        None => absent(&field.ty, &place)?,
+                .map(|field| {
+                    let place = Place::Field(at, &field.key);
+                    let val = match object.get(&field.key) {
+                        Some(v) => convert(v, &field.shape, &place)?,
+                        None => absent(&field.shape, &place)?,
                     };
-                    Ok((field.name.to_owned(), val))
+                    Ok((field.name.clone(), val))
                 })
                 .collect::<Result<_, _>>()
                 .map(Val::Record)
         }
-        Type::Tuple(tuple) => {
+        Shape::Tuple(shapes) => {
             let Json::Array(items) = value else {
                 return wrong();
             };
-            let types: Vec<Type> = tuple.types().collect();
-            if items.len() != types.len() {
-                return fail(format!("{at} must be an array of {} items", types.len()));
+            if items.len() != shapes.len() {
+                return fail(format!("{at} must be an array of {} items", shapes.len()));
             }
             items
                 .iter()
-                .zip(&types)
+                .zip(shapes)
                 .enumerate()
-                .map(|(i, (item, ty))| convert(item, ty, &Place::Item(at, i)))
+                .map(|(i, (item, shape))| convert(item, shape, &Place::Item(at, i)))
                 .collect::<Result<_, _>>()
                 .map(Val::Tuple)
         }
-        Type::Variant(variant) => {
-            let (case_name, payload) = match value {
+        Shape::Variant(cases) => {
+            let (key, payload) = match value {
                 Json::String(name) => (name.as_str(), None),
                 Json::Object(object) if object.len() == 1 => {
                     let (name, payload) = object.iter().next().expect("one entry");
@@ -236,82 +196,72 @@ fn convert(value: &Json, ty: &Type, at: &Place<'_>) -> Result<Val, BridgeError> 
                 }
                 _ => return fail(format!("{at} must be a case name or {{\"case\": value}}")),
             };
-            let Some(case) = variant.cases().find(|c| c.name == case_name) else {
-                let names: Vec<&str> = variant.cases().map(|c| c.name).collect();
+            let Some(case) = cases.iter().find(|c| c.name == key) else {
+                let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
                 return fail(format!("{at} must be one of {}", names.join(", ")));
             };
-            let payload = match (case.ty, payload) {
-                (Some(ty), Some(p)) => {
-                    Some(Box::new(convert(p, &ty, &Place::Field(at, case_name))?))
+            let payload = match (&case.shape, payload) {
+                (Some(shape), Some(p)) => {
+                    Some(Box::new(convert(p, shape, &Place::Field(at, key))?))
                 }
                 (None, None) => None,
-                (Some(_), None) => return fail(format!("{at}.{case_name} needs a value")),
-                (None, Some(_)) => return fail(format!("{at}.{case_name} takes no value")),
+                (Some(_), None) => return fail(format!("{at}.{key} needs a value")),
+                (None, Some(_)) => return fail(format!("{at}.{key} takes no value")),
             };
-            Ok(Val::Variant(case_name.to_owned(), payload))
+            Ok(Val::Variant(case.name.clone(), payload))
         }
-        Type::Flags(flags) => {
+        Shape::Flags(names) => {
             let Json::Array(items) = value else {
                 return wrong();
             };
-            let names: Vec<&str> = flags.names().collect();
             items
                 .iter()
                 .map(|item| match item.as_str() {
-                    Some(name) if names.contains(&name) => Ok(name.to_owned()),
+                    Some(name) if names.iter().any(|n| n == name) => Ok(name.to_owned()),
                     _ => fail(format!("{at} entries must be among {}", names.join(", "))),
                 })
                 .collect::<Result<_, _>>()
                 .map(Val::Flags)
         }
-        _ => fail(format!("{at} has a type the JSON bridge cannot carry")),
+        Shape::Result { .. } | Shape::Unsupported => {
+            fail(format!("{at} has a type the JSON bridge cannot carry"))
+        }
     }
 }
 
 /// The value of a field or parameter the caller left out.
-fn absent(ty: &Type, at: &(impl std::fmt::Display + ?Sized)) -> Result<Val, BridgeError> {
-    match ty {
-        Type::Option(_) => Ok(Val::Option(None)),
-        _ if is_json_text(ty) => Ok(Val::Record(vec![(
+fn absent(shape: &Shape, at: &(impl std::fmt::Display + ?Sized)) -> Result<Val, BridgeError> {
+    match shape {
+        Shape::Option(_) => Ok(Val::Option(None)),
+        Shape::Json => Ok(Val::Record(vec![(
             "json".to_owned(),
             Val::String("{}".to_owned()),
         )])),
-        _ => fail(format!("{at} is required ({})", describe(ty))),
+        _ => fail(format!("{at} is required ({})", describe(shape))),
     }
 }
 
-/// Reads text from a path segment or query string as a value of type `ty`.
+/// Reads text from a path segment or query string as a value of shape `shape`.
 ///
 /// # Errors
 /// The text cannot be read as that type.
-pub fn from_text(text: &str, ty: &Type, at: &str) -> Result<Val, BridgeError> {
-    let value = match ty {
-        Type::Option(inner) => {
-            return Ok(Val::Option(Some(Box::new(from_text(
-                text,
-                &inner.ty(),
-                at,
-            )?))));
+pub fn from_text(text: &str, shape: &Shape, at: &str) -> Result<Val, BridgeError> {
+    let value = match shape {
+        Shape::Option(inner) => {
+            return Ok(Val::Option(Some(Box::new(from_text(text, inner, at)?))));
         }
-        Type::Bool => match text {
+        Shape::Bool => match text {
             "true" | "1" => Json::Bool(true),
             "false" | "0" => Json::Bool(false),
             _ => return fail(format!("{at} must be true or false")),
         },
-        Type::S8
-        | Type::S16
-        | Type::S32
-        | Type::S64
-        | Type::U8
-        | Type::U16
-        | Type::U32
-        | Type::U64 => {
+        Shape::Integer(kind) => {
             let number: i128 = text
                 .parse()
                 .map_err(|_| BridgeError(format!("{at} must be an integer")))?;
-            return integer(number, ty, at);
+            return integer(number, *kind, at);
         }
-        Type::Float32 | Type::Float64 => {
+        Shape::Float { .. } => {
             let number: f64 = text
                 .parse()
                 .map_err(|_| BridgeError(format!("{at} must be a number")))?;
@@ -319,21 +269,20 @@ pub fn from_text(text: &str, ty: &Type, at: &str) -> Result<Val, BridgeError> {
         }
         _ => Json::String(text.to_owned()),
     };
-    from_json(&value, ty, at)
+    from_json(&value, shape, at)
 }
 
 /// A record built from query-string pairs, each read by its field's type.
 ///
 /// # Errors
 /// An unknown key, a repeated key, or a value of the wrong type.
-pub fn record_from_query(pairs: &[(String, String)], ty: &Type) -> Result<Val, BridgeError> {
-    let Type::Record(record) = ty else {
+pub fn record_from_query(pairs: &[(String, String)], shape: &Shape) -> Result<Val, BridgeError> {
+    let Shape::Record(fields) = shape else {
         return fail("the query parameter of this operation is not a record".to_owned());
     };
-    let fields: Vec<_> = record.fields().collect();
-    let keys: Vec<String> = fields.iter().map(|f| camel_case(f.name)).collect();
     for (i, (key, _)) in pairs.iter().enumerate() {
-        if !keys.contains(key) {
+        if !fields.iter().any(|f| f.key == *key) {
+            let keys: Vec<&str> = fields.iter().map(|f| f.key.as_str()).collect();
             return fail(format!(
                 "query parameter {key} is not known; expected: {}",
                 keys.join(", ")
@@ -345,13 +294,12 @@ pub fn record_from_query(pairs: &[(String, String)], ty: &Type) -> Result<Val, B
     }
     fields
         .iter()
-        .zip(&keys)
-        .map(|(field, key)| {
-            let val = match pairs.iter().find(|(k, _)| k == key) {
-                Some((_, text)) => from_text(text, &field.ty, key)?,
-                None => absent(&field.ty, key)?,
+        .map(|field| {
+            let val = match pairs.iter().find(|(k, _)| *k == field.key) {
+                Some((_, text)) => from_text(text, &field.shape, &field.key)?,
+                None => absent(&field.shape, &field.key)?,
             };
-            Ok((field.name.to_owned(), val))
+            Ok((field.name.clone(), val))
         })
         .collect::<Result<_, _>>()
         .map(Val::Record)
@@ -489,8 +437,8 @@ pub fn status_of(case: &str) -> u16 {
 /// Whether the export answers `result<option<T>, _>`: its `none` (JSON `null`) means "nothing",
 /// which HTTP says as 204 and a held request waits past.
 pub fn answers_option(export: &Export) -> bool {
-    matches!(&export.result, Some(Type::Result(result))
-        if matches!(result.ok(), Some(Type::Option(_))))
+    matches!(&export.result, Some(Shape::Result { ok: Some(ok), .. })
+        if matches!(ok.as_ref(), Shape::Option(_)))
 }
 
 /// Splits an export's `result<T, relay-error>` into the JSON answer or the error reply.

@@ -26,13 +26,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde_json::{Map, Value as Json, json};
-use wasmtime::component::{Type, Val};
+use wasmtime::component::Val;
 
 use crate::bridge::{self, ErrorReply, Inputs};
 use crate::calls::Calls;
 pub use crate::calls::{CallOptions, Caller};
 use crate::runtime::Runtime;
 pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
+use crate::shape::signature;
 use crate::sqlite::{self, Sqlite};
 pub use crate::sqlite::{SqliteOptions, Synchronous};
 use crate::store::Access;
@@ -252,12 +253,8 @@ impl Relay {
 }
 
 /// The exports' signatures as JSON, for hosts in other languages that need the component's types
-/// to convert JSON arguments (the Node host's bridge reads this).
-///
-/// Types are `"string"`, `"bool"`, `"s64"`, ... or one-key objects: `{"list": T}`,
-/// `{"option": T}`, `{"result": {"ok": T?, "err": T?}}`, `{"record": [{"name", "type"}]}`,
-/// `{"variant": [{"name", "type"?}]}`, `{"enum": [names]}`, `{"flags": [names]}`,
-/// `{"tuple": [T]}`. Names are the WIT (kebab-case) names.
+/// to convert JSON arguments (the Node host's bridge reads this); each type as
+/// [`signature`] writes it.
 pub fn signatures<'a>(exports: impl IntoIterator<Item = &'a Export>) -> Json {
     let exports: Vec<Json> = exports
         .into_iter()
@@ -267,55 +264,13 @@ pub fn signatures<'a>(exports: impl IntoIterator<Item = &'a Export>) -> Json {
                 "interface": export.interface,
                 "access": match export.access { Access::Read => "read", Access::Write => "write" },
                 "params": export.params.iter()
-                    .map(|(name, ty)| json!({"name": name, "type": describe(ty)}))
+                    .map(|(name, shape)| json!({"name": name, "type": signature(shape)}))
                     .collect::<Vec<_>>(),
-                "result": export.result.as_ref().map(describe),
+                "result": export.result.as_ref().map(signature),
             })
         })
         .collect();
     json!({ "package": "agent-relay:relay@0.6.0", "exports": exports })
-}
-
-fn describe(ty: &Type) -> Json {
-    let named = |name: &str, ty: Option<Type>| match ty {
-        Some(ty) => json!({"name": name, "type": describe(&ty)}),
-        None => json!({"name": name}),
-    };
-    match ty {
-        Type::Bool => "bool".into(),
-        Type::S8 => "s8".into(),
-        Type::S16 => "s16".into(),
-        Type::S32 => "s32".into(),
-        Type::S64 => "s64".into(),
-        Type::U8 => "u8".into(),
-        Type::U16 => "u16".into(),
-        Type::U32 => "u32".into(),
-        Type::U64 => "u64".into(),
-        Type::Float32 => "f32".into(),
-        Type::Float64 => "f64".into(),
-        Type::Char => "char".into(),
-        Type::String => "string".into(),
-        Type::List(list) => json!({"list": describe(&list.ty())}),
-        Type::Option(option) => json!({"option": describe(&option.ty())}),
-        Type::Result(result) => json!({"result": {
-            "ok": result.ok().as_ref().map(describe),
-            "err": result.err().as_ref().map(describe),
-        }}),
-        Type::Record(record) => json!({"record": record
-            .fields()
-            .map(|field| named(field.name, Some(field.ty)))
-            .collect::<Vec<_>>()}),
-        Type::Variant(variant) => json!({"variant": variant
-            .cases()
-            .map(|case| named(case.name, case.ty))
-            .collect::<Vec<_>>()}),
-        Type::Enum(names) => json!({"enum": names.names().collect::<Vec<_>>()}),
-        Type::Flags(names) => json!({"flags": names.names().collect::<Vec<_>>()}),
-        Type::Tuple(tuple) => {
-            json!({"tuple": tuple.types().map(|t| describe(&t)).collect::<Vec<_>>()})
-        }
-        _ => "unsupported".into(),
-    }
 }
 
 fn runtime(backend: Arc<Sqlite>, options: &Options) -> anyhow::Result<Runtime> {

@@ -127,18 +127,20 @@ fn wait_deadline(
     let Some(text) = take_pair(pairs, "wait")?.or(in_body) else {
         return Ok(None);
     };
+    // Any longer wait is cut to the maximum, so any non-negative number is taken.
     let wait = text
         .trim()
         .parse::<f64>()
         .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(max_wait.as_secs_f64())))
         .ok_or_else(|| {
             ErrorReply::invalid(format!(
-                "wait must be a number of seconds (at most {}), not {text}",
+                "wait must be a number of seconds, at least 0 (more than {} is cut to it), not {text}",
                 max_wait.as_secs()
             ))
         })?;
-    Ok(Some(tokio::time::Instant::now() + wait.min(max_wait)))
+    Ok(Some(tokio::time::Instant::now() + wait))
 }
 
 /// Parameters filled from the request as sent rather than from its JSON: the exact body for a

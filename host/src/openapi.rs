@@ -1,122 +1,185 @@
-//! An OpenAPI 3 document of the HTTP contract, derived from the route table and the component's
-//! own types, so it can never drift from what the server accepts.
+//! An OpenAPI 3.0.3 document of the HTTP contract, derived from the route table and the exports'
+//! shapes (`shape.rs`), with the relay's input checks (`input_rules.rs`), so it can never drift
+//! from what the server accepts.
 
 use serde_json::{Map, Value as Json, json};
-use wasmtime::component::Type;
 
-use crate::bridge::camel_case;
-use crate::routes::ROUTES;
-use crate::runtime::Runtime;
+use crate::bridge::{answers_option, camel_case};
+use crate::input_rules;
+use crate::routes::{Delivery, ROUTES, Route};
+use crate::runtime::{Export, Runtime};
+use crate::shape::{Dialect, Field, Shape, json_schema, no_rules, record_all_optional};
 
-/// JSON Schema of a WIT type as the bridge carries it.
-pub fn schema(ty: &Type) -> Json {
-    match ty {
-        Type::Bool => json!({"type": "boolean"}),
-        Type::S8 | Type::S16 | Type::S32 | Type::S64 => json!({"type": "integer"}),
-        Type::U8 | Type::U16 | Type::U32 | Type::U64 => json!({"type": "integer", "minimum": 0}),
-        Type::Float32 | Type::Float64 => json!({"type": "number"}),
-        Type::Char | Type::String => json!({"type": "string"}),
-        Type::List(list) => json!({"type": "array", "items": schema(&list.ty())}),
-        Type::Option(inner) => {
-            let mut inner = schema(&inner.ty());
-            if let Some(object) = inner.as_object_mut() {
-                object.insert("nullable".to_owned(), Json::Bool(true));
+/// The statuses every operation may answer with a JSON error.
+const ERRORS: &[(&str, &str)] = &[
+    ("400", "The request is malformed or breaks a rule"),
+    ("401", "No credentials, or credentials nobody owns"),
+    ("403", "Credentials that may not do this"),
+    ("404", "An id that does not exist"),
+    (
+        "409",
+        "The state forbids it (already claimed, stale session, wrong state)",
+    ),
+    ("413", "A body, field or list beyond its limit"),
+    ("503", "The relay is busy or cannot write now"),
+    ("507", "The store has no space left"),
+];
+
+fn request_schema(export: &Export, shape: &Shape, at: &str) -> Json {
+    let rules = |at: &str, shape: &Shape| input_rules::rules(&export.name, at, shape);
+    json_schema(shape, at, Dialect::OpenApi30, &rules)
+}
+
+fn answer_schema(shape: &Shape) -> Json {
+    json_schema(shape, "", Dialect::OpenApi30, &no_rules)
+}
+
+/// A route's path, query and header parameters and its request body.
+fn inputs(route: &Route, export: &Export) -> (Vec<Json>, Option<Json>) {
+    let mut parameters = Vec::new();
+    let mut body_fields: Vec<Field> = Vec::new();
+    let mut body = None;
+    for (name, shape) in &export.params {
+        let key = camel_case(name);
+        if route.path.contains(&format!("{{{key}}}")) {
+            parameters.push(json!({"name": key, "in": "path", "required": true,
+                "schema": request_schema(export, shape, &key)}));
+        } else if name == "query" {
+            if let Shape::Record(fields) = shape {
+                for field in fields {
+                    let at = format!("query.{}", field.key);
+                    parameters.push(json!({"name": field.key, "in": "query", "required": false,
+                        "schema": request_schema(export, field.shape.inner(), &at)}));
+                }
             }
-            inner
+        } else if name == "input" {
+            let schema = request_schema(export, shape, "input");
+            body = Some((schema, !record_all_optional(shape)));
+        } else if let Some((header, _)) = route.header.filter(|(_, param)| param == name) {
+            parameters.push(json!({"name": header, "in": "header", "required": false,
+                "schema": request_schema(export, shape.inner(), &key)}));
+        } else if name != "caller" && name != "raw-body" {
+            // `raw-body` is the body's exact text, already described by the body's schema; other
+            // parameters are fields of the body.
+            body_fields.push(Field {
+                name: name.clone(),
+                key,
+                shape: shape.clone(),
+            });
         }
-        Type::Enum(e) => json!({"type": "string", "enum": e.names().collect::<Vec<_>>()}),
-        Type::Record(record) => {
-            let fields: Vec<_> = record.fields().collect();
-            if let [field] = fields.as_slice()
-                && field.name == "json"
-                && field.ty == Type::String
+    }
+    if body.is_none() && !body_fields.is_empty() {
+        let record = Shape::Record(body_fields);
+        body = Some((
+            request_schema(export, &record, ""),
+            !record_all_optional(&record),
+        ));
+    }
+    match route.delivery {
+        Delivery::Held => {
+            let wait = json!({"type": "number", "minimum": 0,
+                "description": "Hold an empty answer up to this many seconds (cut to the server's maximum) until a write commits"});
+            parameters.push(json!({"name": "wait", "in": "query", "required": false,
+                "description": wait["description"], "schema": wait}));
+            // A JSON body may carry the wait instead (the server takes it out before the call).
+            if let Some(properties) = body
+                .as_mut()
+                .and_then(|(schema, _)| schema.get_mut("properties"))
+                .and_then(Json::as_object_mut)
             {
-                return json!({"type": "object", "additionalProperties": true});
+                properties.insert("wait".to_owned(), wait);
             }
-            let properties: Map<String, Json> = fields
-                .iter()
-                .map(|f| (camel_case(f.name), schema(&f.ty)))
-                .collect();
-            let required: Vec<String> = fields
-                .iter()
-                .filter(|f| !matches!(f.ty, Type::Option(_)))
-                .map(|f| camel_case(f.name))
-                .collect();
-            json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
         }
-        Type::Tuple(tuple) => {
-            json!({"type": "array", "items": tuple.types().map(|t| schema(&t)).collect::<Vec<_>>()})
+        Delivery::Streamed => parameters.push(json!({"name": "Last-Event-ID", "in": "header",
+            "required": false, "description": "Resume after this message id",
+            "schema": {"type": "string", "pattern": "^\\s*[+-]?[0-9]{1,18}\\s*$"}})),
+        Delivery::Once => {}
+    }
+    let body = body.map(|(schema, required)| {
+        json!({"required": required, "content": {"application/json": {"schema": schema}}})
+    });
+    (parameters, body)
+}
+
+/// The answers of one operation.
+fn responses(route: &Route, export: &Export) -> Json {
+    let ok = match &export.result {
+        // An option's `none` is answered 204, so a 200 always carries the value.
+        Some(Shape::Result { ok: Some(ok), .. }) if answers_option(export) => {
+            answer_schema(ok.inner())
         }
-        Type::Variant(variant) => json!({"oneOf": variant.cases().map(|case| match case.ty {
-            None => json!({"type": "string", "enum": [case.name]}),
-            Some(ty) => json!({"type": "object", "properties": {camel_case(case.name): schema(&ty)}, "required": [camel_case(case.name)]}),
-        }).collect::<Vec<_>>()}),
-        Type::Result(result) => result.ok().map_or(json!({}), |ok| schema(&ok)),
-        _ => json!({}),
+        Some(result) => answer_schema(result),
+        None => json!({}),
+    };
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let mut responses = Map::new();
+    let answer = match route.delivery {
+        Delivery::Streamed => {
+            json!({"description": "Server-sent events: each message as `data`, its id as `id`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}}})
+        }
+        Delivery::Once | Delivery::Held => {
+            json!({"description": "OK", "content": {"application/json": {"schema": ok}}})
+        }
+    };
+    responses.insert("200".to_owned(), answer);
+    if answers_option(export) {
+        responses.insert(
+            "204".to_owned(),
+            json!({"description": "Nothing to answer (the option's none; claim-next found no job)"}),
+        );
+    }
+    if route.creates {
+        responses.insert(
+            "201".to_owned(),
+            json!({"description": "Created", "content": {"application/json": {"schema": ok}}}),
+        );
+    }
+    for (status, description) in ERRORS {
+        let schema = match route.unavailable_when {
+            // The result itself, when it reports itself unavailable.
+            Some(_) if *status == "503" => json!({"anyOf": [ok, error]}),
+            _ => error.clone(),
+        };
+        responses.insert(
+            (*status).to_owned(),
+            json!({"description": description, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
+    Json::Object(responses)
+}
+
+/// A name for each route's operation, unique across the document: the export's name, with the
+/// delivery added when several routes serve one export.
+fn operation_id(route: &Route) -> String {
+    let shared = ROUTES.iter().filter(|r| r.export == route.export).count() > 1;
+    match (shared, route.delivery) {
+        (true, Delivery::Streamed) => format!("{}-stream", route.export),
+        _ => route.export.to_owned(),
     }
 }
 
 /// The whole document.
 pub fn document(runtime: &Runtime) -> Json {
-    let error = json!({
-        "description": "A JSON error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    });
     let mut paths: Map<String, Json> = Map::new();
     for route in ROUTES {
         let Some(export) = runtime.export(route.export) else {
             continue;
         };
-        let mut parameters = Vec::new();
-        let mut body = None;
-        for (name, ty) in &export.params {
-            let key = camel_case(name);
-            if route.path.contains(&format!("{{{key}}}")) {
-                parameters.push(
-                    json!({"name": key, "in": "path", "required": true, "schema": schema(ty)}),
-                );
-            } else if name == "query" {
-                if let Type::Record(record) = ty {
-                    for field in record.fields() {
-                        parameters.push(json!({"name": camel_case(field.name), "in": "query", "required": false, "schema": schema(&field.ty)}));
-                    }
-                }
-            } else if name == "input" {
-                body = Some(schema(ty));
-            } else if let Some((header, _)) = route.header.filter(|(_, param)| param == name) {
-                parameters.push(
-                    json!({"name": header, "in": "header", "required": false, "schema": schema(ty)}),
-                );
-            } else if name != "caller" && name != "raw-body" {
-                // `raw-body` is the body's exact text, already described by the body's schema.
-                let entry = body.get_or_insert_with(
-                    || json!({"type": "object", "properties": {}, "required": []}),
-                );
-                entry["properties"][&key] = schema(ty);
-            }
-        }
-        let ok = export.result.as_ref().map_or(json!({}), schema);
+        let (parameters, body) = inputs(route, export);
         let mut operation = json!({
-            "operationId": export.name,
+            "operationId": operation_id(route),
             "tags": [export.interface],
             "parameters": parameters,
-            "security": [{"bearer": []}],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": ok}}},
-                "400": error, "401": error, "403": error, "404": error, "409": error, "413": error,
-                "503": error, "507": error
-            }
+            "responses": responses(route, export),
         });
-        if crate::bridge::answers_option(export) {
-            operation["responses"]["204"] = json!({"description": "Nothing (the option's none)"});
-        }
-        if route.creates {
-            operation["responses"]["201"] =
-                json!({"description": "Created", "content": {"application/json": {"schema": ok}}});
-        }
+        operation["security"] = if route.anonymous {
+            json!([])
+        } else {
+            json!([{"bearer": []}])
+        };
         if let Some(body) = body {
-            operation["requestBody"] =
-                json!({"required": false, "content": {"application/json": {"schema": body}}});
+            operation["requestBody"] = body;
         }
         let entry = paths
             .entry(route.path.to_owned())

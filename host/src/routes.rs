@@ -26,6 +26,8 @@ pub struct Route {
     pub header: Option<(&'static str, &'static str)>,
     /// `(field, value)`: answer 503 when the result's `field` is the string `value`.
     pub unavailable_when: Option<(&'static str, &'static str)>,
+    /// The guest serves callers without credentials here; the OpenAPI document says so.
+    pub anonymous: bool,
 }
 
 /// How a route's answer reaches the caller.
@@ -49,6 +51,14 @@ impl Route {
         }
     }
 
+    /// Documents the route as open to callers without credentials (the guest decides who may).
+    const fn anonymous(self) -> Route {
+        Route {
+            anonymous: true,
+            ..self
+        }
+    }
+
     /// Answers 503 (with the result as the body) when the result's `field` is `value`.
     const fn unavailable_when(self, field: &'static str, value: &'static str) -> Route {
         Route {
@@ -67,6 +77,7 @@ const fn route(method: &'static str, path: &'static str, export: &'static str) -
         delivery: Delivery::Once,
         header: None,
         unavailable_when: None,
+        anonymous: false,
     }
 }
 
@@ -183,7 +194,9 @@ pub const ROUTES: &[Route] = &[
     // Activity feed and health
     route("POST", "/v1/activity", "record-activity"),
     route("GET", "/v1/activity", "list-activity"),
-    route("GET", "/v1/health", "health").unavailable_when("status", "error"),
+    route("GET", "/v1/health", "health")
+        .unavailable_when("status", "error")
+        .anonymous(),
     // Maintenance (beyond SPEC 9): run the reaper now.
     route("POST", "/v1/reap", "reap"),
     // Fault injection: only the test component has these exports (and refuses them unless the

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
-    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Type, Val,
+    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Val,
 };
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
@@ -21,6 +21,7 @@ use wasmtime::{
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Executed, Rows, StoreError, Value};
+use crate::shape::Shape;
 use crate::store::{Access, Backend, Pending, Session};
 
 mod post_return;
@@ -112,8 +113,9 @@ pub struct Export {
     pub name: String,
     /// The interface it belongs to (`commands`).
     pub interface: String,
-    pub params: Vec<(String, Type)>,
-    pub result: Option<Type>,
+    /// Each parameter's WIT name and shape (walked once, here, for every front-end).
+    pub params: Vec<(String, Shape)>,
+    pub result: Option<Shape>,
     pub access: Access,
     index: ComponentExportIndex,
 }
@@ -500,8 +502,11 @@ fn discover_exports(
             let export = Export {
                 name: name.to_owned(),
                 interface: interface.clone(),
-                params: func.params().map(|(n, t)| (n.to_owned(), t)).collect(),
-                result: func.results().next(),
+                params: func
+                    .params()
+                    .map(|(n, t)| (n.to_owned(), Shape::of(&t)))
+                    .collect(),
+                result: func.results().next().as_ref().map(Shape::of),
                 access,
                 index,
             };
