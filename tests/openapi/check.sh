@@ -7,10 +7,10 @@
 # environment under the target directory and reused while the file is unchanged. Runs the built
 # release binary (`cargo build --release` first) on a fresh database.
 #
-#   tests/openapi/check.sh [EXAMPLES]   # test cases per operation, default 20
+#   tests/openapi/check.sh [EXAMPLES]   # test cases per operation, default 5
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-examples="${1:-20}"
+examples="${1:-5}"
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 relay="$target_dir/release/agent-relay"
 venv="$target_dir/openapi-venv"
