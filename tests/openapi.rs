@@ -182,6 +182,41 @@ fn the_documented_bounds_are_the_relays() {
     );
 }
 
+/// claim-next answers 204 without a body when there is no job, so the document has a 204 without
+/// content and its 200 always carries a message; the wait may come in the body too.
+#[test]
+fn claim_next_is_documented_as_it_answers() {
+    let relay = Relay::start();
+    let doc = relay.request("GET", "/v1/openapi.json", None, None).body;
+    let op = &doc["paths"]["/v1/agents/{agentId}/claim-next"]["post"];
+    let responses = &op["responses"];
+    assert!(responses["204"].is_object(), "{responses}");
+    assert!(responses["204"].get("content").is_none(), "{responses}");
+    let ok = &responses["200"]["content"]["application/json"]["schema"];
+    assert_eq!(ok["type"], "object", "{ok}");
+    assert!(ok.get("nullable").is_none(), "a 200 is never null: {ok}");
+    assert!(ok["properties"].get("attempts").is_some(), "{ok}");
+    let body = &op["requestBody"]["content"]["application/json"]["schema"]["properties"];
+    assert_eq!(body["wait"]["minimum"], 0, "{body}");
+    assert_eq!(body["leaseMs"]["minimum"], 100, "{body}");
+    assert_eq!(param(op, "wait")["in"], "query");
+    // A plain operation has no 204.
+    assert!(
+        doc["paths"]["/v1/messages/{messageId}/claim"]["post"]["responses"]
+            .get("204")
+            .is_none()
+    );
+
+    assert_eq!(
+        relay
+            .post("/v1/agents", OPERATOR, json!({"id": "w"}))
+            .status,
+        201
+    );
+    let none = relay.post("/v1/agents/w/claim-next", OPERATOR, json!({"wait": 0}));
+    assert_eq!((none.status, &none.body), (204, &Json::Null));
+}
+
 /// Ids the document's pattern refuses are the ids the relay refuses.
 #[test]
 fn the_relay_refuses_the_ids_the_pattern_refuses() {
