@@ -392,3 +392,240 @@ fn the_bearer_scheme_is_case_insensitive() {
         "the scheme ends at a space"
     );
 }
+
+// --- Deleting an agent, and its id used again ---
+
+fn claim(relay: &Relay, token: &str, agent: &str, message: i64) -> common::Reply {
+    relay.post(
+        &format!("/v1/messages/{message}/claim"),
+        token,
+        json!({"agentId": agent, "leaseMs": 600_000}),
+    )
+}
+
+fn pair(relay: &Relay, token: &str, requester: &str, partner: &str) -> i64 {
+    let reply = relay.post(
+        "/v1/pairs",
+        token,
+        json!({"requesterId": requester, "partnerId": partner}),
+    );
+    assert_eq!(reply.status, 201, "pair: {:?}", reply.body);
+    reply.body["id"].as_i64().unwrap()
+}
+
+fn pair_events(relay: &Relay, agent: &str, token: &str) -> Vec<String> {
+    relay
+        .get(&format!("/v1/agents/{agent}/inbox?kind=pair"), token)
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"]["pairEvent"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn deleting_an_agent_releases_its_claims_and_ends_its_pairs() {
+    let relay = Relay::start();
+    let gus = relay.register(json!({"id": "gus", "label": "x"}));
+    let alice = relay.register(json!({"id": "alice", "label": "x"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let job = relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
+    let job = job.body["message"]["id"].as_i64().unwrap();
+    assert_eq!(claim(&relay, &gus, "gus", job).status, 200);
+    let event = relay.post(
+        "/v1/integrations/ci/events",
+        OPERATOR,
+        json!({"title": "red build", "target": "gus"}),
+    );
+    let task = event.body["task"]["id"].as_i64().unwrap();
+    let task_message = event.body["message"]["id"].as_i64().unwrap();
+    assert_eq!(claim(&relay, &gus, "gus", task_message).status, 200);
+    let pending = pair(&relay, &gus, "gus", "alice");
+    let active = pair(&relay, &bob, "bob", "gus");
+    let accepted = relay.post(
+        &format!("/v1/pairs/{active}/actions"),
+        &gus,
+        json!({"agentId": "gus", "action": "accept"}),
+    );
+    assert_eq!(accepted.status, 200, "{:?}", accepted.body);
+
+    assert_eq!(relay.delete("/v1/agents/gus", OPERATOR).status, 200);
+
+    let released = relay.get(&format!("/v1/messages/{job}"), OPERATOR).body;
+    assert!(
+        released.get("claimedBy").is_none(),
+        "the claim is released: {released}"
+    );
+    assert_eq!(
+        claim(&relay, &alice, "alice", job).status,
+        200,
+        "another agent takes the job at once"
+    );
+    let task = relay.get(&format!("/v1/tasks/{task}"), OPERATOR).body;
+    assert_eq!(task["status"], "open", "the task reopens: {task}");
+    let pairs = |id: i64| relay.get(&format!("/v1/pairs/{id}"), OPERATOR).body["status"].clone();
+    assert_eq!(pairs(pending), "cancelled");
+    assert_eq!(pairs(active), "ended");
+    assert_eq!(
+        pair_events(&relay, "alice", &alice),
+        ["requested", "cancelled"],
+        "the partner of the pending pair is told"
+    );
+    assert_eq!(
+        pair_events(&relay, "bob", &bob),
+        ["accepted", "ended"],
+        "the partner of the active pair is told"
+    );
+}
+
+#[test]
+fn a_recreated_id_starts_fresh_without_the_old_agents_past() {
+    let relay = Relay::start();
+    let old = relay.register(json!({"id": "gus", "instanceId": "old", "label": "x"}));
+    let alice = relay.register(json!({"id": "alice"}));
+    let secret = relay.send(json!({"from": "alice", "to": "gus", "body": "the password is 42"}));
+    let secret = secret.body["message"]["id"].as_i64().unwrap();
+    let job = relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
+    let job = job.body["message"]["id"].as_i64().unwrap();
+    assert_eq!(claim(&relay, &old, "gus", job).status, 200);
+    let pending = pair(&relay, &alice, "alice", "gus");
+    assert_eq!(relay.delete("/v1/agents/gus", OPERATOR).status, 200);
+
+    let reply = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "gus", "instanceId": "new", "label": "x"}),
+    );
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert!(
+        reply.body["agent"]["epoch"].as_i64().unwrap() > 1,
+        "a new epoch: {:?}",
+        reply.body
+    );
+    let gus = reply.body["token"].as_str().unwrap().to_owned();
+
+    assert!(
+        relay.inbox_ids("gus", &gus, "").is_empty(),
+        "nothing sent before the new gus existed"
+    );
+    assert_eq!(
+        relay.get(&format!("/v1/messages/{secret}"), &gus).status,
+        403,
+        "the old direct message is not the new gus's"
+    );
+    for action in ["claim", "renew", "read"] {
+        let reply = relay.post(
+            &format!("/v1/messages/{job}/{action}"),
+            &gus,
+            json!({"agentId": "gus"}),
+        );
+        assert_eq!(
+            reply.status, 403,
+            "{action} of an old job: {:?}",
+            reply.body
+        );
+    }
+    let accept = relay.post(
+        &format!("/v1/pairs/{pending}/actions"),
+        &gus,
+        json!({"agentId": "gus", "action": "accept"}),
+    );
+    assert_eq!(
+        accept.status, 409,
+        "the old pending pair was cancelled: {:?}",
+        accept.body
+    );
+    let fresh = relay.send(json!({"from": "alice", "to": "gus", "body": "welcome"}));
+    let fresh = fresh.body["message"]["id"].as_i64().unwrap();
+    assert_eq!(relay.inbox_ids("gus", &gus, ""), vec![fresh]);
+}
+
+#[test]
+fn the_operator_may_keep_an_ids_history_and_only_the_operator() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "gus"}));
+    let secret = relay.send(json!({"from": "user", "to": "gus", "body": "kept"}));
+    let secret = secret.body["message"]["id"].as_i64().unwrap();
+    assert_eq!(relay.delete("/v1/agents/gus", OPERATOR).status, 200);
+
+    let gus = relay.register(json!({"id": "gus", "keepHistory": true}));
+
+    assert_eq!(relay.inbox_ids("gus", &gus, ""), vec![secret]);
+    let refused = relay.post("/v1/agents", &gus, json!({"id": "gus", "keepHistory": true}));
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keepHistory"),
+        "{:?}",
+        refused.body
+    );
+}
+
+// --- Group membership locked by the operator ---
+
+#[test]
+fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice", "label": "frontend", "tags": ["web"],
+        "locked": ["label", "tags", "capabilities"]}));
+    let job = relay.send(
+        json!({"from": "user", "to": "label:backend", "body": "deploy", "claimable": true}),
+    );
+    let job = job.body["message"]["id"].as_i64().unwrap();
+
+    for (card, field) in [
+        (json!({"id": "alice", "label": "backend"}), "label"),
+        (json!({"id": "alice", "tags": ["web", "db"]}), "tags"),
+        (json!({"id": "alice", "capabilities": ["deploy"]}), "capabilities"),
+        (json!({"id": "alice", "locked": []}), "locked"),
+    ] {
+        let refused = relay.post("/v1/agents", &alice, card.clone());
+        assert_eq!(refused.status, 403, "{card}: {:?}", refused.body);
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(
+            says.contains(field) && says.contains("operator"),
+            "names {field}: {says}"
+        );
+    }
+    let relabel = relay.put("/v1/agents/alice/label", &alice, json!({"label": "backend"}));
+    assert_eq!(relabel.status, 403, "{:?}", relabel.body);
+    assert_eq!(
+        claim(&relay, &alice, "alice", job).status,
+        403,
+        "the backend job stays out of alice's reach"
+    );
+
+    let unchanged = relay.post(
+        "/v1/agents",
+        &alice,
+        json!({"id": "alice", "label": "frontend", "machine": "box-2"}),
+    );
+    assert_eq!(
+        unchanged.status, 200,
+        "a lock refuses changes only: {:?}",
+        unchanged.body
+    );
+    assert_eq!(
+        unchanged.body["agent"]["locked"],
+        json!(["label", "tags", "capabilities"])
+    );
+    let by_operator = relay.put("/v1/agents/alice/label", OPERATOR, json!({"label": "backend"}));
+    assert_eq!(by_operator.status, 200, "{:?}", by_operator.body);
+}
+
+#[test]
+fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
+    let relay = Relay::start();
+    let bob = relay.register(json!({"id": "bob", "label": "frontend"}));
+
+    let moved = relay.post("/v1/agents", &bob, json!({"id": "bob", "label": "backend"}));
+
+    assert_eq!(moved.status, 200, "open by default: {:?}", moved.body);
+    assert_eq!(moved.body["agent"]["label"], "backend");
+    assert_eq!(moved.body["agent"]["locked"], json!([]));
+    let unknown = relay.post("/v1/agents", OPERATOR, json!({"id": "bob", "locked": ["name"]}));
+    assert_eq!(unknown.status, 400, "{:?}", unknown.body);
+}

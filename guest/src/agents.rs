@@ -23,7 +23,10 @@ pub const USER: &str = "user";
 pub const SYSTEM: &str = "system";
 
 const AGENT_COLUMNS: &str = "id, name, kind, label, tags, machine, rig, capabilities, ready, \
-     status, instance_id, epoch, meta, last_seen, created_at";
+     status, instance_id, epoch, meta, locked, last_seen, created_at";
+
+/// The fields an operator may lock (docs/security.md): the ones that make group membership.
+const LOCKABLE: [&str; 3] = ["label", "tags", "capabilities"];
 
 pub fn is_builtin(id: &str) -> bool {
     id == USER || id == SYSTEM
@@ -80,6 +83,7 @@ fn card_from_row(row: &Row) -> Result<AgentCard, RelayError> {
         instance_id: row.opt_text("instance_id")?,
         epoch: row.int("epoch")?,
         meta: input::json_text(row.opt_text("meta")?),
+        locked: row.string_list("locked")?,
         last_seen: row.int("last_seen")?,
         created_at: row.int("created_at")?,
     })
@@ -303,7 +307,24 @@ pub fn register(
         .unwrap_or_else(|| infer_kind(&id, &tags, &capabilities, &meta));
     if identity != Identity::Operator {
         refuse_self_promotion(existing.as_ref(), kind, &meta)?;
+        for (field, sent) in [
+            ("locked", input.locked.is_some()),
+            ("keepHistory", input.keep_history.is_some()),
+        ] {
+            if sent {
+                return Err(forbidden(format!(
+                    "{field} is set only by the operator; agent {id} may not send it"
+                )));
+            }
+        }
     }
+    let locked = match &input.locked {
+        Some(fields) => lockable(fields)?,
+        None => existing
+            .as_ref()
+            .map(|a| a.locked.clone())
+            .unwrap_or_default(),
+    };
     if matches!(kind, AgentKind::User | AgentKind::System) {
         return Err(invalid(
             "kind user and system are reserved for the built-in agents",
@@ -338,6 +359,13 @@ pub fn register(
         input.rig,
         existing.as_ref().and_then(|a| a.rig.clone()),
     )?;
+    if identity != Identity::Operator
+        && let Some(existing) = &existing
+    {
+        refuse_locked_change(existing, "label", existing.label == label)?;
+        refuse_locked_change(existing, "tags", existing.tags == tags)?;
+        refuse_locked_change(existing, "capabilities", existing.capabilities == capabilities)?;
+    }
     let ready = input
         .ready
         .unwrap_or_else(|| existing.as_ref().is_none_or(|a| a.ready));
@@ -346,7 +374,7 @@ pub fn register(
         input::id("instanceId", instance_id)?;
     }
     // A new instance id starts a new session: the epoch moves on by one.
-    let (instance_id, epoch) = match (&existing, input.instance_id) {
+    let (instance_id, mut epoch) = match (&existing, input.instance_id) {
         (Some(a), Some(new)) if a.instance_id.as_deref() != Some(new.as_str()) => {
             (Some(new), a.epoch + 1)
         }
@@ -356,6 +384,24 @@ pub fn register(
         (None, None) => (None, 0),
     };
 
+    // A re-created id starts after its past: a later epoch, and none of its old messages unless
+    // the operator keeps them.
+    let history_from = match &existing {
+        Some(_) if input.keep_history == Some(true) => 0,
+        Some(_) => history_floor(&id)?,
+        None => match past_epoch(&id)? {
+            Some(old) => {
+                epoch = epoch.max(old + 1);
+                if input.keep_history == Some(true) {
+                    0
+                } else {
+                    last_message_id()?
+                }
+            }
+            None => 0,
+        },
+    };
+
     let token = if existing.is_none() {
         Some(auth::new_token()?)
     } else {
@@ -363,12 +409,12 @@ pub fn register(
     };
     db::execute(
         "INSERT INTO agents (id, name, kind, label, tags, machine, rig, capabilities, ready, status,
-             instance_id, epoch, meta, token_hash, last_seen, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)
+             instance_id, epoch, meta, token_hash, last_seen, created_at, locked, history_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17)
          ON CONFLICT(id) DO UPDATE SET
              name = ?2, kind = ?3, label = ?4, tags = ?5, machine = ?6, rig = ?7,
              capabilities = ?8, ready = ?9, status = ?10, instance_id = ?11, epoch = ?12,
-             meta = ?13, last_seen = ?15",
+             meta = ?13, last_seen = ?15, locked = ?16, history_from = ?17",
         &params![
             id.as_str(),
             name,
@@ -385,8 +431,13 @@ pub fn register(
             input::to_json_text(&meta),
             token.as_deref().map(auth::token_hash),
             now,
+            db::to_json_list(&locked),
+            history_from,
         ],
     )?;
+    if existing.is_none() {
+        db::execute("DELETE FROM deleted_agents WHERE id = ?", &params![id.as_str()])?;
+    }
     let agent = require(&id)?;
     if agent.kind == AgentKind::Channel {
         crate::channels::record_channel_agent(&agent, now)?;
@@ -436,6 +487,57 @@ fn refuse_self_promotion(
     Ok(())
 }
 
+/// The fields to lock, checked and in a fixed order.
+fn lockable(fields: &[String]) -> Result<Vec<String>, RelayError> {
+    if let Some(unknown) = fields.iter().find(|f| !LOCKABLE.contains(&f.as_str())) {
+        return Err(invalid(format!(
+            "locked may name {}; not {unknown}",
+            LOCKABLE.join(", ")
+        )));
+    }
+    Ok(LOCKABLE
+        .iter()
+        .filter(|field| fields.iter().any(|f| f == *field))
+        .map(|field| (*field).to_owned())
+        .collect())
+}
+
+/// Refuses an agent's change of a field the operator locked.
+fn refuse_locked_change(agent: &AgentCard, field: &str, unchanged: bool) -> Result<(), RelayError> {
+    if unchanged || !agent.locked.iter().any(|f| f == field) {
+        return Ok(());
+    }
+    Err(forbidden(format!(
+        "the operator locked the {field} of agent {}; only the operator may change it",
+        agent.id
+    )))
+}
+
+/// The last message id of the agent's past: it sees only later messages (0: all of them).
+pub fn history_floor(id: &str) -> Result<i64, RelayError> {
+    Ok(db::query_one(
+        "SELECT history_from FROM agents WHERE id = ?",
+        &params![id],
+    )?
+    .map(|row| row.int("history_from"))
+    .transpose()?
+    .unwrap_or(0))
+}
+
+/// The epoch a deleted agent of this id had, if one was deleted.
+fn past_epoch(id: &str) -> Result<Option<i64>, RelayError> {
+    db::query_one("SELECT epoch FROM deleted_agents WHERE id = ?", &params![id])?
+        .map(|row| row.int("epoch"))
+        .transpose()
+}
+
+fn last_message_id() -> Result<i64, RelayError> {
+    Ok(db::query_one("SELECT COALESCE(MAX(id), 0) AS last_id FROM messages", &[])?
+        .map(|row| row.int("last_id"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
 fn optional_text(
     field: &str,
     sent: Option<String>,
@@ -467,16 +569,29 @@ pub fn issue_token(caller: &Caller, id: &str) -> Result<RegisteredAgent, RelayEr
     })
 }
 
-pub fn delete(caller: &Caller, id: &str) -> Result<Deleted, RelayError> {
+pub fn delete(caller: &Caller, id: &str, now: i64) -> Result<Deleted, RelayError> {
     auth::require_operator(caller)?;
     if is_builtin(id) {
         return Err(conflict(format!(
             "{id} is a built-in agent and cannot be deleted"
         )));
     }
-    require(id)?;
-    db::execute("DELETE FROM agents WHERE id = ?", &params![id])?;
+    remove(id, now)?;
     Ok(Deleted { id: id.to_owned() })
+}
+
+/// Removes an agent and remembers that its id was used, so that a new agent with the same id
+/// starts after this one's past (see [`register`]). Its claims and pairs are ended by the
+/// caller's domain (`crate::retire_agent`).
+pub fn remove(id: &str, now: i64) -> Result<(), RelayError> {
+    let agent = require(id)?;
+    db::execute(
+        "INSERT INTO deleted_agents (id, epoch, deleted_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET epoch = MAX(epoch, ?2), deleted_at = ?3",
+        &params![id, agent.epoch, now],
+    )?;
+    db::execute("DELETE FROM agents WHERE id = ?", &params![id])?;
+    Ok(())
 }
 
 /// The session guard: a call that names an instance id or epoch must name the current ones.
@@ -561,11 +676,14 @@ pub fn set_label(
     input: &LabelInput,
     now: i64,
 ) -> Result<AgentCard, RelayError> {
-    acting(caller, id, input.instance_id.as_deref(), input.epoch)?;
+    let (identity, agent) = acting(caller, id, input.instance_id.as_deref(), input.epoch)?;
     let label = match &input.label {
         Some(label) => Some(input::id("label", label)?),
         None => None,
     };
+    if identity != Identity::Operator {
+        refuse_locked_change(&agent, "label", agent.label.as_deref() == label)?;
+    }
     db::execute(
         "UPDATE agents SET label = ?2, last_seen = ?3 WHERE id = ?1",
         &params![id, label, now],

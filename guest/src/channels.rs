@@ -119,7 +119,10 @@ impl channel_commands::Guest for Relay {
     }
 
     fn delete_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Deleted> {
-        orchestrators::delete(&caller, &orchestrator_id)
+        let now = now_ms();
+        let (deleted, agent_id) = orchestrators::delete(&caller, &orchestrator_id, now)?;
+        crate::retire_agent(&agent_id, now)?;
+        Ok(deleted)
     }
 
     fn request_spawn(

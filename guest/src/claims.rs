@@ -170,6 +170,27 @@ fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), Rel
     }
 }
 
+/// Releases every live claim the agent holds (it is being deleted), as its own release would:
+/// their tasks reopen, and a job that has had its attempts is dead-lettered.
+pub fn release_all_of(agent_id: &str, now: i64) -> Result<u32, RelayError> {
+    tasks::release_held_by(agent_id, now)?;
+    let exhausted = db::query(
+        "SELECT id FROM messages WHERE claimed_by = ? AND claim_expires_at > ? AND attempts >= ?",
+        &params![agent_id, now, i64::from(max_attempts()?)],
+    )?;
+    for row in &exhausted {
+        dead_letter(&messages::load(row.int("id")?)?, "holder deleted", now)?;
+    }
+    let released = db::execute(
+        "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
+         WHERE claimed_by = ? AND claim_expires_at > ?",
+        &params![agent_id, now],
+    )?;
+    Ok(u32::try_from(released.rows_changed)
+        .unwrap_or(u32::MAX)
+        .saturating_add(u32::try_from(exhausted.len()).unwrap_or(u32::MAX)))
+}
+
 /// The reaper's part: claims whose lease has run out end. A job that has had its attempts is
 /// dead-lettered; the others read as unclaimed again. Their tasks reopen too.
 /// Returns (claims released, jobs dead-lettered).

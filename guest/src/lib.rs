@@ -67,6 +67,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What a deleted agent leaves behind ends with it: its claims are released (their tasks reopen)
+/// and its pairs are cancelled or ended, the other participant told. Nothing of it passes to a
+/// new agent that registers the same id.
+fn retire_agent(agent_id: &str, now: i64) -> Outcome<()> {
+    claims::release_all_of(agent_id, now)?;
+    pairs::leave_all(agent_id, now)
+}
+
 impl queries::Guest for Relay {
     fn whoami(caller: Caller) -> Outcome<Identity> {
         agents::whoami(&caller)
@@ -117,7 +125,10 @@ impl commands::Guest for Relay {
     }
 
     fn delete_agent(caller: Caller, agent_id: String) -> Outcome<Deleted> {
-        agents::delete(&caller, &agent_id)
+        let now = now_ms();
+        let deleted = agents::delete(&caller, &agent_id, now)?;
+        retire_agent(&agent_id, now)?;
+        Ok(deleted)
     }
 
     fn heartbeat(caller: Caller, agent_id: String, input: SessionInput) -> Outcome<AgentCard> {

@@ -331,16 +331,21 @@ fn check_target_exists(target: &Target, direct: Option<&Party>) -> Result<(), Re
 
 /// Whether the identity may see the message: the operator, its sender, or an agent it reaches.
 fn visible_to(identity: &Identity, message: &Message) -> Result<bool, RelayError> {
-    match identity {
-        Identity::Operator => Ok(true),
-        Identity::Agent(id) if *id == message.from => Ok(true),
-        Identity::Agent(id) => {
-            let agent = agents::require(id)?;
-            match Target::parse(&message.to) {
-                Ok(target) => target.reaches(&agent),
-                Err(_) => Ok(false),
-            }
-        }
+    let id = match identity {
+        Identity::Operator => return Ok(true),
+        Identity::Agent(id) => id,
+    };
+    // A message from before the agent's id was re-created belongs to the id's past.
+    if message.id <= agents::history_floor(id)? {
+        return Ok(false);
+    }
+    if *id == message.from {
+        return Ok(true);
+    }
+    let agent = agents::require(id)?;
+    match Target::parse(&message.to) {
+        Ok(target) => target.reaches(&agent),
+        Err(_) => Ok(false),
     }
 }
 
@@ -396,10 +401,11 @@ pub fn inbox(
            AND (m.to_target = ? OR m.from_agent != ?)
            AND NOT (m.claimable = 1 AND m.claimed_by IS NOT NULL AND m.claimed_by != ?
                     AND m.claim_expires_at > ?)
-           AND NOT (m.completed_at IS NOT NULL AND m.completed_by IS NOT ?)"
+           AND NOT (m.completed_at IS NOT NULL AND m.completed_by IS NOT ?)
+           AND m.id > (SELECT history_from FROM agents WHERE id = ?)"
     );
     let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
-    values.extend(params![agent_id, agent_id, agent_id, now, agent_id]);
+    values.extend(params![agent_id, agent_id, agent_id, now, agent_id, agent_id]);
     if let Some(state) = query.state {
         const JOB: &str = " AND m.claimable = 1 AND m.completed_at IS NULL \
              AND m.dead_lettered_at IS NULL";
@@ -456,9 +462,17 @@ fn checked_limit(limit: Option<u32>) -> Result<u32, RelayError> {
     Ok(limit)
 }
 
-/// Loads a message on behalf of an acting agent, refusing agents it does not reach.
+/// Loads a message on behalf of an acting agent, refusing agents it does not reach and messages
+/// from before the agent's id was re-created.
 pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
     let message = load(id)?;
+    if id <= agents::history_floor(&agent.id)? {
+        return Err(forbidden(format!(
+            "message {id} is from before agent {} was registered again; only the operator may \
+             give it the id's history (keepHistory)",
+            agent.id
+        )));
+    }
     let reaches = match Target::parse(&message.to) {
         Ok(target) => target.reaches(agent)?,
         Err(_) => false,
@@ -541,10 +555,13 @@ pub fn available_jobs(
          WHERE m.to_target IN ({placeholders})
            AND m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL
            AND (m.to_target = ? OR m.from_agent != ?)
-           AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)"
+           AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)
+           AND m.id > ?"
     );
     let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
-    values.extend(params![agent.id.as_str(), agent.id.as_str(), now]);
+    // Nothing sent before a re-created id was registered (unless it keeps the history).
+    let floor = agents::history_floor(&agent.id)?;
+    values.extend(params![agent.id.as_str(), agent.id.as_str(), now, floor]);
     if let Some(kind) = kind {
         sql.push_str(" AND m.kind = ?");
         values.push(Value::from(kind));

@@ -189,6 +189,8 @@ pub fn register(
             meta: Some(JsonText {
                 json: input::to_json_text(&agent_meta),
             }),
+            locked: None,
+            keep_history: None,
         },
         now,
     )?;
@@ -291,15 +293,15 @@ pub fn report_agents(
     touch(id, orchestrator.status, now)
 }
 
-/// Removes the orchestrator and its agent; messages already sent stay.
-pub fn delete(caller: &Caller, id: &str) -> Result<Deleted, RelayError> {
+/// Removes the orchestrator and its agent; messages already sent stay. The caller's domain
+/// retires the agent (`crate::retire_agent`); its id is returned for that.
+pub fn delete(caller: &Caller, id: &str, now: i64) -> Result<(Deleted, String), RelayError> {
     let orchestrator = acting(caller, id)?;
     db::execute("DELETE FROM orchestrators WHERE id = ?", &params![id])?;
-    db::execute(
-        "DELETE FROM agents WHERE id = ?",
-        &params![orchestrator.agent_id.as_str()],
-    )?;
-    Ok(Deleted { id: id.to_owned() })
+    if agents::load(&orchestrator.agent_id)?.is_some() {
+        agents::remove(&orchestrator.agent_id, now)?;
+    }
+    Ok((Deleted { id: id.to_owned() }, orchestrator.agent_id))
 }
 
 /// SPEC 4: a `spawn` message to `orchestrator:ID`, for a provider the orchestrator offers.

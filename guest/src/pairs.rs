@@ -292,6 +292,44 @@ pub fn act(
     Ok(pair)
 }
 
+/// A deleted agent leaves its pairs: pending ones are cancelled, active ones ended, and the other
+/// participant (when still registered) is told.
+pub fn leave_all(agent_id: &str, now: i64) -> Result<(), RelayError> {
+    let open: Vec<Pair> = db::query(
+        &format!(
+            "SELECT {PAIR_COLUMNS} FROM pair_sessions
+             WHERE status IN ('pending', 'active') AND (requester_id = ?1 OR partner_id = ?1)
+             ORDER BY id"
+        ),
+        &params![agent_id],
+    )?
+    .iter()
+    .map(pair_from_row)
+    .collect::<Result<_, _>>()?;
+    for pair in open {
+        let (next, event) = match pair.status {
+            PairStatus::Pending => (PairStatus::Cancelled, "cancelled"),
+            _ => (PairStatus::Ended, "ended"),
+        };
+        db::execute(
+            "UPDATE pair_sessions SET status = ?2, updated_at = ?3 WHERE id = ?1",
+            &params![pair.id, status_name(next), now],
+        )?;
+        let pair = require(pair.id)?;
+        let partner = other(&pair, agent_id);
+        if agents::load(partner)?.is_some() {
+            notify(
+                &pair,
+                partner,
+                event,
+                format!("{agent_id} was deleted; pair {} is {event}.", pair.id),
+                now,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn action_name(action: PairAction) -> &'static str {
     match action {
         PairAction::Accept => "accept",

@@ -25,6 +25,20 @@ fn nothing_before() -> Result<(), RelayError> {
     Ok(())
 }
 
+/// Step 4's agent columns (docs/security.md): `locked`, the fields only the operator may change,
+/// and `history_from`, the last message id of the id's past when it was re-created.
+fn add_agent_locks_and_history() -> Result<(), RelayError> {
+    for (column, declaration) in [
+        ("locked", "locked TEXT NOT NULL DEFAULT '[]'"),
+        ("history_from", "history_from INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !upgrade::has_column("agents", column)? {
+            crate::db::execute(&format!("ALTER TABLE agents ADD COLUMN {declaration}"), &[])?;
+        }
+    }
+    Ok(())
+}
+
 const STEPS: &[Step] = &[
     Step {
         version: 1,
@@ -225,6 +239,19 @@ const STEPS: &[Step] = &[
             WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
             "CREATE INDEX IF NOT EXISTS idx_msg_dead_letters ON messages(id)
             WHERE dead_lettered_at IS NOT NULL AND completed_at IS NULL",
+        ],
+    },
+    Step {
+        version: 5,
+        name: "agent locks, history floors and deleted ids",
+        before: add_agent_locks_and_history,
+        after: |_| Ok(()),
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS deleted_agents (
+            id TEXT PRIMARY KEY,
+            epoch INTEGER NOT NULL,
+            deleted_at INTEGER NOT NULL
+        )",
         ],
     },
 ];

@@ -736,6 +736,31 @@ pub fn on_claim_released(message: &Message, agent_id: &str, now: i64) -> Result<
     Ok(())
 }
 
+/// A deleted agent's claimed tasks are open again.
+pub fn release_held_by(agent_id: &str, now: i64) -> Result<(), RelayError> {
+    let held = db::query(
+        "SELECT id, message_id FROM tasks WHERE status = 'claimed' AND claimed_by = ?",
+        &params![agent_id],
+    )?;
+    for row in &held {
+        let id = row.int("id")?;
+        db::execute(
+            "UPDATE tasks SET status = 'open', claimed_by = NULL, claim_expires_at = NULL,
+                 updated_at = ?2 WHERE id = ?1",
+            &params![id, now],
+        )?;
+        follow_status(row.int("message_id")?, TaskStatus::Open)?;
+        record(
+            id,
+            TaskEventKind::Released,
+            agents::SYSTEM,
+            &json!({"reason": "agent deleted", "claimedBy": agent_id}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
 /// The reaper's part: claimed tasks whose lease has run out are open again.
 pub fn release_expired(now: i64) -> Result<u32, RelayError> {
     let expired = db::query(
