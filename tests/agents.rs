@@ -430,7 +430,8 @@ fn deleting_an_agent_releases_its_claims_and_ends_its_pairs() {
     let gus = relay.register(json!({"id": "gus", "label": "x"}));
     let alice = relay.register(json!({"id": "alice", "label": "x"}));
     let bob = relay.register(json!({"id": "bob"}));
-    let job = relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
+    let job =
+        relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
     let job = job.body["message"]["id"].as_i64().unwrap();
     assert_eq!(claim(&relay, &gus, "gus", job).status, 200);
     let event = relay.post(
@@ -486,7 +487,8 @@ fn a_recreated_id_starts_fresh_without_the_old_agents_past() {
     let alice = relay.register(json!({"id": "alice"}));
     let secret = relay.send(json!({"from": "alice", "to": "gus", "body": "the password is 42"}));
     let secret = secret.body["message"]["id"].as_i64().unwrap();
-    let job = relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
+    let job =
+        relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
     let job = job.body["message"]["id"].as_i64().unwrap();
     assert_eq!(claim(&relay, &old, "gus", job).status, 200);
     let pending = pair(&relay, &alice, "alice", "gus");
@@ -552,7 +554,11 @@ fn the_operator_may_keep_an_ids_history_and_only_the_operator() {
     let gus = relay.register(json!({"id": "gus", "keepHistory": true}));
 
     assert_eq!(relay.inbox_ids("gus", &gus, ""), vec![secret]);
-    let refused = relay.post("/v1/agents", &gus, json!({"id": "gus", "keepHistory": true}));
+    let refused = relay.post(
+        "/v1/agents",
+        &gus,
+        json!({"id": "gus", "keepHistory": true}),
+    );
     assert_eq!(refused.status, 403, "{:?}", refused.body);
     assert!(
         refused.body["error"]["message"]
@@ -571,15 +577,17 @@ fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
     let relay = Relay::start();
     let alice = relay.register(json!({"id": "alice", "label": "frontend", "tags": ["web"],
         "locked": ["label", "tags", "capabilities"]}));
-    let job = relay.send(
-        json!({"from": "user", "to": "label:backend", "body": "deploy", "claimable": true}),
-    );
+    let job = relay
+        .send(json!({"from": "user", "to": "label:backend", "body": "deploy", "claimable": true}));
     let job = job.body["message"]["id"].as_i64().unwrap();
 
     for (card, field) in [
         (json!({"id": "alice", "label": "backend"}), "label"),
         (json!({"id": "alice", "tags": ["web", "db"]}), "tags"),
-        (json!({"id": "alice", "capabilities": ["deploy"]}), "capabilities"),
+        (
+            json!({"id": "alice", "capabilities": ["deploy"]}),
+            "capabilities",
+        ),
         (json!({"id": "alice", "locked": []}), "locked"),
     ] {
         let refused = relay.post("/v1/agents", &alice, card.clone());
@@ -590,7 +598,11 @@ fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
             "names {field}: {says}"
         );
     }
-    let relabel = relay.put("/v1/agents/alice/label", &alice, json!({"label": "backend"}));
+    let relabel = relay.put(
+        "/v1/agents/alice/label",
+        &alice,
+        json!({"label": "backend"}),
+    );
     assert_eq!(relabel.status, 403, "{:?}", relabel.body);
     assert_eq!(
         claim(&relay, &alice, "alice", job).status,
@@ -612,7 +624,11 @@ fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
         unchanged.body["agent"]["locked"],
         json!(["label", "tags", "capabilities"])
     );
-    let by_operator = relay.put("/v1/agents/alice/label", OPERATOR, json!({"label": "backend"}));
+    let by_operator = relay.put(
+        "/v1/agents/alice/label",
+        OPERATOR,
+        json!({"label": "backend"}),
+    );
     assert_eq!(by_operator.status, 200, "{:?}", by_operator.body);
 }
 
@@ -626,6 +642,10 @@ fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
     assert_eq!(moved.status, 200, "open by default: {:?}", moved.body);
     assert_eq!(moved.body["agent"]["label"], "backend");
     assert_eq!(moved.body["agent"]["locked"], json!([]));
-    let unknown = relay.post("/v1/agents", OPERATOR, json!({"id": "bob", "locked": ["name"]}));
+    let unknown = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "bob", "locked": ["name"]}),
+    );
     assert_eq!(unknown.status, 400, "{:?}", unknown.body);
 }

@@ -364,7 +364,11 @@ pub fn register(
     {
         refuse_locked_change(existing, "label", existing.label == label)?;
         refuse_locked_change(existing, "tags", existing.tags == tags)?;
-        refuse_locked_change(existing, "capabilities", existing.capabilities == capabilities)?;
+        refuse_locked_change(
+            existing,
+            "capabilities",
+            existing.capabilities == capabilities,
+        )?;
     }
     let ready = input
         .ready
@@ -436,7 +440,10 @@ pub fn register(
         ],
     )?;
     if existing.is_none() {
-        db::execute("DELETE FROM deleted_agents WHERE id = ?", &params![id.as_str()])?;
+        db::execute(
+            "DELETE FROM deleted_agents WHERE id = ?",
+            &params![id.as_str()],
+        )?;
     }
     let agent = require(&id)?;
     if agent.kind == AgentKind::Channel {
@@ -515,27 +522,31 @@ fn refuse_locked_change(agent: &AgentCard, field: &str, unchanged: bool) -> Resu
 
 /// The last message id of the agent's past: it sees only later messages (0: all of them).
 pub fn history_floor(id: &str) -> Result<i64, RelayError> {
-    Ok(db::query_one(
-        "SELECT history_from FROM agents WHERE id = ?",
-        &params![id],
-    )?
-    .map(|row| row.int("history_from"))
-    .transpose()?
-    .unwrap_or(0))
+    Ok(
+        db::query_one("SELECT history_from FROM agents WHERE id = ?", &params![id])?
+            .map(|row| row.int("history_from"))
+            .transpose()?
+            .unwrap_or(0),
+    )
 }
 
 /// The epoch a deleted agent of this id had, if one was deleted.
 fn past_epoch(id: &str) -> Result<Option<i64>, RelayError> {
-    db::query_one("SELECT epoch FROM deleted_agents WHERE id = ?", &params![id])?
-        .map(|row| row.int("epoch"))
-        .transpose()
+    db::query_one(
+        "SELECT epoch FROM deleted_agents WHERE id = ?",
+        &params![id],
+    )?
+    .map(|row| row.int("epoch"))
+    .transpose()
 }
 
 fn last_message_id() -> Result<i64, RelayError> {
-    Ok(db::query_one("SELECT COALESCE(MAX(id), 0) AS last_id FROM messages", &[])?
-        .map(|row| row.int("last_id"))
-        .transpose()?
-        .unwrap_or(0))
+    Ok(
+        db::query_one("SELECT COALESCE(MAX(id), 0) AS last_id FROM messages", &[])?
+            .map(|row| row.int("last_id"))
+            .transpose()?
+            .unwrap_or(0),
+    )
 }
 
 fn optional_text(

@@ -246,13 +246,11 @@ const STEPS: &[Step] = &[
         name: "agent locks, history floors and deleted ids",
         before: add_agent_locks_and_history,
         after: |_| Ok(()),
-        statements: &[
-            "CREATE TABLE IF NOT EXISTS deleted_agents (
+        statements: &["CREATE TABLE IF NOT EXISTS deleted_agents (
             id TEXT PRIMARY KEY,
             epoch INTEGER NOT NULL,
             deleted_at INTEGER NOT NULL
-        )",
-        ],
+        )"],
     },
 ];
 
