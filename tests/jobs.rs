@@ -689,3 +689,75 @@ fn dismissing_a_claimed_task_completes_its_message_and_ends_the_claim() {
     );
     assert_eq!(task(&relay, task_id)["status"], "dismissed");
 }
+
+#[test]
+fn deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_others() {
+    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let (last, other) = (job(&relay, "last attempt"), job(&relay, "the next one"));
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).body["id"],
+        last
+    );
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).body["id"],
+        other
+    );
+    let retried_before = message(&relay, other)["attempts"].clone();
+    assert_eq!(retried_before, 1);
+
+    assert_eq!(relay.delete("/v1/agents/alice", OPERATOR).status, 200);
+
+    for id in [last, other] {
+        let gone = message(&relay, id);
+        assert!(
+            gone.get("claimedBy").is_none(),
+            "deleting alice ends her claim on {id}: {gone}"
+        );
+        assert!(
+            gone.get("deadLetteredAt").is_some(),
+            "with max-attempts 1 a job whose only attempt ended with its holder is dead-lettered: {gone}"
+        );
+    }
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+}
+
+#[test]
+fn deleting_a_holder_hands_its_jobs_to_the_next_worker() {
+    let (relay, alice, bob) = pool();
+    let id = job(&relay, "half done");
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).body["id"],
+        id
+    );
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+
+    assert_eq!(relay.delete("/v1/agents/alice", OPERATOR).status, 200);
+
+    let taken = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(taken.body["id"], id, "{:?}", taken.body);
+    assert_eq!(taken.body["attempts"], 2);
+}
+
+#[test]
+fn a_recreated_id_claims_no_job_sent_to_the_old_one() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "carol", "label": "backend"}));
+    let old = job(&relay, "for the old carol");
+    assert_eq!(relay.delete("/v1/agents/carol", OPERATOR).status, 200);
+    let carol = relay.register(json!({"id": "carol", "label": "backend"}));
+
+    let none = claim_next(&relay, "carol", &carol, json!({}));
+
+    assert_eq!(
+        none.status, 204,
+        "job {old} was sent before this carol was registered: {:?}",
+        none.body
+    );
+    let new = job(&relay, "for the new carol");
+    assert_eq!(
+        claim_next(&relay, "carol", &carol, json!({})).body["id"],
+        new
+    );
+}

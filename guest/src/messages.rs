@@ -405,7 +405,9 @@ pub fn inbox(
            AND m.id > (SELECT history_from FROM agents WHERE id = ?)"
     );
     let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
-    values.extend(params![agent_id, agent_id, agent_id, now, agent_id, agent_id]);
+    values.extend(params![
+        agent_id, agent_id, agent_id, now, agent_id, agent_id
+    ]);
     if let Some(state) = query.state {
         const JOB: &str = " AND m.claimable = 1 AND m.completed_at IS NULL \
              AND m.dead_lettered_at IS NULL";
