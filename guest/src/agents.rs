@@ -702,13 +702,17 @@ pub fn set_label(
     require(id)
 }
 
+/// The agents the reaper marks offline (and health counts as stale), given the cutoff. It passes
+/// over the built-ins by id and, as 0.6.0 did, every agent whose `meta.builtin` is true (0.6.0
+/// marked its orchestrators' agents so).
+pub const REAPABLE: &str = "status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
+     AND NOT (json_valid(meta) AND json_type(meta, '$.builtin') = 'true')";
+
 /// Marks agents not seen within the stale TTL offline; built-ins are exempt.
 pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {
     let cutoff = now - settings::number(settings::STALE_TTL_MS)?;
     let stale: Vec<String> = db::query(
-        "SELECT id FROM agents
-         WHERE status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
-         ORDER BY id",
+        &format!("SELECT id FROM agents WHERE {REAPABLE} ORDER BY id"),
         &params![cutoff],
     )?
     .iter()
@@ -716,8 +720,7 @@ pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {
     .collect::<Result<_, _>>()?;
     if !stale.is_empty() {
         db::execute(
-            "UPDATE agents SET status = 'offline'
-             WHERE status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')",
+            &format!("UPDATE agents SET status = 'offline' WHERE {REAPABLE}"),
             &params![cutoff],
         )?;
     }

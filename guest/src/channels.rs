@@ -51,6 +51,10 @@ impl channel_queries::Guest for Relay {
         list_bindings(&caller, &channel_id)
     }
 
+    fn list_all_bindings(caller: Caller) -> Outcome<Vec<ChannelBinding>> {
+        list_all_bindings(&caller)
+    }
+
     fn resolve_route(
         caller: Caller,
         channel_id: String,
@@ -367,6 +371,21 @@ pub fn list_bindings(caller: &Caller, channel_id: &str) -> Result<Vec<ChannelBin
     bindings_where("channel_id = ?", &params![channel_id])
 }
 
+/// Every binding of every channel (0.6.0's `listChannelBindings()` without a channel).
+pub fn list_all_bindings(caller: &Caller) -> Result<Vec<ChannelBinding>, RelayError> {
+    auth::require_operator(caller)?;
+    db::query(
+        &format!(
+            "SELECT {BINDING_COLUMNS} FROM channel_bindings
+             ORDER BY channel_id, priority DESC, updated_at DESC, rowid DESC"
+        ),
+        &[],
+    )?
+    .iter()
+    .map(binding_from_row)
+    .collect()
+}
+
 /// SPEC 3: the exact conversation's bindings if it has any, else the channel's defaults.
 fn routes(
     channel_id: &str,
@@ -477,9 +496,8 @@ pub fn upsert_binding(
         channel_id,
         conversation_id,
         &input.target,
-        input
-            .mode
-            .unwrap_or_else(|| default_mode(input.target.type_)),
+        // 0.6.0: an explicit upsert without a mode is exclusive, whatever the target.
+        input.mode.unwrap_or(BindingMode::Exclusive),
         input.priority.unwrap_or(0),
         &OnExisting::Update,
         now,

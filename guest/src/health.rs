@@ -155,8 +155,7 @@ fn named(ids: &[String], total: i64) -> String {
 /// Agents not seen within the stale TTL that are still listed as online or busy: the reaper has
 /// not caught up with them.
 fn stale_agents(cutoff: i64) -> Result<HealthCheck, RelayError> {
-    let filter = "FROM agents WHERE status IN ('online', 'busy') AND last_seen < ?
-                  AND id NOT IN ('user', 'system')";
+    let filter = format!("FROM agents WHERE {}", crate::agents::REAPABLE);
     let total = count(&format!("SELECT COUNT(*) AS n {filter}"), &params![cutoff])?;
     if total == 0 {
         return Ok(check(

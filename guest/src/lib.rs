@@ -44,6 +44,7 @@ mod schema;
 mod settings;
 mod tasks;
 mod upgrade;
+mod upgrade06;
 mod webhooks;
 
 use bindings::agent_relay::relay::types::{

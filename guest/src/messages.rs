@@ -11,7 +11,7 @@ use crate::bindings::agent_relay::relay::types::{
     RelayError, SendMessageInput, SentMessage,
 };
 use crate::db::{self, Row};
-use crate::error::{forbidden, invalid, not_found};
+use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::params;
 
@@ -238,6 +238,10 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
         }
     }
 
+    // After the replay above: a request sent before the drain began is still answered.
+    if kind == "spawn" {
+        refuse_spawn_while_draining(&target)?;
+    }
     let thread_id = match input.reply_to {
         Some(parent) => Some(load(parent)?.thread_id),
         None => None,
@@ -325,6 +329,24 @@ fn check_target_exists(target: &Target, direct: Option<&Party>) -> Result<(), Re
             return Err(not_found(format!("orchestrator {id} is not registered")));
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// A draining orchestrator finishes what it runs and takes no new spawn requests (0.6.0 took it
+/// out of delivery; here the request is refused, so the sender knows).
+fn refuse_spawn_while_draining(target: &Target) -> Result<(), RelayError> {
+    let Target::Orchestrator(id) = target else {
+        return Ok(());
+    };
+    let draining = db::query_one(
+        "SELECT 1 AS draining FROM orchestrators WHERE id = ? AND status = 'draining'",
+        &params![id.as_str()],
+    )?;
+    if draining.is_some() {
+        return Err(conflict(format!(
+            "orchestrator {id} is draining; it takes no new spawn requests"
+        )));
     }
     Ok(())
 }

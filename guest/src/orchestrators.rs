@@ -41,7 +41,7 @@ fn status_name(status: OrchestratorStatus) -> &'static str {
     }
 }
 
-fn parse_status(text: &str) -> OrchestratorStatus {
+pub fn parse_status(text: &str) -> OrchestratorStatus {
     match text {
         "offline" => OrchestratorStatus::Offline,
         "draining" => OrchestratorStatus::Draining,
@@ -51,7 +51,7 @@ fn parse_status(text: &str) -> OrchestratorStatus {
 
 /// The agent status (and readiness) an orchestrator status shows as: a draining orchestrator is
 /// alive but takes no new work.
-fn agent_mirror(status: OrchestratorStatus) -> (AgentStatus, bool) {
+pub fn agent_mirror(status: OrchestratorStatus) -> (AgentStatus, bool) {
     match status {
         OrchestratorStatus::Online => (AgentStatus::Online, true),
         OrchestratorStatus::Draining => (AgentStatus::Busy, false),

@@ -24,7 +24,7 @@ use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::{Outcome, Relay, messages, now_ms, params};
 
 const PAIR_COLUMNS: &str =
-    "id, requester_id, partner_id, status, topic, thread_id, created_at, updated_at";
+    "id, requester_id, partner_id, status, topic, thread_id, legacy_id, created_at, updated_at";
 
 impl pair_queries::Guest for Relay {
     fn list_pairs(caller: Caller, query: PairQuery) -> Outcome<Vec<Pair>> {
@@ -82,6 +82,7 @@ fn pair_from_row(row: &Row) -> Result<Pair, RelayError> {
         status: parse_status(&row.text("status")?),
         topic: row.opt_text("topic")?,
         thread_id: row.opt_int("thread_id")?,
+        legacy_id: row.opt_text("legacy_id")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })
@@ -409,6 +410,10 @@ pub fn list(caller: &Caller, query: &PairQuery) -> Result<Vec<Pair>, RelayError>
     if let Some(status) = query.status {
         sql.push_str(" AND status = ?");
         values.push(Value::from(status_name(status)));
+    }
+    if let Some(legacy_id) = &query.legacy_id {
+        sql.push_str(" AND legacy_id = ?");
+        values.push(Value::from(input::id("legacyId", legacy_id)?));
     }
     sql.push_str(" ORDER BY id DESC");
     db::query(&sql, &values)?

@@ -7,7 +7,7 @@
 use crate::bindings::agent_relay::relay::store;
 use crate::bindings::agent_relay::relay::types::{RelayError, SchemaReport};
 use crate::error::conflict;
-use crate::upgrade;
+use crate::{upgrade, upgrade06};
 
 const VERSION_KEY: &str = "schema-version";
 
@@ -25,7 +25,7 @@ fn nothing_before() -> Result<(), RelayError> {
     Ok(())
 }
 
-/// Step 4's agent columns (docs/security.md): `locked`, the fields only the operator may change,
+/// Step 5's agent columns (docs/security.md): `locked`, the fields only the operator may change,
 /// and `history_from`, the last message id of the id's past when it was re-created.
 fn add_agent_locks_and_history() -> Result<(), RelayError> {
     for (column, declaration) in [
@@ -38,6 +38,18 @@ fn add_agent_locks_and_history() -> Result<(), RelayError> {
     }
     Ok(())
 }
+
+/// The pair table as step 3 creates it; step 6 rebuilds 0.6.0's text-id table in this shape.
+pub const PAIR_SESSIONS: &str = "CREATE TABLE IF NOT EXISTS pair_sessions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            requester_id TEXT NOT NULL,
+            partner_id TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            topic TEXT,
+            thread_id INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )";
 
 const STEPS: &[Step] = &[
     Step {
@@ -198,16 +210,7 @@ const STEPS: &[Step] = &[
             created_at INTEGER NOT NULL
         )",
             "CREATE INDEX IF NOT EXISTS idx_task_events_task ON task_events(task_id, id)",
-            "CREATE TABLE IF NOT EXISTS pair_sessions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            requester_id TEXT NOT NULL,
-            partner_id TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending',
-            topic TEXT,
-            thread_id INTEGER,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL
-        )",
+            PAIR_SESSIONS,
             "CREATE INDEX IF NOT EXISTS idx_pairs_requester ON pair_sessions(requester_id, status)",
             "CREATE INDEX IF NOT EXISTS idx_pairs_partner ON pair_sessions(partner_id, status)",
             "CREATE TABLE IF NOT EXISTS activity_events (
@@ -251,6 +254,13 @@ const STEPS: &[Step] = &[
             epoch INTEGER NOT NULL,
             deleted_at INTEGER NOT NULL
         )"],
+    },
+    Step {
+        version: 6,
+        name: "TypeScript 0.6.0 rows: orchestrator agents, text pair ids",
+        before: nothing_before,
+        after: upgrade06::typescript_06_data,
+        statements: &[],
     },
 ];
 

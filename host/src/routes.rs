@@ -142,6 +142,7 @@ pub const ROUTES: &[Route] = &[
         "delete-binding",
     ),
     route("GET", "/v1/channels/{channelId}/route", "resolve-route"),
+    route("GET", "/v1/bindings", "list-all-bindings"),
     route("POST", "/v1/channels/{channelId}/inbound", "route-inbound"),
     // Orchestrators and spawn requests
     creating("POST", "/v1/orchestrators", "register-orchestrator"),
