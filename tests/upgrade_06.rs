@@ -858,12 +858,17 @@ fn text_pair_ids_from_060_are_numbered_and_found_by_their_old_id() {
 fn agents_marked_builtin_in_meta_are_not_reaped() {
     let relay = Relay::start();
     relay.register(json!({"id": "watcher", "meta": {"builtin": true}}));
-    relay.register(json!({"id": "plain", "meta": {"builtin": "yes"}}));
+    relay.register(json!({"id": "plain"}));
+    relay.register(json!({"id": "sayer", "meta": {"builtin": "yes"}}));
     relay.advance(10 * 60 * 1000);
 
     let report = relay.reap();
 
-    assert_eq!(report["offlineAgents"], json!(["plain"]), "{report}");
+    assert_eq!(
+        report["offlineAgents"],
+        json!(["plain", "sayer"]),
+        "{report}"
+    );
     assert_eq!(
         relay.get("/v1/agents/watcher", OPERATOR).body["status"],
         "online"

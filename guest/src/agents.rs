@@ -706,7 +706,7 @@ pub fn set_label(
 /// over the built-ins by id and, as 0.6.0 did, every agent whose `meta.builtin` is true (0.6.0
 /// marked its orchestrators' agents so).
 pub const REAPABLE: &str = "status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
-     AND NOT (json_valid(meta) AND json_type(meta, '$.builtin') = 'true')";
+     AND NOT (json_valid(meta) AND json_type(meta, '$.builtin') IS 'true')";
 
 /// Marks agents not seen within the stale TTL offline; built-ins are exempt.
 pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {
