@@ -690,6 +690,8 @@ fn every_row_of_a_060_database_answers_over_http() {
         (&json!("claimed"), &json!("alice")),
         "{task}"
     );
+    // The file went through the job step before the 0.6.0 one: attempts count from 0.
+    assert_eq!(claim.body["attempts"], 1, "{:?}", claim.body);
     let events: Vec<Json> = relay
         .get("/v1/tasks/1/events", OPERATOR)
         .body
@@ -885,6 +887,50 @@ fn agents_marked_builtin_in_meta_are_not_reaped() {
         stale["status"], "ok",
         "an exempt agent is not reported stale: {stale}"
     );
+}
+
+// The exemption above is the operator's to give (docs/security.md), like meta.orchestratorId.
+#[test]
+fn only_the_operator_marks_an_agent_builtin() {
+    let relay = Relay::start();
+    let bob = relay.register(json!({"id": "bob", "meta": {"team": "api"}}));
+    let watcher = relay.register(json!({"id": "watcher", "meta": {"builtin": true}}));
+
+    let refused = relay.post(
+        "/v1/agents",
+        &bob,
+        json!({"id": "bob", "meta": {"team": "api", "builtin": true}}),
+    );
+
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    let says = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        says.contains("meta.builtin") && says.contains("operator"),
+        "the refusal names meta.builtin: {says}"
+    );
+    assert_eq!(
+        relay.get("/v1/agents/bob", OPERATOR).body["meta"],
+        json!({"team": "api"}),
+        "bob is unchanged"
+    );
+    let kept = relay.post(
+        "/v1/agents",
+        &watcher,
+        json!({"id": "watcher", "meta": {"builtin": true}}),
+    );
+    assert_eq!(
+        kept.status, 200,
+        "keeping its own mark is no change: {:?}",
+        kept.body
+    );
+    let given = relay.post(
+        "/v1/agents",
+        OPERATOR,
+        json!({"id": "bob", "meta": {"builtin": true}}),
+    );
+    assert_eq!(given.status, 200, "the operator gives it: {:?}", given.body);
+    relay.advance(10 * 60 * 1000);
+    assert_eq!(relay.reap()["offlineAgents"], json!([]));
 }
 
 fn register_orchestrator(relay: &Relay, id: &str) -> String {

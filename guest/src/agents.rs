@@ -466,7 +466,8 @@ fn is_privileged(kind: AgentKind) -> bool {
 }
 
 /// An agent re-registering itself keeps the authority the operator gave it, and takes no more:
-/// no privileged kind and no `meta.orchestratorId` it does not already have (docs/security.md).
+/// no privileged kind, no `meta.orchestratorId` and no `meta.builtin` it does not already have
+/// (docs/security.md).
 fn refuse_self_promotion(
     existing: Option<&AgentCard>,
     kind: AgentKind,
@@ -488,6 +489,15 @@ fn refuse_self_promotion(
     {
         return Err(forbidden(format!(
             "meta.orchestratorId is set only by the operator; agent {} may not set it",
+            existing.id
+        )));
+    }
+    // `meta.builtin: true` exempts an agent from the reaper (`REAPABLE`), so only the operator
+    // gives it; an agent keeping the one it has is no change.
+    let builtin = Some(&Json::Bool(true));
+    if meta.get("builtin") == builtin && stored.get("builtin") != builtin {
+        return Err(forbidden(format!(
+            "meta.builtin is set only by the operator; agent {} may not set it",
             existing.id
         )));
     }
