@@ -411,9 +411,10 @@ pub fn list(caller: &Caller, query: &PairQuery) -> Result<Vec<Pair>, RelayError>
         sql.push_str(" AND status = ?");
         values.push(Value::from(status_name(status)));
     }
+    // Only compared, as the other filters are: an odd value matches no pair.
     if let Some(legacy_id) = &query.legacy_id {
         sql.push_str(" AND legacy_id = ?");
-        values.push(Value::from(input::id("legacyId", legacy_id)?));
+        values.push(Value::from(legacy_id.as_str()));
     }
     sql.push_str(" ORDER BY id DESC");
     db::query(&sql, &values)?
