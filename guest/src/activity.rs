@@ -78,10 +78,7 @@ pub fn record(
 
 pub fn list(caller: &Caller, query: &ActivityQuery) -> Result<Vec<ActivityEvent>, RelayError> {
     auth::require_operator(caller)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let (Some(since), Some(until)) = (query.since, query.until)
         && since > until
     {
@@ -108,8 +105,8 @@ pub fn list(caller: &Caller, query: &ActivityQuery) -> Result<Vec<ActivityEvent>
         values.push(Value::from(before));
     }
     sql.push_str(" ORDER BY id DESC LIMIT ?");
-    values.push(Value::from(i64::from(limit)));
-    db::query(&sql, &values)?
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
         .iter()
         .map(event_from_row)
         .collect()

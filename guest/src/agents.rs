@@ -104,6 +104,23 @@ pub fn load(id: &str) -> Result<Option<AgentCard>, RelayError> {
 pub struct Party {
     pub id: String,
     pub kind: AgentKind,
+    pub status: AgentStatus,
+}
+
+impl Party {
+    /// Whether the agent is in the delivery set of the targets it matches: it joins groups and is
+    /// not offline (a message to its own id reaches it all the same).
+    pub fn receives(&self) -> bool {
+        receives(&self.id, self.kind, self.status)
+    }
+}
+
+fn party_from_row(row: &Row) -> Result<Party, RelayError> {
+    Ok(Party {
+        id: row.text("id")?,
+        kind: parse_kind(&row.text("kind")?),
+        status: parse_status(&row.text("status")?),
+    })
 }
 
 /// The agents with these ids (those that exist), in one query, as [`Party`]s.
@@ -115,12 +132,7 @@ pub fn parties(ids: &[&str]) -> Result<Vec<Party>, RelayError> {
         &values,
     )?
     .iter()
-    .map(|row| {
-        Ok(Party {
-            id: row.text("id")?,
-            kind: parse_kind(&row.text("kind")?),
-        })
-    })
+    .map(party_from_row)
     .collect()
 }
 
@@ -129,27 +141,25 @@ pub fn require(id: &str) -> Result<AgentCard, RelayError> {
     load(id)?.ok_or_else(|| not_found(format!("agent {id} is not registered")))
 }
 
-/// Every registered agent, in id order.
-/// The agents carrying a label, in id order (uses the label index).
-pub fn labelled(label: &str) -> Result<Vec<AgentCard>, RelayError> {
+/// SQL conditions on an agent row: it carries the tag, the capability given as the parameter.
+/// A list that is not a JSON array matches nothing (the card reads it as empty).
+pub const HAS_TAG: &str = "CASE WHEN json_valid(tags) \
+     THEN EXISTS (SELECT 1 FROM json_each(agents.tags) WHERE value = ?) ELSE 0 END";
+pub const HAS_CAPABILITY: &str = "CASE WHEN json_valid(capabilities) \
+     THEN EXISTS (SELECT 1 FROM json_each(agents.capabilities) WHERE value = ?) ELSE 0 END";
+
+/// The agents matching an SQL condition, in id order, as [`Party`]s: no card is loaded.
+pub fn parties_where(condition: &str, params: &[Value]) -> Result<Vec<Party>, RelayError> {
     db::query(
-        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE label = ? ORDER BY id"),
-        &params![label],
+        &format!("SELECT id, kind, status FROM agents WHERE {condition} ORDER BY id"),
+        params,
     )?
     .iter()
-    .map(card_from_row)
+    .map(party_from_row)
     .collect()
 }
 
-pub fn all() -> Result<Vec<AgentCard>, RelayError> {
-    db::query(
-        &format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"),
-        &[],
-    )?
-    .iter()
-    .map(card_from_row)
-    .collect()
-}
+const DEFAULT_LIMIT: u32 = 100;
 
 pub fn get(caller: &Caller, id: &str) -> Result<AgentCard, RelayError> {
     auth::identify(caller)?;
@@ -170,19 +180,35 @@ pub fn whoami(caller: &Caller) -> Result<WhoAmI, RelayError> {
     })
 }
 
+
+/// A page of agents in id order, filtered by kind, status and tag (see `agent-query`).
 pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, RelayError> {
     auth::identify(caller)?;
-    Ok(all()?
-        .into_iter()
-        .filter(|agent| query.kind.is_none_or(|kind| agent.kind == kind))
-        .filter(|agent| query.status.is_none_or(|status| agent.status == status))
-        .filter(|agent| {
-            query
-                .tag
-                .as_ref()
-                .is_none_or(|tag| agent.tags.contains(tag))
-        })
-        .collect())
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, crate::messages::MAX_LIMIT)?;
+    let mut sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE 1 = 1");
+    let mut values = Vec::new();
+    if let Some(kind) = query.kind {
+        sql.push_str(" AND kind = ?");
+        values.push(Value::from(kind_name(kind)));
+    }
+    if let Some(status) = query.status {
+        sql.push_str(" AND status = ?");
+        values.push(Value::from(status_name(status)));
+    }
+    if let Some(tag) = &query.tag {
+        sql.push_str(&format!(" AND {HAS_TAG}"));
+        values.push(Value::from(tag.as_str()));
+    }
+    if let Some(after) = &query.after {
+        sql.push_str(" AND id > ?");
+        values.push(Value::from(after.as_str()));
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
+        .iter()
+        .map(card_from_row)
+        .collect()
 }
 
 fn meta_str<'a>(meta: &'a Map<String, Json>, key: &str) -> Option<&'a str> {
@@ -768,12 +794,7 @@ fn joins(id: &str, kind: AgentKind) -> bool {
         )
 }
 
-/// Whether an agent is in the delivery set of the group targets it matches: it joins groups and
-/// is not offline.
-pub fn receives_groups(agent: &AgentCard) -> bool {
-    receives(&agent.id, agent.kind, agent.status)
-}
-
+/// Whether an agent is in the delivery set of the targets it matches.
 fn receives(id: &str, kind: AgentKind, status: AgentStatus) -> bool {
     joins(id, kind) && status != AgentStatus::Offline
 }

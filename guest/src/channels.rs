@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::bindings::agent_relay::relay::channel_types::{
     BindingInput, BindingMode, ChannelBinding, ChannelDirection, ChannelRoute, ChannelSummary,
     Delivery, InboundEvent, InboundResult, ManagedAgentsInput, Orchestrator,
-    OrchestratorStatusInput, RegisterOrchestratorInput, RegisteredOrchestrator, RouteQuery,
-    RouteSource, RouteTarget, RouteTargetType, SpawnInput,
+    OrchestratorStatusInput, PageQuery, RegisterOrchestratorInput, RegisteredOrchestrator,
+    RouteQuery, RouteSource, RouteTarget, RouteTargetType, SpawnInput,
 };
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
@@ -39,20 +39,24 @@ const BINDING_COLUMNS: &str = "id, channel_id, conversation_key, conversation_id
 const BINDING_ORDER: &str = "ORDER BY priority DESC, updated_at DESC, rowid DESC";
 
 impl channel_queries::Guest for Relay {
-    fn list_channels(caller: Caller) -> Outcome<Vec<ChannelSummary>> {
-        list(&caller)
+    fn list_channels(caller: Caller, query: PageQuery) -> Outcome<Vec<ChannelSummary>> {
+        list(&caller, &query)
     }
 
     fn get_channel(caller: Caller, channel_id: String) -> Outcome<ChannelSummary> {
         get(&caller, &channel_id)
     }
 
-    fn list_bindings(caller: Caller, channel_id: String) -> Outcome<Vec<ChannelBinding>> {
-        list_bindings(&caller, &channel_id)
+    fn list_bindings(
+        caller: Caller,
+        channel_id: String,
+        query: PageQuery,
+    ) -> Outcome<Vec<ChannelBinding>> {
+        list_bindings(&caller, &channel_id, &query)
     }
 
-    fn list_all_bindings(caller: Caller) -> Outcome<Vec<ChannelBinding>> {
-        list_all_bindings(&caller)
+    fn list_all_bindings(caller: Caller, query: PageQuery) -> Outcome<Vec<ChannelBinding>> {
+        list_all_bindings(&caller, &query)
     }
 
     fn resolve_route(
@@ -63,8 +67,8 @@ impl channel_queries::Guest for Relay {
         resolve_route(&caller, &channel_id, &query)
     }
 
-    fn list_orchestrators(caller: Caller) -> Outcome<Vec<Orchestrator>> {
-        orchestrators::list(&caller)
+    fn list_orchestrators(caller: Caller, query: PageQuery) -> Outcome<Vec<Orchestrator>> {
+        orchestrators::list(&caller, &query)
     }
 
     fn get_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Orchestrator> {
@@ -349,15 +353,36 @@ fn require(id: &str) -> Result<ChannelSummary, RelayError> {
     })
 }
 
-pub fn list(caller: &Caller) -> Result<Vec<ChannelSummary>, RelayError> {
+/// The default and largest `limit` of the lists of channels, bindings and orchestrators.
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// A page of channels, ready ones first, then by name and id.
+pub fn list(caller: &Caller, query: &PageQuery) -> Result<Vec<ChannelSummary>, RelayError> {
     auth::identify(caller)?;
-    db::query(
-        &format!("{CHANNEL_SELECT} ORDER BY a.ready DESC, c.display_name COLLATE NOCASE, c.id"),
-        &[],
-    )?
-    .iter()
-    .map(summary_from_row)
-    .collect()
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let mut sql = CHANNEL_SELECT.to_owned();
+    let mut values = Vec::new();
+    if let Some(after) = &query.after {
+        let after = Value::from(after.as_str());
+        db::require_cursor(
+            "after",
+            "SELECT 1 AS found FROM channels WHERE id = ?",
+            &after,
+        )?;
+        // The list's order as one row value: ready (descending), name, id.
+        sql.push_str(
+            " WHERE (-a.ready, c.display_name COLLATE NOCASE, c.id) > \
+               (SELECT -a2.ready, c2.display_name, c2.id \
+                FROM channels c2 JOIN agents a2 ON a2.id = c2.agent_id WHERE c2.id = ?)",
+        );
+        values.push(after);
+    }
+    sql.push_str(" ORDER BY a.ready DESC, c.display_name COLLATE NOCASE, c.id LIMIT ?");
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
+        .iter()
+        .map(summary_from_row)
+        .collect()
 }
 
 pub fn get(caller: &Caller, id: &str) -> Result<ChannelSummary, RelayError> {
@@ -365,25 +390,70 @@ pub fn get(caller: &Caller, id: &str) -> Result<ChannelSummary, RelayError> {
     require(id)
 }
 
-pub fn list_bindings(caller: &Caller, channel_id: &str) -> Result<Vec<ChannelBinding>, RelayError> {
+/// A page of a channel's bindings in route order.
+pub fn list_bindings(
+    caller: &Caller,
+    channel_id: &str,
+    query: &PageQuery,
+) -> Result<Vec<ChannelBinding>, RelayError> {
     auth::identify(caller)?;
     require(channel_id)?;
-    bindings_where("channel_id = ?", &params![channel_id])
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let mut sql = format!("SELECT {BINDING_COLUMNS} FROM channel_bindings WHERE channel_id = ?");
+    let mut values = vec![Value::from(channel_id)];
+    if let Some(after) = &query.after {
+        let after = Value::from(after.as_str());
+        db::require_cursor(
+            "after",
+            "SELECT 1 AS found FROM channel_bindings WHERE id = ?",
+            &after,
+        )?;
+        // BINDING_ORDER as one row value (every column descending).
+        sql.push_str(
+            " AND (priority, updated_at, rowid) < \
+               (SELECT priority, updated_at, rowid FROM channel_bindings WHERE id = ?)",
+        );
+        values.push(after);
+    }
+    sql.push_str(&format!(" {BINDING_ORDER} LIMIT ?"));
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
+        .iter()
+        .map(binding_from_row)
+        .collect()
 }
 
-/// Every binding of every channel (0.6.0's `listChannelBindings()` without a channel).
-pub fn list_all_bindings(caller: &Caller) -> Result<Vec<ChannelBinding>, RelayError> {
+/// A page of every binding of every channel (0.6.0's `listChannelBindings()` without a
+/// channel): by channel, then in each channel's route order.
+pub fn list_all_bindings(
+    caller: &Caller,
+    query: &PageQuery,
+) -> Result<Vec<ChannelBinding>, RelayError> {
     auth::require_operator(caller)?;
-    db::query(
-        &format!(
-            "SELECT {BINDING_COLUMNS} FROM channel_bindings
-             ORDER BY channel_id, priority DESC, updated_at DESC, rowid DESC"
-        ),
-        &[],
-    )?
-    .iter()
-    .map(binding_from_row)
-    .collect()
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let mut sql = format!("SELECT {BINDING_COLUMNS} FROM channel_bindings");
+    let mut values = Vec::new();
+    if let Some(after) = &query.after {
+        let after = Value::from(after.as_str());
+        db::require_cursor(
+            "after",
+            "SELECT 1 AS found FROM channel_bindings WHERE id = ?",
+            &after,
+        )?;
+        // The order as one row value: channel ascending, then BINDING_ORDER (descending).
+        sql.push_str(
+            " WHERE (channel_id, -priority, -updated_at, -rowid) > \
+               (SELECT channel_id, -priority, -updated_at, -rowid \
+                FROM channel_bindings WHERE id = ?)",
+        );
+        values.push(after);
+    }
+    sql.push_str(" ORDER BY channel_id, priority DESC, updated_at DESC, rowid DESC LIMIT ?");
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
+        .iter()
+        .map(binding_from_row)
+        .collect()
 }
 
 /// SPEC 3: the exact conversation's bindings if it has any, else the channel's defaults.

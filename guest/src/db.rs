@@ -126,6 +126,48 @@ pub fn query(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
         .collect())
 }
 
+/// Runs the query of one page of a list: its rows in order up to the relay's page budget (the
+/// `page-bytes` setting), so a page of large rows is cut short instead of running the call out
+/// of memory. The first row always comes; the caller's cursor goes on after the last row.
+pub fn query_page(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
+    let budget = crate::settings::page_bytes()?;
+    let rows = store::query_page(sql, params, budget)?;
+    let columns: Rc<[String]> = rows.columns.into();
+    Ok(rows
+        .rows
+        .into_iter()
+        .map(|values| Row {
+            columns: Rc::clone(&columns),
+            values,
+        })
+        .collect())
+}
+
+/// The `limit` of a list query: its default when absent, else between 1 and `max`.
+pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<i64, RelayError> {
+    match limit.unwrap_or(default) {
+        0 => Err(RelayError::Invalid(format!(
+            "limit must be between 1 and {max}"
+        ))),
+        n if n > max => Err(RelayError::Invalid(format!(
+            "limit must be between 1 and {max}"
+        ))),
+        n => Ok(i64::from(n)),
+    }
+}
+
+/// Refuses a page cursor that names no item of the list (`exists` selects its row by `?`):
+/// a deleted item's place in an order by other columns is lost, and an empty page would read as
+/// the end.
+pub fn require_cursor(field: &str, exists: &str, cursor: &Value) -> Result<(), RelayError> {
+    if query_one(exists, std::slice::from_ref(cursor))?.is_none() {
+        return Err(RelayError::Invalid(format!(
+            "{field} must be the id of an item of this list (the last one of the page before)"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a statement expected to return at most one row.
 pub fn query_one(sql: &str, params: &[Value]) -> Result<Option<Row>, RelayError> {
     Ok(query(sql, params)?.into_iter().next())

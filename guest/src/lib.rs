@@ -50,7 +50,7 @@ mod webhooks;
 use bindings::agent_relay::relay::types::{
     AgentCard, AgentQuery, Caller, ClaimInput, ClaimNextInput, CompleteInput, Deleted, Identity,
     LabelInput, Message, MessageQuery, PollQuery, ReapReport, RegisterAgentInput, RegisteredAgent,
-    RelayError, SchemaReport, SendMessageInput, SentMessage, SessionInput, StatusInput,
+    RelayError, SchemaReport, SendMessageInput, SentMessage, SessionInput, StatusInput, ThreadQuery,
 };
 use bindings::exports::agent_relay::relay::{commands, queries};
 
@@ -93,8 +93,8 @@ impl queries::Guest for Relay {
         messages::get(&caller, message_id)
     }
 
-    fn get_thread(caller: Caller, thread_id: i64) -> Outcome<Vec<Message>> {
-        messages::thread(&caller, thread_id)
+    fn get_thread(caller: Caller, thread_id: i64, query: ThreadQuery) -> Outcome<Vec<Message>> {
+        messages::thread(&caller, thread_id, &query)
     }
 
     fn schema_status(caller: Caller) -> Outcome<SchemaReport> {

@@ -8,7 +8,7 @@ use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
     AgentCard, AgentKind, Caller, ClaimInput, JobState, JsonText, Message, MessageQuery, PollQuery,
-    RelayError, SendMessageInput, SentMessage,
+    RelayError, SendMessageInput, SentMessage, ThreadQuery,
 };
 use crate::db::{self, Row};
 use crate::error::{conflict, forbidden, invalid, not_found};
@@ -16,6 +16,7 @@ use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::params;
 
 const DEFAULT_LIMIT: u32 = 50;
+const DEFAULT_THREAD_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 500;
 
 const MESSAGE_SELECT: &str = "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, \
@@ -92,30 +93,29 @@ impl Target {
 }
 
 /// The delivery set of a target right now: agents that are online (or busy), not built-in, not
-/// channels, and match it.
+/// channels, and match it. Only ids, kinds and statuses are read, found through the label index
+/// or the tags and capabilities in SQL: a broadcast over many agents with large cards loads none
+/// of them.
 pub fn delivery_set(target: &Target) -> Result<Vec<String>, RelayError> {
-    // Only the candidates an index can find are loaded; the rule below decides.
-    let candidates = match target {
-        Target::Agent(id) => agents::load(id)?.into_iter().collect(),
-        Target::Label(label) => agents::labelled(label)?,
+    let members = match target {
+        Target::Agent(id) => agents::parties(&[id.as_str()])?,
+        Target::Label(label) => agents::parties_where("label = ?", &params![label.as_str()])?,
+        Target::Tag(tag) => agents::parties_where(agents::HAS_TAG, &params![tag.as_str()])?,
+        Target::Capability(cap) => {
+            agents::parties_where(agents::HAS_CAPABILITY, &params![cap.as_str()])?
+        }
+        Target::Broadcast => agents::parties_where("1 = 1", &[])?,
+        // Only the orchestrator's registered agent.
         Target::Orchestrator(id) => match agents::orchestrator_agent(id)? {
-            Some(agent_id) => agents::load(&agent_id)?.into_iter().collect(),
+            Some(agent_id) => agents::parties(&[agent_id.as_str()])?,
             None => Vec::new(),
         },
-        _ => agents::all()?,
     };
-    delivery_among(target, candidates)
-}
-
-/// The delivery set of a target among candidates already loaded.
-fn delivery_among(target: &Target, candidates: Vec<AgentCard>) -> Result<Vec<String>, RelayError> {
-    let mut set = Vec::new();
-    for agent in candidates {
-        if agents::receives_groups(&agent) && target.reaches(&agent)? {
-            set.push(agent.id);
-        }
-    }
-    Ok(set)
+    Ok(members
+        .into_iter()
+        .filter(Party::receives)
+        .map(|party| party.id)
+        .collect())
 }
 
 fn message_from_row(row: &Row) -> Result<Message, RelayError> {
@@ -382,25 +382,46 @@ pub fn get(caller: &Caller, id: i64) -> Result<Message, RelayError> {
     Ok(message)
 }
 
-pub fn thread(caller: &Caller, thread_id: i64) -> Result<Vec<Message>, RelayError> {
+/// A page of a thread, oldest first: every message for the operator, else those the agent sent
+/// or is reached by (the same targets as its inbox).
+pub fn thread(
+    caller: &Caller,
+    thread_id: i64,
+    query: &ThreadQuery,
+) -> Result<Vec<Message>, RelayError> {
     let identity = auth::identify(caller)?;
-    let messages: Vec<Message> = db::query(
-        &format!("{MESSAGE_SELECT} WHERE m.thread_id = ? ORDER BY m.id"),
-        &params![thread_id],
-    )?
-    .iter()
-    .map(message_from_row)
-    .collect::<Result<_, _>>()?;
-    if messages.is_empty() {
+    let limit = db::page_limit(query.limit, DEFAULT_THREAD_LIMIT, MAX_LIMIT)?;
+    let mut sql = format!("{MESSAGE_SELECT} WHERE m.thread_id = ?");
+    let mut values = vec![Value::from(thread_id)];
+    if let Identity::Agent(id) = &identity {
+        let targets = agents::targets_reaching(&agents::require(id)?)?;
+        let placeholders = vec!["?"; targets.len()].join(", ");
+        sql.push_str(&format!(
+            " AND (m.from_agent = ? OR m.to_target IN ({placeholders}))"
+        ));
+        values.push(Value::from(id.as_str()));
+        values.extend(targets.into_iter().map(Value::from));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND m.id > ?");
+        values.push(Value::from(since));
+    }
+    sql.push_str(" ORDER BY m.id LIMIT ?");
+    values.push(Value::from(limit));
+    let page: Vec<Message> = db::query_page(&sql, &values)?
+        .iter()
+        .map(message_from_row)
+        .collect::<Result<_, _>>()?;
+    if page.is_empty()
+        && db::query_one(
+            "SELECT 1 AS found FROM messages WHERE thread_id = ? LIMIT 1",
+            &params![thread_id],
+        )?
+        .is_none()
+    {
         return Err(not_found(format!("thread {thread_id} does not exist")));
     }
-    let mut visible = Vec::with_capacity(messages.len());
-    for message in messages {
-        if visible_to(&identity, &message)? {
-            visible.push(message);
-        }
-    }
-    Ok(visible)
+    Ok(page)
 }
 
 /// The inbox: messages whose target reaches the agent, oldest first. It peeks: nothing is marked
@@ -415,7 +436,7 @@ pub fn inbox(
     input::id("agentId", agent_id)?;
     auth::act_as(caller, agent_id)?;
     let agent = agents::require(agent_id)?;
-    let limit = checked_limit(query.limit)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let targets = agents::targets_reaching(&agent)?;
     let placeholders = vec!["?"; targets.len()].join(", ");
     let mut sql = format!(
@@ -471,19 +492,11 @@ pub fn inbox(
         values.push(Value::from(thread_id));
     }
     sql.push_str(" ORDER BY m.id LIMIT ?");
-    values.push(Value::from(i64::from(limit)));
-    db::query(&sql, &values)?
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
         .iter()
         .map(message_from_row)
         .collect()
-}
-
-fn checked_limit(limit: Option<u32>) -> Result<u32, RelayError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
-    Ok(limit)
 }
 
 /// Loads a message on behalf of an acting agent, refusing agents it does not reach and messages
@@ -530,10 +543,11 @@ pub fn mark_read(
     load(id)
 }
 
-/// The operator's view of messages, oldest first: all of them, or only (or no) dead letters.
+/// The operator's view of messages, oldest first: all of them, or only (or no) dead letters; a
+/// page like the inbox's (at most `limit`, fewer when the page budget is reached).
 pub fn list(caller: &Caller, query: &MessageQuery) -> Result<Vec<Message>, RelayError> {
     auth::require_operator(caller)?;
-    let limit = checked_limit(query.limit)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut sql = format!("{MESSAGE_SELECT} WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
     match query.dead_lettered {
@@ -550,8 +564,8 @@ pub fn list(caller: &Caller, query: &MessageQuery) -> Result<Vec<Message>, Relay
         values.push(Value::from(since));
     }
     sql.push_str(" ORDER BY m.id LIMIT ?");
-    values.push(Value::from(i64::from(limit)));
-    db::query(&sql, &values)?
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
         .iter()
         .map(message_from_row)
         .collect()

@@ -10,9 +10,10 @@ use serde_json::{Map, Value as Json};
 
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::channel_types::{
-    ApprovalMode, ManagedAgent, Orchestrator, OrchestratorStatus, RegisterOrchestratorInput,
-    RegisteredOrchestrator, SpawnInput,
+    ApprovalMode, ManagedAgent, Orchestrator, OrchestratorStatus, PageQuery,
+    RegisterOrchestratorInput, RegisteredOrchestrator, SpawnInput,
 };
+use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
     AgentKind, AgentStatus, Caller, Deleted, JsonText, RegisterAgentInput, RelayError,
     SendMessageInput, SentMessage,
@@ -126,15 +127,34 @@ fn acting(caller: &Caller, id: &str) -> Result<Orchestrator, RelayError> {
     require(id)
 }
 
-pub fn list(caller: &Caller) -> Result<Vec<Orchestrator>, RelayError> {
+/// A page of orchestrators by hostname, then id.
+pub fn list(caller: &Caller, query: &PageQuery) -> Result<Vec<Orchestrator>, RelayError> {
     auth::identify(caller)?;
-    db::query(
-        &format!("SELECT {ORCHESTRATOR_COLUMNS} FROM orchestrators ORDER BY hostname, id"),
-        &[],
-    )?
-    .iter()
-    .map(orchestrator_from_row)
-    .collect()
+    let limit = db::page_limit(
+        query.limit,
+        crate::channels::DEFAULT_LIMIT,
+        crate::messages::MAX_LIMIT,
+    )?;
+    let mut sql = format!("SELECT {ORCHESTRATOR_COLUMNS} FROM orchestrators");
+    let mut values = Vec::new();
+    if let Some(after) = &query.after {
+        let after = Value::from(after.as_str());
+        db::require_cursor(
+            "after",
+            "SELECT 1 AS found FROM orchestrators WHERE id = ?",
+            &after,
+        )?;
+        sql.push_str(
+            " WHERE (hostname, id) > (SELECT hostname, id FROM orchestrators WHERE id = ?)",
+        );
+        values.push(after);
+    }
+    sql.push_str(" ORDER BY hostname, id LIMIT ?");
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
+        .iter()
+        .map(orchestrator_from_row)
+        .collect()
 }
 
 pub fn get(caller: &Caller, id: &str) -> Result<Orchestrator, RelayError> {

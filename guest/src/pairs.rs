@@ -23,6 +23,8 @@ use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::{Outcome, Relay, messages, now_ms, params};
 
+const DEFAULT_LIMIT: u32 = 100;
+
 const PAIR_COLUMNS: &str =
     "id, requester_id, partner_id, status, topic, thread_id, legacy_id, created_at, updated_at";
 
@@ -416,8 +418,17 @@ pub fn list(caller: &Caller, query: &PairQuery) -> Result<Vec<Pair>, RelayError>
         sql.push_str(" AND legacy_id = ?");
         values.push(Value::from(legacy_id.as_str()));
     }
-    sql.push_str(" ORDER BY id DESC");
-    db::query(&sql, &values)?
+    if let Some(before) = query.before {
+        sql.push_str(" AND id < ?");
+        values.push(Value::from(before));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    values.push(Value::from(db::page_limit(
+        query.limit,
+        DEFAULT_LIMIT,
+        messages::MAX_LIMIT,
+    )?));
+    db::query_page(&sql, &values)?
         .iter()
         .map(pair_from_row)
         .collect()

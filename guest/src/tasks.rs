@@ -11,7 +11,7 @@ use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::task_types::{
     IngestedEvent, Integration, IntegrationEventInput, IntegrationInput, Task, TaskEvent,
-    TaskEventKind, TaskQuery, TaskSeverity, TaskStatus, TaskStatusInput,
+    TaskEventKind, TaskEventQuery, TaskQuery, TaskSeverity, TaskStatus, TaskStatusInput,
 };
 use crate::bindings::agent_relay::relay::types::{Caller, Message, RelayError, SendMessageInput};
 use crate::bindings::exports::agent_relay::relay::{task_commands, task_queries};
@@ -38,8 +38,12 @@ impl task_queries::Guest for Relay {
         require(task_id)
     }
 
-    fn list_task_events(caller: Caller, task_id: i64) -> Outcome<Vec<TaskEvent>> {
-        events(&caller, task_id)
+    fn list_task_events(
+        caller: Caller,
+        task_id: i64,
+        query: TaskEventQuery,
+    ) -> Outcome<Vec<TaskEvent>> {
+        events(&caller, task_id, &query)
     }
 }
 
@@ -413,13 +417,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
 
 pub fn list(caller: &Caller, query: &TaskQuery) -> Result<Vec<Task>, RelayError> {
     auth::identify(caller)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > messages::MAX_LIMIT {
-        return Err(invalid(format!(
-            "limit must be between 1 and {}",
-            messages::MAX_LIMIT
-        )));
-    }
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
     let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
     if let Some(status) = query.status {
@@ -434,21 +432,33 @@ pub fn list(caller: &Caller, query: &TaskQuery) -> Result<Vec<Task>, RelayError>
         sql.push_str(" AND source = ?");
         values.push(Value::from(source.as_str()));
     }
+    if let Some(after) = query.after {
+        let after = Value::from(after);
+        db::require_cursor("after", "SELECT 1 AS found FROM tasks WHERE id = ?", &after)?;
+        sql.push_str(" AND (updated_at, id) < (SELECT updated_at, id FROM tasks WHERE id = ?)");
+        values.push(after);
+    }
     sql.push_str(" ORDER BY updated_at DESC, id DESC LIMIT ?");
-    values.push(Value::from(i64::from(limit)));
-    db::query(&sql, &values)?
+    values.push(Value::from(limit));
+    db::query_page(&sql, &values)?
         .iter()
         .map(task_from_row)
         .collect()
 }
 
-pub fn events(caller: &Caller, task_id: i64) -> Result<Vec<TaskEvent>, RelayError> {
+/// A page of a task's history, oldest first.
+pub fn events(
+    caller: &Caller,
+    task_id: i64,
+    query: &TaskEventQuery,
+) -> Result<Vec<TaskEvent>, RelayError> {
     auth::identify(caller)?;
     require(task_id)?;
-    db::query(
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    db::query_page(
         "SELECT id, task_id, kind, actor, data, created_at FROM task_events
-         WHERE task_id = ? ORDER BY id",
-        &params![task_id],
+         WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
+        &params![task_id, query.since.unwrap_or(0), limit],
     )?
     .iter()
     .map(|row| {

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use crate::bindings::StoreError;
 use crate::bridge;
 use crate::calls::{CallOptions, Caller, Calls};
+use crate::connections::{self, ConnectionLimits};
 use crate::embed::{self, Options, Relay};
 use crate::http::{self, App, HttpOptions};
 use crate::runtime::{COMPONENT, Clock, Limits, Runtime};
@@ -169,6 +170,21 @@ struct ServeArgs {
     /// Testing only: expose `POST /v1/test/clock {"advanceMs": N}` (operator) to move time.
     #[arg(long)]
     test_clock: bool,
+    /// A request head must be complete this long after its first byte, in milliseconds (slow
+    /// senders are closed).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this long, in milliseconds (held
+    /// long-polls and event streams are not idle).
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Open connections one peer address may hold; beyond it a new one is answered 503.
+    #[arg(long, default_value_t = 512)]
+    max_connections_per_peer: usize,
+    /// Open connections in total (cut to the open files limit, less some for the database);
+    /// beyond it a new one is answered 503.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -478,6 +494,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_wait: Duration::from_secs(args.max_wait_secs),
         keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
         test_clock: args.test_clock,
+        connections: connection_limits(&args),
     };
     // Calls run on blocking threads, at most `max_concurrent_calls` at once; a pool no larger
     // keeps a burst of woken waiters from starting a thread each.
@@ -499,6 +516,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         http::serve_on(app, listener, shutdown()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Descriptors kept for the database, the component cache and the logs, beyond connections.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection limits from the flags, the total cut to what the open files limit allows (it
+/// is raised to the hard limit first).
+fn connection_limits(args: &ServeArgs) -> ConnectionLimits {
+    let mut total = args.max_connections.max(1);
+    if let Some(files) = connections::raise_open_files_limit() {
+        let room = usize::try_from(files.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(total);
+        if room < total {
+            tracing::warn!(
+                open_files = files,
+                max_connections = room,
+                "the open files limit allows fewer connections than --max-connections"
+            );
+            total = room;
+        }
+    }
+    ConnectionLimits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
+        max_per_peer: args.max_connections_per_peer.max(1),
+        max_total: total,
+    }
 }
 
 fn db_path(path: &Path) -> PathBuf {

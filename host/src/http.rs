@@ -14,6 +14,7 @@ use serde_json::{Map as JsonMap, Value as Json};
 
 use crate::bridge::{self, ErrorReply, Inputs};
 use crate::calls::{Caller, Calls};
+use crate::connections::{self, ConnectionLimits};
 use crate::push::{self, StreamRequest};
 use crate::routes::{Delivery, ROUTES, Route};
 use crate::runtime::Export;
@@ -30,6 +31,8 @@ pub struct HttpOptions {
     pub keep_alive: Duration,
     /// Expose `POST /v1/test/clock` to move the relay's clock (tests only).
     pub test_clock: bool,
+    /// Header and idle timeouts, and the caps on open connections.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for HttpOptions {
@@ -39,6 +42,7 @@ impl Default for HttpOptions {
             max_wait: Duration::from_secs(300),
             keep_alive: Duration::from_secs(15),
             test_clock: false,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -472,9 +476,7 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = router(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = app.options.connections;
+    connections::serve(listener, router(app), limits, shutdown).await?;
     Ok(())
 }

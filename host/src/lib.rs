@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod calls;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod embed;
 pub mod http;
 pub mod input_rules;

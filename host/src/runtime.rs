@@ -204,6 +204,15 @@ impl bindings::agent_relay::relay::store::Host for CallState {
         self.session()?.query(&sql, &params)
     }
 
+    fn query_page(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+        max_bytes: u64,
+    ) -> Result<Rows, StoreError> {
+        self.session()?.query_page(&sql, &params, max_bytes)
+    }
+
     fn get_setting(&mut self, key: String) -> Result<Option<String>, StoreError> {
         self.session()?.get_setting(&key)
     }

@@ -14,7 +14,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params_from_iter, types};
 
 use crate::bindings::{Executed, Rows, StoreError, Value};
-use crate::store::{Access, Backend, Pending, Session};
+use crate::store::{Access, Backend, PageBudget, Pending, Session};
 
 mod group_commit;
 pub use group_commit::GroupCommitStats;
@@ -366,7 +366,21 @@ impl Session for ReadSession {
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
-        run_query(&self.conn().sql, sql, params)
+        run_query(&self.conn().sql, sql, params, None)
+    }
+
+    fn query_page(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, StoreError> {
+        run_query(
+            &self.conn().sql,
+            sql,
+            params,
+            Some(PageBudget::new(max_bytes)),
+        )
     }
 
     fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
@@ -450,7 +464,18 @@ impl Session for WriteSession {
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
-        let result = run_query(&self.conn().sql, sql, params);
+        let result = run_query(&self.conn().sql, sql, params, None);
+        self.noted(result)
+    }
+
+    fn query_page(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, StoreError> {
+        let budget = Some(PageBudget::new(max_bytes));
+        let result = run_query(&self.conn().sql, sql, params, budget);
         self.noted(result)
     }
 
@@ -556,7 +581,13 @@ fn run_execute(conn: &Connection, sql: &str, params: &[Value]) -> Result<Execute
     })
 }
 
-fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+/// Runs a query; with a page budget it stops reading at the first row that does not fit.
+fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    mut page: Option<PageBudget>,
+) -> Result<Rows, StoreError> {
     refuse_host_statement(sql)?;
     let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
     let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
@@ -569,6 +600,9 @@ fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, Sto
         let mut values = Vec::with_capacity(width);
         for i in 0..width {
             values.push(from_sql(row.get_ref(i).map_err(store_error)?));
+        }
+        if page.as_mut().is_some_and(|page| !page.admits(&values)) {
+            break;
         }
         out.push(values);
     }

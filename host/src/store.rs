@@ -35,6 +35,24 @@ pub trait Session: Send {
     /// # Errors
     /// As for [`Session::execute`].
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError>;
+    /// Runs a list's query for one page: rows in order until the next would take the answer past
+    /// `max_bytes` ([`row_bytes`]); the first row always comes. A backend that can stop reading
+    /// early should (this default reads every row first).
+    ///
+    /// # Errors
+    /// As for [`Session::execute`].
+    fn query_page(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, StoreError> {
+        let mut rows = self.query(sql, params)?;
+        let mut page = PageBudget::new(max_bytes);
+        let fit = rows.rows.iter().take_while(|row| page.admits(row)).count();
+        rows.rows.truncate(fit);
+        Ok(rows)
+    }
     /// Reads a relay setting.
     ///
     /// # Errors
@@ -75,4 +93,66 @@ pub trait Pending: Send {
     /// # Errors
     /// The shared commit failed: nothing of the call was kept.
     fn settle(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The bytes a row counts against a page budget: text and blob lengths, 8 per number, and 16
+/// per value for its place in the lists that carry it.
+pub fn row_bytes(row: &[Value]) -> u64 {
+    row.iter()
+        .map(|value| {
+            16 + match value {
+                Value::Null => 0,
+                Value::Integer(_) | Value::Real(_) => 8,
+                Value::Text(text) => text.len() as u64,
+                Value::Blob(bytes) => bytes.len() as u64,
+            }
+        })
+        .sum()
+}
+
+/// A page filling up: admits rows while they fit, and always the first.
+#[derive(Debug)]
+pub struct PageBudget {
+    left: u64,
+    first: bool,
+}
+
+impl PageBudget {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            left: max_bytes,
+            first: true,
+        }
+    }
+
+    /// Whether the row joins the page (it is counted when it does).
+    pub fn admits(&mut self, row: &[Value]) -> bool {
+        let bytes = row_bytes(row);
+        if bytes > self.left && !std::mem::take(&mut self.first) {
+            return false;
+        }
+        self.first = false;
+        self.left = self.left.saturating_sub(bytes);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_stops_before_the_row_that_would_pass_its_budget_and_always_holds_one() {
+        // 16 + 8 for the number, 16 + 100 for the text: 140 bytes a row.
+        let row = [Value::Integer(1), Value::Text("x".repeat(100))];
+        assert_eq!(row_bytes(&row), 140);
+        let fits = |budget| {
+            let mut page = PageBudget::new(budget);
+            (0..3).take_while(|_| page.admits(&row)).count()
+        };
+        assert_eq!(fits(280), 2);
+        assert_eq!(fits(279), 1);
+        assert_eq!(fits(1), 1, "the first row always comes");
+        assert_eq!(fits(10_000), 3);
+    }
 }

@@ -100,6 +100,19 @@ function toSql(value) {
   }
 }
 
+function valueBytes(value) {
+  switch (value.tag) {
+    case 'null':
+      return 0;
+    case 'text':
+      return Buffer.byteLength(value.val);
+    case 'blob':
+      return value.val.length;
+    default:
+      return 8;
+  }
+}
+
 function fromSql(value) {
   if (value === null) return { tag: 'null' };
   if (typeof value === 'bigint') return { tag: 'integer', val: value };
@@ -224,6 +237,25 @@ export class SqliteStore {
         }
         const columns = statement.columns().map((c) => c.name);
         const rows = statement.raw(true).all(...values).map((row) => row.map(fromSql));
+        statement.raw(false);
+        return { columns, rows };
+      }),
+      // One page of a list: rows until the next would pass maxBytes (the first always comes),
+      // counted as the Rust host counts them (store.rs, row_bytes).
+      queryPage: guard((sql, params, maxBytes) => {
+        const prepared = this.prepare(sql);
+        const { statement } = prepared;
+        const values = bind(prepared, params);
+        const columns = statement.columns().map((c) => c.name);
+        const rows = [];
+        let left = BigInt(maxBytes);
+        for (const raw of statement.raw(true).iterate(...values)) {
+          const row = raw.map(fromSql);
+          const bytes = BigInt(row.reduce((sum, value) => sum + 16 + valueBytes(value), 0));
+          if (bytes > left && rows.length > 0) break;
+          left = bytes > left ? 0n : left - bytes;
+          rows.push(row);
+        }
         statement.raw(false);
         return { columns, rows };
       }),

@@ -84,3 +84,21 @@ test('settings live in relay_settings and follow the transaction', () => {
   assert.deepEqual(capability.getSetting('stale-ttl-ms'), { tag: 'ok', val: '1000' });
   store.finish(true);
 });
+
+test('a page stops before the row that would pass its byte budget, and always holds one', () => {
+  const { store, capability } = openStore();
+  store.begin('write');
+  for (const body of ['a'.repeat(100), 'b'.repeat(100), 'c'.repeat(100)]) {
+    capability.execute('INSERT INTO notes (body) VALUES (?)', [text(body)]);
+  }
+  store.finish(true);
+  store.begin('read');
+  const sql = 'SELECT id, body FROM notes ORDER BY id';
+  // A row counts 16 per value, 8 per number and its text's bytes: 16 + 8 + 16 + 100 = 140.
+  const page = (maxBytes) => capability.queryPage(sql, [], maxBytes).val.rows.length;
+  assert.equal(page(280n), 2);
+  assert.equal(page(279n), 1);
+  assert.equal(page(1n), 1, 'the first row always comes');
+  assert.equal(page(10000n), 3);
+  store.finish(false);
+});
