@@ -1,16 +1,11 @@
 //! Every list is paged and bounded in bytes (issue 14, points 5 and 6): a page holds at most
 //! `limit` items and stops before its rows would pass the page budget (`page-bytes`, 1 MiB by
 //! default), and the last item of a page is where the next one starts. Lists that used to trap
-//! at the call's 64 MiB now answer 200 with partial pages, and many large reads at once stay
-//! within the memory bound the README states.
+//! at the call's 64 MiB now answer 200 with partial pages.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::{Json, OPERATOR, Relay, json};
 
@@ -274,7 +269,7 @@ fn every_list_goes_on_from_its_last_item() {
         let reply = relay.post(
             "/v1/orchestrators",
             OPERATOR,
-            json!({"id": id, "hostname": host, "providers": ["claude"]}),
+            json!({"id": id, "hostname": host, "providers": ["claude"], "baseDir": "/srv"}),
         );
         assert!(reply.status < 300, "{:?}", reply.body);
     }
@@ -339,94 +334,4 @@ fn every_list_goes_on_from_its_last_item() {
         unknown.status, 400,
         "a cursor that names nothing is refused, not read as the end"
     );
-}
-
-/// Peak resident memory of a process, from /proc (kB).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The memory bound the README states for default flags.
-const RSS_BOUND_MIB: u64 = 512;
-
-#[test]
-fn parallel_large_inbox_reads_stay_within_the_memory_bound_and_a_small_send_keeps_its_latency() {
-    let relay = Arc::new(quick_relay());
-    relay.register(json!({"id": "alice"}));
-    relay.register(json!({"id": "bob"}));
-    for n in 0..200 {
-        let reply = relay.send(json!({"from": "user", "to": "alice", "body": large_body(n)}));
-        assert_eq!(reply.status, 201);
-    }
-    let quiet = send_latencies(&relay, 20);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let readers: Vec<_> = (0..32)
-        .map(|_| {
-            let (relay, stop, failures) =
-                (Arc::clone(&relay), Arc::clone(&stop), Arc::clone(&failures));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let page = relay.get("/v1/agents/alice/inbox?limit=200", OPERATOR);
-                    if page.status != 200 {
-                        failures.lock().unwrap().push(page.status);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let loaded = send_latencies(&relay, 20);
-    stop.store(true, Ordering::SeqCst);
-    for reader in readers {
-        reader.join().unwrap();
-    }
-
-    let peak = peak_rss_kib(relay.pid()) / 1024;
-    let median = |mut times: Vec<Duration>| {
-        times.sort();
-        times[times.len() / 2]
-    };
-    let (quiet, loaded_median, loaded_max) = (
-        median(quiet),
-        median(loaded.clone()),
-        *loaded.iter().max().unwrap(),
-    );
-    eprintln!(
-        "32 parallel inbox?limit=200 readers: peak RSS {peak} MiB; small send median {quiet:?} \
-         alone, {loaded_median:?} (max {loaded_max:?}) under the reads"
-    );
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "reads failed: {:?}",
-        &failures[..failures.len().min(10)]
-    );
-    assert!(
-        peak <= RSS_BOUND_MIB,
-        "peak RSS {peak} MiB passes the stated {RSS_BOUND_MIB} MiB"
-    );
-    assert!(
-        loaded_median < Duration::from_millis(500),
-        "a small send took {loaded_median:?} (median) while large reads ran"
-    );
-}
-
-/// Times `count` small sends from bob to alice, one after another.
-fn send_latencies(relay: &Relay, count: usize) -> Vec<Duration> {
-    (0..count)
-        .map(|n| {
-            let started = Instant::now();
-            let reply =
-                relay.send(json!({"from": "bob", "to": "alice", "body": format!("ping {n}")}));
-            assert_eq!(reply.status, 201, "{:?}", reply.body);
-            started.elapsed()
-        })
-        .collect()
 }
