@@ -347,7 +347,8 @@ fn a_stream_does_not_push_a_message_claimed_by_someone_else() {
 #[test]
 fn a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send() {
     const WAITERS: usize = 1000;
-    let relay = Relay::start();
+    // A thousand connections from one address: beyond the default per-address cap (512).
+    let relay = Relay::start_with(&["--max-connections-per-peer", "1100"]);
     let alice = relay.register(json!({"id": "alice"}));
     let addr = relay.base.trim_start_matches("http://").to_owned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
