@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 
 /// The host's modules from the bottom up; a module may use only modules of lower layers.
 const HOST_LAYERS: &[&[&str]] = &[
-    &["bindings", "token", "routes", "watch", "shape"],
+    &[
+        "bindings",
+        "token",
+        "routes",
+        "watch",
+        "shape",
+        "connections",
+    ],
     &["store"],
     &["sqlite", "runtime"],
     &["calls"],

@@ -128,7 +128,7 @@ pub fn parties(ids: &[&str]) -> Result<Vec<Party>, RelayError> {
     let placeholders = vec!["?"; ids.len()].join(", ");
     let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
     db::query(
-        &format!("SELECT id, kind FROM agents WHERE id IN ({placeholders})"),
+        &format!("SELECT id, kind, status FROM agents WHERE id IN ({placeholders})"),
         &values,
     )?
     .iter()
@@ -179,7 +179,6 @@ pub fn whoami(caller: &Caller) -> Result<WhoAmI, RelayError> {
         },
     })
 }
-
 
 /// A page of agents in id order, filtered by kind, status and tag (see `agent-query`).
 pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, RelayError> {

@@ -50,7 +50,8 @@ mod webhooks;
 use bindings::agent_relay::relay::types::{
     AgentCard, AgentQuery, Caller, ClaimInput, ClaimNextInput, CompleteInput, Deleted, Identity,
     LabelInput, Message, MessageQuery, PollQuery, ReapReport, RegisterAgentInput, RegisteredAgent,
-    RelayError, SchemaReport, SendMessageInput, SentMessage, SessionInput, StatusInput, ThreadQuery,
+    RelayError, SchemaReport, SendMessageInput, SentMessage, SessionInput, StatusInput,
+    ThreadQuery,
 };
 use bindings::exports::agent_relay::relay::{commands, queries};
 
