@@ -264,6 +264,29 @@ fn every_list_goes_on_from_its_last_item() {
         .filter_map(|b| b["conversationId"].as_str())
         .collect();
     assert_eq!(conversations, ["c3", "c2", "c1"], "highest priority first");
+    let put = relay.put(
+        "/v1/channels/telegram:Kim/bindings",
+        OPERATOR,
+        json!({"conversationId": "k1", "target": {"type": "agent", "id": "alice"}}),
+    );
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let every = walk(&relay, "/v1/bindings?limit=1", "after", "id");
+    let whole = relay.get("/v1/bindings", OPERATOR);
+    assert_eq!(
+        Json::Array(every.items.clone()),
+        whole.body,
+        "every channel's bindings, one a page, as the whole list orders them"
+    );
+    let conversations: Vec<&str> = every
+        .items
+        .iter()
+        .filter_map(|b| b["conversationId"].as_str())
+        .collect();
+    assert_eq!(
+        conversations,
+        ["k1", "c3", "c2", "c1"],
+        "by channel (telegram:Kim before telegram:amy), then route order"
+    );
 
     for (id, host) in [("o1", "b.local"), ("o2", "a.local"), ("o3", "c.local")] {
         let reply = relay.post(
