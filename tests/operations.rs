@@ -101,3 +101,131 @@ fn json_logs_are_one_object_a_line() {
         assert!(event["message"].is_string(), "{event}");
     }
 }
+
+/// Opens the agent's event stream on a raw connection and reads it to its end in a thread;
+/// the thread answers what it read, and when the stream ended.
+fn read_stream_to_end(
+    relay: &Relay,
+    agent: &str,
+    token: &str,
+) -> std::thread::JoinHandle<(String, std::time::Instant)> {
+    use std::io::{Read as _, Write as _};
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        socket,
+        "GET /v1/agents/{agent}/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match socket.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    seen.extend_from_slice(&buffer[..n]);
+                    // The last chunk of a chunked body: the stream has ended cleanly.
+                    if seen.ends_with(b"0\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+        (
+            String::from_utf8_lossy(&seen).into_owned(),
+            std::time::Instant::now(),
+        )
+    })
+}
+
+#[test]
+fn sigterm_answers_a_held_long_poll_ends_an_open_stream_keeps_every_write_and_exits_0() {
+    let mut relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let sent = relay.send(json!({"from": "user", "to": "alice", "body": "before the stop"}));
+    assert_eq!(sent.status, 201, "{:?}", sent.body);
+    let first = sent.body["message"]["id"].as_i64().unwrap();
+    let stream = read_stream_to_end(&relay, "alice", &alice);
+    let poll = {
+        let url = format!("{}/v1/agents/alice/inbox?since={first}&wait=60", relay.base);
+        let token = alice.clone();
+        std::thread::spawn(move || {
+            let reply = reqwest::blocking::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .unwrap();
+            (
+                reply.status().as_u16(),
+                reply.text().unwrap(),
+                std::time::Instant::now(),
+            )
+        })
+    };
+    // Both requests are in: the poll is held (nothing after `first`), the stream has sent one.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let stopped_at = std::time::Instant::now();
+
+    let status = relay.terminate(std::time::Duration::from_secs(8));
+
+    let status = status.expect("the server exits within 8 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let (code, body, answered) = poll.join().unwrap();
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "[]"),
+        "the held poll answers what there is"
+    );
+    assert!(answered.duration_since(stopped_at) < std::time::Duration::from_secs(5));
+    let (events, ended) = stream.join().unwrap();
+    assert!(events.contains("before the stop"), "{events}");
+    assert!(
+        events.ends_with("0\r\n\r\n"),
+        "the stream ends with the chunked body's last chunk, not a reset: {events:?}"
+    );
+    assert!(ended.duration_since(stopped_at) < std::time::Duration::from_secs(5));
+    let (ok, kept) = cli_call(
+        &relay.db_path(),
+        "get-message",
+        &json!({"messageId": first}),
+    );
+    assert!(ok, "{kept}");
+    assert_eq!(kept["body"], "before the stop");
+}
+
+#[test]
+fn a_write_by_agent_relay_call_wakes_a_held_long_poll_within_a_second() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let poll = {
+        let url = format!("{}/v1/agents/alice/inbox?wait=20", relay.base);
+        std::thread::spawn(move || {
+            let reply = reqwest::blocking::Client::new()
+                .get(url)
+                .bearer_auth(alice)
+                .send()
+                .unwrap();
+            let body: serde_json::Value = reply.json().unwrap();
+            (body, std::time::Instant::now())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let (ok, sent) = cli_call(
+        &relay.db_path(),
+        "send-message",
+        &json!({"input": {"from": "user", "to": "alice", "body": "from another process"}}),
+    );
+    let written = std::time::Instant::now();
+
+    assert!(ok, "{sent}");
+    let (inbox, answered) = poll.join().unwrap();
+    assert_eq!(inbox[0]["body"], "from another process", "{inbox}");
+    let took = answered.saturating_duration_since(written);
+    eprintln!("a call's write reached the held poll {took:?} after the call exited");
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+}

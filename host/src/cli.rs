@@ -178,6 +178,14 @@ struct ServeArgs {
     /// long-polls and event streams are not idle).
     #[arg(long, default_value_t = 60_000)]
     idle_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long open requests get to finish, in milliseconds (held
+    /// long-polls answer at once and event streams end; then the process exits 0).
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+    /// While requests wait, how often to look for commits by other processes (another `serve`,
+    /// `agent-relay call`) on the same database, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    other_writers_ms: u64,
     /// Open connections one peer address may hold; beyond it a new one is answered 503.
     #[arg(long, default_value_t = 512)]
     max_connections_per_peer: usize,
@@ -506,15 +514,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&calls),
         Duration::from_secs(args.reap_interval_secs.max(1)),
     );
-    let app = App::new(calls, token::OperatorToken::new(&operator_token), options);
+    let app = App::new(
+        Arc::clone(&calls),
+        token::OperatorToken::new(&operator_token),
+        options,
+    );
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(db = %db_path(&args.db.db).display(), listen = %listener.local_addr()?, "agent-relay serving");
         tokio::spawn(reaping?);
-        http::serve_on(app, listener, shutdown()).await
+        tokio::spawn(
+            Arc::clone(&calls).watch_other_writers(Duration::from_millis(
+                args.other_writers_ms.max(10),
+            )),
+        );
+        http::serve_on(app, listener, shutdown(Arc::clone(&calls))).await
     })?;
+    drop(tokio);
+    // The write lane commits what it still holds when the last handle goes; then the file closes.
+    drop(calls);
+    tracing::info!("agent-relay stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -541,6 +562,7 @@ fn connection_limits(args: &ServeArgs) -> ConnectionLimits {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
         max_per_peer: args.max_connections_per_peer.max(1),
         max_total: total,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
     }
 }
 
@@ -548,9 +570,37 @@ fn db_path(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
-async fn shutdown() {
+/// Completes on SIGINT or SIGTERM (what systemd, Docker and Kubernetes send), after telling the
+/// runner to close: held requests answer, streams end, and the connections can finish.
+async fn shutdown(calls: Arc<Calls>) {
+    let signal = wait_for_stop().await;
+    tracing::info!(
+        signal,
+        "shutting down: no new connections; open requests finish"
+    );
+    calls.close();
+}
+
+#[cfg(unix)]
+async fn wait_for_stop() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop() -> &'static str {
     let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down");
+    "ctrl-c"
 }
 
 /// The reaper: runs the `reap` export on a timer, logging what it changed.

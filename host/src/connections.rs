@@ -43,6 +43,9 @@ pub struct ConnectionLimits {
     pub max_per_peer: usize,
     /// Open connections in total.
     pub max_total: usize,
+    /// After shutdown, how long open connections get to finish their requests before the
+    /// server stops without them.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -52,6 +55,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             max_per_peer: 512,
             max_total: 4096,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -131,7 +135,19 @@ pub async fn serve(
     drop(close);
     let _ = closing.send(true);
     // Every connection holds a receiver: this returns when the last one has closed.
-    closing.closed().await;
+    let open = counts.total.load(Ordering::SeqCst);
+    if tokio::time::timeout(limits.shutdown_grace, closing.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = counts.total.load(Ordering::SeqCst),
+            grace = ?limits.shutdown_grace,
+            "connections still open after the shutdown grace; stopping without them"
+        );
+    } else {
+        tracing::info!(closed = open, "every connection finished");
+    }
     Ok(())
 }
 

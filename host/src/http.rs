@@ -1,6 +1,7 @@
 //! The HTTP server: the route table mounted on axum, each request turned into one export call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -11,6 +12,7 @@ use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json as JsonBody, Router};
 use futures_util::StreamExt as _;
 use serde_json::{Map as JsonMap, Value as Json};
+use sha2::{Digest as _, Sha256};
 
 use crate::bridge::{self, ErrorReply, Inputs};
 use crate::calls::{Caller, Calls};
@@ -52,7 +54,12 @@ pub struct App {
     pub calls: Arc<Calls>,
     pub operator: OperatorToken,
     pub options: HttpOptions,
+    /// Which agent holds a token (by the token's SHA-256), for the request log only.
+    callers: Mutex<HashMap<[u8; 32], String>>,
 }
+
+/// Tokens whose agent the request log remembers; past it the memory starts afresh.
+const REMEMBERED_CALLERS: usize = 4096;
 
 impl App {
     pub fn new(calls: Arc<Calls>, operator: OperatorToken, options: HttpOptions) -> Arc<Self> {
@@ -60,7 +67,50 @@ impl App {
             calls,
             operator,
             options,
+            callers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Who made a request, for its log line (never the token): `operator`, `anonymous`,
+    /// `unknown` (a token nobody holds: the request got 401), or the agent's id, asked of the
+    /// relay (`whoami`) once per token and remembered.
+    async fn who(&self, caller: &Caller, status: u16) -> String {
+        let token = match caller {
+            Caller::Operator => return "operator".to_owned(),
+            Caller::Anonymous => return "anonymous".to_owned(),
+            Caller::Bearer(_) if status == 401 => return "unknown".to_owned(),
+            Caller::Bearer(token) => token,
+        };
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let remembered = self
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(id) = remembered {
+            return id;
+        }
+        let Some(whoami) = self.calls.runtime().export("whoami").cloned() else {
+            return "agent".to_owned();
+        };
+        let asked = self.calls.run(&whoami, vec![caller.to_val()]).await;
+        let id = asked
+            .ok()
+            .and_then(|answer| bridge::outcome(&answer).ok())
+            .and_then(|identity| identity["agent"]["id"].as_str().map(str::to_owned));
+        let Some(id) = id else {
+            return "unknown".to_owned();
+        };
+        let mut callers = self
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if callers.len() >= REMEMBERED_CALLERS {
+            callers.clear();
+        }
+        callers.insert(key, id.clone());
+        id
     }
 
     /// Who a request acts as, from its `Authorization` header.
@@ -179,6 +229,7 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     let arriving = app.calls.arriving(&export);
+    let caller = app.caller(&headers);
     let result = async {
         let body = read_body(&headers, body, app.options.max_body_bytes).await?;
         let mut json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
@@ -196,7 +247,7 @@ async fn handle(
         };
         let request_parts = request_parts(&export, route, &headers, &body);
         let inputs = Inputs {
-            caller: Some(app.caller(&headers).to_val()),
+            caller: Some(caller.to_val()),
             path: path_pairs(&params),
             query,
             body: json.as_ref(),
@@ -222,26 +273,31 @@ async fn handle(
             let unavailable = route.unavailable_when.is_some_and(|(field, value)| {
                 body.get(field).and_then(Json::as_str) == Some(value)
             });
-            let status = match (unavailable, created) {
-                (true, _) => 503,
-                (false, true) => 201,
-                (false, false) => 200,
+            let nothing = body.is_null() && bridge::answers_option(&export);
+            let status = match (unavailable, created, nothing) {
+                (true, _, _) => 503,
+                (false, true, _) => 201,
+                // `none`: nothing to answer (claim-next found no job).
+                (false, false, true) => 204,
+                (false, false, false) => 200,
             };
-            tracing::debug!(
+            let who = app.who(&caller, status).await;
+            tracing::info!(
                 method = route.method,
                 path = route.path,
                 status,
                 ?elapsed,
+                caller = %who,
                 "answered"
             );
-            if body.is_null() && bridge::answers_option(&export) {
-                // `none`: nothing to answer (claim-next found no job).
+            if status == 204 {
                 return StatusCode::NO_CONTENT.into_response();
             }
             reply(status, &body)
         }
         Err(error) => {
-            tracing::debug!(method = route.method, path = route.path, status = error.status, code = %error.code, ?elapsed, "refused");
+            let who = app.who(&caller, error.status).await;
+            tracing::info!(method = route.method, path = route.path, status = error.status, code = %error.code, ?elapsed, caller = %who, "refused");
             error_response(&error)
         }
     }

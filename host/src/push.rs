@@ -85,7 +85,8 @@ impl Cursor {
             }
             match self.next_page().await {
                 Ok(items) if items.is_empty() => {
-                    if self.commits.changed().await.is_err() {
+                    // A closing server ends the stream cleanly once it has sent what there was.
+                    if self.calls.closing() || self.commits.changed().await.is_err() {
                         return None;
                     }
                 }

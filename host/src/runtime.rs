@@ -329,6 +329,11 @@ impl Runtime {
         &self.clock
     }
 
+    /// The store the calls run against.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
     /// Runs one export in a fresh instance inside one transaction. Returns the export's own
     /// `result` value; the transaction is committed when it is `ok` and rolled back otherwise.
     ///

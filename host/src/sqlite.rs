@@ -5,7 +5,7 @@
 //! transaction, and the guest's SQL reaches this one database only.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +66,9 @@ pub struct Sqlite {
     options: SqliteOptions,
     writer: Arc<Writer>,
     readers: Arc<Mutex<Vec<Conn>>>,
+    /// The writer connection's `PRAGMA data_version` when last asked: it moves only when
+    /// another connection (another process) commits.
+    data_version: AtomicI64,
 }
 
 /// Pragmas the guest may run: schema introspection (their argument names a table or index) and
@@ -139,6 +142,7 @@ impl Sqlite {
         Ok(Self {
             path: path.to_owned(),
             options,
+            data_version: AtomicI64::new(data_version(&writer.sql).unwrap_or(0)),
             writer: Arc::new(Writer::new(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
@@ -305,7 +309,20 @@ fn refuse_host_statement(sql: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `PRAGMA data_version` of the connection (the host's statement, outside any guest call).
+fn data_version(sql: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    sql.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
 impl Backend for Sqlite {
+    fn changed_elsewhere(&self) -> bool {
+        let Some(Ok(now)) = self.writer.try_exclusive(|conn| data_version(&conn.sql)) else {
+            // The writer is busy: its own commit wakes the waiters; ask again next time.
+            return false;
+        };
+        self.data_version.swap(now, Ordering::Relaxed) != now
+    }
+
     fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
         match access {
             Access::Write => {

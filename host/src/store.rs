@@ -20,6 +20,13 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// When no connection can be had or the transaction cannot start (busy, read-only file).
     fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError>;
+
+    /// Whether some other process (another `serve`, an `agent-relay call`) committed to the
+    /// database since the last ask, so that waiters should look again. Cheap; never blocks on a
+    /// running call (a backend that cannot tell now answers `false` and tells next time).
+    fn changed_elsewhere(&self) -> bool {
+        false
+    }
 }
 
 /// One call's transaction.

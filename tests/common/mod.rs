@@ -118,6 +118,24 @@ impl Relay {
         self.child.id()
     }
 
+    /// Sends the server SIGTERM and waits up to `within` for it to exit; its exit status, or
+    /// `None` if it was still running (then it is killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("relay.db")
     }

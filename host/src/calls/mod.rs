@@ -124,6 +124,40 @@ impl Calls {
         self.commits.subscribe()
     }
 
+    /// The server is stopping: held requests answer what they have now (an empty list after
+    /// their next run) and event streams end, so connections can close.
+    pub fn close(&self) {
+        self.commits.close();
+    }
+
+    /// Whether [`Calls::close`] was called.
+    pub fn closing(&self) -> bool {
+        self.commits.closing()
+    }
+
+    /// Wakes the waiters when another process commits to the database (another `serve`, an
+    /// `agent-relay call`): every `interval`, while anyone waits, asks the backend. Runs until
+    /// the runner closes.
+    pub async fn watch_other_writers(self: Arc<Self>, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.closing() {
+            ticks.tick().await;
+            if self.commits.waiters() == 0 {
+                continue;
+            }
+            let calls = Arc::clone(&self);
+            let changed =
+                tokio::task::spawn_blocking(move || calls.runtime.backend().changed_elsewhere())
+                    .await
+                    .unwrap_or(false);
+            if changed {
+                tracing::debug!("another process committed; waiters look again");
+                self.commits.committed();
+            }
+        }
+    }
+
     /// Marks a request for `export` as arriving when the export writes, from when it is received
     /// (see [`Calls::run_arriving`]).
     pub fn arriving(&self, export: &Export) -> Option<Arriving> {
@@ -223,7 +257,7 @@ impl Calls {
             // Mark the commits seen before the call: any commit its snapshot misses wakes us.
             commits.borrow_and_update();
             let answer = self.run(export, args.clone()).await?;
-            if !is_empty(&answer) {
+            if !is_empty(&answer) || self.closing() {
                 return Ok(answer);
             }
             tokio::select! {

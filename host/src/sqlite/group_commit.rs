@@ -135,6 +135,22 @@ impl Writer {
         }
     }
 
+    /// Runs `work` on the connection if it is free and no batch is open, else returns `None`
+    /// at once.
+    pub(super) fn try_exclusive<R>(&self, work: impl FnOnce(&Conn) -> R) -> Option<R> {
+        let mut state = self.lock();
+        if state.open.is_some() {
+            return None;
+        }
+        let conn = state.conn.take()?;
+        drop(state);
+        let result = work(&conn);
+        let mut state = self.lock();
+        state.conn = Some(conn);
+        self.turn.notify_one();
+        Some(result)
+    }
+
     /// Takes the connection for one call: the first call of a batch opens its transaction, a
     /// call joining an open batch gets a savepoint of its own (the first needs none: it can roll
     /// the whole transaction back). Returns the connection, the batch the call belongs to and
