@@ -761,3 +761,29 @@ fn a_recreated_id_claims_no_job_sent_to_the_old_one() {
         new
     );
 }
+
+#[test]
+fn a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good() {
+    let (relay, alice, _bob) = pool();
+    for (query, body) in [
+        ("?wait=-1", json!({})),
+        ("", json!({"wait": -1})),
+        ("", json!({"wait": "soon"})),
+        ("?wait=1", json!({"wait": -1})),
+        ("?wait=x", json!({"wait": 1})),
+    ] {
+        let reply = relay.post(
+            &format!("/v1/agents/alice/claim-next{query}"),
+            &alice,
+            body.clone(),
+        );
+        assert_eq!(reply.status, 400, "{query} {body}: {:?}", reply.body);
+        assert_eq!(reply.code(), "invalid");
+    }
+    let fine = relay.post(
+        "/v1/agents/alice/claim-next?wait=0",
+        &alice,
+        json!({"wait": 0}),
+    );
+    assert_eq!(fine.status, 204, "{:?}", fine.body);
+}

@@ -178,12 +178,22 @@ fn wait_deadline(
             wait.as_str()
                 .map_or_else(|| wait.to_string(), str::to_owned)
         });
-    let Some(text) = take_pair(pairs, "wait")?.or(in_body) else {
-        return Ok(None);
-    };
-    // Any longer wait is cut to the maximum, so any non-negative number is taken.
-    let wait = text
-        .trim()
+    // Both are checked when both are sent (a bad one is a 400 either way); the query's wins.
+    let in_query = take_pair(pairs, "wait")?
+        .map(|text| parse_wait(&text, max_wait))
+        .transpose()?;
+    let in_body = in_body
+        .map(|text| parse_wait(&text, max_wait))
+        .transpose()?;
+    Ok(in_query
+        .or(in_body)
+        .map(|wait| tokio::time::Instant::now() + wait))
+}
+
+/// A `wait` in seconds; any longer than `max_wait` is cut to it, so any non-negative number is
+/// taken.
+fn parse_wait(text: &str, max_wait: Duration) -> Result<Duration, ErrorReply> {
+    text.trim()
         .parse::<f64>()
         .ok()
         .filter(|secs| secs.is_finite() && *secs >= 0.0)
@@ -193,8 +203,7 @@ fn wait_deadline(
                 "wait must be a number of seconds, at least 0 (more than {} is cut to it), not {text}",
                 max_wait.as_secs()
             ))
-        })?;
-    Ok(Some(tokio::time::Instant::now() + wait))
+        })
 }
 
 /// Parameters filled from the request as sent rather than from its JSON: the exact body for a
