@@ -229,3 +229,52 @@ fn a_write_by_agent_relay_call_wakes_a_held_long_poll_within_a_second() {
     eprintln!("a call's write reached the held poll {took:?} after the call exited");
     assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
 }
+
+#[test]
+fn every_request_is_one_info_line_naming_the_callers_agent_never_its_token() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    assert_eq!(relay.get("/v1/agents/alice/inbox", &alice).status, 200);
+    assert_eq!(
+        relay.get("/v1/agents/alice/inbox", "not-a-token").status,
+        401
+    );
+    assert_eq!(relay.get("/v1/agents/alice/inbox", &alice).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let logs = relay.logs();
+    let inbox: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains("/v1/agents/{agentId}/inbox"))
+        .collect();
+    assert_eq!(inbox.len(), 3, "one line a request: {logs:#?}");
+    for line in &inbox {
+        assert!(line.contains("INFO"), "{line}");
+        assert!(
+            line.contains("method=\"GET\"") || line.contains("method=GET"),
+            "{line}"
+        );
+        assert!(line.contains("elapsed="), "{line}");
+    }
+    assert!(
+        inbox[0].contains("status=200") && inbox[0].contains("caller=alice"),
+        "{}",
+        inbox[0]
+    );
+    assert!(
+        inbox[1].contains("status=401") && inbox[1].contains("caller=unknown"),
+        "{}",
+        inbox[1]
+    );
+    assert!(inbox[2].contains("caller=alice"), "{}", inbox[2]);
+    let everything = logs.join("\n");
+    assert!(!everything.contains(&alice), "a token reached the logs");
+    assert!(
+        !everything.contains("not-a-token"),
+        "a token reached the logs"
+    );
+    assert!(
+        logs.iter().any(|line| line.contains("caller=operator")),
+        "the operator's registration is logged as the operator"
+    );
+}

@@ -32,6 +32,8 @@ pub struct Relay {
     pub dir: tempfile::TempDir,
     child: Child,
     client: reqwest::blocking::Client,
+    /// The server's log lines after the one that said where it listens.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// An HTTP answer: status and JSON body (`null` when the body is not JSON).
@@ -100,7 +102,13 @@ impl Relay {
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -110,7 +118,13 @@ impl Relay {
             dir,
             child,
             client,
+            logs,
         }
+    }
+
+    /// The server's log lines so far (after the line that said where it listens).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// The server's process id (for memory and CPU readings).
