@@ -17,6 +17,9 @@ cargo test --release -p agent-relay 2>&1 | tee "$cargo_log"
 # tools in a cached venv) find nothing.
 tests/openapi/check.sh
 
+# The README's walk-throughs, pasted verbatim into a shell against a fresh server, still work.
+tests/readme/run.sh
+
 # The second host: the test component (the one the binary embeds plus the fault-injection
 # exports, as the Rust conformance run uses it), transpiled by jco, over better-sqlite3.
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
