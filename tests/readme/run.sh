@@ -122,7 +122,7 @@ for i in "${!runs[@]}"; do
             local arg stream=0 rc=0
             for arg in "$@"; do [ "$arg" = -N ] && stream=1; done
             if [ "$stream" = 1 ]; then
-                command curl --no-progress-meter --max-time "$STREAM_SECS" "$@" || rc=$?
+                command curl --fail-with-body --no-progress-meter --max-time "$STREAM_SECS" "$@" || rc=$?
                 [ "$rc" = 28 ] && rc=0
             else
                 command curl --fail-with-body -S "$@" || rc=$?
