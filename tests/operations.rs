@@ -278,3 +278,33 @@ fn every_request_is_one_info_line_naming_the_callers_agent_never_its_token() {
         "the operator's registration is logged as the operator"
     );
 }
+
+#[test]
+fn an_agent_that_only_polls_is_alive_and_a_silent_one_is_reaped() {
+    let relay = Relay::start_with(&["--reap-interval-secs", "1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "pool"}));
+    let _bob = relay.register(json!({"id": "bob", "label": "pool"}));
+    // Four of the five stale minutes pass; alice polls her inbox (a read, no heartbeat), bob
+    // says nothing.
+    relay.advance(4 * 60_000);
+    assert_eq!(relay.get("/v1/agents/alice/inbox", &alice).status, 200);
+    // The reaper records alice's call on its next round (every second here).
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    relay.advance(2 * 60_000);
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+
+    let status = |id: &str| relay.get(&format!("/v1/agents/{id}"), OPERATOR).body["status"].clone();
+    assert_eq!(status("bob"), "offline", "six minutes without a call");
+    assert_eq!(status("alice"), "online", "two minutes after her last call");
+    let sent = relay.send(json!({"from": "user", "to": "label:pool", "body": "job 2"}));
+    assert_eq!(sent.body["recipients"], json!(["alice"]), "{:?}", sent.body);
+
+    // Bob comes back by making any call with his token: online again at the next round.
+    let bob_token = relay.post("/v1/agents/bob/token", OPERATOR, json!({})).body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(relay.get("/v1/agents/bob/inbox", &bob_token).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert_eq!(status("bob"), "online", "a call counts as a sign of life");
+}

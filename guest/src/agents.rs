@@ -10,7 +10,7 @@ use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
     AgentCard, AgentKind, AgentQuery, AgentStatus, Caller, Deleted, LabelInput, RegisterAgentInput,
-    RegisteredAgent, RelayError, SessionInput, StatusInput,
+    RegisteredAgent, RelayError, SeenToken, SessionInput, StatusInput,
 };
 // The WIT record `identity`, beside the guest's own `auth::Identity`.
 use crate::bindings::agent_relay::relay::types::Identity as WhoAmI;
@@ -742,6 +742,22 @@ pub fn set_label(
 /// marked its orchestrators' agents so).
 pub const REAPABLE: &str = "status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
      AND NOT (json_valid(meta) AND json_type(meta, '$.builtin') IS 'true')";
+
+/// Calls an agent made with its own token are signs of life, as a heartbeat is: its last-seen
+/// moves to its latest call and, if it was offline, it is online again.
+pub fn record_calls(seen: &[SeenToken]) -> Result<u32, RelayError> {
+    let mut refreshed = 0u32;
+    for token in seen {
+        let changed = db::execute(
+            "UPDATE agents SET last_seen = ?2,
+                 status = CASE WHEN status = 'offline' THEN 'online' ELSE status END
+             WHERE token_hash = ?1 AND (last_seen < ?2 OR status = 'offline')",
+            &params![auth::token_hash(&token.token), token.at],
+        )?;
+        refreshed = refreshed.saturating_add(u32::try_from(changed.rows_changed).unwrap_or(0));
+    }
+    Ok(refreshed)
+}
 
 /// Marks agents not seen within the stale TTL offline; built-ins are exempt.
 pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {

@@ -50,7 +50,7 @@ mod webhooks;
 use bindings::agent_relay::relay::types::{
     AgentCard, AgentQuery, Caller, ClaimInput, ClaimNextInput, CompleteInput, Deleted, Identity,
     LabelInput, Message, MessageQuery, PollQuery, ReapReport, RegisterAgentInput, RegisteredAgent,
-    RelayError, SchemaReport, SendMessageInput, SentMessage, SessionInput, StatusInput,
+    RelayError, SchemaReport, SeenToken, SendMessageInput, SentMessage, SessionInput, StatusInput,
     ThreadQuery,
 };
 use bindings::exports::agent_relay::relay::{commands, queries};
@@ -183,6 +183,11 @@ impl commands::Guest for Relay {
 
     fn retry_message(caller: Caller, message_id: i64) -> Outcome<Message> {
         claims::retry(&caller, message_id)
+    }
+
+    fn record_agent_calls(caller: Caller, seen: Vec<SeenToken>) -> Outcome<u32> {
+        auth::require_operator(&caller)?;
+        agents::record_calls(&seen)
     }
 
     fn reap(caller: Caller) -> Outcome<ReapReport> {

@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value as Json;
 
+use wasmtime::component::Val;
+
 use crate::bindings::StoreError;
 use crate::bridge;
 use crate::calls::{CallOptions, Caller, Calls};
@@ -480,6 +482,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         calls: CallOptions {
             max_concurrent_calls: args.max_concurrent_calls.max(1),
             queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+            note_activity: true,
         },
         ..options(&args.db, Clock::default())?
     };
@@ -603,6 +606,34 @@ async fn wait_for_stop() -> &'static str {
     "ctrl-c"
 }
 
+/// Hands the relay the tokens that made calls since the last round, so that an agent that works
+/// without heartbeats is seen as alive before the reaper looks for stale agents.
+async fn record_agent_calls(calls: &Arc<Calls>) {
+    let seen = calls.take_activity();
+    let Some(export) = calls.runtime().export("record-agent-calls").cloned() else {
+        return;
+    };
+    if seen.is_empty() {
+        return;
+    }
+    let list = seen
+        .into_iter()
+        .map(|(token, at)| {
+            Val::Record(vec![
+                ("token".to_owned(), Val::String(token)),
+                ("at".to_owned(), Val::S64(at)),
+            ])
+        })
+        .collect();
+    let answer = calls
+        .run(&export, vec![Caller::Operator.to_val(), Val::List(list)])
+        .await;
+    match answer.and_then(|value| bridge::outcome(&value)) {
+        Ok(refreshed) => tracing::debug!(%refreshed, "agents seen alive by their calls"),
+        Err(error) => tracing::warn!(message = %error.message, "recording activity failed"),
+    }
+}
+
 /// The reaper: runs the `reap` export on a timer, logging what it changed.
 ///
 /// # Errors
@@ -627,6 +658,7 @@ fn reaper(
 }
 
 async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
+    record_agent_calls(calls).await;
     let answer = calls.run(export, vec![Caller::Operator.to_val()]).await;
     match answer.and_then(|value| bridge::outcome(&value)) {
         Ok(report) => {

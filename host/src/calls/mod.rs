@@ -9,6 +9,7 @@
 //! Either way a front-end passes the export it resolved and gets the export's `result` value;
 //! turning that into JSON is the bridge's work.
 
+mod activity;
 mod commits;
 mod lane;
 mod reply;
@@ -24,6 +25,7 @@ use wasmtime::component::Val;
 use crate::runtime::{Export, Ran, Runtime};
 use crate::store::Access;
 use crate::token::OperatorToken;
+use activity::Activity;
 use commits::Commits;
 pub use lane::Arriving;
 use lane::Lane;
@@ -36,6 +38,9 @@ pub struct CallOptions {
     pub max_concurrent_calls: usize,
     /// How long a call waits for a slot before it is answered 503.
     pub queue_timeout: Duration,
+    /// Remember which bearer tokens made calls, for [`Calls::take_activity`] (a server with a
+    /// reaper; an embedder that never asks leaves it off).
+    pub note_activity: bool,
 }
 
 impl Default for CallOptions {
@@ -43,6 +48,7 @@ impl Default for CallOptions {
         Self {
             max_concurrent_calls: 32,
             queue_timeout: Duration::from_secs(10),
+            note_activity: false,
         }
     }
 }
@@ -88,6 +94,7 @@ pub struct Calls {
     slots: Semaphore,
     lane: Lane,
     commits: Commits,
+    activity: Option<Activity>,
     /// Calls run so far (each run of a held request counts).
     runs: AtomicU64,
 }
@@ -98,6 +105,7 @@ impl Calls {
         Arc::new_cyclic(|this| Self {
             runtime,
             slots: Semaphore::new(options.max_concurrent_calls.max(1)),
+            activity: options.note_activity.then(Activity::default),
             options,
             lane: Lane::start(this.clone()),
             commits: Commits::default(),
@@ -111,6 +119,12 @@ impl Calls {
 
     pub fn options(&self) -> &CallOptions {
         &self.options
+    }
+
+    /// The bearer tokens that made calls since the last take, each with its latest call's time
+    /// on the relay's clock (empty unless [`CallOptions::note_activity`]).
+    pub fn take_activity(&self) -> Vec<(String, i64)> {
+        self.activity.as_ref().map_or_else(Vec::new, Activity::take)
     }
 
     /// How many calls have run (every re-run of a held request counts once).
@@ -185,6 +199,9 @@ impl Calls {
         args: Vec<Val>,
         arriving: Option<Arriving>,
     ) -> Result<Val, ErrorReply> {
+        if let Some(activity) = &self.activity {
+            activity.note(&args, self.runtime.clock().now_ms());
+        }
         // A request waiting for a slot is not about to arrive: the lane must not wait for it
         // (slots free up only as the lane answers).
         drop(arriving);
