@@ -221,9 +221,14 @@ async fn refuse(mut stream: TcpStream, cap: &str) {
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_TIME, async {
+        // Answer once the request has begun: an HTTP client that connects first and writes its
+        // request after reads an answer that comes before it as a broken connection.
+        let mut sink = [0_u8; 4096];
+        if stream.read(&mut sink).await? == 0 {
+            return Ok(());
+        }
         stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
-        let mut sink = [0_u8; 4096];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<_, io::Error>(())
     })
