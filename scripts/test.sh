@@ -25,6 +25,10 @@ tests/readme/run.sh
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 relay="$target_dir/release/agent-relay"
 faults="${RELAY_GUEST_TARGET_DIR:-$target_dir/guest}/relay-with-faults.wasm"
+# MCP clients nobody here wrote: the official Python SDK (both eras, stdio) and Claude Code.
+mcp_log="$(mktemp)"
+tests/mcp_client/run.sh "$relay" 2>&1 | tee "$mcp_log"
+
 mkdir -p hosts/node/build
 "$relay" component --component "$faults" --out hosts/node/build/relay.wasm
 "$relay" component --component "$faults" --signatures --out hosts/node/build/signatures.json
@@ -41,3 +45,4 @@ node conformance.mjs --compare "$target_dir/tmp/conformance"
 
 # One closing line for the whole Rust suite.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$cargo_log"
+grep -h -e '^mcp client tests:' -e '^claude code checks:' "$mcp_log"

@@ -20,7 +20,7 @@ const HOST_LAYERS: &[&[&str]] = &[
     &["sqlite", "runtime"],
     &["calls"],
     &["bridge", "input_rules"],
-    &["push", "openapi", "embed", "client"],
+    &["push", "openapi", "embed", "client", "mcp"],
     &["http"],
     &["cli"],
 ];

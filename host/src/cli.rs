@@ -68,6 +68,11 @@ enum Command {
     /// Follows `GET /v1/agents/AGENT/stream` and reconnects after a drop, resuming after the
     /// last message printed (`Last-Event-ID`), so nothing is lost or printed twice.
     Watch(WatchArgs),
+    /// Serve the relay's MCP tools over stdio, for MCP clients that only spawn processes.
+    ///
+    /// Calls the running relay's `/mcp` over HTTP with the token, so every agent shares one
+    /// server: `agent-relay mcp --url http://127.0.0.1:8787` with `RELAY_TOKEN` set.
+    Mcp(McpArgs),
     /// Print the WIT contract the relay component implements.
     Wit,
     /// Write the relay component (.wasm) this binary embeds, for other hosts (this binary compiles
@@ -195,6 +200,10 @@ struct ServeArgs {
     /// beyond it a new one is answered 503.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// A `Host` name `/mcp` accepts besides loopback, e.g. `relay.example.com` or
+    /// `relay.example.com:8787` (repeatable); others are refused against DNS rebinding.
+    #[arg(long = "mcp-allowed-host", value_name = "HOST")]
+    mcp_allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +219,16 @@ struct WatchArgs {
     /// Start after this message id (default: the whole inbox).
     #[arg(long)]
     since: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// The running relay's address.
+    #[arg(long, env = "RELAY_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// The agent's token (or the operator's, to act as `user`).
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +273,7 @@ pub fn main() -> ExitCode {
             token: args.token,
             since: args.since,
         }),
+        Command::Mcp(args) => mcp_stdio(&args),
         Command::Wit => {
             print!("{}", crate::runtime::CONTRACT);
             Ok(ExitCode::SUCCESS)
@@ -275,14 +295,22 @@ fn init_logs(level: Option<&str>, format: LogFormat) {
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok())
         .or_else(|| std::env::var("RELAY_LOG").ok())
-        .filter(|text| !text.trim().is_empty());
+        .filter(|text| !text.trim().is_empty())
+        // rmcp logs three info lines for every MCP request: at most warn unless it is named.
+        .map(|text| {
+            if text.contains("rmcp") || matches!(text.trim(), "error" | "off") {
+                text
+            } else {
+                format!("{text},rmcp=warn")
+            }
+        });
     let filter = match given.as_deref().map(EnvFilter::try_new) {
         Some(Ok(filter)) => filter,
         Some(Err(error)) => {
             eprintln!("agent-relay: ignoring the log filter ({error}); logging at info");
-            EnvFilter::new("info")
+            EnvFilter::new("info,rmcp=warn")
         }
-        None => EnvFilter::new("info"),
+        None => EnvFilter::new("info,rmcp=warn"),
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -506,6 +534,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
         test_clock: args.test_clock,
         connections: connection_limits(&args),
+        mcp_allowed_hosts: args.mcp_allowed_hosts,
     };
     // Calls run on blocking threads, at most `max_concurrent_calls` at once; a pool no larger
     // keeps a burst of woken waiters from starting a thread each.
@@ -567,6 +596,14 @@ fn connection_limits(args: &ServeArgs) -> ConnectionLimits {
         max_total: total,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
     }
+}
+
+fn mcp_stdio(args: &McpArgs) -> anyhow::Result<ExitCode> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(crate::mcp::stdio::serve(&args.url, args.token.as_deref()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn db_path(path: &Path) -> PathBuf {

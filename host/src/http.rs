@@ -35,6 +35,8 @@ pub struct HttpOptions {
     pub test_clock: bool,
     /// Header and idle timeouts, and the caps on open connections.
     pub connections: ConnectionLimits,
+    /// `Host` names `/mcp` accepts besides loopback (it refuses others against DNS rebinding).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpOptions {
@@ -45,6 +47,7 @@ impl Default for HttpOptions {
             keep_alive: Duration::from_secs(15),
             test_clock: false,
             connections: ConnectionLimits::default(),
+            mcp_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -115,20 +118,11 @@ impl App {
 
     /// Who a request acts as, from its `Authorization` header.
     pub fn caller(&self, headers: &HeaderMap) -> Caller {
-        let bearer = headers
+        let authorization = headers
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token);
-        Caller::presenting(bearer, &self.operator)
+            .and_then(|value| value.to_str().ok());
+        Caller::authorizing(authorization, &self.operator)
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
-/// (RFC 9110 section 11.1).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim_start().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn reply(status: u16, body: &Json) -> Response {
@@ -518,10 +512,20 @@ pub fn router(app: Arc<App>) -> Router {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
     }
     let limit = app.options.max_body_bytes;
+    let mcp = crate::mcp::router(
+        Arc::clone(&app.calls),
+        app.operator.clone(),
+        &crate::mcp::McpOptions {
+            allowed_hosts: app.options.mcp_allowed_hosts.clone(),
+            max_body_bytes: limit,
+        },
+    );
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
+        // `/mcp` checks its own body size, and answers its own errors.
+        .merge(mcp)
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {

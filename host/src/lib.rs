@@ -10,6 +10,7 @@ pub mod connections;
 pub mod embed;
 pub mod http;
 pub mod input_rules;
+pub mod mcp;
 pub mod openapi;
 pub mod push;
 pub mod routes;

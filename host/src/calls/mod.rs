@@ -74,6 +74,12 @@ impl Caller {
         }
     }
 
+    /// The caller an `Authorization` header value names (`Bearer <token>`; none or another
+    /// scheme: anonymous).
+    pub fn authorizing(header: Option<&str>, operator: &OperatorToken) -> Self {
+        Self::presenting(header.and_then(bearer_token), operator)
+    }
+
     /// The caller as the component's `caller` value.
     pub fn to_val(&self) -> Val {
         match self {
@@ -85,6 +91,14 @@ impl Caller {
             Caller::Anonymous => Val::Variant("anonymous".to_owned(), None),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The call runner over one runtime.

@@ -1,0 +1,367 @@
+//! The MCP tools as a table: each tool names the export it calls (like `routes.rs` for HTTP).
+//!
+//! A tool's arguments are one JSON object. The generic rule maps them onto the export's
+//! parameters: `caller` comes from the bearer token; a parameter or record field named `from` or
+//! `agent-id` is the caller's own agent id (filled in, never taken from arguments, so an agent
+//! token can only act as its agent); the fields of a record parameter `query` or `input` are
+//! top-level arguments; any other parameter is the argument of its camelCase name. Input and
+//! output schemas come from the export's WIT types, with the filled-in parameters left out.
+
+use serde_json::{Map, Value as Json, json};
+use wasmtime::component::Val;
+
+use crate::bridge::{self, Inputs};
+use crate::input_rules;
+use crate::runtime::{Export, Runtime};
+use crate::shape::{Dialect, Field, Shape, camel_case, json_schema, no_rules};
+use crate::store::Access;
+
+/// One tool.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub export: &'static str,
+    pub description: &'static str,
+    /// Takes `waitSeconds`: an empty list answer is held until a write commits (at most
+    /// [`MAX_WAIT_SECONDS`]).
+    pub waits: bool,
+}
+
+/// The longest `waitSeconds` a tool call may hold.
+pub const MAX_WAIT_SECONDS: f64 = 60.0;
+
+const fn tool(name: &'static str, export: &'static str, description: &'static str) -> ToolSpec {
+    ToolSpec {
+        name,
+        export,
+        description,
+        waits: false,
+    }
+}
+
+const fn waiting(name: &'static str, export: &'static str, description: &'static str) -> ToolSpec {
+    ToolSpec {
+        waits: true,
+        ..tool(name, export, description)
+    }
+}
+
+pub const TOOLS: &[ToolSpec] = &[
+    // The card of the agent the token acts as: `get-agent` with the caller's own id filled in.
+    tool(
+        "whoami",
+        "get-agent",
+        "Your own agent card: the agent your token acts as.",
+    ),
+    tool(
+        "list_agents",
+        "list-agents",
+        "The agents the relay knows, optionally filtered by kind, tag or status.",
+    ),
+    tool(
+        "send_message",
+        "send-message",
+        "Send a message as yourself. `to` is an agent id, label:L, tag:T, cap:C, broadcast or \
+         orchestrator:ID; `claimable: true` makes it a job one recipient takes.",
+    ),
+    waiting(
+        "fetch_inbox",
+        "poll-inbox",
+        "Your inbox, oldest first (a peek: nothing is marked read). `since` pages on from a \
+         message id; `waitSeconds` (at most 60) waits for a message when there is none.",
+    ),
+    tool(
+        "mark_read",
+        "mark-read",
+        "Record that you have read a message.",
+    ),
+    tool(
+        "get_thread",
+        "get-thread",
+        "Every message of a thread, in order.",
+    ),
+    tool(
+        "claim_message",
+        "claim-message",
+        "Take a claimable message (a job) under a lease; a job someone else holds is a conflict.",
+    ),
+    tool(
+        "renew_claim",
+        "renew-claim",
+        "Extend the lease of a job you hold.",
+    ),
+    tool(
+        "release_claim",
+        "release-claim",
+        "Give a job you hold back, so another agent can take it.",
+    ),
+    waiting(
+        "claim_next",
+        "claim-next",
+        "Take the next open job of your inbox under a lease (null when there is none); \
+         `waitSeconds` (at most 60) waits for one.",
+    ),
+    tool(
+        "complete_claim",
+        "complete-claim",
+        "Finish a job you hold, with an optional JSON `result` kept on the message.",
+    ),
+    tool(
+        "heartbeat",
+        "heartbeat",
+        "Tell the relay you are alive (sets you online when you were offline).",
+    ),
+    tool(
+        "set_status",
+        "set-agent-status",
+        "Set your status (online, busy, offline) and readiness.",
+    ),
+    tool(
+        "list_tasks",
+        "list-tasks",
+        "Tasks from integrations (CI, error trackers), filtered by status, severity or source.",
+    ),
+    tool(
+        "set_task_status",
+        "set-task-status",
+        "Resolve, dismiss or reopen a task.",
+    ),
+];
+
+/// Parameters and record fields the relay fills in with the caller's own agent id.
+fn filled(wit_name: &str) -> bool {
+    matches!(wit_name, "from" | "agent-id")
+}
+
+/// The fields of a record parameter `query` or `input`, which are the tool's top-level arguments.
+fn flattened<'a>(param: &str, shape: &'a Shape) -> Option<&'a [Field]> {
+    match shape {
+        Shape::Record(fields) if matches!(param, "query" | "input") => Some(fields),
+        _ => None,
+    }
+}
+
+pub fn find(name: &str) -> Option<&'static ToolSpec> {
+    TOOLS.iter().find(|spec| spec.name == name)
+}
+
+/// Whether the tool only reads (its export runs over a read snapshot).
+pub fn read_only(export: &Export) -> bool {
+    export.access == Access::Read
+}
+
+/// The tool's input schema: its arguments, without the ones the relay fills in, with the
+/// relay's input rules (the same walker and rules as the OpenAPI document).
+pub fn input_schema(spec: &ToolSpec, export: &Export) -> Map<String, Json> {
+    let rules = |at: &str, shape: &Shape| input_rules::rules(&export.name, at, shape);
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    let mut add = |key: String, at: String, shape: &Shape| {
+        if !matches!(shape, Shape::Option(_) | Shape::Json) {
+            required.push(Json::String(key.clone()));
+        }
+        properties.insert(key, json_schema(shape, &at, Dialect::JsonSchema, &rules));
+    };
+    for (name, shape) in &export.params {
+        if name == "caller" || filled(name) {
+            continue;
+        }
+        let key = camel_case(name);
+        match flattened(name, shape) {
+            Some(fields) => {
+                for field in fields.iter().filter(|field| !filled(&field.name)) {
+                    add(
+                        field.key.clone(),
+                        format!("{key}.{}", field.key),
+                        &field.shape,
+                    );
+                }
+            }
+            None => add(key.clone(), key, shape),
+        }
+    }
+    if spec.waits {
+        properties.insert(
+            "waitSeconds".to_owned(),
+            json!({"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS,
+                   "description": "wait this long for an answer when there is none yet"}),
+        );
+    }
+    let mut schema = Map::new();
+    schema.insert("type".to_owned(), json!("object"));
+    schema.insert("properties".to_owned(), Json::Object(properties));
+    schema.insert("required".to_owned(), Json::Array(required));
+    schema.insert("additionalProperties".to_owned(), Json::Bool(false));
+    schema
+}
+
+/// The key a list answer is wrapped in, and the key of any other answer that is not an object
+/// (an optional record, say): structured content is always an object.
+pub const LIST_KEY: &str = "items";
+pub const VALUE_KEY: &str = "result";
+
+/// The `ok` shape of an export's result.
+fn ok_shape(export: &Export) -> Option<&Shape> {
+    match export.result.as_ref()? {
+        Shape::Result { ok, .. } => ok.as_deref(),
+        other => Some(other),
+    }
+}
+
+/// Under which key the answer travels, when it is not an object itself.
+fn wrapping(export: &Export) -> Option<&'static str> {
+    match ok_shape(export) {
+        Some(Shape::List(_)) => Some(LIST_KEY),
+        Some(Shape::Record(_)) => None,
+        _ => Some(VALUE_KEY),
+    }
+}
+
+/// The tool's output schema: the export's `ok` type, wrapped when it is not an object.
+pub fn output_schema(export: &Export) -> Map<String, Json> {
+    let ok = ok_shape(export).map_or(json!({}), |shape| {
+        json_schema(shape, "", Dialect::JsonSchema, &no_rules)
+    });
+    let object = match wrapping(export) {
+        Some(key) => json!({"type": "object", "properties": {key: ok}, "required": [key]}),
+        None => ok,
+    };
+    match object {
+        Json::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// An export's answer as structured content (an object).
+pub fn structured(export: &Export, answer: Json) -> Json {
+    match wrapping(export) {
+        Some(key) => json!({ key: answer }),
+        None => answer,
+    }
+}
+
+/// What the caller of a tool is: the export's `caller` value and the agent it acts as.
+#[derive(Debug, Clone)]
+pub struct Acting {
+    pub caller: Val,
+    pub agent_id: String,
+}
+
+/// A tool call's arguments as the export's, and how long it may wait.
+pub struct Call {
+    pub args: Vec<Val>,
+    pub wait_seconds: Option<f64>,
+}
+
+/// Maps a tool's arguments onto its export's parameters (see the module docs).
+///
+/// # Errors
+/// An argument the tool does not take, one the relay fills in, or one of the wrong shape; the
+/// text says which.
+pub fn arguments(
+    spec: &ToolSpec,
+    export: &Export,
+    acting: &Acting,
+    arguments: Option<&Map<String, Json>>,
+) -> Result<Call, String> {
+    let mut given = arguments.cloned().unwrap_or_default();
+    let wait = if spec.waits {
+        given.remove("waitSeconds")
+    } else {
+        None
+    };
+    let wait_seconds = match wait {
+        None | Some(Json::Null) => None,
+        Some(value) => match value.as_f64() {
+            Some(secs) if secs >= 0.0 => Some(secs.min(MAX_WAIT_SECONDS)),
+            _ => return Err("waitSeconds must be a number of seconds, at most 60".to_owned()),
+        },
+    };
+    let me = Json::String(acting.agent_id.clone());
+    let mut named = Map::new();
+    for (name, shape) in &export.params {
+        let key = camel_case(name);
+        if name == "caller" {
+            continue;
+        }
+        if filled(name) {
+            named.insert(key, me.clone());
+            continue;
+        }
+        match flattened(name, shape) {
+            Some(fields) => {
+                let mut values = Map::new();
+                for field in fields {
+                    if filled(&field.name) {
+                        values.insert(field.key.clone(), me.clone());
+                    } else if let Some(value) = given.remove(&field.key) {
+                        values.insert(field.key.clone(), value);
+                    }
+                }
+                named.insert(key, Json::Object(values));
+            }
+            None => {
+                if let Some(value) = given.remove(&key) {
+                    named.insert(key, value);
+                }
+            }
+        }
+    }
+    if let Some(unknown) = given.keys().next() {
+        let filled_in = export.params.iter().any(|(name, shape)| {
+            (filled(name) && camel_case(name) == *unknown)
+                || flattened(name, shape).is_some_and(|fields| {
+                    fields
+                        .iter()
+                        .any(|field| filled(&field.name) && field.key == *unknown)
+                })
+        });
+        return Err(if filled_in {
+            format!(
+                "{unknown} is filled in from your token (you act as {}); leave it out",
+                acting.agent_id
+            )
+        } else {
+            let known: Vec<String> = input_schema(spec, export)
+                .get("properties")
+                .and_then(Json::as_object)
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            format!(
+                "{} takes no argument {unknown}; its arguments: {}",
+                spec.name,
+                known.join(", ")
+            )
+        });
+    }
+    let inputs = Inputs {
+        caller: Some(acting.caller.clone()),
+        named: Some(&named),
+        ..Inputs::default()
+    };
+    let args = bridge::arguments(export, &inputs).map_err(|e| e.0)?;
+    Ok(Call { args, wait_seconds })
+}
+
+/// Every tool with its schemas, as MCP lists them.
+pub fn listing(runtime: &Runtime) -> Vec<rmcp::model::Tool> {
+    TOOLS
+        .iter()
+        .filter_map(|spec| {
+            let Some(export) = runtime.export(spec.export) else {
+                tracing::error!(
+                    tool = spec.name,
+                    export = spec.export,
+                    "tool names no export"
+                );
+                return None;
+            };
+            let annotations = rmcp::model::ToolAnnotations::new().read_only(read_only(export));
+            Some(
+                rmcp::model::Tool::new(spec.name, spec.description, input_schema(spec, export))
+                    .with_raw_output_schema(output_schema(export).into())
+                    .with_annotations(annotations),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,93 @@
+"""Claude Code's own CLI against the relay: after the README's `claude mcp add ...` (HTTP and
+stdio) or its `.mcp.json`, `claude mcp list` reports the relay `✔ Connected`, and not connected
+with a wrong token; its health check lists the relay's tools (seen in the relay's debug log).
+Claude Code needs no login for this: `claude mcp list` only runs each server's health check (no
+model is called; this machine reaches no model anyway).
+
+Usage: python claude_check.py PATH/TO/agent-relay PATH/TO/claude
+The last line is `claude code checks: N passed, M failed`; the exit status is 1 when any failed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from test_mcp import Relay
+
+CONNECTED = "✔ Connected"
+TOOLS_LISTED = "mcp tools listed agent="
+
+
+def main(binary, claude):
+    relay = Relay(binary, log="info,agent_relay::mcp=debug")
+    home = tempfile.TemporaryDirectory()
+    project = tempfile.TemporaryDirectory()
+    env = dict(os.environ, HOME=home.name, DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+    env.pop("RELAY_TOKEN", None)
+    # A project's .mcp.json servers wait for the user's approval; this user approves them all.
+    os.makedirs(os.path.join(home.name, ".claude"))
+    with open(os.path.join(home.name, ".claude", "settings.json"), "w") as settings:
+        json.dump({"enableAllProjectMcpServers": True}, settings)
+
+    def claude_cli(*args, token=None):
+        run_env = env if token is None else dict(env, RELAY_TOKEN=token)
+        done = subprocess.run([claude, *args], cwd=project.name, env=run_env, capture_output=True, text=True, timeout=120)
+        return done.stdout + done.stderr
+
+    def listed(name, token=None):
+        lines = [line for line in claude_cli("mcp", "list", token=token).splitlines() if line.startswith(name + ":")]
+        return lines[0] if lines else "(not listed)"
+
+    # The README's forms, with this run's address and tokens.
+    url = relay.base + "/mcp"
+    mcp_json = os.path.join(project.name, ".mcp.json")
+
+    def add_http(token):
+        claude_cli("mcp", "add", "--transport", "http", "agent-relay", url, "--header", f"Authorization: Bearer {token}")
+
+    def add_stdio(token):
+        claude_cli("mcp", "add", "agent-relay", "-e", f"RELAY_URL={relay.base}", "-e", f"RELAY_TOKEN={token}", "--", binary, "mcp")
+
+    def write_mcp_json(_token):
+        with open(mcp_json, "w") as config:
+            json.dump({"mcpServers": {"agent-relay": {
+                "type": "http", "url": url, "headers": {"Authorization": "Bearer ${RELAY_TOKEN}"},
+            }}}, config)
+
+    def remove(form):
+        if form == ".mcp.json":
+            os.remove(mcp_json)
+        else:
+            claude_cli("mcp", "remove", "agent-relay")
+
+    forms = {"http": add_http, "stdio": add_stdio, ".mcp.json": write_mcp_json}
+    passed = failed = 0
+    try:
+        for form, add in forms.items():
+            for token, expect_connected in ((relay.tokens["alice"], True), ("relay_wrong-token", False)):
+                add(token)
+                seen = len(relay.log)
+                # .mcp.json reads the token from the environment (`${RELAY_TOKEN}`).
+                line = listed("agent-relay", token=token if form == ".mcp.json" else None)
+                remove(form)
+                time.sleep(0.2)  # the log line of the last request is written after the answer
+                tools_listed = any(TOOLS_LISTED + "alice" in entry for entry in relay.log[seen:])
+                connected = CONNECTED in line
+                name = f"{form} with {'a valid' if expect_connected else 'a wrong'} token: {line.strip()}"
+                if connected == expect_connected and tools_listed == expect_connected:
+                    passed += 1
+                    print(f"ok   {name}{' (its tools listed)' if tools_listed else ''}")
+                else:
+                    failed += 1
+                    print(f"FAIL {name} (tools listed: {tools_listed})")
+    finally:
+        relay.stop()
+    print(f"claude code checks: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
