@@ -14,10 +14,10 @@ use crate::bindings::agent_relay::relay::types::{
 };
 // The WIT record `identity`, beside the guest's own `auth::Identity`.
 use crate::bindings::agent_relay::relay::types::Identity as WhoAmI;
-use crate::db::{self, Row};
+use crate::db::{self, Row, Stored};
 use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_SHORT_TEXT};
-use crate::{params, settings};
+use crate::{params, settings, stored_enum};
 
 pub const USER: &str = "user";
 pub const SYSTEM: &str = "system";
@@ -32,54 +32,32 @@ pub fn is_builtin(id: &str) -> bool {
     id == USER || id == SYSTEM
 }
 
-pub fn kind_name(kind: AgentKind) -> &'static str {
-    match kind {
-        AgentKind::Provider => "provider",
-        AgentKind::User => "user",
-        AgentKind::System => "system",
-        AgentKind::Channel => "channel",
-        AgentKind::Orchestrator => "orchestrator",
-    }
-}
+stored_enum!(AgentKind {
+    Provider => "provider",
+    User => "user",
+    System => "system",
+    Channel => "channel",
+    Orchestrator => "orchestrator",
+});
 
-fn parse_kind(text: &str) -> AgentKind {
-    match text {
-        "user" => AgentKind::User,
-        "system" => AgentKind::System,
-        "channel" => AgentKind::Channel,
-        "orchestrator" => AgentKind::Orchestrator,
-        _ => AgentKind::Provider,
-    }
-}
-
-pub fn status_name(status: AgentStatus) -> &'static str {
-    match status {
-        AgentStatus::Online => "online",
-        AgentStatus::Busy => "busy",
-        AgentStatus::Offline => "offline",
-    }
-}
-
-fn parse_status(text: &str) -> AgentStatus {
-    match text {
-        "busy" => AgentStatus::Busy,
-        "offline" => AgentStatus::Offline,
-        _ => AgentStatus::Online,
-    }
-}
+stored_enum!(AgentStatus {
+    Online => "online",
+    Busy => "busy",
+    Offline => "offline",
+});
 
 fn card_from_row(row: &Row) -> Result<AgentCard, RelayError> {
     Ok(AgentCard {
         id: row.text("id")?,
         name: row.text("name")?,
-        kind: parse_kind(&row.text("kind")?),
+        kind: row.case_or("kind", AgentKind::Provider)?,
         label: row.opt_text("label")?,
         tags: row.string_list("tags")?,
         machine: row.opt_text("machine")?,
         rig: row.opt_text("rig")?,
         capabilities: row.string_list("capabilities")?,
         ready: row.flag("ready")?,
-        status: parse_status(&row.text("status")?),
+        status: row.case_or("status", AgentStatus::Online)?,
         instance_id: row.opt_text("instance_id")?,
         epoch: row.int("epoch")?,
         meta: input::json_text(row.opt_text("meta")?),
@@ -118,8 +96,8 @@ impl Party {
 fn party_from_row(row: &Row) -> Result<Party, RelayError> {
     Ok(Party {
         id: row.text("id")?,
-        kind: parse_kind(&row.text("kind")?),
-        status: parse_status(&row.text("status")?),
+        kind: row.case_or("kind", AgentKind::Provider)?,
+        status: row.case_or("status", AgentStatus::Online)?,
     })
 }
 
@@ -188,11 +166,11 @@ pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, Relay
     let mut values = Vec::new();
     if let Some(kind) = query.kind {
         sql.push_str(" AND kind = ?");
-        values.push(Value::from(kind_name(kind)));
+        values.push(Value::from(kind.name()));
     }
     if let Some(status) = query.status {
         sql.push_str(" AND status = ?");
-        values.push(Value::from(status_name(status)));
+        values.push(Value::from(status.name()));
     }
     if let Some(tag) = &query.tag {
         sql.push_str(&format!(" AND {HAS_TAG}"));
@@ -447,14 +425,14 @@ pub fn register(
         &params![
             id.as_str(),
             name,
-            kind_name(kind),
+            kind.name(),
             label,
             db::to_json_list(&tags),
             machine,
             rig,
             db::to_json_list(&capabilities),
             ready,
-            status_name(status),
+            status.name(),
             instance_id,
             epoch,
             input::to_json_text(&meta),
@@ -504,7 +482,7 @@ fn refuse_self_promotion(
     if is_privileged(kind) && kind != existing.kind {
         return Err(forbidden(format!(
             "kind {} is given only by the operator; agent {} may not take it",
-            kind_name(kind),
+            kind.name(),
             existing.id
         )));
     }
@@ -708,7 +686,7 @@ pub fn set_status(
         "UPDATE agents SET status = ?2, ready = ?3, last_seen = ?4 WHERE id = ?1",
         &params![
             id,
-            status_name(input.status),
+            input.status.name(),
             input.ready.unwrap_or(agent.ready),
             now
         ],

@@ -20,11 +20,11 @@ use crate::bindings::agent_relay::relay::types::{
     AgentCard, AgentStatus, Caller, Deleted, JsonText, RelayError, SendMessageInput, SentMessage,
 };
 use crate::bindings::exports::agent_relay::relay::{channel_commands, channel_queries};
-use crate::db::{self, Row};
+use crate::db::{self, Row, Stored};
 use crate::error::{conflict, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::messages::{self, Target};
-use crate::{Outcome, Relay, agents, auth, now_ms, orchestrators, params};
+use crate::{Outcome, Relay, agents, auth, now_ms, orchestrators, params, stored_enum};
 
 const CHANNEL_SELECT: &str = "SELECT c.id, c.provider, c.account_id, c.display_name, c.agent_id, \
      c.transport, c.direction, c.topic_channels, c.capabilities, c.meta, \
@@ -142,73 +142,26 @@ impl channel_commands::Guest for Relay {
     }
 }
 
-fn type_name(kind: RouteTargetType) -> &'static str {
-    match kind {
-        RouteTargetType::Agent => "agent",
-        RouteTargetType::Label => "label",
-        RouteTargetType::Tag => "tag",
-        RouteTargetType::Capability => "capability",
-        RouteTargetType::Broadcast => "broadcast",
-        RouteTargetType::Orchestrator => "orchestrator",
-    }
-}
+stored_enum!(RouteTargetType {
+    Agent => "agent",
+    Label => "label",
+    Tag => "tag",
+    Capability => "capability",
+    Broadcast => "broadcast",
+    Orchestrator => "orchestrator",
+});
 
-fn parse_type(text: &str) -> Result<RouteTargetType, RelayError> {
-    Ok(match text {
-        "agent" => RouteTargetType::Agent,
-        "label" => RouteTargetType::Label,
-        "tag" => RouteTargetType::Tag,
-        "capability" => RouteTargetType::Capability,
-        "broadcast" => RouteTargetType::Broadcast,
-        "orchestrator" => RouteTargetType::Orchestrator,
-        other => {
-            return Err(RelayError::Internal(format!(
-                "stored binding has unknown target type {other}"
-            )));
-        }
-    })
-}
+stored_enum!(BindingMode {
+    Exclusive => "exclusive",
+    Claimable => "claimable",
+    Broadcast => "broadcast",
+});
 
-fn mode_name(mode: BindingMode) -> &'static str {
-    match mode {
-        BindingMode::Exclusive => "exclusive",
-        BindingMode::Claimable => "claimable",
-        BindingMode::Broadcast => "broadcast",
-    }
-}
-
-fn parse_mode(text: &str) -> BindingMode {
-    match text {
-        "claimable" => BindingMode::Claimable,
-        "broadcast" => BindingMode::Broadcast,
-        _ => BindingMode::Exclusive,
-    }
-}
-
-fn parse_direction(text: Option<&str>) -> Option<ChannelDirection> {
-    match text? {
-        "inbound" => Some(ChannelDirection::Inbound),
-        "outbound" => Some(ChannelDirection::Outbound),
-        "bidirectional" => Some(ChannelDirection::Bidirectional),
-        _ => None,
-    }
-}
-
-fn direction_name(direction: ChannelDirection) -> &'static str {
-    match direction {
-        ChannelDirection::Inbound => "inbound",
-        ChannelDirection::Outbound => "outbound",
-        ChannelDirection::Bidirectional => "bidirectional",
-    }
-}
-
-fn parse_agent_status(text: &str) -> AgentStatus {
-    match text {
-        "busy" => AgentStatus::Busy,
-        "offline" => AgentStatus::Offline,
-        _ => AgentStatus::Online,
-    }
-}
+stored_enum!(ChannelDirection {
+    Inbound => "inbound",
+    Outbound => "outbound",
+    Bidirectional => "bidirectional",
+});
 
 /// SPEC 3: an agent target is exclusive, broadcast is broadcast, any other group is claimable.
 fn default_mode(kind: RouteTargetType) -> BindingMode {
@@ -250,7 +203,7 @@ fn route_target(target: &Target) -> RouteTarget {
 
 /// Checks a caller's route target; returns the id as stored (empty for broadcast).
 fn checked_target(target: &RouteTarget) -> Result<String, RelayError> {
-    let kind = type_name(target.type_);
+    let kind = target.type_.name();
     match (target.type_, target.id.as_deref()) {
         (RouteTargetType::Broadcast, None | Some("")) => Ok(String::new()),
         (RouteTargetType::Broadcast, Some(id)) => Err(invalid(format!(
@@ -275,7 +228,10 @@ fn binding_id(channel_id: &str, conversation_key: &str, kind: &str, target_id: &
 }
 
 fn binding_from_row(row: &Row) -> Result<ChannelBinding, RelayError> {
-    let kind = parse_type(&row.text("target_type")?)?;
+    let stored = row.text("target_type")?;
+    let kind = RouteTargetType::from_name(&stored).ok_or_else(|| {
+        RelayError::Internal(format!("stored binding has unknown target type {stored}"))
+    })?;
     let target_id = row.text("target_id")?;
     Ok(ChannelBinding {
         id: row.text("id")?,
@@ -285,7 +241,7 @@ fn binding_from_row(row: &Row) -> Result<ChannelBinding, RelayError> {
             type_: kind,
             id: (kind != RouteTargetType::Broadcast).then_some(target_id),
         },
-        mode: parse_mode(&row.text("mode")?),
+        mode: row.case_or("mode", BindingMode::Exclusive)?,
         priority: row.int("priority")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
@@ -321,9 +277,12 @@ fn summary_from_row(row: &Row) -> Result<ChannelSummary, RelayError> {
         transport: row.text("transport")?,
         agent_id: row.text("agent_id")?,
         account_id: row.text("account_id")?,
-        status: parse_agent_status(&row.text("agent_status")?),
+        status: row.case_or("agent_status", AgentStatus::Online)?,
         ready: row.flag("agent_ready")?,
-        direction: parse_direction(row.opt_text("direction")?.as_deref())
+        direction: row
+            .opt_text("direction")?
+            .as_deref()
+            .and_then(ChannelDirection::from_name)
             .unwrap_or(ChannelDirection::Bidirectional),
         target: binding.as_ref().map(|b| target_string(&b.target)),
         binding,
@@ -518,7 +477,7 @@ fn write_binding(
     on_existing: &OnExisting,
     now: i64,
 ) -> Result<ChannelBinding, RelayError> {
-    let kind = type_name(target.type_);
+    let kind = target.type_.name();
     let target_id = checked_target(target)?;
     let key = conversation_id.unwrap_or_default();
     let update = match on_existing {
@@ -539,7 +498,7 @@ fn write_binding(
             conversation_id,
             kind,
             target_id.as_str(),
-            mode_name(mode),
+            mode.name(),
             priority,
             now,
         ],
@@ -745,8 +704,9 @@ pub fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayErro
                 .collect()
         })
         .unwrap_or_default();
-    let direction =
-        parse_direction(meta_str(&meta, "direction")).unwrap_or(ChannelDirection::Bidirectional);
+    let direction = meta_str(&meta, "direction")
+        .and_then(ChannelDirection::from_name)
+        .unwrap_or(ChannelDirection::Bidirectional);
     db::execute(
         "INSERT INTO channels (id, provider, account_id, display_name, agent_id, transport,
              direction, topic_channels, capabilities, meta, created_at, updated_at)
@@ -760,7 +720,7 @@ pub fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayErro
             account,
             meta_str(&meta, "displayName").unwrap_or(&agent.name),
             meta_str(&meta, "transport").unwrap_or(&provider),
-            direction_name(direction),
+            direction.name(),
             db::to_json_list(&topic_channels),
             db::to_json_list(&agent.capabilities),
             agent.meta.json.as_str(),
@@ -777,7 +737,7 @@ pub fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayErro
              WHERE channel_id = ? AND conversation_key = '' AND target_type = ? AND target_id = ?",
             &params![
                 agent.id.as_str(),
-                type_name(old.type_),
+                old.type_.name(),
                 old.id.unwrap_or_default()
             ],
         )?;

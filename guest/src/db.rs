@@ -103,6 +103,12 @@ impl Row {
         Ok(self.opt_int(column)?.unwrap_or(0) != 0)
     }
 
+    /// A column holding a `Stored` enum's text; a text that names no case (written by an older
+    /// relay) reads as `otherwise`.
+    pub fn case_or<T: Stored>(&self, column: &str, otherwise: T) -> Result<T, RelayError> {
+        Ok(T::from_name(&self.text(column)?).unwrap_or(otherwise))
+    }
+
     /// A column holding a JSON array of strings; anything unreadable counts as empty.
     pub fn string_list(&self, column: &str) -> Result<Vec<String>, RelayError> {
         Ok(self
@@ -181,4 +187,33 @@ pub fn execute(sql: &str, params: &[Value]) -> Result<Executed, RelayError> {
 /// A list of strings as stored: a JSON array.
 pub fn to_json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A WIT enum kept in the store (and in payloads) as the text of its case.
+pub trait Stored: Sized {
+    /// The text this case is stored and shown as.
+    fn name(self) -> &'static str;
+    /// The case a stored text names; `None` for a text that names none.
+    fn from_name(text: &str) -> Option<Self>;
+}
+
+/// Declares the text of each case of a WIT enum (`Stored`), in one place per enum.
+#[macro_export]
+macro_rules! stored_enum {
+    ($type:ident { $($case:ident => $text:literal),+ $(,)? }) => {
+        impl $crate::db::Stored for $type {
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$case => $text,)+
+                }
+            }
+
+            fn from_name(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Self::$case),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }

@@ -18,10 +18,10 @@ use crate::bindings::agent_relay::relay::types::{
     AgentKind, AgentStatus, Caller, Deleted, JsonText, RegisterAgentInput, RelayError,
     SendMessageInput, SentMessage,
 };
-use crate::db::{self, Row};
+use crate::db::{self, Row, Stored};
 use crate::error::{invalid, not_found, too_large};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
-use crate::{agents, messages, params, settings};
+use crate::{agents, messages, params, settings, stored_enum};
 
 const ORCHESTRATOR_COLUMNS: &str = "id, hostname, status, agent_id, providers, base_dir, env_keys, \
      meta, managed_agents, last_seen, created_at";
@@ -34,21 +34,11 @@ pub fn agent_id(orchestrator_id: &str) -> String {
     format!("orchestrator-{orchestrator_id}")
 }
 
-fn status_name(status: OrchestratorStatus) -> &'static str {
-    match status {
-        OrchestratorStatus::Online => "online",
-        OrchestratorStatus::Offline => "offline",
-        OrchestratorStatus::Draining => "draining",
-    }
-}
-
-pub fn parse_status(text: &str) -> OrchestratorStatus {
-    match text {
-        "offline" => OrchestratorStatus::Offline,
-        "draining" => OrchestratorStatus::Draining,
-        _ => OrchestratorStatus::Online,
-    }
-}
+stored_enum!(OrchestratorStatus {
+    Online => "online",
+    Offline => "offline",
+    Draining => "draining",
+});
 
 /// The agent status (and readiness) an orchestrator status shows as: a draining orchestrator is
 /// alive but takes no new work.
@@ -82,7 +72,7 @@ fn orchestrator_from_row(row: &Row) -> Result<Orchestrator, RelayError> {
     Ok(Orchestrator {
         id: row.text("id")?,
         hostname: row.text("hostname")?,
-        status: parse_status(&row.text("status")?),
+        status: row.case_or("status", OrchestratorStatus::Online)?,
         agent_id: row.text("agent_id")?,
         providers: row.string_list("providers")?,
         base_dir: row.text("base_dir")?,
@@ -244,12 +234,12 @@ pub fn register(
 fn touch(id: &str, status: OrchestratorStatus, now: i64) -> Result<Orchestrator, RelayError> {
     db::execute(
         "UPDATE orchestrators SET status = ?2, last_seen = ?3 WHERE id = ?1",
-        &params![id, status_name(status), now],
+        &params![id, status.name(), now],
     )?;
     let (agent_status, ready) = agent_mirror(status);
     db::execute(
         "UPDATE agents SET status = ?2, ready = ?3, last_seen = ?4 WHERE id = ?1",
-        &params![agent_id(id), agents::status_name(agent_status), ready, now],
+        &params![agent_id(id), agent_status.name(), ready, now],
     )?;
     require(id)
 }

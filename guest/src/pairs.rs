@@ -18,10 +18,10 @@ use crate::bindings::agent_relay::relay::types::{
     Caller, JsonText, Message, RelayError, SendMessageInput, SentMessage,
 };
 use crate::bindings::exports::agent_relay::relay::{pair_commands, pair_queries};
-use crate::db::{self, Row};
+use crate::db::{self, Row, Stored};
 use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
-use crate::{Outcome, Relay, messages, now_ms, params};
+use crate::{Outcome, Relay, messages, now_ms, params, stored_enum};
 
 const DEFAULT_LIMIT: u32 = 100;
 
@@ -56,32 +56,27 @@ impl pair_commands::Guest for Relay {
     }
 }
 
-fn status_name(status: PairStatus) -> &'static str {
-    match status {
-        PairStatus::Pending => "pending",
-        PairStatus::Active => "active",
-        PairStatus::Declined => "declined",
-        PairStatus::Cancelled => "cancelled",
-        PairStatus::Ended => "ended",
-    }
-}
+stored_enum!(PairStatus {
+    Pending => "pending",
+    Active => "active",
+    Declined => "declined",
+    Cancelled => "cancelled",
+    Ended => "ended",
+});
 
-fn parse_status(text: &str) -> PairStatus {
-    match text {
-        "active" => PairStatus::Active,
-        "declined" => PairStatus::Declined,
-        "cancelled" => PairStatus::Cancelled,
-        "ended" => PairStatus::Ended,
-        _ => PairStatus::Pending,
-    }
-}
+stored_enum!(PairAction {
+    Accept => "accept",
+    Decline => "decline",
+    Cancel => "cancel",
+    End => "end",
+});
 
 fn pair_from_row(row: &Row) -> Result<Pair, RelayError> {
     Ok(Pair {
         id: row.int("id")?,
         requester_id: row.text("requester_id")?,
         partner_id: row.text("partner_id")?,
-        status: parse_status(&row.text("status")?),
+        status: row.case_or("status", PairStatus::Pending)?,
         topic: row.opt_text("topic")?,
         thread_id: row.opt_int("thread_id")?,
         legacy_id: row.opt_text("legacy_id")?,
@@ -275,14 +270,14 @@ pub fn act(
         let role = if is_requester { "requester" } else { "partner" };
         return Err(conflict(format!(
             "pair {id} is {}; its {role} {} cannot {}",
-            status_name(pair.status),
+            pair.status.name(),
             input.agent_id,
-            action_name(input.action)
+            input.action.name()
         )));
     }
     db::execute(
         "UPDATE pair_sessions SET status = ?2, updated_at = ?3 WHERE id = ?1",
-        &params![id, status_name(next), now],
+        &params![id, next.name(), now],
     )?;
     let pair = require(id)?;
     notify(
@@ -316,7 +311,7 @@ pub fn leave_all(agent_id: &str, now: i64) -> Result<(), RelayError> {
         };
         db::execute(
             "UPDATE pair_sessions SET status = ?2, updated_at = ?3 WHERE id = ?1",
-            &params![pair.id, status_name(next), now],
+            &params![pair.id, next.name(), now],
         )?;
         let pair = require(pair.id)?;
         let partner = other(&pair, agent_id);
@@ -331,15 +326,6 @@ pub fn leave_all(agent_id: &str, now: i64) -> Result<(), RelayError> {
         }
     }
     Ok(())
-}
-
-fn action_name(action: PairAction) -> &'static str {
-    match action {
-        PairAction::Accept => "accept",
-        PairAction::Decline => "decline",
-        PairAction::Cancel => "cancel",
-        PairAction::End => "end",
-    }
 }
 
 pub fn send(
@@ -359,7 +345,7 @@ pub fn send(
     if pair.status != PairStatus::Active {
         return Err(conflict(format!(
             "pair {id} is {}; messages go only while it is active",
-            status_name(pair.status)
+            pair.status.name()
         )));
     }
     input::text("body", &input.body, MAX_BODY)?;
@@ -411,7 +397,7 @@ pub fn list(caller: &Caller, query: &PairQuery) -> Result<Vec<Pair>, RelayError>
     }
     if let Some(status) = query.status {
         sql.push_str(" AND status = ?");
-        values.push(Value::from(status_name(status)));
+        values.push(Value::from(status.name()));
     }
     // Only compared, as the other filters are: an odd value matches no pair.
     if let Some(legacy_id) = &query.legacy_id {

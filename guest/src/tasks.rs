@@ -15,11 +15,11 @@ use crate::bindings::agent_relay::relay::task_types::{
 };
 use crate::bindings::agent_relay::relay::types::{Caller, Message, RelayError, SendMessageInput};
 use crate::bindings::exports::agent_relay::relay::{task_commands, task_queries};
-use crate::db::{self, Row};
+use crate::db::{self, Row, Stored};
 use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::messages::{self, Target};
-use crate::{Outcome, Relay, agents, now_ms, params, webhooks};
+use crate::{Outcome, Relay, agents, now_ms, params, stored_enum, webhooks};
 
 const DEFAULT_LIMIT: u32 = 100;
 const DEFAULT_SEVERITY: TaskSeverity = TaskSeverity::Warning;
@@ -78,66 +78,29 @@ impl task_commands::Guest for Relay {
     }
 }
 
-pub fn severity_name(severity: TaskSeverity) -> &'static str {
-    match severity {
-        TaskSeverity::Info => "info",
-        TaskSeverity::Warning => "warning",
-        TaskSeverity::Error => "error",
-        TaskSeverity::Critical => "critical",
-    }
-}
+stored_enum!(TaskSeverity {
+    Info => "info",
+    Warning => "warning",
+    Error => "error",
+    Critical => "critical",
+});
 
-fn parse_severity(text: &str) -> Option<TaskSeverity> {
-    match text {
-        "info" => Some(TaskSeverity::Info),
-        "warning" => Some(TaskSeverity::Warning),
-        "error" => Some(TaskSeverity::Error),
-        "critical" => Some(TaskSeverity::Critical),
-        _ => None,
-    }
-}
+stored_enum!(TaskStatus {
+    Open => "open",
+    Claimed => "claimed",
+    Resolved => "resolved",
+    Dismissed => "dismissed",
+});
 
-pub fn status_name(status: TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Open => "open",
-        TaskStatus::Claimed => "claimed",
-        TaskStatus::Resolved => "resolved",
-        TaskStatus::Dismissed => "dismissed",
-    }
-}
-
-fn parse_status(text: &str) -> TaskStatus {
-    match text {
-        "claimed" => TaskStatus::Claimed,
-        "resolved" => TaskStatus::Resolved,
-        "dismissed" => TaskStatus::Dismissed,
-        _ => TaskStatus::Open,
-    }
-}
-
-fn event_kind_name(kind: TaskEventKind) -> &'static str {
-    match kind {
-        TaskEventKind::Created => "created",
-        TaskEventKind::Updated => "updated",
-        TaskEventKind::Claimed => "claimed",
-        TaskEventKind::Released => "released",
-        TaskEventKind::Resolved => "resolved",
-        TaskEventKind::Dismissed => "dismissed",
-        TaskEventKind::Reopened => "reopened",
-    }
-}
-
-fn parse_event_kind(text: &str) -> TaskEventKind {
-    match text {
-        "updated" => TaskEventKind::Updated,
-        "claimed" => TaskEventKind::Claimed,
-        "released" => TaskEventKind::Released,
-        "resolved" => TaskEventKind::Resolved,
-        "dismissed" => TaskEventKind::Dismissed,
-        "reopened" => TaskEventKind::Reopened,
-        _ => TaskEventKind::Created,
-    }
-}
+stored_enum!(TaskEventKind {
+    Created => "created",
+    Updated => "updated",
+    Claimed => "claimed",
+    Released => "released",
+    Resolved => "resolved",
+    Dismissed => "dismissed",
+    Reopened => "reopened",
+});
 
 fn task_from_row(row: &Row) -> Result<Task, RelayError> {
     Ok(Task {
@@ -145,8 +108,8 @@ fn task_from_row(row: &Row) -> Result<Task, RelayError> {
         source: row.text("source")?,
         title: row.text("title")?,
         body: row.opt_text("body")?,
-        severity: parse_severity(&row.text("severity")?).unwrap_or(DEFAULT_SEVERITY),
-        status: parse_status(&row.text("status")?),
+        severity: row.case_or("severity", DEFAULT_SEVERITY)?,
+        status: row.case_or("status", TaskStatus::Open)?,
         dedupe_key: row.opt_text("dedupe_key")?,
         external_url: row.opt_text("external_url")?,
         target: row.text("target")?,
@@ -183,7 +146,7 @@ fn record(
 ) -> Result<(), RelayError> {
     db::execute(
         "INSERT INTO task_events (task_id, kind, actor, data, created_at) VALUES (?, ?, ?, ?, ?)",
-        &params![task_id, event_kind_name(kind), actor, data.to_string(), now],
+        &params![task_id, kind.name(), actor, data.to_string(), now],
     )?;
     Ok(())
 }
@@ -210,7 +173,7 @@ fn validate(input: IntegrationEventInput) -> Result<Event, RelayError> {
     }
     let severity = match input.severity.as_deref() {
         None => DEFAULT_SEVERITY,
-        Some(text) => parse_severity(text).ok_or_else(|| {
+        Some(text) => TaskSeverity::from_name(text).ok_or_else(|| {
             invalid(format!(
                 "severity {text:?} must be one of info, warning, error, critical"
             ))
@@ -272,7 +235,7 @@ pub fn ingest(
                     source,
                     event.title.as_str(),
                     event.body.as_deref(),
-                    severity_name(event.severity),
+                    event.severity.name(),
                     event.dedupe_key.as_deref(),
                     event.external_url.as_deref(),
                     event.target.as_str(),
@@ -287,7 +250,7 @@ pub fn ingest(
                 id,
                 TaskEventKind::Created,
                 &actor,
-                &json!({"severity": severity_name(event.severity), "target": event.target,
+                &json!({"severity": event.severity.name(), "target": event.target,
                         "messageId": message.id}),
                 now,
             )?;
@@ -308,7 +271,7 @@ pub fn ingest(
                     task.id,
                     event.title.as_str(),
                     event.body.as_deref(),
-                    severity_name(event.severity),
+                    event.severity.name(),
                     event.external_url.as_deref(),
                     now
                 ],
@@ -318,7 +281,7 @@ pub fn ingest(
                 TaskEventKind::Updated,
                 &actor,
                 &json!({"occurrences": task.occurrences + 1,
-                        "severity": severity_name(event.severity)}),
+                        "severity": event.severity.name()}),
                 now,
             )?;
             Ok(IngestedEvent {
@@ -338,7 +301,7 @@ pub fn ingest(
                     task.id,
                     event.title.as_str(),
                     event.body.as_deref(),
-                    severity_name(event.severity),
+                    event.severity.name(),
                     event.external_url.as_deref(),
                     event.target.as_str(),
                     event.channel.as_deref(),
@@ -350,7 +313,7 @@ pub fn ingest(
                 task.id,
                 TaskEventKind::Reopened,
                 &actor,
-                &json!({"from": status_name(task.status), "occurrences": task.occurrences + 1,
+                &json!({"from": task.status.name(), "occurrences": task.occurrences + 1,
                         "messageId": message.id}),
                 now,
             )?;
@@ -367,7 +330,7 @@ pub fn ingest(
 /// Sends the task's claimable message from `system` and makes it the task's current message.
 fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
     let task = require(task_id)?;
-    let severity = severity_name(task.severity);
+    let severity = task.severity.name();
     let mut body = task.title.clone();
     if let Some(text) = task.body.as_deref().filter(|b| !b.trim().is_empty()) {
         body.push_str("\n\n");
@@ -384,7 +347,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
         "taskId": task.id,
         "source": task.source,
         "title": task.title,
-        "status": status_name(task.status),
+        "status": task.status.name(),
         "severity": severity,
         "dedupeKey": task.dedupe_key,
         "externalUrl": task.external_url,
@@ -422,11 +385,11 @@ pub fn list(caller: &Caller, query: &TaskQuery) -> Result<Vec<Task>, RelayError>
     let mut values: Vec<Value> = Vec::new();
     if let Some(status) = query.status {
         sql.push_str(" AND status = ?");
-        values.push(Value::from(status_name(status)));
+        values.push(Value::from(status.name()));
     }
     if let Some(severity) = query.severity {
         sql.push_str(" AND severity = ?");
-        values.push(Value::from(severity_name(severity)));
+        values.push(Value::from(severity.name()));
     }
     if let Some(source) = &query.source {
         sql.push_str(" AND source = ?");
@@ -465,7 +428,7 @@ pub fn events(
         Ok(TaskEvent {
             id: row.int("id")?,
             task_id: row.int("task_id")?,
-            kind: parse_event_kind(&row.text("kind")?),
+            kind: row.case_or("kind", TaskEventKind::Created)?,
             actor: row.text("actor")?,
             data: input::json_text(row.opt_text("data")?),
             created_at: row.int("created_at")?,
@@ -512,12 +475,12 @@ pub fn set_status(
     if !legal {
         return Err(conflict(format!(
             "task {task_id} is {}; it cannot become {}",
-            status_name(from),
-            status_name(input.status)
+            from.name(),
+            input.status.name()
         )));
     }
     let mut data = Map::new();
-    data.insert("from".to_owned(), json!(status_name(from)));
+    data.insert("from".to_owned(), json!(from.name()));
     if let Some(note) = &input.note {
         data.insert("note".to_owned(), json!(note));
     }
@@ -532,7 +495,7 @@ pub fn set_status(
     } else {
         db::execute(
             "UPDATE tasks SET status = ?2, claim_expires_at = NULL, updated_at = ?3 WHERE id = ?1",
-            &params![task_id, status_name(input.status), now],
+            &params![task_id, input.status.name(), now],
         )?;
         settle_message(task.message_id, &actor, input.status, now)?;
     }
@@ -570,7 +533,7 @@ fn authorise_change(
         None if matches!(task.status, TaskStatus::Resolved | TaskStatus::Dismissed) => format!(
             "task {} is {}; only the operator may change it",
             task.id,
-            status_name(task.status)
+            task.status.name()
         ),
         None => format!(
             "task {} is held by no agent; only the operator may change it (an agent claims its \
@@ -603,7 +566,7 @@ fn follow_status(message_id: i64, status: TaskStatus) -> Result<(), RelayError> 
     db::execute(
         "UPDATE messages SET payload = json_set(payload, '$.status', ?2)
          WHERE id = ?1 AND json_valid(payload)",
-        &params![message_id, status_name(status)],
+        &params![message_id, status.name()],
     )?;
     Ok(())
 }
@@ -627,7 +590,7 @@ pub fn on_message_completed(message: &Message, holder: &str, now: i64) -> Result
         task.id,
         TaskEventKind::Resolved,
         holder,
-        &json!({"from": status_name(task.status), "messageId": message.id, "result": result}),
+        &json!({"from": task.status.name(), "messageId": message.id, "result": result}),
         now,
     )
 }

@@ -15,8 +15,9 @@
 
 use serde_json::{Map, Value as Json};
 
+use crate::bindings::agent_relay::relay::channel_types::OrchestratorStatus;
 use crate::bindings::agent_relay::relay::types::RelayError;
-use crate::db::{self, Row};
+use crate::db::{self, Row, Stored};
 use crate::orchestrators;
 use crate::params;
 use crate::schema::PAIR_SESSIONS;
@@ -77,7 +78,7 @@ fn rewrite_orchestrator_agent(row: &Row) -> Result<bool, RelayError> {
         .unwrap_or_default();
     meta.insert("orchestratorId".to_owned(), Json::from(id.as_str()));
     let (status, ready) =
-        orchestrators::agent_mirror(orchestrators::parse_status(&row.text("status")?));
+        orchestrators::agent_mirror(row.case_or("status", OrchestratorStatus::Online)?);
     let changed = db::execute(
         "UPDATE agents SET kind = 'orchestrator', tags = ?2, capabilities = ?3, meta = ?4,
              status = ?5, ready = ?6
@@ -88,7 +89,7 @@ fn rewrite_orchestrator_agent(row: &Row) -> Result<bool, RelayError> {
             db::to_json_list(&tags),
             db::to_json_list(&capabilities),
             Json::Object(meta).to_string(),
-            crate::agents::status_name(status),
+            status.name(),
             ready,
         ],
     )?;
