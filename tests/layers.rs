@@ -1,6 +1,8 @@
-//! Dependencies between the host's modules point one way (DESIGN.md, "One call path"):
-//! front-ends -> bridge -> call runner -> runtime -> store. Read from the sources' own
-//! `crate::MODULE` paths, so a new import that runs back up fails here with its file and line.
+//! Dependencies between modules point one way (DESIGN.md, "One call path"; docs/architecture.md).
+//! Host: front-ends -> bridge -> call runner -> runtime -> store. Guest: export adapters ->
+//! domains -> claims -> tasks -> messages -> agents -> auth -> db -> settings. Read from the
+//! sources' own `crate::MODULE` paths (and `use crate::{a, b}` groups), so a new import that runs
+//! back up fails here with its file and line.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,8 +27,39 @@ const HOST_LAYERS: &[&[&str]] = &[
     &["cli"],
 ];
 
-fn layer_of(module: &str) -> Option<usize> {
-    HOST_LAYERS.iter().position(|layer| layer.contains(&module))
+/// The guest's modules from the bottom up, the same way. `schema` and its upgrades sit above the
+/// domains: upgrading old rows applies the domains' rules (built-in agents, orchestrator agents).
+/// Tasks sit below claims: a claim on a task's message is mirrored onto the task.
+const GUEST_LAYERS: &[&[&str]] = &[
+    &["bindings"],
+    &["error", "settings"],
+    &["db", "input"],
+    &["auth"],
+    &["agents"],
+    &["messages"],
+    &["webhooks"],
+    &["tasks"],
+    &["claims"],
+    &[
+        "activity",
+        "channels",
+        "faults",
+        "health",
+        "orchestrators",
+        "pairs",
+    ],
+    &["reaper", "retire"],
+    &["upgrade"],
+    &["upgrade06"],
+    &["schema"],
+    &["exports"],
+];
+
+/// Macros `db.rs` exports at the crate root: using one is using `db`.
+const GUEST_ROOT_MACROS: &[&str] = &["params", "stored_enum"];
+
+fn layer_of(layers: &[&[&str]], module: &str) -> Option<usize> {
+    layers.iter().position(|layer| layer.contains(&module))
 }
 
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
@@ -51,21 +84,64 @@ fn module_of(src: &Path, file: &Path) -> String {
         .into_owned()
 }
 
-/// Every `crate::NAME` in `text`, with its line number.
+/// Every `crate::NAME` in `text`, and every first name in a `crate::{NAME::.., NAME}` group,
+/// with its line number; comment lines are skipped.
 fn crate_paths(text: &str) -> Vec<(usize, String)> {
-    let mut found = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            let after = &rest[at + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.push((number + 1, name));
+    let code: String = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("//") {
+                ""
+            } else {
+                line
             }
-            rest = after;
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line_at = |at: usize| code[..at].matches('\n').count() + 1;
+    let ident = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("crate::") {
+        let start = from + at + "crate::".len();
+        from = start;
+        if code[start..].starts_with('{') {
+            // The group's items at its top level: the first name of each.
+            let mut depth = 0;
+            let mut item_start = true;
+            for (offset, c) in code[start..].char_indices() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        item_start = depth == 1;
+                    }
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    ',' if depth == 1 => item_start = true,
+                    c if c.is_whitespace() => {}
+                    _ if item_start && depth == 1 => {
+                        let name = ident(&code[start + offset..]);
+                        if !name.is_empty() {
+                            found.push((line_at(start + offset), name));
+                        }
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let name = ident(&code[start..]);
+            if !name.is_empty() {
+                found.push((line_at(start), name));
+            }
         }
     }
     found
@@ -82,7 +158,7 @@ fn host_modules_only_use_modules_below_them() {
         if matches!(module.as_str(), "lib" | "main" | "bin") {
             continue;
         }
-        let Some(own) = layer_of(&module) else {
+        let Some(own) = layer_of(HOST_LAYERS, &module) else {
             wrong.push(format!(
                 "{}: module {module} has no layer; add it to HOST_LAYERS in tests/layers.rs",
                 file.display()
@@ -94,7 +170,7 @@ fn host_modules_only_use_modules_below_them() {
             if used == module {
                 continue;
             }
-            match layer_of(&used) {
+            match layer_of(HOST_LAYERS, &used) {
                 Some(layer) if layer < own => {}
                 _ => wrong.push(format!(
                     "{}:{line}: {module} uses crate::{used}, which is not below it",
@@ -108,4 +184,69 @@ fn host_modules_only_use_modules_below_them() {
         "imports that run against the host's layers:\n{}",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn guest_modules_only_use_modules_below_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        if module == "lib" {
+            continue;
+        }
+        let Some(own) = layer_of(GUEST_LAYERS, &module) else {
+            wrong.push(format!(
+                "{}: module {module} has no layer; add it to GUEST_LAYERS in tests/layers.rs",
+                file.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, used) in crate_paths(&text) {
+            let used = if GUEST_ROOT_MACROS.contains(&used.as_str()) {
+                "db".to_owned()
+            } else {
+                used
+            };
+            if used == module {
+                continue;
+            }
+            match layer_of(GUEST_LAYERS, &used) {
+                Some(layer) if layer < own => {}
+                Some(_) => wrong.push(format!(
+                    "{}:{line}: {module} uses crate::{used}, which is not below it",
+                    file.display()
+                )),
+                None => wrong.push(format!(
+                    "{}:{line}: {module} uses crate::{used}, which is neither a module in \
+                     GUEST_LAYERS nor a macro of db; the crate root holds only those",
+                    file.display()
+                )),
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports that run against the guest's layers:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The checker itself reads what the guest writes: plain paths, groups across lines, nested
+/// groups, and not comments.
+#[test]
+fn crate_paths_reads_paths_and_groups() {
+    let text = "use crate::db::{self, Row};\n\
+                // crate::ignored\n\
+                use crate::{\n    agents::{self, Party},\n    params,\n};\n\
+                let x = crate::settings::number(1);";
+    let names: Vec<(usize, String)> = crate_paths(text);
+    let expected: Vec<(usize, String)> = [(1, "db"), (4, "agents"), (5, "params"), (7, "settings")]
+        .into_iter()
+        .map(|(line, name)| (line, name.to_owned()))
+        .collect();
+    assert_eq!(names, expected);
 }

@@ -10,28 +10,14 @@ use crate::bindings::agent_relay::relay::activity_types::{
 };
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{Caller, RelayError};
-use crate::bindings::exports::agent_relay::relay::{activity_commands, activity_queries};
 use crate::db::{self, Row};
 use crate::error::{invalid, not_found};
 use crate::input::{self, MAX_SHORT_TEXT};
-use crate::messages::MAX_LIMIT;
-use crate::{Outcome, Relay, now_ms, params};
+use crate::params;
 
 const DEFAULT_LIMIT: u32 = 50;
 
 const ACTIVITY_COLUMNS: &str = "id, operator_id, action, subject, data, created_at";
-
-impl activity_queries::Guest for Relay {
-    fn list_activity(caller: Caller, query: ActivityQuery) -> Outcome<Vec<ActivityEvent>> {
-        list(&caller, &query)
-    }
-}
-
-impl activity_commands::Guest for Relay {
-    fn record_activity(caller: Caller, input: ActivityInput) -> Outcome<ActivityEvent> {
-        record(&caller, &input, now_ms())
-    }
-}
 
 fn event_from_row(row: &Row) -> Result<ActivityEvent, RelayError> {
     Ok(ActivityEvent {
@@ -78,7 +64,7 @@ pub fn record(
 
 pub fn list(caller: &Caller, query: &ActivityQuery) -> Result<Vec<ActivityEvent>, RelayError> {
     auth::require_operator(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     if let (Some(since), Some(until)) = (query.since, query.until)
         && since > until
     {

@@ -161,7 +161,7 @@ pub fn whoami(caller: &Caller) -> Result<WhoAmI, RelayError> {
 /// A page of agents in id order, filtered by kind, status and tag (see `agent-query`).
 pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, RelayError> {
     auth::identify(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, crate::messages::MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE 1 = 1");
     let mut values = Vec::new();
     if let Some(kind) = query.kind {
@@ -449,9 +449,6 @@ pub fn register(
         )?;
     }
     let agent = require(&id)?;
-    if agent.kind == AgentKind::Channel {
-        crate::channels::record_channel_agent(&agent, now)?;
-    }
     Ok(RegisteredAgent {
         agent,
         created: existing.is_none(),
@@ -605,8 +602,8 @@ pub fn delete(caller: &Caller, id: &str, now: i64) -> Result<Deleted, RelayError
 }
 
 /// Removes an agent and remembers that its id was used, so that a new agent with the same id
-/// starts after this one's past (see [`register`]). Its claims and pairs are ended by the
-/// caller's domain (`crate::retire_agent`).
+/// starts after this one's past (see [`register`]). Its claims and pairs are ended by `retire`,
+/// which deletes agents.
 pub fn remove(id: &str, now: i64) -> Result<(), RelayError> {
     let agent = require(id)?;
     db::execute(
@@ -723,7 +720,8 @@ pub const REAPABLE: &str = "status != 'offline' AND last_seen < ? AND id NOT IN 
 
 /// Calls an agent made with its own token are signs of life, as a heartbeat is: its last-seen
 /// moves to its latest call and, if it was offline, it is online again.
-pub fn record_calls(seen: &[SeenToken]) -> Result<u32, RelayError> {
+pub fn record_calls(caller: &Caller, seen: &[SeenToken]) -> Result<u32, RelayError> {
+    auth::require_operator(caller)?;
     let mut refreshed = 0u32;
     for token in seen {
         let changed = db::execute(

@@ -11,20 +11,19 @@ use sha2::{Digest, Sha256};
 
 use crate::bindings::agent_relay::relay::channel_types::{
     BindingInput, BindingMode, ChannelBinding, ChannelDirection, ChannelRoute, ChannelSummary,
-    Delivery, InboundEvent, InboundResult, ManagedAgentsInput, Orchestrator,
-    OrchestratorStatusInput, PageQuery, RegisterOrchestratorInput, RegisteredOrchestrator,
-    RouteQuery, RouteSource, RouteTarget, RouteTargetType, SpawnInput,
+    Delivery, InboundEvent, InboundResult, PageQuery, RouteQuery, RouteSource, RouteTarget,
+    RouteTargetType,
 };
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, AgentStatus, Caller, Deleted, JsonText, RelayError, SendMessageInput, SentMessage,
+    AgentCard, AgentKind, AgentStatus, Caller, Deleted, JsonText, RegisterAgentInput,
+    RegisteredAgent, RelayError, SendMessageInput,
 };
-use crate::bindings::exports::agent_relay::relay::{channel_commands, channel_queries};
 use crate::db::{self, Row, Stored};
 use crate::error::{conflict, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::messages::{self, Target};
-use crate::{Outcome, Relay, agents, auth, now_ms, orchestrators, params, stored_enum};
+use crate::{agents, auth, params, stored_enum};
 
 const CHANNEL_SELECT: &str = "SELECT c.id, c.provider, c.account_id, c.display_name, c.agent_id, \
      c.transport, c.direction, c.topic_channels, c.capabilities, c.meta, \
@@ -37,110 +36,6 @@ const BINDING_COLUMNS: &str = "id, channel_id, conversation_key, conversation_id
 
 /// Highest priority first, then the most recently changed, then the most recently inserted.
 const BINDING_ORDER: &str = "ORDER BY priority DESC, updated_at DESC, rowid DESC";
-
-impl channel_queries::Guest for Relay {
-    fn list_channels(caller: Caller, query: PageQuery) -> Outcome<Vec<ChannelSummary>> {
-        list(&caller, &query)
-    }
-
-    fn get_channel(caller: Caller, channel_id: String) -> Outcome<ChannelSummary> {
-        get(&caller, &channel_id)
-    }
-
-    fn list_bindings(
-        caller: Caller,
-        channel_id: String,
-        query: PageQuery,
-    ) -> Outcome<Vec<ChannelBinding>> {
-        list_bindings(&caller, &channel_id, &query)
-    }
-
-    fn list_all_bindings(caller: Caller, query: PageQuery) -> Outcome<Vec<ChannelBinding>> {
-        list_all_bindings(&caller, &query)
-    }
-
-    fn resolve_route(
-        caller: Caller,
-        channel_id: String,
-        query: RouteQuery,
-    ) -> Outcome<ChannelRoute> {
-        resolve_route(&caller, &channel_id, &query)
-    }
-
-    fn list_orchestrators(caller: Caller, query: PageQuery) -> Outcome<Vec<Orchestrator>> {
-        orchestrators::list(&caller, &query)
-    }
-
-    fn get_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Orchestrator> {
-        orchestrators::get(&caller, &orchestrator_id)
-    }
-}
-
-// The orchestrator half of `channel-commands` lives in `orchestrators.rs`; the export trait is
-// one trait, so its methods are listed here and handed over.
-impl channel_commands::Guest for Relay {
-    fn upsert_binding(
-        caller: Caller,
-        channel_id: String,
-        input: BindingInput,
-    ) -> Outcome<ChannelBinding> {
-        upsert_binding(&caller, &channel_id, &input, now_ms())
-    }
-
-    fn delete_binding(caller: Caller, channel_id: String, binding_id: String) -> Outcome<Deleted> {
-        delete_binding(&caller, &channel_id, &binding_id)
-    }
-
-    fn route_inbound(
-        caller: Caller,
-        channel_id: String,
-        input: InboundEvent,
-    ) -> Outcome<InboundResult> {
-        route_inbound(&caller, &channel_id, input, now_ms())
-    }
-
-    fn register_orchestrator(
-        caller: Caller,
-        input: RegisterOrchestratorInput,
-    ) -> Outcome<RegisteredOrchestrator> {
-        orchestrators::register(&caller, input, now_ms())
-    }
-
-    fn heartbeat_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Orchestrator> {
-        orchestrators::heartbeat(&caller, &orchestrator_id, now_ms())
-    }
-
-    fn set_orchestrator_status(
-        caller: Caller,
-        orchestrator_id: String,
-        input: OrchestratorStatusInput,
-    ) -> Outcome<Orchestrator> {
-        orchestrators::set_status(&caller, &orchestrator_id, input.status, now_ms())
-    }
-
-    fn report_managed_agents(
-        caller: Caller,
-        orchestrator_id: String,
-        input: ManagedAgentsInput,
-    ) -> Outcome<Orchestrator> {
-        orchestrators::report_agents(&caller, &orchestrator_id, input.agents, now_ms())
-    }
-
-    fn delete_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Deleted> {
-        let now = now_ms();
-        let (deleted, agent_id) = orchestrators::delete(&caller, &orchestrator_id, now)?;
-        crate::retire_agent(&agent_id, now)?;
-        Ok(deleted)
-    }
-
-    fn request_spawn(
-        caller: Caller,
-        orchestrator_id: String,
-        input: SpawnInput,
-    ) -> Outcome<SentMessage> {
-        orchestrators::spawn(&caller, &orchestrator_id, input, now_ms())
-    }
-}
 
 stored_enum!(RouteTargetType {
     Agent => "agent",
@@ -312,13 +207,13 @@ fn require(id: &str) -> Result<ChannelSummary, RelayError> {
     })
 }
 
-/// The default and largest `limit` of the lists of channels, bindings and orchestrators.
-pub const DEFAULT_LIMIT: u32 = 100;
+/// The default `limit` of the lists of channels and bindings.
+const DEFAULT_LIMIT: u32 = 100;
 
 /// A page of channels, ready ones first, then by name and id.
 pub fn list(caller: &Caller, query: &PageQuery) -> Result<Vec<ChannelSummary>, RelayError> {
     auth::identify(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = CHANNEL_SELECT.to_owned();
     let mut values = Vec::new();
     if let Some(after) = &query.after {
@@ -357,7 +252,7 @@ pub fn list_bindings(
 ) -> Result<Vec<ChannelBinding>, RelayError> {
     auth::identify(caller)?;
     require(channel_id)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("SELECT {BINDING_COLUMNS} FROM channel_bindings WHERE channel_id = ?");
     let mut values = vec![Value::from(channel_id)];
     if let Some(after) = &query.after {
@@ -389,7 +284,7 @@ pub fn list_all_bindings(
     query: &PageQuery,
 ) -> Result<Vec<ChannelBinding>, RelayError> {
     auth::require_operator(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("SELECT {BINDING_COLUMNS} FROM channel_bindings");
     let mut values = Vec::new();
     if let Some(after) = &query.after {
@@ -655,13 +550,27 @@ fn meta_str<'a>(meta: &'a Map<String, Json>, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Registers an agent (`agents::register`); a channel agent's registration also upserts its
+/// channel record (SPEC 3), so the record is the agent's shadow.
+pub fn register_agent(
+    caller: &Caller,
+    input: RegisterAgentInput,
+    now: i64,
+) -> Result<RegisteredAgent, RelayError> {
+    let registered = agents::register(caller, input, now)?;
+    if registered.agent.kind == AgentKind::Channel {
+        record_channel_agent(&registered.agent, now)?;
+    }
+    Ok(registered)
+}
+
 /// Upserts the channel record of a channel agent that was just registered, and its default
-/// binding from `meta.target` (SPEC 3). Called by agent registration.
+/// binding from `meta.target` (SPEC 3).
 ///
 /// # Errors
 /// `invalid` for a malformed `meta.target`, `conflict` when another channel holds the same
 /// provider and account.
-pub fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayError> {
+fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayError> {
     let meta: Map<String, Json> = serde_json::from_str(&agent.meta.json).unwrap_or_default();
     let provider = agents::channel_provider(&agent.tags, &meta);
     let account = agent

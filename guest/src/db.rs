@@ -149,6 +149,9 @@ pub fn query_page(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
         .collect())
 }
 
+/// The most items one page of any list may ask for.
+pub const MAX_LIMIT: u32 = 500;
+
 /// The `limit` of a list query: its default when absent, else between 1 and `max`.
 pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<i64, RelayError> {
     match limit.unwrap_or(default) {

@@ -3,11 +3,10 @@
 
 use crate::bindings::agent_relay::relay::store;
 use crate::bindings::agent_relay::relay::types::{Caller, RelayError};
-use crate::bindings::exports::agent_relay::relay::faults::Guest;
 use crate::error::forbidden;
-use crate::{Relay, auth, db, now_ms, params};
+use crate::{auth, db, params};
 
-fn armed(caller: &Caller, body: &str) -> Result<(), RelayError> {
+fn armed(caller: &Caller, body: &str, now: i64) -> Result<(), RelayError> {
     auth::require_operator(caller)?;
     if store::get_setting("fault-injection")?.as_deref() != Some("on") {
         return Err(forbidden(
@@ -16,39 +15,37 @@ fn armed(caller: &Caller, body: &str) -> Result<(), RelayError> {
     }
     db::execute(
         "INSERT INTO messages (from_agent, to_target, kind, body, created_at) VALUES ('system', 'user', 'system', ?, ?)",
-        &params![body, now_ms()],
+        &params![body, now],
     )?;
     Ok(())
 }
 
-impl Guest for Relay {
-    fn fault_write_then_fail(caller: Caller, body: String) -> Result<(), RelayError> {
-        armed(&caller, &body)?;
-        Err(RelayError::Conflict(
-            "failed on purpose after writing".to_owned(),
-        ))
-    }
+pub fn write_then_fail(caller: &Caller, body: &str, now: i64) -> Result<(), RelayError> {
+    armed(caller, body, now)?;
+    Err(RelayError::Conflict(
+        "failed on purpose after writing".to_owned(),
+    ))
+}
 
-    #[allow(clippy::panic)]
-    fn fault_write_then_trap(caller: Caller, body: String) -> Result<(), RelayError> {
-        armed(&caller, &body)?;
-        panic!("trapping on purpose after writing");
-    }
+#[allow(clippy::panic)]
+pub fn write_then_trap(caller: &Caller, body: &str, now: i64) -> Result<(), RelayError> {
+    armed(caller, body, now)?;
+    panic!("trapping on purpose after writing");
+}
 
-    fn fault_write_then_spin(caller: Caller, body: String) -> Result<(), RelayError> {
-        armed(&caller, &body)?;
-        let mut counter: u64 = 0;
-        loop {
-            counter = std::hint::black_box(counter.wrapping_add(1));
-        }
+pub fn write_then_spin(caller: &Caller, body: &str, now: i64) -> Result<(), RelayError> {
+    armed(caller, body, now)?;
+    let mut counter: u64 = 0;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
     }
+}
 
-    fn fault_write_then_exhaust_memory(caller: Caller, body: String) -> Result<(), RelayError> {
-        armed(&caller, &body)?;
-        let mut hoard: Vec<Vec<u8>> = Vec::new();
-        loop {
-            hoard.push(vec![1u8; 1 << 20]);
-            std::hint::black_box(&hoard);
-        }
+pub fn write_then_exhaust_memory(caller: &Caller, body: &str, now: i64) -> Result<(), RelayError> {
+    armed(caller, body, now)?;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&hoard);
     }
 }

@@ -7,21 +7,14 @@
 
 use crate::bindings::agent_relay::relay::health_types::{HealthCheck, HealthReport, HealthStatus};
 use crate::bindings::agent_relay::relay::store::{self, Value};
-use crate::bindings::agent_relay::relay::types::{Caller, RelayError};
-use crate::bindings::exports::agent_relay::relay::health_commands;
+use crate::bindings::agent_relay::relay::types::RelayError;
 use crate::db;
-use crate::{Outcome, Relay, now_ms, params, settings};
+use crate::{params, settings};
 
 /// The setting the database check writes.
 const PROBE_KEY: &str = "health-checked-at";
 /// How many ids a check's detail names before it says "and N more".
 const NAMED_IDS: usize = 10;
-
-impl health_commands::Guest for Relay {
-    fn health(_caller: Caller) -> Outcome<HealthReport> {
-        report(now_ms())
-    }
-}
 
 pub fn report(now: i64) -> Result<HealthReport, RelayError> {
     let stale_cutoff = now - settings::number(settings::STALE_TTL_MS)?;

@@ -17,7 +17,6 @@ use crate::params;
 
 const DEFAULT_LIMIT: u32 = 50;
 const DEFAULT_THREAD_LIMIT: u32 = 100;
-pub const MAX_LIMIT: u32 = 500;
 
 const MESSAGE_SELECT: &str = "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, \
      m.body, m.thread_id, m.reply_to, m.claimable, m.claimed_by, m.claimed_at, m.claim_expires_at, \
@@ -390,7 +389,7 @@ pub fn thread(
     query: &ThreadQuery,
 ) -> Result<Vec<Message>, RelayError> {
     let identity = auth::identify(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_THREAD_LIMIT, MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_THREAD_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("{MESSAGE_SELECT} WHERE m.thread_id = ?");
     let mut values = vec![Value::from(thread_id)];
     if let Identity::Agent(id) = &identity {
@@ -436,7 +435,7 @@ pub fn inbox(
     input::id("agentId", agent_id)?;
     auth::act_as(caller, agent_id)?;
     let agent = agents::require(agent_id)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let targets = agents::targets_reaching(&agent)?;
     let placeholders = vec!["?"; targets.len()].join(", ");
     let mut sql = format!(
@@ -547,7 +546,7 @@ pub fn mark_read(
 /// page like the inbox's (at most `limit`, fewer when the page budget is reached).
 pub fn list(caller: &Caller, query: &MessageQuery) -> Result<Vec<Message>, RelayError> {
     auth::require_operator(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("{MESSAGE_SELECT} WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
     match query.dead_lettered {

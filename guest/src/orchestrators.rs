@@ -29,6 +29,9 @@ const ORCHESTRATOR_COLUMNS: &str = "id, hostname, status, agent_id, providers, b
 /// Most managed agents one report may list.
 const MAX_MANAGED_AGENTS: usize = 1_000;
 
+/// The default `limit` of the list of orchestrators.
+const DEFAULT_LIMIT: u32 = 100;
+
 /// The id of the agent an orchestrator speaks through.
 pub fn agent_id(orchestrator_id: &str) -> String {
     format!("orchestrator-{orchestrator_id}")
@@ -120,11 +123,7 @@ fn acting(caller: &Caller, id: &str) -> Result<Orchestrator, RelayError> {
 /// A page of orchestrators by hostname, then id.
 pub fn list(caller: &Caller, query: &PageQuery) -> Result<Vec<Orchestrator>, RelayError> {
     auth::identify(caller)?;
-    let limit = db::page_limit(
-        query.limit,
-        crate::channels::DEFAULT_LIMIT,
-        crate::messages::MAX_LIMIT,
-    )?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("SELECT {ORCHESTRATOR_COLUMNS} FROM orchestrators");
     let mut values = Vec::new();
     if let Some(after) = &query.after {
@@ -303,8 +302,8 @@ pub fn report_agents(
     touch(id, orchestrator.status, now)
 }
 
-/// Removes the orchestrator and its agent; messages already sent stay. The caller's domain
-/// retires the agent (`crate::retire_agent`); its id is returned for that.
+/// Removes the orchestrator and its agent; messages already sent stay. `retire` ends what the
+/// agent leaves behind; its id is returned for that.
 pub fn delete(caller: &Caller, id: &str, now: i64) -> Result<(Deleted, String), RelayError> {
     let orchestrator = acting(caller, id)?;
     db::execute("DELETE FROM orchestrators WHERE id = ?", &params![id])?;

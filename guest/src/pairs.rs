@@ -17,44 +17,15 @@ use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
     Caller, JsonText, Message, RelayError, SendMessageInput, SentMessage,
 };
-use crate::bindings::exports::agent_relay::relay::{pair_commands, pair_queries};
 use crate::db::{self, Row, Stored};
 use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
-use crate::{Outcome, Relay, messages, now_ms, params, stored_enum};
+use crate::{messages, params, stored_enum};
 
 const DEFAULT_LIMIT: u32 = 100;
 
 const PAIR_COLUMNS: &str =
     "id, requester_id, partner_id, status, topic, thread_id, legacy_id, created_at, updated_at";
-
-impl pair_queries::Guest for Relay {
-    fn list_pairs(caller: Caller, query: PairQuery) -> Outcome<Vec<Pair>> {
-        list(&caller, &query)
-    }
-
-    fn get_pair(caller: Caller, pair_id: i64) -> Outcome<Pair> {
-        get(&caller, pair_id)
-    }
-}
-
-impl pair_commands::Guest for Relay {
-    fn create_pair(caller: Caller, input: CreatePairInput) -> Outcome<Pair> {
-        create(&caller, &input, now_ms())
-    }
-
-    fn pair_action(caller: Caller, pair_id: i64, input: PairActionInput) -> Outcome<Pair> {
-        act(&caller, pair_id, &input, now_ms())
-    }
-
-    fn send_pair_message(
-        caller: Caller,
-        pair_id: i64,
-        input: PairMessageInput,
-    ) -> Outcome<SentMessage> {
-        send(&caller, pair_id, input, now_ms())
-    }
-}
 
 stored_enum!(PairStatus {
     Pending => "pending",
@@ -412,7 +383,7 @@ pub fn list(caller: &Caller, query: &PairQuery) -> Result<Vec<Pair>, RelayError>
     values.push(Value::from(db::page_limit(
         query.limit,
         DEFAULT_LIMIT,
-        messages::MAX_LIMIT,
+        db::MAX_LIMIT,
     )?));
     db::query_page(&sql, &values)?
         .iter()

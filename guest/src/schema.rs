@@ -5,9 +5,11 @@
 //! it was.
 
 use crate::bindings::agent_relay::relay::store;
-use crate::bindings::agent_relay::relay::types::{RelayError, SchemaReport};
+use crate::bindings::agent_relay::relay::types::{Caller, RelayError, SchemaReport};
+use crate::db;
 use crate::error::conflict;
-use crate::{upgrade, upgrade06};
+use crate::upgrade::{self, PAIR_SESSIONS};
+use crate::{agents, auth, upgrade06};
 
 const VERSION_KEY: &str = "schema-version";
 
@@ -33,23 +35,11 @@ fn add_agent_locks_and_history() -> Result<(), RelayError> {
         ("history_from", "history_from INTEGER NOT NULL DEFAULT 0"),
     ] {
         if !upgrade::has_column("agents", column)? {
-            crate::db::execute(&format!("ALTER TABLE agents ADD COLUMN {declaration}"), &[])?;
+            db::execute(&format!("ALTER TABLE agents ADD COLUMN {declaration}"), &[])?;
         }
     }
     Ok(())
 }
-
-/// The pair table as step 3 creates it; step 6 rebuilds 0.6.0's text-id table in this shape.
-pub const PAIR_SESSIONS: &str = "CREATE TABLE IF NOT EXISTS pair_sessions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            requester_id TEXT NOT NULL,
-            partner_id TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending',
-            topic TEXT,
-            thread_id INTEGER,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL
-        )";
 
 const STEPS: &[Step] = &[
     Step {
@@ -270,7 +260,8 @@ pub fn latest_version() -> u32 {
 }
 
 /// The schema version found and the steps `migrate` would run; refuses a newer database.
-pub fn status() -> Result<SchemaReport, RelayError> {
+pub fn status(caller: &Caller) -> Result<SchemaReport, RelayError> {
+    auth::require_operator(caller)?;
     let from_version = current_version()?;
     let latest = check_not_newer(from_version)?;
     let steps = STEPS
@@ -302,8 +293,9 @@ fn check_not_newer(from_version: u32) -> Result<u32, RelayError> {
     Ok(latest)
 }
 
-/// Brings the database to the latest schema and makes sure the built-in agents exist.
-pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
+/// Operator: brings the database to the latest schema and makes sure the built-in agents exist.
+pub fn migrate(caller: &Caller, now: i64) -> Result<SchemaReport, RelayError> {
+    auth::require_operator(caller)?;
     let from_version = current_version()?;
     let latest = check_not_newer(from_version)?;
     let mut steps = Vec::new();
@@ -323,7 +315,7 @@ pub fn migrate(now: i64) -> Result<SchemaReport, RelayError> {
     if from_version != latest {
         store::set_setting(VERSION_KEY, &latest.to_string())?;
     }
-    crate::agents::ensure_builtins(now)?;
+    agents::ensure_builtins(now)?;
     Ok(SchemaReport {
         from_version,
         to_version: latest,

@@ -10,16 +10,15 @@ use serde_json::{Map, Value as Json, json};
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::task_types::{
-    IngestedEvent, Integration, IntegrationEventInput, IntegrationInput, Task, TaskEvent,
-    TaskEventKind, TaskEventQuery, TaskQuery, TaskSeverity, TaskStatus, TaskStatusInput,
+    IngestedEvent, IntegrationEventInput, Task, TaskEvent, TaskEventKind, TaskEventQuery,
+    TaskQuery, TaskSeverity, TaskStatus, TaskStatusInput,
 };
 use crate::bindings::agent_relay::relay::types::{Caller, Message, RelayError, SendMessageInput};
-use crate::bindings::exports::agent_relay::relay::{task_commands, task_queries};
 use crate::db::{self, Row, Stored};
 use crate::error::{conflict, forbidden, invalid, not_found};
 use crate::input::{self, MAX_BODY, MAX_SHORT_TEXT};
 use crate::messages::{self, Target};
-use crate::{Outcome, Relay, agents, now_ms, params, stored_enum, webhooks};
+use crate::{agents, params, stored_enum, webhooks};
 
 const DEFAULT_LIMIT: u32 = 100;
 const DEFAULT_SEVERITY: TaskSeverity = TaskSeverity::Warning;
@@ -27,56 +26,6 @@ const DEFAULT_TARGET: &str = "broadcast";
 
 const TASK_COLUMNS: &str = "id, source, title, body, severity, status, dedupe_key, external_url, \
      target, channel, claimed_by, claim_expires_at, occurrences, message_id, created_at, updated_at";
-
-impl task_queries::Guest for Relay {
-    fn list_tasks(caller: Caller, query: TaskQuery) -> Outcome<Vec<Task>> {
-        list(&caller, &query)
-    }
-
-    fn get_task(caller: Caller, task_id: i64) -> Outcome<Task> {
-        auth::identify(&caller)?;
-        require(task_id)
-    }
-
-    fn list_task_events(
-        caller: Caller,
-        task_id: i64,
-        query: TaskEventQuery,
-    ) -> Outcome<Vec<TaskEvent>> {
-        events(&caller, task_id, &query)
-    }
-}
-
-impl task_commands::Guest for Relay {
-    fn ingest_event(
-        caller: Caller,
-        source: String,
-        input: IntegrationEventInput,
-        signature: Option<String>,
-        raw_body: Option<String>,
-    ) -> Outcome<IngestedEvent> {
-        ingest(
-            &caller,
-            &source,
-            input,
-            signature.as_deref(),
-            raw_body.as_deref(),
-            now_ms(),
-        )
-    }
-
-    fn set_task_status(caller: Caller, task_id: i64, input: TaskStatusInput) -> Outcome<Task> {
-        set_status(&caller, task_id, &input, now_ms())
-    }
-
-    fn configure_integration(
-        caller: Caller,
-        source: String,
-        input: IntegrationInput,
-    ) -> Outcome<Integration> {
-        webhooks::configure(&caller, &source, input.secret.as_deref())
-    }
-}
 
 stored_enum!(TaskSeverity {
     Info => "info",
@@ -130,6 +79,12 @@ fn load(id: i64) -> Result<Option<Task>, RelayError> {
     )?
     .map(|row| task_from_row(&row))
     .transpose()
+}
+
+/// Any agent or the operator may read a task.
+pub fn get(caller: &Caller, id: i64) -> Result<Task, RelayError> {
+    auth::identify(caller)?;
+    require(id)
 }
 
 fn require(id: i64) -> Result<Task, RelayError> {
@@ -380,7 +335,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
 
 pub fn list(caller: &Caller, query: &TaskQuery) -> Result<Vec<Task>, RelayError> {
     auth::identify(caller)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
     if let Some(status) = query.status {
@@ -417,7 +372,7 @@ pub fn events(
 ) -> Result<Vec<TaskEvent>, RelayError> {
     auth::identify(caller)?;
     require(task_id)?;
-    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, messages::MAX_LIMIT)?;
+    let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     db::query_page(
         "SELECT id, task_id, kind, actor, data, created_at FROM task_events
          WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",

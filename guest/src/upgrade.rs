@@ -6,6 +6,18 @@ use crate::bindings::agent_relay::relay::types::RelayError;
 use crate::db;
 use crate::params;
 
+/// The pair table as schema step 3 creates it; step 6 (`upgrade06`) rebuilds 0.6.0's text-id table in this shape.
+pub const PAIR_SESSIONS: &str = "CREATE TABLE IF NOT EXISTS pair_sessions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            requester_id TEXT NOT NULL,
+            partner_id TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            topic TEXT,
+            thread_id INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )";
+
 /// The name of the table a `CREATE TABLE IF NOT EXISTS name (` statement creates.
 fn created_table(sql: &str) -> Option<&str> {
     let rest = sql

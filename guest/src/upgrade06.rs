@@ -20,8 +20,7 @@ use crate::bindings::agent_relay::relay::types::RelayError;
 use crate::db::{self, Row, Stored};
 use crate::orchestrators;
 use crate::params;
-use crate::schema::PAIR_SESSIONS;
-use crate::upgrade::{has_column, table_exists};
+use crate::upgrade::{PAIR_SESSIONS, has_column, table_exists};
 
 /// The step's hook: orchestrator agents first, then pair ids. `upgraded` names what changed.
 pub fn typescript_06_data(upgraded: &mut Vec<String>) -> Result<(), RelayError> {
