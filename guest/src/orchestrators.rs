@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{self, Identity};
-use crate::bindings::agent_relay::relay::channel_types::{
-    ApprovalMode, ManagedAgent, Orchestrator, OrchestratorStatus, PageQuery,
-    RegisterOrchestratorInput, RegisteredOrchestrator, SpawnInput,
+use crate::bindings::agent_relay::relay::channel_types::PageQuery;
+use crate::bindings::agent_relay::relay::orchestrator_types::{
+    ApprovalMode, ManagedAgent, Orchestrator, OrchestratorStatus, RegisterOrchestratorInput,
+    RegisteredOrchestrator, SpawnInput,
 };
 use crate::bindings::agent_relay::relay::store::Value;
 use crate::bindings::agent_relay::relay::types::{
@@ -41,6 +42,11 @@ stored_enum!(OrchestratorStatus {
     Online => "online",
     Offline => "offline",
     Draining => "draining",
+});
+
+stored_enum!(ApprovalMode {
+    Auto => "auto",
+    Manual => "manual",
 });
 
 /// The agent status (and readiness) an orchestrator status shows as: a draining orchestrator is
@@ -347,10 +353,7 @@ pub fn spawn(
         (None, Identity::Agent(agent)) => agent,
         (None, Identity::Operator) => agents::USER.to_owned(),
     };
-    let approval = match input.approval.unwrap_or(ApprovalMode::Manual) {
-        ApprovalMode::Auto => "auto",
-        ApprovalMode::Manual => "manual",
-    };
+    let approval = input.approval.unwrap_or(ApprovalMode::Manual).name();
 
     let mut payload = Map::new();
     payload.insert("provider".to_owned(), Json::from(provider.as_str()));

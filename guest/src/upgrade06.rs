@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::bindings::agent_relay::relay::channel_types::OrchestratorStatus;
+use crate::bindings::agent_relay::relay::orchestrator_types::OrchestratorStatus;
 use crate::bindings::agent_relay::relay::types::RelayError;
 use crate::db::{self, Row, Stored};
 use crate::orchestrators;

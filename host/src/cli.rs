@@ -406,7 +406,7 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                 .map(|(name, _)| bridge::camel_case(name))
                 .collect();
             println!(
-                "{:<22} {:<18} {{{}}}",
+                "{:<22} {:<21} {{{}}}",
                 export.name,
                 export.interface,
                 params.join(", ")

@@ -1,13 +1,12 @@
-//! `channel-commands`: bindings, inbound events and orchestrators, one write transaction each.
+//! `channel-commands`: bindings and inbound events, one write transaction each.
 
 use super::{Outcome, Relay, now_ms};
 use crate::bindings::agent_relay::relay::channel_types::{
-    BindingInput, ChannelBinding, InboundEvent, InboundResult, ManagedAgentsInput, Orchestrator,
-    OrchestratorStatusInput, RegisterOrchestratorInput, RegisteredOrchestrator, SpawnInput,
+    BindingInput, ChannelBinding, InboundEvent, InboundResult,
 };
-use crate::bindings::agent_relay::relay::types::{Caller, Deleted, SentMessage};
+use crate::bindings::agent_relay::relay::types::{Caller, Deleted};
 use crate::bindings::exports::agent_relay::relay::channel_commands::Guest;
-use crate::{channels, orchestrators, retire};
+use crate::channels;
 
 impl Guest for Relay {
     fn upsert_binding(
@@ -28,44 +27,5 @@ impl Guest for Relay {
         input: InboundEvent,
     ) -> Outcome<InboundResult> {
         channels::route_inbound(&caller, &channel_id, input, now_ms())
-    }
-
-    fn register_orchestrator(
-        caller: Caller,
-        input: RegisterOrchestratorInput,
-    ) -> Outcome<RegisteredOrchestrator> {
-        orchestrators::register(&caller, input, now_ms())
-    }
-
-    fn heartbeat_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Orchestrator> {
-        orchestrators::heartbeat(&caller, &orchestrator_id, now_ms())
-    }
-
-    fn set_orchestrator_status(
-        caller: Caller,
-        orchestrator_id: String,
-        input: OrchestratorStatusInput,
-    ) -> Outcome<Orchestrator> {
-        orchestrators::set_status(&caller, &orchestrator_id, input.status, now_ms())
-    }
-
-    fn report_managed_agents(
-        caller: Caller,
-        orchestrator_id: String,
-        input: ManagedAgentsInput,
-    ) -> Outcome<Orchestrator> {
-        orchestrators::report_agents(&caller, &orchestrator_id, input.agents, now_ms())
-    }
-
-    fn delete_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Deleted> {
-        retire::delete_orchestrator(&caller, &orchestrator_id, now_ms())
-    }
-
-    fn request_spawn(
-        caller: Caller,
-        orchestrator_id: String,
-        input: SpawnInput,
-    ) -> Outcome<SentMessage> {
-        orchestrators::spawn(&caller, &orchestrator_id, input, now_ms())
     }
 }

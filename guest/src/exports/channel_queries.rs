@@ -1,12 +1,12 @@
-//! `channel-queries`: channels, their bindings and routes, and orchestrators, read-only.
+//! `channel-queries`: channels, their bindings and routes, read-only.
 
 use super::{Outcome, Relay};
 use crate::bindings::agent_relay::relay::channel_types::{
-    ChannelBinding, ChannelRoute, ChannelSummary, Orchestrator, PageQuery, RouteQuery,
+    ChannelBinding, ChannelRoute, ChannelSummary, PageQuery, RouteQuery,
 };
 use crate::bindings::agent_relay::relay::types::Caller;
 use crate::bindings::exports::agent_relay::relay::channel_queries::Guest;
-use crate::{channels, orchestrators};
+use crate::channels;
 
 impl Guest for Relay {
     fn list_channels(caller: Caller, query: PageQuery) -> Outcome<Vec<ChannelSummary>> {
@@ -35,13 +35,5 @@ impl Guest for Relay {
         query: RouteQuery,
     ) -> Outcome<ChannelRoute> {
         channels::resolve_route(&caller, &channel_id, &query)
-    }
-
-    fn list_orchestrators(caller: Caller, query: PageQuery) -> Outcome<Vec<Orchestrator>> {
-        orchestrators::list(&caller, &query)
-    }
-
-    fn get_orchestrator(caller: Caller, orchestrator_id: String) -> Outcome<Orchestrator> {
-        orchestrators::get(&caller, &orchestrator_id)
     }
 }

@@ -10,6 +10,8 @@ mod commands;
 #[cfg(feature = "faults")]
 mod faults;
 mod health_commands;
+mod orchestrator_commands;
+mod orchestrator_queries;
 mod pair_commands;
 mod pair_queries;
 mod queries;
