@@ -23,7 +23,7 @@ const HOST_LAYERS: &[&[&str]] = &[
     &["calls"],
     &["bridge", "input_rules"],
     &["push", "openapi", "embed", "client", "mcp"],
-    &["http"],
+    &["http", "settings"],
     &["cli"],
 ];
 
@@ -45,6 +45,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
         "channels",
         "faults",
         "health",
+        "operator_settings",
         "orchestrators",
         "pairs",
     ],

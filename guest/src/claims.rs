@@ -21,7 +21,7 @@ use crate::{db, params, settings, tasks};
 const NEXT_BATCH: u32 = 16;
 
 /// Shortest lease a caller may ask for.
-const MIN_LEASE_MS: i64 = 100;
+const MIN_LEASE_MS: i64 = settings::MIN_LEASE_MS;
 
 fn lease_ms(asked: Option<i64>) -> Result<i64, RelayError> {
     let max = settings::number(settings::MAX_LEASE_MS)?;

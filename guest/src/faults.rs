@@ -1,16 +1,16 @@
-//! Deliberate failures for fault tests, refused unless the `fault-injection` setting is `on`.
+//! Deliberate failures for fault tests, refused unless the `fault-injection` setting is `on` for
+//! this run (a stored value does not count: see `settings`).
 //! Each writes a message first so a test can see that the host rolled it back.
 
-use crate::bindings::agent_relay::relay::store;
 use crate::bindings::agent_relay::relay::types::{Caller, RelayError};
 use crate::error::forbidden;
-use crate::{auth, db, params};
+use crate::{auth, db, params, settings};
 
 fn armed(caller: &Caller, body: &str, now: i64) -> Result<(), RelayError> {
     auth::require_operator(caller)?;
-    if store::get_setting("fault-injection")?.as_deref() != Some("on") {
+    if !settings::fault_injection_on()? {
         return Err(forbidden(
-            "fault injection is off; start the relay with --setting fault-injection=on",
+            "fault injection is off; start the relay with --setting fault-injection=on (one run only)",
         ));
     }
     db::execute(

@@ -43,6 +43,7 @@ mod faults;
 mod health;
 mod input;
 mod messages;
+mod operator_settings;
 mod orchestrators;
 mod pairs;
 mod reaper;

@@ -4,7 +4,8 @@
 //! GitHub signs them: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`, compared in
 //! constant time. The signature is the credential, so no token is needed then. A source without a
 //! secret needs the operator token. The secret is kept as the relay setting
-//! `webhook-secret:<source>`; it has to be stored as is, since verifying an HMAC needs the key.
+//! `webhook-secret:<source>` (set here, or with `agent-relay settings set`); it has to be stored
+//! as is, since verifying an HMAC needs the key.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -19,8 +20,20 @@ use crate::input::{self, MAX_SHORT_TEXT};
 
 const SIGNATURE_PREFIX: &str = "sha256=";
 
+/// The settings that hold the sources' secrets: this prefix and the source.
+pub const SECRET_PREFIX: &str = "webhook-secret:";
+
 pub fn secret_key(source: &str) -> String {
-    format!("webhook-secret:{source}")
+    format!("{SECRET_PREFIX}{source}")
+}
+
+/// A secret as it may be stored (empty removes it).
+pub fn check_secret(secret: &str) -> Result<(), RelayError> {
+    input::text("secret", secret, MAX_SHORT_TEXT)?;
+    if !secret.is_empty() && secret.trim() != secret {
+        return Err(invalid("secret must not have surrounding spaces"));
+    }
+    Ok(())
 }
 
 fn secret(source: &str) -> Result<Option<String>, RelayError> {
@@ -82,10 +95,7 @@ pub fn configure(
     auth::require_operator(caller)?;
     input::id("source", source)?;
     let secret = secret.unwrap_or("");
-    input::text("secret", secret, MAX_SHORT_TEXT)?;
-    if !secret.is_empty() && secret.trim() != secret {
-        return Err(invalid("secret must not have surrounding spaces"));
-    }
+    check_secret(secret)?;
     store::set_setting(&secret_key(source), secret)?;
     Ok(Integration {
         source: source.to_owned(),

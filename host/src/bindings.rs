@@ -5,4 +5,6 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use self::agent_relay::relay::store::{Executed, Rows, StoreError, Value};
+pub use self::agent_relay::relay::store::{
+    Executed, Rows, Setting, SettingSource, StoreError, Value,
+};

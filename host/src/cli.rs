@@ -63,6 +63,15 @@ enum Command {
     Call(CallArgs),
     /// Create or upgrade the database schema and print the versions and steps.
     Migrate(MigrateArgs),
+    /// Read and change the settings stored in the database (as the operator: whoever can open
+    /// the file), each with the value in effect and its source.
+    ///
+    /// Stored settings hold for every run; `--setting KEY=VALUE` on `serve` or `call` applies to
+    /// that run only and is never stored. Keys: stale-ttl-ms, default-lease-ms, max-lease-ms,
+    /// max-attempts, page-bytes, webhook-secret:SOURCE (a secret: never printed), and
+    /// fault-injection (one run only, never stored).
+    #[command(subcommand, after_help = crate::client::EXIT_CODES)]
+    Settings(crate::settings::SettingsCommand),
     /// Print an agent's messages as they arrive, one JSON object a line, from a running relay.
     ///
     /// Follows `GET /v1/agents/AGENT/stream` and reconnects after a drop, resuming after the
@@ -122,9 +131,6 @@ struct DbArgs {
     /// PRAGMA synchronous: `full` keeps every acknowledged write across a crash or power loss.
     #[arg(long, value_enum, env = "RELAY_SYNCHRONOUS", default_value = "full")]
     synchronous: Synchronous,
-    /// Set a relay setting before starting, e.g. `--setting stale-ttl-ms=60000` (repeatable).
-    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
-    settings: Vec<(String, String)>,
     /// Stop any single call after this many milliseconds.
     #[arg(long, default_value_t = 5000)]
     call_timeout_ms: u64,
@@ -140,6 +146,16 @@ struct DbArgs {
     component: Option<PathBuf>,
 }
 
+/// Settings for one run (`serve`, `call`), never written to the database.
+#[derive(Debug, Default, Args)]
+struct RunSettingArgs {
+    /// Use this relay setting for this run only, e.g. `--setting stale-ttl-ms=60000`
+    /// (repeatable). Nothing is written: a later run without the flag uses the stored value or
+    /// the default. To store a setting for every run: `agent-relay settings set KEY VALUE`.
+    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
 #[derive(Debug, Args)]
 struct MigrateArgs {
     #[command(flatten)]
@@ -153,6 +169,8 @@ struct MigrateArgs {
 struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    run: RunSettingArgs,
     /// Address to listen on. Keep it on loopback unless a TLS proxy is in front.
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
@@ -235,6 +253,8 @@ struct McpArgs {
 struct CallArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    run: RunSettingArgs,
     /// List the exported functions and their parameters instead of calling one.
     #[arg(long)]
     list: bool,
@@ -267,6 +287,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Call(args) => call(args),
         Command::Migrate(args) => migrate(&args),
+        Command::Settings(command) => crate::settings::run(&command),
         Command::Watch(args) => crate::watch::run(&crate::watch::Watch {
             url: args.url,
             agent: args.agent,
@@ -324,7 +345,7 @@ fn init_logs(level: Option<&str>, format: LogFormat) {
 }
 
 /// How the database and the component are opened.
-fn options(args: &DbArgs, clock: Clock) -> anyhow::Result<Options> {
+fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Result<Options> {
     Ok(Options {
         limits: Limits {
             memory_bytes: args.memory_limit_mib << 20,
@@ -336,7 +357,7 @@ fn options(args: &DbArgs, clock: Clock) -> anyhow::Result<Options> {
             max_pages: args.max_db_pages,
             ..SqliteOptions::default()
         },
-        settings: args.settings.clone(),
+        settings: settings.settings.clone(),
         clock,
         calls: CallOptions::default(),
         component: args.component.as_deref().map(read_component).transpose()?,
@@ -347,8 +368,8 @@ fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))
 }
 
-fn open(args: &DbArgs, clock: Clock) -> anyhow::Result<Relay> {
-    open_with(args, options(args, clock)?)
+fn open(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Result<Relay> {
+    open_with(args, options(args, settings, clock)?)
 }
 
 fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
@@ -371,12 +392,13 @@ fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
 
 fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
-        let mut status = Relay::inspect(&args.db.db, options(&args.db, Clock::default())?)?;
+        let none = RunSettingArgs::default();
+        let mut status = Relay::inspect(&args.db.db, options(&args.db, &none, Clock::default())?)?;
         status["dryRun"] = Json::Bool(true);
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let relay = open(&args.db, Clock::default())?;
+    let relay = open(&args.db, &RunSettingArgs::default(), Clock::default())?;
     let mut report = relay.schema_report().clone();
     if let Some(backup) = relay.backup() {
         report["backup"] = Json::String(backup.display().to_string());
@@ -396,7 +418,7 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         };
         return crate::client::call_remote(&connection, &args.export.unwrap_or_default(), &parsed);
     }
-    let relay = open(&args.db, Clock::default())?;
+    let relay = open(&args.db, &args.run, Clock::default())?;
     if args.list {
         for export in relay.exports() {
             let params: Vec<String> = export
@@ -512,7 +534,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             queue_timeout: Duration::from_millis(args.queue_timeout_ms),
             note_activity: true,
         },
-        ..options(&args.db, Clock::default())?
+        ..options(&args.db, &args.run, Clock::default())?
     };
     let calls = Arc::clone(open_with(&args.db, options)?.calls());
     let (operator_token, source) = token::load_or_create(&args.db.db)?;

@@ -24,7 +24,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::{Map, Value as Json, json};
 use wasmtime::component::Val;
 
@@ -34,9 +33,9 @@ pub use crate::calls::{CallOptions, Caller};
 use crate::runtime::Runtime;
 pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
 use crate::shape::signature;
-use crate::sqlite::{self, Sqlite};
+use crate::sqlite::Sqlite;
 pub use crate::sqlite::{SqliteOptions, Synchronous};
-use crate::store::Access;
+use crate::store::{Access, RunSettings};
 
 /// How a relay is opened.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +44,9 @@ pub struct Options {
     pub limits: Limits,
     /// How the SQLite file is opened (durability, busy timeout, size cap).
     pub sqlite: SqliteOptions,
-    /// Relay settings written before the first call (`stale-ttl-ms`, `default-lease-ms`, ...).
+    /// Relay settings for this relay's life only (`stale-ttl-ms`, `default-lease-ms`, ...): the
+    /// calls see them before the stored ones, and they are never written. Each is checked by
+    /// the component's `check-run-setting` at [`Relay::open`].
     pub settings: Vec<(String, String)>,
     /// The clock the component reads; keep a clone to move time (tests, simulations).
     pub clock: Clock,
@@ -71,12 +72,13 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Opens (creating if needed) the database at `path`, writes `options.settings`, compiles the
-    /// component and brings the schema up to date with its `migrate` export.
+    /// Opens (creating if needed) the database at `path`, compiles the component, checks
+    /// `options.settings` and brings the schema up to date with its `migrate` export.
     ///
     /// # Errors
-    /// The database cannot be opened, the component cannot be compiled, or the migration failed
-    /// (nothing of it is kept then).
+    /// The database cannot be opened, the component cannot be compiled, a run setting is
+    /// refused (an unknown key, a bad value), or the migration failed (nothing of it is kept
+    /// then).
     ///
     /// Before an existing database is upgraded, a consistent backup is written beside it
     /// (`<db>.v<old version>.bak`); a database newer than this relay is refused untouched.
@@ -90,6 +92,7 @@ impl Relay {
             schema: Json::Null,
             backup: None,
         };
+        relay.check_run_settings(&options.settings)?;
         let status = relay.schema_status()?;
         let pending = status["steps"]
             .as_array()
@@ -98,10 +101,6 @@ impl Relay {
             let target = backup_path(&relay.path, status["fromVersion"].as_u64().unwrap_or(0));
             backend.backup_to(&target)?;
             relay.backup = Some(target);
-        }
-        for (key, value) in &options.settings {
-            sqlite::write_setting(&backend, key, value)
-                .with_context(|| format!("writing the setting {key}"))?;
         }
         match relay.call_json("migrate", &json!({})) {
             Ok(report) => relay.schema = report,
@@ -115,7 +114,33 @@ impl Relay {
             Err(error) => anyhow::bail!("migrating the database: {}", error.message),
         }
         backend.enable_wal()?;
+        relay.warn_ignored_settings();
         Ok(relay)
+    }
+
+    /// Refuses a run setting the component does not take (the rules are the component's).
+    fn check_run_settings(&self, settings: &[(String, String)]) -> anyhow::Result<()> {
+        if self.calls.runtime().export("check-run-setting").is_none() {
+            return Ok(());
+        }
+        for (key, value) in settings {
+            self.call_json("check-run-setting", &json!({"key": key, "value": value}))
+                .map_err(|e| anyhow::anyhow!("--setting {key}={value}: {}", e.message))?;
+        }
+        Ok(())
+    }
+
+    /// Logs every stored setting the relay does not use (a one-run setting an older version
+    /// stored, a value outside its bounds).
+    fn warn_ignored_settings(&self) {
+        let Ok(Json::Array(settings)) = self.call_json("list-relay-settings", &json!({})) else {
+            return;
+        };
+        for setting in &settings {
+            if let Some(why) = setting["ignored"].as_str() {
+                tracing::warn!(key = %setting["key"].as_str().unwrap_or(""), "ignoring a stored setting: {why}");
+            }
+        }
     }
 
     /// Opens the database only to read its schema version and the pending upgrade steps;
@@ -275,6 +300,7 @@ pub fn signatures<'a>(exports: impl IntoIterator<Item = &'a Export>) -> Json {
 
 fn runtime(backend: Arc<Sqlite>, options: &Options) -> anyhow::Result<Runtime> {
     let (clock, limits) = (options.clock.clone(), options.limits.clone());
+    let backend = RunSettings::over(backend, options.settings.iter().cloned());
     match &options.component {
         Some(component) => Runtime::with_component(backend, clock, limits, component),
         None => Runtime::new(backend, clock, limits),

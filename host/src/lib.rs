@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod push;
 pub mod routes;
 pub mod runtime;
+pub mod settings;
 pub mod shape;
 pub mod sqlite;
 pub mod store;

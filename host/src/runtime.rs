@@ -20,7 +20,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, Executed, Rows, StoreError, Value};
+use crate::bindings::{self, Executed, Rows, Setting, StoreError, Value};
 use crate::shape::Shape;
 use crate::store::{Access, Backend, Pending, Session};
 
@@ -219,6 +219,10 @@ impl bindings::agent_relay::relay::store::Host for CallState {
 
     fn set_setting(&mut self, key: String, value: String) -> Result<(), StoreError> {
         self.session()?.set_setting(&key, &value)
+    }
+
+    fn list_settings(&mut self, prefix: String) -> Result<Vec<Setting>, StoreError> {
+        self.session()?.list_settings(&prefix)
     }
 }
 

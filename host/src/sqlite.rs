@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params_from_iter, types};
 
-use crate::bindings::{Executed, Rows, StoreError, Value};
+use crate::bindings::{Executed, Rows, Setting, SettingSource, StoreError, Value};
 use crate::store::{Access, Backend, PageBudget, Pending, Session};
 
 mod group_commit;
@@ -410,6 +410,10 @@ impl Session for ReadSession {
         ))
     }
 
+    fn list_settings(&mut self, prefix: &str) -> Result<Vec<Setting>, StoreError> {
+        read_settings(&self.conn().sql, prefix)
+    }
+
     fn wrote(&self) -> bool {
         false
     }
@@ -506,6 +510,11 @@ impl Session for WriteSession {
         let result = store_setting(sql, key, value).map_err(store_error);
         let changed = sql.total_changes() - before;
         self.setting_changes += changed;
+        self.noted(result)
+    }
+
+    fn list_settings(&mut self, prefix: &str) -> Result<Vec<Setting>, StoreError> {
+        let result = read_settings(&self.conn().sql, prefix);
         self.noted(result)
     }
 
@@ -641,25 +650,47 @@ fn read_setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreErr
         .map_err(store_error)
 }
 
+/// The stored settings whose keys start with `prefix` (compared as text: no LIKE wildcards).
+fn read_settings(conn: &Connection, prefix: &str) -> Result<Vec<Setting>, StoreError> {
+    let listed = conn
+        .prepare_cached(
+            "SELECT key, value FROM relay_settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([prefix], |row| {
+                    Ok(Setting {
+                        key: row.get(0)?,
+                        value: row.get(1)?,
+                        source: SettingSource::Stored,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        });
+    match listed {
+        Err(rusqlite::Error::SqliteFailure(_, Some(message)))
+            if message.contains("no such table") =>
+        {
+            Ok(Vec::new())
+        }
+        other => other.map_err(store_error),
+    }
+}
+
 fn store_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     conn.execute_batch(SETTINGS_TABLE)?;
+    if value.is_empty() {
+        return conn
+            .prepare_cached("DELETE FROM relay_settings WHERE key = ?1")?
+            .execute([key])
+            .map(|_| ());
+    }
     conn.prepare_cached(
         "INSERT INTO relay_settings (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = ?2",
     )?
     .execute([key, value])
     .map(|_| ())
-}
-
-/// Writes a relay setting outside any call (operator configuration at start-up).
-///
-/// # Errors
-/// The setting could not be written.
-pub fn write_setting(backend: &Sqlite, key: &str, value: &str) -> anyhow::Result<()> {
-    backend
-        .writer
-        .exclusive(|conn| store_setting(&conn.sql, key, value))?;
-    Ok(())
 }
 
 #[cfg(test)]

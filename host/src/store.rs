@@ -2,7 +2,10 @@
 //! session is the guest's only way to the data. SQLite (`sqlite.rs`) is the embedded backend; a
 //! server database would be another implementation of these two traits.
 
-use crate::bindings::{Executed, Rows, StoreError, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::bindings::{Executed, Rows, Setting, SettingSource, StoreError, Value};
 
 /// How a call uses the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +68,16 @@ pub trait Session: Send {
     /// # Errors
     /// The settings could not be read.
     fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError>;
-    /// Writes a relay setting.
+    /// Writes a relay setting; an empty value removes it.
     ///
     /// # Errors
     /// The settings could not be written (also in a read-only call).
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// The stored settings whose keys start with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// The settings could not be read.
+    fn list_settings(&mut self, prefix: &str) -> Result<Vec<Setting>, StoreError>;
     /// Whether the call changed any rows so far (settings aside): a call that did not is not
     /// announced to waiters. A backend that cannot tell says true.
     fn wrote(&self) -> bool {
@@ -89,6 +97,109 @@ pub trait Session: Send {
     /// As for [`Session::finish`].
     fn finish_later(self: Box<Self>, commit: bool) -> Result<Option<Box<dyn Pending>>, StoreError> {
         self.finish(commit).map(|()| None)
+    }
+}
+
+/// A backend whose calls see settings given for this run of the host (`--setting`) before the
+/// stored ones. The run's values live here only: nothing of them is ever written.
+pub struct RunSettings {
+    backend: Arc<dyn Backend>,
+    settings: Arc<BTreeMap<String, String>>,
+}
+
+impl RunSettings {
+    /// `backend` with `settings` laid over its stored ones; `backend` itself when there are none.
+    pub fn over(
+        backend: Arc<dyn Backend>,
+        settings: impl IntoIterator<Item = (String, String)>,
+    ) -> Arc<dyn Backend> {
+        let settings: BTreeMap<String, String> = settings.into_iter().collect();
+        if settings.is_empty() {
+            return backend;
+        }
+        Arc::new(Self {
+            backend,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+impl Backend for RunSettings {
+    fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
+        Ok(Box::new(RunSession {
+            inner: self.backend.begin(access)?,
+            settings: Arc::clone(&self.settings),
+        }))
+    }
+
+    fn changed_elsewhere(&self) -> bool {
+        self.backend.changed_elsewhere()
+    }
+}
+
+/// A call's session that answers the run's settings first.
+struct RunSession {
+    inner: Box<dyn Session>,
+    settings: Arc<BTreeMap<String, String>>,
+}
+
+impl Session for RunSession {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
+        self.inner.execute(sql, params)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, StoreError> {
+        self.inner.query(sql, params)
+    }
+
+    fn query_page(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, StoreError> {
+        self.inner.query_page(sql, params, max_bytes)
+    }
+
+    fn get_setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        match self.settings.get(key) {
+            Some(value) => Ok(Some(value.clone())),
+            None => self.inner.get_setting(key),
+        }
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.set_setting(key, value)
+    }
+
+    fn list_settings(&mut self, prefix: &str) -> Result<Vec<Setting>, StoreError> {
+        let mut listed: BTreeMap<String, Setting> = self
+            .inner
+            .list_settings(prefix)?
+            .into_iter()
+            .map(|setting| (setting.key.clone(), setting))
+            .collect();
+        for (key, value) in self.settings.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            let run = Setting {
+                key: key.clone(),
+                value: value.clone(),
+                source: SettingSource::Run,
+            };
+            listed.insert(key.clone(), run);
+        }
+        Ok(listed.into_values().collect())
+    }
+
+    fn wrote(&self) -> bool {
+        self.inner.wrote()
+    }
+
+    fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        self.inner.finish(commit)
+    }
+
+    fn finish_later(self: Box<Self>, commit: bool) -> Result<Option<Box<dyn Pending>>, StoreError> {
+        self.inner.finish_later(commit)
     }
 }
 

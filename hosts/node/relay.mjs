@@ -107,8 +107,8 @@ function callerValue(caller) {
 export class Relay {
   constructor(path, { clock = new Clock(), random = systemRandom, settings = {}, synchronous, build = BUILD } = {}) {
     this.clock = clock;
-    this.store = new SqliteStore(path, { synchronous });
-    for (const [key, value] of Object.entries(settings)) this.store.writeSetting(key, String(value));
+    // Settings for this relay's life only, never written (as `--setting` in the Rust host).
+    this.store = new SqliteStore(path, { synchronous, runSettings: settings });
     const signatures = JSON.parse(readFileSync(join(build, 'signatures.json'), 'utf8'));
     this.signatures = new Map(signatures.exports.map((s) => [s.name, s]));
     const modules = new Map();
@@ -239,7 +239,8 @@ export class Relay {
   /**
    * Opens (creating if needed) the database at `path`, loads the transpiled component and brings
    * the schema up to date. Options: `clock` (a Clock), `random` ({fill(bytes)}), `settings`
-   * ({key: value}), `synchronous` ('FULL' by default), `build` (the transpiled component's folder).
+   * ({key: value}, for this relay's life only: never written), `synchronous` ('FULL' by
+   * default), `build` (the transpiled component's folder).
    */
   static async load(path, options = {}) {
     const build = options.build ?? BUILD;

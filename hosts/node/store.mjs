@@ -123,7 +123,12 @@ function fromSql(value) {
 
 /** The embedded backend: one SQLite file in WAL mode, one connection, one call at a time. */
 export class SqliteStore {
-  constructor(path, { synchronous = 'FULL', busyTimeoutMs = 5000 } = {}) {
+  /**
+   * `runSettings`: relay settings for this store's life only ({key: value}); calls see them
+   * before the stored ones, and they are never written.
+   */
+  constructor(path, { synchronous = 'FULL', busyTimeoutMs = 5000, runSettings = {} } = {}) {
+    this.runSettings = new Map(Object.entries(runSettings).map(([k, v]) => [k, String(v)]));
     this.db = new Database(path, { timeout: busyTimeoutMs });
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${synchronous}`);
@@ -139,13 +144,6 @@ export class SqliteStore {
 
   close() {
     this.db.close();
-  }
-
-  /** Writes a relay setting outside any call (operator configuration at start-up). */
-  writeSetting(key, value) {
-    this.db
-      .prepare('INSERT INTO relay_settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value')
-      .run(key, value);
   }
 
   /** Opens the one transaction of a call: `write` takes the write lock up front. */
@@ -260,6 +258,7 @@ export class SqliteStore {
         return { columns, rows };
       }),
       getSetting: guard((key) => {
+        if (this.runSettings.has(key)) return this.runSettings.get(key);
         const { statement } = this.prepare('SELECT value FROM relay_settings WHERE key = ?');
         const row = statement.raw(true).get(key);
         return row === undefined ? undefined : row[0];
@@ -268,9 +267,28 @@ export class SqliteStore {
         if (this.session?.access !== 'write') {
           throw new StoreError('read-only', 'writing a setting in a read-only call');
         }
+        // An empty value removes the setting.
+        if (value === '') {
+          this.prepare('DELETE FROM relay_settings WHERE key = ?').statement.run(key);
+          return;
+        }
         this.prepare(
           'INSERT INTO relay_settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
         ).statement.run(key, value);
+      }),
+      // The settings whose keys start with `prefix`, in key order; the run's win over stored ones.
+      listSettings: guard((prefix) => {
+        const { statement } = this.prepare(
+          'SELECT key, value FROM relay_settings WHERE substr(key, 1, length(?)) = ? ORDER BY key',
+        );
+        const listed = new Map(
+          statement.raw(true).all(prefix, prefix).map(([key, value]) => [key, { key, value, source: 'stored' }]),
+        );
+        statement.raw(false);
+        for (const [key, value] of this.runSettings) {
+          if (key.startsWith(prefix)) listed.set(key, { key, value, source: 'run' });
+        }
+        return [...listed.keys()].sort().map((key) => listed.get(key));
       }),
     };
   }

@@ -85,6 +85,33 @@ test('settings live in relay_settings and follow the transaction', () => {
   store.finish(true);
 });
 
+test('run settings are answered first and never written; an empty value removes a stored one', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relay-store-'));
+  const store = new SqliteStore(join(dir, 'test.db'), { runSettings: { 'max-attempts': 2 } });
+  const capability = store.capability();
+  store.begin('write');
+  capability.setSetting('max-attempts', '7');
+  capability.setSetting('page-bytes', '65536');
+  store.finish(true);
+  store.begin('read');
+  assert.deepEqual(capability.getSetting('max-attempts'), { tag: 'ok', val: '2' });
+  assert.deepEqual(capability.listSettings('')?.val, [
+    { key: 'max-attempts', value: '2', source: 'run' },
+    { key: 'page-bytes', value: '65536', source: 'stored' },
+  ]);
+  store.finish(true);
+  store.begin('write');
+  capability.setSetting('page-bytes', '');
+  store.finish(true);
+  store.close();
+  const later = new SqliteStore(join(dir, 'test.db'));
+  const again = later.capability();
+  later.begin('read');
+  assert.deepEqual(again.listSettings('')?.val, [{ key: 'max-attempts', value: '7', source: 'stored' }]);
+  later.finish(true);
+  later.close();
+});
+
 test('a page stops before the row that would pass its byte budget, and always holds one', () => {
   const { store, capability } = openStore();
   store.begin('write');

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_relay::bindings::{Executed, Rows, StoreError, Value};
+use agent_relay::bindings::{Executed, Rows, Setting, StoreError, Value};
 use agent_relay::bridge::{self, Inputs};
 use agent_relay::embed::{Caller, Clock, Limits, Options, Relay, Synchronous};
 use agent_relay::runtime::Runtime;
@@ -357,6 +357,15 @@ impl Session for RecordingSession {
             vec![Value::Text(key.to_owned()), Value::Text(value.to_owned())],
         ));
         self.inner.set_setting(key, value)
+    }
+
+    fn list_settings(&mut self, prefix: &str) -> Result<Vec<Setting>, StoreError> {
+        self.statements.push((
+            "SELECT key, value FROM relay_settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key"
+                .to_owned(),
+            vec![Value::Text(prefix.to_owned())],
+        ));
+        self.inner.list_settings(prefix)
     }
 
     fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {

@@ -1,0 +1,141 @@
+//! `agent-relay settings`: the settings stored in the database, with operator authority (whoever
+//! can open the file is the operator). Which keys exist, their defaults and their checks are the
+//! component's (`settings-queries`, `settings-commands`); this only calls it and prints.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value as Json, json};
+
+use crate::client::Exit;
+use crate::embed::{Options, Relay};
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Every setting with the value in effect and where it comes from (stored or default).
+    List(Listing),
+    /// One setting.
+    Get(KeyArgs),
+    /// Store a setting for every later run (one-run settings such as fault-injection are
+    /// refused).
+    Set(SetArgs),
+    /// Remove a stored setting: its default applies again.
+    Unset(KeyArgs),
+}
+
+impl SettingsCommand {
+    fn output(&self) -> &Output {
+        match self {
+            SettingsCommand::List(args) => &args.output,
+            SettingsCommand::Get(args) | SettingsCommand::Unset(args) => &args.output,
+            SettingsCommand::Set(args) => &args.output,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// The SQLite database file (created when missing).
+    #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
+    db: std::path::PathBuf,
+    /// Print JSON (for scripts) instead of one line per setting.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Listing {
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The setting, e.g. `stale-ttl-ms` or `webhook-secret:ci`.
+    key: String,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The setting, e.g. `stale-ttl-ms` or `webhook-secret:ci`.
+    key: String,
+    /// Its value.
+    value: String,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// Runs one `settings` command against the database.
+///
+/// # Errors
+/// The database cannot be opened.
+pub fn run(command: &SettingsCommand) -> anyhow::Result<ExitCode> {
+    let output = command.output();
+    let relay = Relay::open(&output.db, Options::default())?;
+    let answer = match command {
+        SettingsCommand::List(_) => relay.call_json("list-relay-settings", &json!({})),
+        SettingsCommand::Get(args) => {
+            relay.call_json("get-relay-setting", &json!({"key": args.key}))
+        }
+        SettingsCommand::Set(args) => relay.call_json(
+            "set-relay-setting",
+            &json!({"key": args.key, "value": args.value}),
+        ),
+        SettingsCommand::Unset(args) => {
+            relay.call_json("unset-relay-setting", &json!({"key": args.key}))
+        }
+    };
+    match answer {
+        Ok(answer) => {
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let settings = match answer {
+                    Json::Array(settings) => settings,
+                    one => vec![one],
+                };
+                for setting in &settings {
+                    println!("{}", line(setting));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&error.to_json())?);
+            } else {
+                eprintln!("agent-relay: {}", error.message);
+            }
+            let exit = match error.status {
+                400 => Exit::Usage,
+                404 => Exit::NotFound,
+                _ => Exit::Error,
+            };
+            Ok(exit.into())
+        }
+    }
+}
+
+/// `KEY  VALUE  SOURCE`, and what the operator should know about it.
+fn line(setting: &Json) -> String {
+    let text = |field: &str| setting[field].as_str().unwrap_or("");
+    let value = if setting["secret"] == true {
+        if text("origin") == "default" {
+            "(not set)".to_owned()
+        } else {
+            "(set)".to_owned()
+        }
+    } else {
+        text("value").to_owned()
+    };
+    let mut line = format!("{:<28} {:<12} {}", text("key"), value, text("origin"));
+    if setting["oneRun"] == true {
+        line.push_str("  (one run only: --setting)");
+    }
+    if let Some(why) = setting["ignored"].as_str() {
+        line.push_str(&format!("  (ignored: {why})"));
+    }
+    line
+}
