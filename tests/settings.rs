@@ -285,7 +285,7 @@ fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
     );
     let dir = relay.stop();
 
-    // The warning is logged at start-up; the one-run flag still arms it.
+    // The one-run flag still arms it.
     let relay = Relay::start_in(dir, &WITH_FAULTS);
     let fault = relay.post(
         "/v1/test/faults/write-then-fail",
@@ -296,7 +296,7 @@ fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
 }
 
 #[test]
-fn the_server_warns_about_a_stored_setting_it_ignores() {
+fn opening_the_database_warns_about_a_stored_setting_it_ignores() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("relay.db");
     settings_json(&db, &["list"]);
