@@ -31,6 +31,7 @@ pub fn run(path: &Path) -> anyhow::Result<Vec<String>> {
             memory_bytes: 32 << 20,
             call_timeout: Duration::from_secs(2),
             instances: 8,
+            ..Limits::default()
         },
         ..Options::default()
     };

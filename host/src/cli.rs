@@ -137,6 +137,10 @@ struct DbArgs {
     /// Linear memory one call's instance may use, in MiB.
     #[arg(long, default_value_t = 64)]
     memory_limit_mib: usize,
+    /// Linear memory all calls in flight may hold together, in MiB: a read that would pass it
+    /// waits for memory to be given back, a write is answered 503.
+    #[arg(long, default_value_t = 256)]
+    calls_memory_mib: usize,
     /// Cap the database at this many pages (PRAGMA max_page_count); writes beyond it get 507.
     #[arg(long)]
     max_db_pages: Option<u64>,
@@ -349,6 +353,7 @@ fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Re
     Ok(Options {
         limits: Limits {
             memory_bytes: args.memory_limit_mib << 20,
+            calls_memory_bytes: args.calls_memory_mib << 20,
             call_timeout: Duration::from_millis(args.call_timeout_ms),
             ..Limits::default()
         },

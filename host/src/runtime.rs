@@ -15,8 +15,7 @@ use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Val,
 };
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -24,7 +23,10 @@ use crate::bindings::{self, Executed, Rows, Setting, StoreError, Value};
 use crate::shape::Shape;
 use crate::store::{Access, Backend, Pending, Session};
 
+mod memory;
 mod post_return;
+use memory::CallMemory;
+pub use memory::MemoryBudget;
 use post_return::without_post_return;
 
 /// The relay component, built from guest/ by the build script.
@@ -48,6 +50,8 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Instances that may exist at once (the pooling allocator's slots).
     pub instances: u32,
+    /// Linear memory all instances in flight may hold together (see [`memory`]).
+    pub calls_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(5),
             instances: 64,
+            calls_memory_bytes: 256 << 20,
         }
     }
 }
@@ -157,6 +162,9 @@ pub enum CallFailure {
     Trap(String),
     /// The store could not start or commit the transaction.
     Store(StoreError),
+    /// The instance needed memory while the calls in flight held the whole budget for it
+    /// ([`Limits::calls_memory_bytes`]): nothing was done, and the call may run again.
+    OverBudget,
 }
 
 impl std::fmt::Display for CallFailure {
@@ -164,6 +172,7 @@ impl std::fmt::Display for CallFailure {
         match self {
             CallFailure::Trap(cause) => write!(f, "the relay component failed: {cause}"),
             CallFailure::Store(error) => write!(f, "the store failed: {error:?}"),
+            CallFailure::OverBudget => write!(f, "the calls in flight hold all their memory"),
         }
     }
 }
@@ -172,7 +181,7 @@ impl std::fmt::Display for CallFailure {
 struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    memory: CallMemory,
     /// The call's transaction; opened after the instance is ready, so the time a write call
     /// holds the writer is the export's own run.
     session: Option<Box<dyn Session>>,
@@ -241,6 +250,7 @@ pub struct Runtime {
     backend: Arc<dyn Backend>,
     clock: Clock,
     limits: Limits,
+    memory: Arc<MemoryBudget>,
 }
 
 impl Runtime {
@@ -315,6 +325,7 @@ impl Runtime {
             exports,
             backend,
             clock,
+            memory: MemoryBudget::new(limits.calls_memory_bytes),
             limits,
         })
     }
@@ -331,6 +342,11 @@ impl Runtime {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The linear memory budget of the calls in flight.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// The store the calls run against.
@@ -357,10 +373,13 @@ impl Runtime {
     /// The instantiation failed (the pool is exhausted, for one).
     pub fn prepare(&self, entry: Entry) -> Result<Prepared, CallFailure> {
         let mut store = self.new_store();
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallFailure::Trap(format!("instantiating: {e:?}")))?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            if store.data().memory.refused() {
+                CallFailure::OverBudget
+            } else {
+                CallFailure::Trap(format!("instantiating: {e:?}"))
+            }
+        })?;
         let func = instance.get_func(&mut store, entry.index).ok_or_else(|| {
             CallFailure::Trap("the component lacks an export it listed".to_owned())
         })?;
@@ -416,6 +435,10 @@ impl Runtime {
             Some(session) if later => session.finish_later(succeeded),
             Some(session) => session.finish(succeeded).map(|()| None),
         };
+        if outcome.is_err() && store.data().memory.refused() {
+            // Rolled back like any failed call (`succeeded` is false).
+            return Err(CallFailure::OverBudget);
+        }
         outcome.map_err(CallFailure::Trap)?;
         let pending = ended.map_err(CallFailure::Store)?;
         Ok(Ran {
@@ -462,11 +485,11 @@ impl Runtime {
             CallState {
                 wasi,
                 table: ResourceTable::new(),
-                limits,
+                memory: CallMemory::new(limits, Arc::clone(&self.memory)),
                 session: None,
             },
         );
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(self.deadline_ticks());
         store
     }

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use wasmtime::component::Val;
 
-use crate::runtime::{Export, Ran, Runtime};
+use crate::runtime::{CallFailure, Entry, Export, Ran, Runtime};
 use crate::store::Access;
 use crate::token::OperatorToken;
 use activity::Activity;
@@ -240,18 +240,37 @@ impl Calls {
         } else {
             let calls = Arc::clone(self);
             let entry = export.entry();
-            tokio::task::spawn_blocking(move || {
-                calls.runs.fetch_add(1, Ordering::Relaxed);
-                let mut prepared = calls.runtime.prepare(entry)?;
-                calls.runtime.run(&mut prepared, &args).map(|ran| ran.value)
-            })
-            .await
-            .map_err(|e| {
-                ErrorReply::new(500, "internal", format!("the call's thread failed: {e}"))
-            })?
+            let until = std::time::Instant::now() + self.options.queue_timeout;
+            tokio::task::spawn_blocking(move || calls.read(entry, &args, until))
+                .await
+                .map_err(|e| {
+                    ErrorReply::new(500, "internal", format!("the call's thread failed: {e}"))
+                })?
         };
         drop(permit);
         outcome.map_err(|failure| failure_reply(&export.name, &failure))
+    }
+
+    /// Runs a read. A read that found the memory budget spent has done nothing: it runs again
+    /// when memory is given back (so large reads queue behind each other while small calls go
+    /// on), until `until`.
+    fn read(
+        &self,
+        entry: Entry,
+        args: &[Val],
+        until: std::time::Instant,
+    ) -> Result<Val, CallFailure> {
+        loop {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            let ran = self
+                .runtime
+                .prepare(entry)
+                .and_then(|mut prepared| self.runtime.run(&mut prepared, args));
+            match ran {
+                Err(CallFailure::OverBudget) if self.runtime.memory().wait_for_room(until) => {}
+                ran => return ran.map(|ran| ran.value),
+            }
+        }
     }
 
     /// Runs one export on the calling thread, outside the slots and the lane: for embedders and

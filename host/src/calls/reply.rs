@@ -39,7 +39,7 @@ impl std::error::Error for ErrorReply {}
 
 /// A failed call of `export` as the caller sees it, logged once here.
 ///
-/// A store error means what the guest's `From<StoreError>` says it means: busy or read-only is
+/// A call that found the memory budget spent is 503 (retry later). A store error means what the guest's `From<StoreError>` says it means: busy or read-only is
 /// 503 (retry later), full is 507, and a constraint, a refused statement or anything else is a
 /// bug of the relay (500).
 pub fn failure_reply(export: &str, failure: &CallFailure) -> ErrorReply {
@@ -50,6 +50,17 @@ pub fn failure_reply(export: &str, failure: &CallFailure) -> ErrorReply {
                 500,
                 "internal",
                 format!("{export} failed inside the relay component: {cause}"),
+            )
+        }
+        CallFailure::OverBudget => {
+            tracing::warn!(
+                export,
+                "call refused: the calls in flight hold all their memory"
+            );
+            ErrorReply::new(
+                503,
+                "overloaded",
+                "the relay's memory for calls in flight is in use; retry shortly",
             )
         }
         CallFailure::Store(error) => {
