@@ -253,8 +253,9 @@ fn fault_injection_cannot_be_stored() {
     assert_eq!(stored_rows(&db), []);
 }
 
-#[test]
-fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
+/// A fresh database whose `relay_settings` holds `fault-injection=on`, as older relays stored it.
+fn database_where_an_older_relay_stored_fault_injection() -> (tempfile::TempDir, std::path::PathBuf)
+{
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("relay.db");
     settings_json(&db, &["list"]);
@@ -265,6 +266,36 @@ fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
             [],
         )
         .unwrap();
+    (dir, db)
+}
+
+#[test]
+fn the_database_and_json_may_come_before_or_after_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let before = Command::new(binary())
+        .args(["settings", "--db"])
+        .arg(&db)
+        .args(["--json", "set", "max-attempts", "3"])
+        .env_remove("RELAY_DB")
+        .output()
+        .unwrap();
+    assert!(before.status.success(), "{}", text(&before));
+    let stored: Json = serde_json::from_slice(&before.stdout).unwrap();
+    assert_eq!(
+        (&stored["value"], &stored["origin"]),
+        (&json!("3"), &json!("stored"))
+    );
+    let after = settings_json(&db, &["get", "max-attempts"]);
+    assert_eq!(
+        after["value"], "3",
+        "the same file, named after the command"
+    );
+}
+
+#[test]
+fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
+    let (dir, db) = database_where_an_older_relay_stored_fault_injection();
     let listing = settings_json(&db, &["get", "fault-injection"]);
     assert_eq!(
         (&listing["value"], &listing["origin"]),
@@ -297,16 +328,7 @@ fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
 
 #[test]
 fn opening_the_database_warns_about_a_stored_setting_it_ignores() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
-    settings_json(&db, &["list"]);
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
-            "INSERT INTO relay_settings (key, value) VALUES ('fault-injection', 'on')",
-            [],
-        )
-        .unwrap();
+    let (_dir, db) = database_where_an_older_relay_stored_fault_injection();
     let out = Command::new(binary())
         .args(["call", "--db"])
         .arg(&db)

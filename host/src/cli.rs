@@ -70,8 +70,8 @@ enum Command {
     /// that run only and is never stored. Keys: stale-ttl-ms, default-lease-ms, max-lease-ms,
     /// max-attempts, page-bytes, webhook-secret:SOURCE (a secret: never printed), and
     /// fault-injection (one run only, never stored).
-    #[command(subcommand, after_help = crate::client::EXIT_CODES)]
-    Settings(crate::settings::SettingsCommand),
+    #[command(after_help = crate::client::EXIT_CODES)]
+    Settings(crate::settings::SettingsArgs),
     /// Print an agent's messages as they arrive, one JSON object a line, from a running relay.
     ///
     /// Follows `GET /v1/agents/AGENT/stream` and reconnects after a drop, resuming after the

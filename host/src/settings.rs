@@ -10,10 +10,19 @@ use serde_json::{Value as Json, json};
 use crate::client::Exit;
 use crate::embed::{Options, Relay};
 
+/// `agent-relay settings [--db PATH] [--json] COMMAND`; the options may also follow the command.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    #[command(subcommand)]
+    command: SettingsCommand,
+    #[command(flatten)]
+    output: Output,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
     /// Every setting with the value in effect and where it comes from (stored or default).
-    List(Listing),
+    List,
     /// One setting.
     Get(KeyArgs),
     /// Store a setting for every later run (one-run settings such as fault-injection are
@@ -23,38 +32,25 @@ pub enum SettingsCommand {
     Unset(KeyArgs),
 }
 
-impl SettingsCommand {
-    fn output(&self) -> &Output {
-        match self {
-            SettingsCommand::List(args) => &args.output,
-            SettingsCommand::Get(args) | SettingsCommand::Unset(args) => &args.output,
-            SettingsCommand::Set(args) => &args.output,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct Output {
     /// The SQLite database file (created when missing).
-    #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "RELAY_DB",
+        default_value = "agent-relay.db"
+    )]
     db: std::path::PathBuf,
     /// Print JSON (for scripts) instead of one line per setting.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct Listing {
-    #[command(flatten)]
-    output: Output,
 }
 
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// The setting, e.g. `stale-ttl-ms` or `webhook-secret:ci`.
     key: String,
-    #[command(flatten)]
-    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -63,19 +59,17 @@ pub struct SetArgs {
     key: String,
     /// Its value.
     value: String,
-    #[command(flatten)]
-    output: Output,
 }
 
 /// Runs one `settings` command against the database.
 ///
 /// # Errors
 /// The database cannot be opened.
-pub fn run(command: &SettingsCommand) -> anyhow::Result<ExitCode> {
-    let output = command.output();
+pub fn run(args: &SettingsArgs) -> anyhow::Result<ExitCode> {
+    let (command, output) = (&args.command, &args.output);
     let relay = Relay::open(&output.db, Options::default())?;
     let answer = match command {
-        SettingsCommand::List(_) => relay.call_json("list-relay-settings", &json!({})),
+        SettingsCommand::List => relay.call_json("list-relay-settings", &json!({})),
         SettingsCommand::Get(args) => {
             relay.call_json("get-relay-setting", &json!({"key": args.key}))
         }
