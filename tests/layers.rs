@@ -148,38 +148,68 @@ fn crate_paths(text: &str) -> Vec<(usize, String)> {
     found
 }
 
-#[test]
-fn host_modules_only_use_modules_below_them() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// The imports in the crate under `src` that do not point below their module in `layers`
+/// (named `layers_name` in the messages). `roots` are the crate's entry files, in no layer; a
+/// crate-root macro in `root_macros` counts as a use of `db`, where the guest defines them.
+fn imports_against(
+    src: &Path,
+    layers: &[&[&str]],
+    layers_name: &str,
+    roots: &[&str],
+    root_macros: &[&str],
+) -> Vec<String> {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    rust_files(src, &mut files);
     let mut wrong = Vec::new();
     for file in &files {
-        let module = module_of(&src, file);
-        if matches!(module.as_str(), "lib" | "main" | "bin") {
+        let module = module_of(src, file);
+        if roots.contains(&module.as_str()) {
             continue;
         }
-        let Some(own) = layer_of(HOST_LAYERS, &module) else {
+        let Some(own) = layer_of(layers, &module) else {
             wrong.push(format!(
-                "{}: module {module} has no layer; add it to HOST_LAYERS in tests/layers.rs",
+                "{}: module {module} has no layer; add it to {layers_name} in tests/layers.rs",
                 file.display()
             ));
             continue;
         };
         let text = std::fs::read_to_string(file).unwrap();
         for (line, used) in crate_paths(&text) {
+            let used = if root_macros.contains(&used.as_str()) {
+                "db".to_owned()
+            } else {
+                used
+            };
             if used == module {
                 continue;
             }
-            match layer_of(HOST_LAYERS, &used) {
+            match layer_of(layers, &used) {
                 Some(layer) if layer < own => {}
-                _ => wrong.push(format!(
+                Some(_) => wrong.push(format!(
                     "{}:{line}: {module} uses crate::{used}, which is not below it",
+                    file.display()
+                )),
+                None => wrong.push(format!(
+                    "{}:{line}: {module} uses crate::{used}, which is in no layer of \
+                     {layers_name} (nor a macro of db)",
                     file.display()
                 )),
             }
         }
     }
+    wrong
+}
+
+#[test]
+fn host_modules_only_use_modules_below_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let wrong = imports_against(
+        &src,
+        HOST_LAYERS,
+        "HOST_LAYERS",
+        &["lib", "main", "bin"],
+        &[],
+    );
     assert!(
         wrong.is_empty(),
         "imports that run against the host's layers:\n{}",
@@ -190,45 +220,13 @@ fn host_modules_only_use_modules_below_them() {
 #[test]
 fn guest_modules_only_use_modules_below_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let mut wrong = Vec::new();
-    for file in &files {
-        let module = module_of(&src, file);
-        if module == "lib" {
-            continue;
-        }
-        let Some(own) = layer_of(GUEST_LAYERS, &module) else {
-            wrong.push(format!(
-                "{}: module {module} has no layer; add it to GUEST_LAYERS in tests/layers.rs",
-                file.display()
-            ));
-            continue;
-        };
-        let text = std::fs::read_to_string(file).unwrap();
-        for (line, used) in crate_paths(&text) {
-            let used = if GUEST_ROOT_MACROS.contains(&used.as_str()) {
-                "db".to_owned()
-            } else {
-                used
-            };
-            if used == module {
-                continue;
-            }
-            match layer_of(GUEST_LAYERS, &used) {
-                Some(layer) if layer < own => {}
-                Some(_) => wrong.push(format!(
-                    "{}:{line}: {module} uses crate::{used}, which is not below it",
-                    file.display()
-                )),
-                None => wrong.push(format!(
-                    "{}:{line}: {module} uses crate::{used}, which is neither a module in \
-                     GUEST_LAYERS nor a macro of db; the crate root holds only those",
-                    file.display()
-                )),
-            }
-        }
-    }
+    let wrong = imports_against(
+        &src,
+        GUEST_LAYERS,
+        "GUEST_LAYERS",
+        &["lib"],
+        GUEST_ROOT_MACROS,
+    );
     assert!(
         wrong.is_empty(),
         "imports that run against the guest's layers:\n{}",
