@@ -29,11 +29,6 @@ impl MemoryBudget {
         })
     }
 
-    /// The bytes reserved now.
-    pub fn used(&self) -> usize {
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn reserve(&self, bytes: usize) -> bool {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         if used.saturating_add(bytes) > self.total {
