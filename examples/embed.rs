@@ -1,13 +1,13 @@
 //! The relay as a sandboxed plugin inside another Rust program: no HTTP, no server process.
 //!
-//! `cargo run --release --example embed [-- DB_PATH]` (a temporary database when no path is
+//! `cargo run --release -p agent-relay-core --example embed [-- DB_PATH]` (a temporary database when no path is
 //! given). Every call below runs in a fresh instance of the relay component, under a memory limit
 //! and a deadline, inside one SQLite transaction.
 
 use std::path::Path;
 use std::time::Duration;
 
-use agent_relay::embed::{Caller, Limits, Options, Relay};
+use agent_relay_core::embed::{Caller, Limits, Options, Relay};
 use serde_json::{Value as Json, json};
 use wasmtime::component::Val;
 
@@ -27,12 +27,10 @@ pub fn main() -> anyhow::Result<()> {
 pub fn run(path: &Path) -> anyhow::Result<Vec<String>> {
     let mut seen = Vec::new();
     let options = Options {
-        limits: Limits {
-            memory_bytes: 32 << 20,
-            call_timeout: Duration::from_secs(2),
-            instances: 8,
-            ..Limits::default()
-        },
+        limits: Limits::default()
+            .with_memory_bytes(32 << 20)
+            .with_call_timeout(Duration::from_secs(2))
+            .with_instances(8),
         ..Options::default()
     };
     let relay = Relay::open(path, options)?;

@@ -11,7 +11,7 @@ cargo clippy --workspace --release --all-targets -- -D warnings
 # The guest is tested through the host (it has no native tests): built natively, its cdylib's
 # export names (`agent-relay:relay/commands@0.6.0#...`) break rust-lld's version script.
 cargo_log="$(mktemp)"
-cargo test --release -p agent-relay 2>&1 | tee "$cargo_log"
+cargo test --release -p agent-relay -p agent-relay-core 2>&1 | tee "$cargo_log"
 
 # The served OpenAPI document: openapi-spec-validator and a short Schemathesis run (pinned Python
 # tools in a cached venv) find nothing.
@@ -24,6 +24,7 @@ tests/readme/run.sh
 # exports, as the Rust conformance run uses it), transpiled by jco, over better-sqlite3.
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 relay="$target_dir/release/agent-relay"
+# (Built by tests/programs, which only the tests depend on.)
 faults="${RELAY_GUEST_TARGET_DIR:-$target_dir/guest}/relay-with-faults.wasm"
 # MCP clients nobody here wrote: the official Python SDK (both eras, stdio) and Claude Code.
 mcp_log="$(mktemp)"

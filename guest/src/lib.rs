@@ -28,7 +28,7 @@ mod bindings {
 }
 
 // Export adapters on top; below them the domains, then the modules they share, down to the
-// store. Dependencies point downwards only (docs/architecture.md; `tests/layers.rs` checks).
+// store. Dependencies point downwards only (docs/architecture.md; `tests/all/layers.rs` checks).
 mod exports;
 
 mod activity;

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use agent_relay::embed::{Options, Relay, SqliteOptions, Synchronous};
+use agent_relay_core::embed::{Options, Relay, SqliteOptions, Synchronous};
 use serde_json::json;
 
 fn main() {

@@ -13,16 +13,16 @@ use serde_json::Value as Json;
 
 use wasmtime::component::Val;
 
-use crate::bindings::StoreError;
-use crate::bridge;
-use crate::calls::{CallOptions, Caller, Calls};
 use crate::connections::{self, ConnectionLimits};
-use crate::embed::{self, Options, Relay};
 use crate::http::{self, App, HttpOptions};
-use crate::runtime::{COMPONENT, Clock, Limits, Runtime};
-use crate::sqlite::{SqliteOptions, Synchronous};
-use crate::store::{Access, Backend, Session};
-use crate::token;
+use agent_relay_core::bindings::StoreError;
+use agent_relay_core::bridge;
+use agent_relay_core::calls::{CallOptions, Caller, Calls};
+use agent_relay_core::embed::{self, Options, Relay};
+use agent_relay_core::runtime::{COMPONENT, Clock, Limits, Runtime};
+use agent_relay_core::sqlite::{SqliteOptions, Synchronous};
+use agent_relay_core::store::{Access, Backend, Session};
+use agent_relay_core::token;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,7 +129,7 @@ struct DbArgs {
     #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
     db: PathBuf,
     /// PRAGMA synchronous: `full` keeps every acknowledged write across a crash or power loss.
-    #[arg(long, value_enum, env = "RELAY_SYNCHRONOUS", default_value = "full")]
+    #[arg(long, env = "RELAY_SYNCHRONOUS", default_value = "full", value_parser = synchronous())]
     synchronous: Synchronous,
     /// Stop any single call after this many milliseconds.
     #[arg(long, default_value_t = 5000)]
@@ -300,7 +300,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Mcp(args) => mcp_stdio(&args),
         Command::Wit => {
-            print!("{}", crate::runtime::CONTRACT);
+            print!("{}", agent_relay_core::runtime::CONTRACT);
             Ok(ExitCode::SUCCESS)
         }
         Command::Component(args) => component(&args),
@@ -351,12 +351,10 @@ fn init_logs(level: Option<&str>, format: LogFormat) {
 /// How the database and the component are opened.
 fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Result<Options> {
     Ok(Options {
-        limits: Limits {
-            memory_bytes: args.memory_limit_mib << 20,
-            calls_memory_bytes: args.calls_memory_mib << 20,
-            call_timeout: Duration::from_millis(args.call_timeout_ms),
-            ..Limits::default()
-        },
+        limits: Limits::default()
+            .with_memory_bytes(args.memory_limit_mib << 20)
+            .with_calls_memory_bytes(args.calls_memory_mib << 20)
+            .with_call_timeout(Duration::from_millis(args.call_timeout_ms)),
         sqlite: SqliteOptions {
             synchronous: args.synchronous,
             max_pages: args.max_db_pages,
@@ -473,10 +471,7 @@ fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
         let runtime = Runtime::with_component(
             Arc::new(NoStore),
             Clock::default(),
-            Limits {
-                instances: 1,
-                ..Limits::default()
-            },
+            Limits::default().with_instances(1),
             &component,
         )?;
         let mut text =
@@ -516,7 +511,7 @@ fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let source = crate::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
+    let source = agent_relay_core::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
     source.backup_to(&args.out)?;
     let bytes = std::fs::metadata(&args.out).map_or(0, |m| m.len());
     tracing::info!(db = %db_path(&args.db).display(), out = %args.out.display(), bytes, elapsed = ?started.elapsed(), "backup written");
@@ -721,7 +716,7 @@ fn reaper(
     })
 }
 
-async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
+async fn reap(calls: &Arc<Calls>, export: &agent_relay_core::runtime::Export) {
     record_agent_calls(calls).await;
     let answer = calls.run(export, vec![Caller::Operator.to_val()]).await;
     match answer.and_then(|value| bridge::outcome(&value)) {
@@ -740,4 +735,11 @@ async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
         }
         Err(error) => tracing::warn!(message = %error.message, "reaper failed"),
     }
+}
+
+/// `--synchronous`: the names the core's [`Synchronous`] takes, listed in `--help`.
+fn synchronous() -> impl clap::builder::TypedValueParser<Value = Synchronous> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Synchronous::NAMES)
+        .try_map(|name: String| name.parse::<Synchronous>())
 }

@@ -14,13 +14,13 @@ use futures_util::StreamExt as _;
 use serde_json::{Map as JsonMap, Value as Json};
 use sha2::{Digest as _, Sha256};
 
-use crate::bridge::{self, ErrorReply, Inputs};
-use crate::calls::{Caller, Calls};
 use crate::connections::{self, ConnectionLimits};
 use crate::push::{self, StreamRequest};
 use crate::routes::{Delivery, ROUTES, Route};
-use crate::runtime::Export;
-use crate::token::OperatorToken;
+use agent_relay_core::bridge::{self, ErrorReply, Inputs};
+use agent_relay_core::calls::{Caller, Calls};
+use agent_relay_core::runtime::Export;
+use agent_relay_core::token::OperatorToken;
 
 /// Server settings beyond the call runner's.
 #[derive(Debug, Clone)]

@@ -1,23 +1,13 @@
-//! The agent relay host: serves the relay component (all relay behaviour lives in the guest) over
-//! HTTP and a CLI, giving it SQLite through the store capability.
+//! The agent relay server: the relay component (from `agent-relay-core`, where every relay rule
+//! lives, in the guest) served over HTTP, MCP and a command line.
 
-pub mod bindings;
-pub mod bridge;
-pub mod calls;
 pub mod cli;
 pub mod client;
 pub mod connections;
-pub mod embed;
 pub mod http;
-pub mod input_rules;
 pub mod mcp;
 pub mod openapi;
 pub mod push;
 pub mod routes;
-pub mod runtime;
 pub mod settings;
-pub mod shape;
-pub mod sqlite;
-pub mod store;
-pub mod token;
 pub mod watch;

@@ -4,11 +4,11 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::bridge::{answers_option, camel_case};
-use crate::input_rules;
 use crate::routes::{Delivery, ROUTES, Route};
-use crate::runtime::{Export, Runtime};
-use crate::shape::{Dialect, Field, Shape, json_schema, no_rules, record_all_optional};
+use agent_relay_core::bridge::{answers_option, camel_case};
+use agent_relay_core::input_rules;
+use agent_relay_core::runtime::{Export, Runtime};
+use agent_relay_core::shape::{Dialect, Field, Shape, json_schema, no_rules, record_all_optional};
 
 /// The statuses every operation may answer with a JSON error.
 const ERRORS: &[(&str, &str)] = &[

@@ -24,9 +24,9 @@ use serde_json::Value as Json;
 use tokio::sync::watch;
 use wasmtime::component::Val;
 
-use crate::bridge::{self, ErrorReply, Inputs};
-use crate::calls::Calls;
-use crate::runtime::Export;
+use agent_relay_core::bridge::{self, ErrorReply, Inputs};
+use agent_relay_core::calls::Calls;
+use agent_relay_core::runtime::Export;
 
 /// What a streamed export is called with, apart from the moving `since`.
 pub struct StreamRequest {

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value as Json, json};
 
 use crate::client::Exit;
-use crate::embed::{Options, Relay};
+use agent_relay_core::embed::{Options, Relay};
 
 /// `agent-relay settings [--db PATH] [--json] COMMAND`; the options may also follow the command.
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
 // Conformance on the Node host: runs the behaviour cases in tests/conformance/*.json (the same files
-// the Rust runner tests/conformance.rs reads; the format is described there) and, with
+// the Rust runner tests/all/conformance.rs reads; the format is described there) and, with
 // `--compare DIR`, checks every answer against the Rust host's transcript in DIR. A failing case,
 // or an answer that differs from the Rust host's, fails the run.
 //

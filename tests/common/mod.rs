@@ -16,7 +16,7 @@ pub const OPERATOR: &str = "test-operator-token";
 /// exports, which the shipped component lacks) with fault injection switched on.
 pub const WITH_FAULTS: [&str; 4] = [
     "--component",
-    env!("RELAY_FAULTS_COMPONENT"),
+    agent_relay_test_programs::FAULTS_COMPONENT,
     "--setting",
     "fault-injection=on",
 ];

@@ -49,7 +49,7 @@ url="http://$base/v1/openapi.json"
 curl -fsS "$url" -o "$work/openapi.json"
 "$venv/bin/openapi-spec-validator" --schema 3.0 --validation-errors all "$work/openapi.json"
 
-# The event stream never ends by design, so it is left out of the run (tests/push.rs covers it).
+# The event stream never ends by design, so it is left out of the run (tests/all/push.rs covers it).
 "$venv/bin/st" --config-file tests/openapi/schemathesis.toml run "$url" \
     --checks all \
     --header "Authorization: Bearer $token" \

@@ -3,7 +3,7 @@
 //!
 //! `cargo build --release && cargo run --release --bin relay-bench -- [--quick|--smoke] [--json PATH]`
 //!
-//! In-process figures go through `agent_relay::embed::Relay` (a fresh component instance and one
+//! In-process figures go through `agent_relay_core::embed::Relay` (a fresh component instance and one
 //! SQLite transaction per call, `synchronous = full`); HTTP figures drive the `agent-relay serve`
 //! binary built next to this one over loopback: set-up through reqwest, the measured load through
 //! a lean keep-alive HTTP/1.1 client per thread (one write and one read per request).
@@ -22,12 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_relay::bindings::{Executed, Rows, Setting, StoreError, Value};
-use agent_relay::bridge::{self, Inputs};
-use agent_relay::embed::{Caller, Clock, Limits, Options, Relay, Synchronous};
-use agent_relay::runtime::Runtime;
-use agent_relay::sqlite::{Sqlite, SqliteOptions};
-use agent_relay::store::{Access, Backend, Session};
+use agent_relay_core::bindings::{Executed, Rows, Setting, StoreError, Value};
+use agent_relay_core::bridge::{self, Inputs};
+use agent_relay_core::embed::{Caller, Clock, Limits, Options, Relay, Synchronous};
+use agent_relay_core::runtime::Runtime;
+use agent_relay_core::sqlite::{Sqlite, SqliteOptions};
+use agent_relay_core::store::{Access, Backend, Session};
 use anyhow::{Context as _, anyhow};
 use rusqlite::params_from_iter;
 use serde_json::{Map, Value as Json, json};
@@ -48,11 +48,7 @@ fn synchronous() -> Synchronous {
 }
 
 fn synchronous_name() -> &'static str {
-    match synchronous() {
-        Synchronous::Full => "full",
-        Synchronous::Normal => "normal",
-        Synchronous::Off => "off",
-    }
+    synchronous().name()
 }
 
 /// How long and how large each measurement is.
@@ -173,12 +169,11 @@ fn main() -> anyhow::Result<()> {
                 json_path = Some(PathBuf::from(iter.next().context("--json needs a path")?))
             }
             "--synchronous" => {
-                let mode = match iter.next().map(String::as_str) {
-                    Some("full") => Synchronous::Full,
-                    Some("normal") => Synchronous::Normal,
-                    Some("off") => Synchronous::Off,
-                    _ => anyhow::bail!("--synchronous needs full, normal or off"),
-                };
+                let mode = iter
+                    .next()
+                    .context("--synchronous needs full, normal or off")?
+                    .parse::<Synchronous>()
+                    .map_err(|error| anyhow!(error))?;
                 let _ = SYNCHRONOUS.set(mode);
             }
             other => anyhow::bail!("unknown argument {other}\n{USAGE}"),

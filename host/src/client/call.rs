@@ -67,7 +67,7 @@ fn request(
     // Filled by the relay from the request itself.
     args.remove("rawBody");
     let header = route.header.and_then(|(header, param)| {
-        args.remove(&crate::bridge::camel_case(param))
+        args.remove(&agent_relay_core::bridge::camel_case(param))
             .map(|value| (header, value))
     });
     if let Some(extra) = args.keys().next() {

@@ -32,9 +32,9 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value as Json;
 
-use crate::bridge::{self, ErrorReply};
-use crate::calls::{Caller, Calls};
-use crate::token::OperatorToken;
+use agent_relay_core::bridge::{self, ErrorReply};
+use agent_relay_core::calls::{Caller, Calls};
+use agent_relay_core::token::OperatorToken;
 use tools::Acting;
 
 /// The `Host` names `/mcp` always accepts (DNS-rebinding protection refuses others).
@@ -97,7 +97,7 @@ impl RelayTools {
 /// The one place MCP hands a call to the call runner; a wait holds it like an HTTP long-poll.
 async fn run(
     calls: &Arc<Calls>,
-    export: &crate::runtime::Export,
+    export: &agent_relay_core::runtime::Export,
     call: tools::Call,
 ) -> Result<Json, ErrorReply> {
     let answer = match call.wait_seconds.filter(|secs| *secs > 0.0) {

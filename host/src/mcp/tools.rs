@@ -10,11 +10,11 @@
 use serde_json::{Map, Value as Json, json};
 use wasmtime::component::Val;
 
-use crate::bridge::{self, Inputs};
-use crate::input_rules;
-use crate::runtime::{Export, Runtime};
-use crate::shape::{Dialect, Field, Shape, camel_case, json_schema, no_rules};
-use crate::store::Access;
+use agent_relay_core::bridge::{self, Inputs};
+use agent_relay_core::input_rules;
+use agent_relay_core::runtime::{Export, Runtime};
+use agent_relay_core::shape::{Dialect, Field, Shape, camel_case, json_schema, no_rules};
+use agent_relay_core::store::Access;
 
 /// One tool.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,732 @@
+//! The agent's command line against a real relay on loopback: every verb as a person and a
+//! script sees it (the view and `--json`), the exit codes, and the Claude Code hooks.
+
+use crate::common;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Json, OPERATOR, Relay, binary, json};
+
+/// What one run of the binary gave.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Json {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "the verb should succeed: {self:?}");
+        self
+    }
+}
+
+/// Runs `agent-relay ARGS` against `url` with `token`, feeding `stdin`.
+fn run_at(url: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Run {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("RELAY_URL", url)
+        .env_remove("RELAY_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        command.env("RELAY_TOKEN", token);
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn run(relay: &Relay, token: &str, args: &[&str]) -> Run {
+    run_at(&relay.base, Some(token), args, "")
+}
+
+/// A relay with agents alice and bob (label `dev`); their tokens.
+fn two_agents() -> (Relay, String, String) {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice", "label": "dev"}));
+    let bob = relay.register(json!({"id": "bob", "label": "dev"}));
+    (relay, alice, bob)
+}
+
+#[test]
+fn whoami_names_the_tokens_agent_or_the_operator() {
+    let (relay, alice, _) = two_agents();
+    let human = run(&relay, &alice, &["whoami"]).ok();
+    assert!(
+        human.stdout.starts_with("alice (provider, online)"),
+        "{human:?}"
+    );
+    let agent = run(&relay, &alice, &["whoami", "--json"]).ok().json();
+    assert_eq!(agent["operator"], false);
+    assert_eq!(agent["agent"]["id"], "alice");
+    let operator = run(&relay, OPERATOR, &["whoami", "--json"]).ok().json();
+    assert_eq!(operator["operator"], true);
+    assert_eq!(operator["agent"], Json::Null);
+}
+
+#[test]
+fn send_and_inbox_carry_a_message_from_one_agent_to_another() {
+    let (relay, alice, bob) = two_agents();
+    let sent = run(
+        &relay,
+        &alice,
+        &["send", "bob", "the build is green", "--subject", "CI"],
+    )
+    .ok();
+    assert!(sent.stdout.starts_with("sent #"), "{sent:?}");
+    let view = run(&relay, &bob, &["inbox"]).ok();
+    let lines: Vec<&str> = view.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("SUBJECT"),
+        "{view:?}"
+    );
+    assert!(
+        lines[1].contains("alice") && lines[1].contains("CI"),
+        "{view:?}"
+    );
+    let inbox = run(&relay, &bob, &["inbox", "--json"]).ok().json();
+    assert_eq!(inbox[0]["from"], "alice");
+    assert_eq!(inbox[0]["body"], "the build is green");
+    assert_eq!(inbox[0]["subject"], "CI");
+    let again = run(
+        &relay,
+        &alice,
+        &[
+            "send",
+            "bob",
+            "once",
+            "--key",
+            "k1",
+            "--payload",
+            r#"{"n":1}"#,
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(again["created"], true);
+    assert_eq!(again["message"]["payload"], json!({"n": 1}));
+    let replay = run(&relay, &alice, &["send", "bob", "once", "--key", "k1"]).ok();
+    assert!(replay.stdout.contains("already sent"), "{replay:?}");
+}
+
+#[test]
+fn send_dash_reads_the_body_from_standard_input() {
+    let (relay, alice, bob) = two_agents();
+    let body = "line one\nline two\n";
+    let sent = run_at(
+        &relay.base,
+        Some(&alice),
+        &["send", "bob", "-", "--json"],
+        body,
+    )
+    .ok();
+    let id = sent.json()["message"]["id"].as_i64().unwrap();
+    let inbox = run(&relay, &bob, &["inbox", "--json"]).ok().json();
+    assert_eq!(inbox[0]["id"], id);
+    assert_eq!(inbox[0]["body"], body);
+}
+
+#[test]
+fn read_marks_messages_read_so_inbox_unread_skips_them() {
+    let (relay, alice, bob) = two_agents();
+    let first = run(&relay, &alice, &["send", "bob", "one", "--json"])
+        .ok()
+        .json();
+    let second = run(&relay, &alice, &["send", "bob", "two", "--json"])
+        .ok()
+        .json();
+    let first = first["message"]["id"].to_string();
+    let read = run(&relay, &bob, &["read", &first]).ok();
+    assert!(read.stdout.contains(&format!("#{first}")), "{read:?}");
+    let unread = run(&relay, &bob, &["inbox", "--unread", "--json"])
+        .ok()
+        .json();
+    let ids: Vec<&Json> = unread
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        [&second["message"]["id"]],
+        "only the unread message is left"
+    );
+    let peek = run(&relay, &bob, &["inbox", "--json"]).ok().json();
+    assert_eq!(
+        peek.as_array().unwrap().len(),
+        2,
+        "inbox alone marks nothing read"
+    );
+}
+
+#[test]
+fn thread_shows_a_conversation_in_order() {
+    let (relay, alice, bob) = two_agents();
+    let question = run(&relay, &alice, &["send", "bob", "which branch?", "--json"])
+        .ok()
+        .json();
+    let id = question["message"]["id"].to_string();
+    run(&relay, &bob, &["send", "alice", "main", "--reply-to", &id]).ok();
+    let thread = run(&relay, &alice, &["thread", &id, "--json"]).ok().json();
+    let bodies: Vec<&Json> = thread
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["body"])
+        .collect();
+    assert_eq!(bodies, ["which branch?", "main"]);
+    let view = run(&relay, &alice, &["thread", &id]).ok();
+    assert!(view.stdout.contains("  which branch?"), "{view:?}");
+    assert!(view.stdout.contains(&format!("reply to #{id}")), "{view:?}");
+    let missing = run(&relay, &alice, &["thread", "999999"]);
+    assert_eq!(
+        missing.code, 4,
+        "an unknown thread is not found: {missing:?}"
+    );
+}
+
+#[test]
+fn claims_take_renew_and_release_a_lease_and_a_second_claimer_gets_exit_3() {
+    let (relay, alice, bob) = two_agents();
+    let job = run(
+        &relay,
+        OPERATOR,
+        &[
+            "send",
+            "label:dev",
+            "fix the test",
+            "--claimable",
+            "--as",
+            "user",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let id = job["message"]["id"].to_string();
+    let claimed = run(&relay, &alice, &["claim", &id, "--lease", "10m", "--json"])
+        .ok()
+        .json();
+    assert_eq!(claimed["claimedBy"], "alice");
+    let lease =
+        claimed["claimExpiresAt"].as_i64().unwrap() - claimed["claimedAt"].as_i64().unwrap();
+    assert_eq!(lease, 600_000, "--lease 10m is ten minutes");
+    let second = run(&relay, &bob, &["claim", &id]);
+    assert_eq!(second.code, 3, "a live claim is a conflict: {second:?}");
+    assert!(second.stderr.contains("agent-relay:"), "{second:?}");
+    let renewed = run(&relay, &alice, &["renew", &id, "--lease", "1h", "--json"])
+        .ok()
+        .json();
+    let renewed_for =
+        renewed["claimExpiresAt"].as_i64().unwrap() - claimed["claimedAt"].as_i64().unwrap();
+    assert!(
+        (3_600_000..3_610_000).contains(&renewed_for),
+        "renewing with --lease 1h runs the lease an hour from now, not {renewed_for} ms"
+    );
+    let released = run(&relay, &alice, &["release", &id]).ok();
+    assert!(
+        released.stdout.starts_with(&format!("released #{id}")),
+        "{released:?}"
+    );
+    run(&relay, &bob, &["claim", &id]).ok();
+    let missing = run(&relay, &bob, &["claim", "999999"]);
+    assert_eq!(
+        missing.code, 4,
+        "an unknown message is not found: {missing:?}"
+    );
+}
+
+#[test]
+fn inbox_wait_returns_soon_after_a_send_from_another_process() {
+    let (relay, alice, bob) = two_agents();
+    let url = relay.base.clone();
+    let waiter = std::thread::spawn(move || {
+        let run = run_at(&url, Some(&bob), &["inbox", "--wait", "5", "--json"], "");
+        (run, Instant::now())
+    });
+    // Real time, not the relay's clock: the other process must be waiting before the send.
+    std::thread::sleep(Duration::from_millis(1000));
+    // Timed from before the sending process starts: the waiter may wake before it exits.
+    let sending = Instant::now();
+    run(&relay, &alice, &["send", "bob", "wake up"]).ok();
+    let (woken, returned_at) = waiter.join().unwrap();
+    let woken = woken.ok();
+    assert_eq!(woken.json()[0]["body"], "wake up");
+    assert!(
+        returned_at > sending,
+        "inbox --wait was held until the send"
+    );
+    let late = returned_at - sending;
+    assert!(
+        late < Duration::from_millis(500),
+        "inbox --wait returned {late:?} after the send started"
+    );
+}
+
+#[test]
+fn inbox_wait_with_nothing_arriving_exits_5() {
+    let (relay, _, bob) = two_agents();
+    let nothing = run(&relay, &bob, &["inbox", "--wait", "300ms"]);
+    assert_eq!(nothing.code, 5, "nothing arrived: {nothing:?}");
+    let plain = run(&relay, &bob, &["inbox"]).ok();
+    assert_eq!(plain.stdout.trim(), "no messages for bob");
+}
+
+#[test]
+fn tasks_lists_integration_tasks_and_task_resolves_one() {
+    let (relay, _, bob) = two_agents();
+    let event = relay.post(
+        "/v1/integrations/ci/events",
+        OPERATOR,
+        json!({"title": "nightly failed", "target": "label:dev", "severity": "error"}),
+    );
+    assert_eq!(event.status, 201, "{:?}", event.body);
+    let task_id = event.body["task"]["id"].to_string();
+    let view = run(&relay, &bob, &["tasks", "--status", "open"]).ok();
+    assert!(
+        view.stdout.contains("nightly failed") && view.stdout.contains("error"),
+        "{view:?}"
+    );
+    let tasks = run(&relay, &bob, &["tasks", "--json"]).ok().json();
+    assert_eq!(tasks[0]["title"], "nightly failed");
+    let resolved = run(
+        &relay,
+        OPERATOR,
+        &["task", &task_id, "resolve", "--note", "flaky", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(resolved["status"], "resolved");
+    let again = run(&relay, OPERATOR, &["task", &task_id, "dismiss"]);
+    assert_eq!(
+        again.code, 3,
+        "a resolved task cannot be dismissed: {again:?}"
+    );
+    let missing = run(&relay, OPERATOR, &["task", "999999", "resolve"]);
+    assert_eq!(missing.code, 4, "{missing:?}");
+}
+
+#[test]
+fn agent_add_prints_the_token_once_with_the_lines_that_use_it() {
+    let relay = Relay::start();
+    let added = run(
+        &relay,
+        OPERATOR,
+        &["agent", "add", "carol", "--label", "ops"],
+    )
+    .ok();
+    let token = added
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("export RELAY_TOKEN="))
+        .unwrap_or_else(|| panic!("no export line: {added:?}"))
+        .to_owned();
+    let mcp_line = format!(
+        "claude mcp add --transport http agent-relay {}/mcp --header \"Authorization: Bearer $RELAY_TOKEN\"",
+        relay.base
+    );
+    assert!(added.stdout.contains(&mcp_line), "{added:?}");
+    let me = run(&relay, &token, &["whoami", "--json"]).ok().json();
+    assert_eq!(me["agent"]["id"], "carol");
+    assert_eq!(me["agent"]["label"], "ops");
+    let twice = run(&relay, OPERATOR, &["agent", "add", "carol"]);
+    assert_eq!(
+        twice.code, 3,
+        "adding an existing agent is a conflict: {twice:?}"
+    );
+    let reissued = run(&relay, OPERATOR, &["agent", "token", "carol", "--json"])
+        .ok()
+        .json();
+    let new_token = reissued["token"].as_str().unwrap();
+    let old = run(&relay, &token, &["whoami"]);
+    assert_eq!(old.code, 1, "the old token stops working: {old:?}");
+    assert!(old.stderr.contains("agent-relay agent token"), "{old:?}");
+    run(&relay, new_token, &["whoami"]).ok();
+    let listed = run(&relay, OPERATOR, &["agents", "--label", "ops", "--json"])
+        .ok()
+        .json();
+    let ids: Vec<&Json> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["id"])
+        .collect();
+    assert_eq!(ids, ["carol"]);
+    run(&relay, OPERATOR, &["agent", "rm", "carol"]).ok();
+    let gone = run(&relay, OPERATOR, &["agent", "rm", "carol"]);
+    assert_eq!(gone.code, 4, "{gone:?}");
+    let refused = run(&relay, new_token, &["agent", "add", "mallory"]);
+    assert_eq!(
+        refused.code, 1,
+        "only the operator adds agents: {refused:?}"
+    );
+}
+
+#[test]
+fn the_operator_acts_for_an_agent_only_with_as() {
+    let (relay, alice, _) = two_agents();
+    let without = run(&relay, OPERATOR, &["inbox"]);
+    assert_eq!(without.code, 2, "{without:?}");
+    assert!(without.stderr.contains("--as AGENT"), "{without:?}");
+    run(&relay, OPERATOR, &["inbox", "--as", "bob"]).ok();
+    let other = run(&relay, &alice, &["inbox", "--as", "bob"]);
+    assert_eq!(
+        other.code, 1,
+        "an agent token cannot act as another agent: {other:?}"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let (relay, _, _) = two_agents();
+    let no_token = run_at(&relay.base, None, &["inbox"], "");
+    assert_eq!(no_token.code, 2, "{no_token:?}");
+    assert!(
+        no_token
+            .stderr
+            .contains("set RELAY_TOKEN or pass --token (the operator can make one: agent-relay agent token ID)"),
+        "{no_token:?}"
+    );
+    let dir = relay.stop();
+    drop(dir);
+    let down = run_at("http://127.0.0.1:9", Some("t"), &["inbox"], "");
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        down.stderr
+            .contains("no relay at http://127.0.0.1:9: start one with `agent-relay serve`"),
+        "{down:?}"
+    );
+    let bad_json = run_at(
+        "http://127.0.0.1:9",
+        Some("t"),
+        &["send", "bob", "x", "--payload", "[1]"],
+        "",
+    );
+    assert_eq!(bad_json.code, 2, "{bad_json:?}");
+    let bad_lease = run_at(
+        "http://127.0.0.1:9",
+        Some("t"),
+        &["claim", "1", "--lease", "ten"],
+        "",
+    );
+    assert_eq!(bad_lease.code, 2, "{bad_lease:?}");
+}
+
+#[test]
+fn help_of_each_verb_names_its_options_and_the_exit_codes() {
+    let verbs: &[(&[&str], &[&str])] = &[
+        (&["whoami"], &["--url", "--token", "--json"]),
+        (&["agents"], &["--label", "--status"]),
+        (
+            &["send"],
+            &[
+                "--subject",
+                "--reply-to",
+                "--claimable",
+                "--key",
+                "--payload",
+                "--as",
+            ],
+        ),
+        (&["inbox"], &["--unread", "--since", "--wait", "--kind"]),
+        (&["read"], &["--as"]),
+        (&["thread"], &["--json"]),
+        (&["claim"], &["--lease", "--wait"]),
+        (&["renew"], &["--lease"]),
+        (&["release"], &["--as"]),
+        (&["complete"], &["--result"]),
+        (&["tasks"], &["--status"]),
+        (&["task"], &["--note", "resolve", "dismiss"]),
+        (&["agent", "add"], &["--label", "--name"]),
+        (&["agent", "token"], &["--url"]),
+        (&["agent", "rm"], &["--url"]),
+        (&["hook", "claude-prompt"], &["--url", "--token"]),
+        (&["hook", "claude-stop"], &["--url", "--token"]),
+        (&["call"], &["--url", "--token", "--db"]),
+    ];
+    for (verb, options) in verbs {
+        let out = Command::new(binary())
+            .args(*verb)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{verb:?} --help: {help}");
+        for option in *options {
+            assert!(
+                help.contains(option),
+                "{verb:?} --help names {option}:\n{help}"
+            );
+        }
+    }
+    let top = Command::new(binary()).arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.contains("Exit codes: 0 done, 1 error, 2 usage"),
+        "{top}"
+    );
+    assert!(top.contains("5 nothing available"), "{top}");
+    let inbox = Command::new(binary())
+        .args(["inbox", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&inbox.stdout).contains("3 conflict"));
+}
+
+/// Hook input as Claude Code sends it on `UserPromptSubmit`.
+fn prompt_input() -> String {
+    json!({
+        "session_id": "abc123",
+        "transcript_path": "/tmp/transcript.jsonl",
+        "cwd": "/work/project",
+        "permission_mode": "default",
+        "hook_event_name": "UserPromptSubmit",
+        "prompt": "keep going"
+    })
+    .to_string()
+}
+
+/// Hook input as Claude Code sends it on `Stop`.
+fn stop_input(active: bool) -> String {
+    json!({
+        "session_id": "abc123",
+        "transcript_path": "/tmp/transcript.jsonl",
+        "cwd": "/work/project",
+        "permission_mode": "default",
+        "hook_event_name": "Stop",
+        "stop_hook_active": active
+    })
+    .to_string()
+}
+
+#[test]
+fn the_prompt_hook_adds_unread_messages_as_context_and_marks_nothing_read() {
+    let (relay, alice, bob) = two_agents();
+    let quiet = run_at(
+        &relay.base,
+        Some(&bob),
+        &["hook", "claude-prompt"],
+        &prompt_input(),
+    )
+    .ok();
+    assert_eq!(quiet.stdout, "", "nothing unread, nothing added: {quiet:?}");
+    let sent = run(
+        &relay,
+        &alice,
+        &[
+            "send",
+            "bob",
+            "please review #42",
+            "--subject",
+            "review",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let id = sent["message"]["id"].as_i64().unwrap();
+    let hook = run_at(
+        &relay.base,
+        Some(&bob),
+        &["hook", "claude-prompt"],
+        &prompt_input(),
+    )
+    .ok();
+    let output = hook.json();
+    assert_eq!(
+        output["hookSpecificOutput"]["hookEventName"],
+        "UserPromptSubmit"
+    );
+    let context = output["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(context.contains(&format!("#{id} from alice")), "{context}");
+    assert!(
+        context.contains("please review #42") && context.contains("review"),
+        "{context}"
+    );
+    assert!(
+        context.contains("agent-relay read"),
+        "the context says how to mark read: {context}"
+    );
+    let unread = relay.inbox_ids("bob", &bob, "?unread=true");
+    assert_eq!(unread, [id], "the hook marks nothing read");
+}
+
+#[test]
+fn the_stop_hook_blocks_while_unread_messages_wait_unless_a_stop_hook_is_already_active() {
+    let (relay, alice, bob) = two_agents();
+    let free = run_at(
+        &relay.base,
+        Some(&bob),
+        &["hook", "claude-stop"],
+        &stop_input(false),
+    )
+    .ok();
+    assert_eq!(
+        free.stdout, "",
+        "nothing waits, the agent may stop: {free:?}"
+    );
+    run(&relay, &alice, &["send", "bob", "one more thing"]).ok();
+    let blocked = run_at(
+        &relay.base,
+        Some(&bob),
+        &["hook", "claude-stop"],
+        &stop_input(false),
+    )
+    .ok();
+    let output = blocked.json();
+    assert_eq!(output["decision"], "block");
+    let reason = output["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("one more thing") && reason.contains("1 unread relay message"),
+        "{reason}"
+    );
+    let looping = run_at(
+        &relay.base,
+        Some(&bob),
+        &["hook", "claude-stop"],
+        &stop_input(true),
+    )
+    .ok();
+    assert_eq!(
+        looping.stdout, "",
+        "stop_hook_active: say nothing, so it cannot loop: {looping:?}"
+    );
+}
+
+#[test]
+fn hooks_never_fail_the_session_when_the_relay_is_down_or_the_token_is_missing() {
+    let relay = Relay::start();
+    let bob = relay.register(json!({"id": "bob"}));
+    let url = relay.base.clone();
+    drop(relay.stop());
+    for (hook, input) in [
+        ("claude-prompt", prompt_input()),
+        ("claude-stop", stop_input(false)),
+    ] {
+        let started = Instant::now();
+        let down = run_at(&url, Some(&bob), &["hook", hook], &input);
+        assert_eq!(down.code, 0, "{hook} with the relay down exits 0: {down:?}");
+        assert_eq!(down.stdout, "", "{hook} prints nothing on stdout: {down:?}");
+        assert_eq!(
+            down.stderr.lines().count(),
+            1,
+            "{hook} warns in one line: {down:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{hook} finishes within 2 s"
+        );
+        let no_token = run_at(&url, None, &["hook", hook], &input);
+        assert_eq!(no_token.code, 0, "{no_token:?}");
+        assert_eq!(no_token.stdout, "", "{no_token:?}");
+        assert!(no_token.stderr.contains("RELAY_TOKEN"), "{no_token:?}");
+    }
+}
+
+#[test]
+fn call_with_url_goes_through_the_running_relay() {
+    let (relay, _, bob) = two_agents();
+    let call = |args: &[&str]| {
+        let mut full = vec!["call", "--url", &relay.base];
+        full.extend_from_slice(args);
+        run_at(&relay.base, Some(OPERATOR), &full, "")
+    };
+    let sent = call(&[
+        "send-message",
+        r#"{"input":{"from":"user","to":"bob","body":"via call"}}"#,
+    ])
+    .ok()
+    .json();
+    assert_eq!(sent["recipients"], json!(["bob"]));
+    let inbox = call(&[
+        "poll-inbox",
+        r#"{"agentId":"bob","query":{"unread":true,"limit":5}}"#,
+    ])
+    .ok()
+    .json();
+    assert_eq!(inbox[0]["body"], "via call");
+    let missing = call(&["get-agent", r#"{"agentId":"nobody"}"#]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert_eq!(missing.json()["error"]["code"], "not_found");
+    let no_route = call(&["migrate", "{}"]);
+    assert_eq!(no_route.code, 1, "{no_route:?}");
+    assert!(no_route.stderr.contains("no HTTP route"), "{no_route:?}");
+    assert_eq!(relay.inbox_ids("bob", &bob, "").len(), 1);
+}
+
+#[test]
+fn claim_without_an_id_takes_the_next_job_and_complete_finishes_it() {
+    let (relay, alice, bob) = two_agents();
+    let nothing = run(&relay, &alice, &["claim"]);
+    assert_eq!(nothing.code, 5, "no job yet: {nothing:?}");
+    let job = |body: &str| {
+        let sent = run(
+            &relay,
+            OPERATOR,
+            &[
+                "send",
+                "label:dev",
+                body,
+                "--claimable",
+                "--as",
+                "user",
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+        sent["message"]["id"].as_i64().unwrap()
+    };
+    let first = job("first job");
+    let second = job("second job");
+    let taken = run(&relay, &alice, &["claim", "--lease", "10m", "--json"])
+        .ok()
+        .json();
+    assert_eq!(taken["id"], first, "the oldest job comes first");
+    assert_eq!(taken["claimedBy"], "alice");
+    let id = first.to_string();
+    let done = run(
+        &relay,
+        &alice,
+        &["complete", &id, "--result", r#"{"pr":42}"#],
+    )
+    .ok();
+    assert!(
+        done.stdout.starts_with(&format!("completed #{id}")),
+        "{done:?}"
+    );
+    let next = run(&relay, &bob, &["claim", "--json"]).ok().json();
+    assert_eq!(next["id"], second, "a completed job is never offered again");
+    let none = run(&relay, &bob, &["claim", "--wait", "200ms"]);
+    assert_eq!(none.code, 5, "nothing left to claim: {none:?}");
+    let not_holder = run(&relay, &alice, &["complete", &second.to_string()]);
+    assert_eq!(
+        not_holder.code, 3,
+        "only the holder completes: {not_holder:?}"
+    );
+}

@@ -1,0 +1,33 @@
+//! The plugin-hosting example (`examples/embed.rs`) runs as a test: the library API is exercised
+//! exactly as the README shows it.
+
+#[allow(dead_code)]
+#[path = "../../examples/embed.rs"]
+mod example;
+
+#[test]
+fn the_embedding_example_hosts_the_relay_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = example::run(&dir.path().join("plugin.db")).unwrap();
+    let text = seen.join("\n");
+    assert!(text.contains("claimed by \"alice\""), "{text}");
+    assert!(text.contains("bob: conflict"), "{text}");
+    assert!(text.contains("fix the flaky test"), "{text}");
+}
+
+#[test]
+fn the_component_command_writes_the_embedded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("relay.wasm");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_agent-relay"))
+        .args(["component", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        agent_relay_core::embed::COMPONENT,
+        "other hosts must get exactly the component this binary runs"
+    );
+}

@@ -1,0 +1,787 @@
+//! Work hand-off over HTTP (SPEC section 2, finishing work): the holder completes a job, after
+//! which nobody is offered it again; claim-next hands each worker the next free job (and waits for
+//! one); every claim counts an attempt, and a job whose attempts ran out is dead-lettered, its
+//! sender told, until the operator retries it; a task and its current message settle together.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Json, OPERATOR, Relay, Reply, json};
+
+fn id_of(reply: &Reply) -> i64 {
+    reply.body["message"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no message in {:?}", reply.body))
+}
+
+/// A relay with alice and bob in the `backend` pool; their tokens.
+fn pool() -> (Relay, String, String) {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    (relay, alice, bob)
+}
+
+fn job(relay: &Relay, body: &str) -> i64 {
+    let sent =
+        relay.send(json!({"from": "user", "to": "label:backend", "body": body, "claimable": true}));
+    assert_eq!(sent.status, 201, "{:?}", sent.body);
+    id_of(&sent)
+}
+
+fn act(relay: &Relay, token: &str, id: i64, action: &str, body: Json) -> Reply {
+    relay.post(&format!("/v1/messages/{id}/{action}"), token, body)
+}
+
+fn claim_next(relay: &Relay, agent: &str, token: &str, body: Json) -> Reply {
+    relay.post(&format!("/v1/agents/{agent}/claim-next"), token, body)
+}
+
+fn message(relay: &Relay, id: i64) -> Json {
+    let reply = relay.get(&format!("/v1/messages/{id}"), OPERATOR);
+    assert_eq!(reply.status, 200, "message {id}: {:?}", reply.body);
+    reply.body
+}
+
+#[test]
+fn a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out() {
+    let (relay, alice, bob) = pool();
+    let id = job(&relay, "rotate the logs");
+    let claimed = act(
+        &relay,
+        &alice,
+        id,
+        "claim",
+        json!({"agentId": "alice", "leaseMs": 10_000}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    assert_eq!(claimed.body["attempts"], 1, "a claim counts an attempt");
+
+    let done = act(
+        &relay,
+        &alice,
+        id,
+        "complete",
+        json!({"agentId": "alice", "result": {"rotated": 3}}),
+    );
+
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.body["completedBy"], "alice");
+    assert!(done.body["completedAt"].as_i64().is_some());
+    assert_eq!(done.body["result"], json!({"rotated": 3}));
+    assert!(
+        done.body.get("claimedBy").is_none() && done.body.get("claimExpiresAt").is_none(),
+        "completing ends the claim: {}",
+        done.body
+    );
+    for moved in [0, 20_000] {
+        relay.advance(moved);
+        relay.reap();
+        assert!(
+            !relay.inbox_ids("bob", &bob, "").contains(&id),
+            "bob is not offered alice's completed job ({moved} ms later)"
+        );
+        let again = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
+        assert_eq!(again.status, 409, "{:?}", again.body);
+        assert!(
+            again.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("already completed"),
+            "{:?}",
+            again.body
+        );
+        assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+    }
+    assert!(
+        relay.inbox_ids("alice", &alice, "").contains(&id),
+        "the holder still sees the job it completed"
+    );
+    assert_eq!(message(&relay, id)["completedBy"], "alice");
+    let thread = relay.get(&format!("/v1/threads/{id}"), &bob);
+    assert_eq!(thread.body[0]["completedBy"], "alice", "{:?}", thread.body);
+}
+
+#[test]
+fn only_the_live_holder_completes_and_completing_again_answers_the_same() {
+    let (relay, alice, bob) = pool();
+    let id = job(&relay, "deploy");
+    let unclaimed = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
+    assert_eq!(
+        unclaimed.status, 409,
+        "nobody holds it: {:?}",
+        unclaimed.body
+    );
+    relay.post(
+        "/v1/agents",
+        &alice,
+        json!({"id": "alice", "instanceId": "alice-1"}),
+    );
+    act(&relay, &alice, id, "claim", json!({"agentId": "alice"}));
+
+    let by_bob = act(&relay, &bob, id, "complete", json!({"agentId": "bob"}));
+    assert_eq!(by_bob.status, 409, "{:?}", by_bob.body);
+    let stale = act(
+        &relay,
+        &alice,
+        id,
+        "complete",
+        json!({"agentId": "alice", "instanceId": "alice-0", "epoch": 0}),
+    );
+    assert_eq!(
+        (stale.status, stale.code()),
+        (409, "stale_session"),
+        "{:?}",
+        stale.body
+    );
+    assert!(message(&relay, id).get("completedAt").is_none());
+    let first = act(
+        &relay,
+        &alice,
+        id,
+        "complete",
+        json!({"agentId": "alice", "result": {"version": "1.2"}}),
+    );
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let second = act(
+        &relay,
+        &alice,
+        id,
+        "complete",
+        json!({"agentId": "alice", "result": {"version": "other"}}),
+    );
+    assert_eq!(
+        (second.status, &second.body),
+        (200, &first.body),
+        "completing twice answers the same message"
+    );
+    let bad = act(
+        &relay,
+        &alice,
+        job(&relay, "x"),
+        "complete",
+        json!({"agentId": "alice", "result": "not an object"}),
+    );
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+}
+
+#[test]
+fn a_holder_whose_lease_ran_out_and_went_to_another_cannot_complete() {
+    let (relay, alice, bob) = pool();
+    let id = job(&relay, "migrate");
+    act(
+        &relay,
+        &alice,
+        id,
+        "claim",
+        json!({"agentId": "alice", "leaseMs": 1_000}),
+    );
+    relay.advance(1_001);
+    let taken = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
+    assert_eq!(taken.status, 200, "{:?}", taken.body);
+    assert_eq!(taken.body["attempts"], 2);
+
+    let late = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
+
+    assert_eq!(late.status, 409, "{:?}", late.body);
+    assert!(message(&relay, id).get("completedAt").is_none());
+    let done = act(&relay, &bob, id, "complete", json!({"agentId": "bob"}));
+    assert_eq!(done.body["completedBy"], "bob", "{:?}", done.body);
+}
+
+#[test]
+fn claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_when_none() {
+    let (relay, alice, bob) = pool();
+    let chat = relay.send(json!({"from": "user", "to": "label:backend", "body": "fyi"}));
+    assert_eq!(chat.status, 201);
+    let first = job(&relay, "first");
+    let second = job(&relay, "second");
+    let on_ops = id_of(
+        &relay.send(json!({"from": "user", "to": "label:backend", "body": "ops",
+        "claimable": true, "channel": "ops", "kind": "system"})),
+    );
+    act(&relay, &bob, first, "claim", json!({"agentId": "bob"}));
+
+    let next = claim_next(&relay, "alice", &alice, json!({"leaseMs": 5_000}));
+
+    assert_eq!(next.status, 200, "{:?}", next.body);
+    assert_eq!(next.body["id"], second, "bob's live claim is skipped");
+    assert_eq!(next.body["claimedBy"], "alice");
+    assert_eq!(
+        next.body["claimExpiresAt"].as_i64().unwrap() - next.body["claimedAt"].as_i64().unwrap(),
+        5_000
+    );
+    let filtered = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+    assert_eq!(
+        filtered.status, 204,
+        "no other task job: {:?}",
+        filtered.body
+    );
+    assert_eq!(filtered.body, Json::Null, "204 has no body");
+    let on_channel = claim_next(&relay, "alice", &alice, json!({"channel": "ops"}));
+    assert_eq!(on_channel.body["id"], on_ops, "{:?}", on_channel.body);
+
+    relay.advance(6 * 60 * 1000);
+    let retaken = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(
+        retaken.body["id"], first,
+        "an expired lease is free again, oldest first"
+    );
+    assert_eq!(retaken.body["attempts"], 2);
+    let outsider = relay.register(json!({"id": "carol"}));
+    assert_eq!(
+        claim_next(&relay, "carol", &outsider, json!({})).status,
+        204,
+        "a job of another pool is not carol's"
+    );
+    let as_other = claim_next(&relay, "alice", &bob, json!({}));
+    assert_eq!(as_other.status, 403, "{:?}", as_other.body);
+    let bad = claim_next(&relay, "alice", &alice, json!({"leaseMs": 1}));
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+}
+
+/// Starts a claim-next on another thread; the receiver gets the reply and when it arrived.
+fn waiting_claim_next(
+    relay: &Relay,
+    agent: &str,
+    token: &str,
+    query: &str,
+    body: Json,
+) -> mpsc::Receiver<(Reply, Instant)> {
+    let (sender, receiver) = mpsc::channel();
+    let url = format!("{}/v1/agents/{agent}/claim-next{query}", relay.base);
+    let token = token.to_owned();
+    std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let response = client
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .unwrap();
+        let arrived = Instant::now();
+        let status = response.status().as_u16();
+        let body = serde_json::from_str(&response.text().unwrap()).unwrap_or(Json::Null);
+        let _ = sender.send((Reply { status, body }, arrived));
+    });
+    receiver
+}
+
+#[test]
+fn claim_next_with_wait_wakes_within_200_ms_of_a_matching_send() {
+    let (relay, alice, _bob) = pool();
+    relay.register(json!({"id": "dave", "label": "frontend"}));
+    let waiting = waiting_claim_next(&relay, "alice", &alice, "", json!({"wait": 60}));
+    // Let the call reach its wait; were it slower, it would still find the job at once.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let elsewhere = relay.send(
+        json!({"from": "user", "to": "label:frontend", "body": "css",
+        "claimable": true}),
+    );
+    assert_eq!(elsewhere.status, 201);
+    assert!(
+        waiting.recv_timeout(Duration::from_millis(1000)).is_err(),
+        "a job for another pool must not end alice's wait"
+    );
+    let id = job(&relay, "wake up");
+    let sent = Instant::now();
+    let (reply, arrived) = waiting
+        .recv_timeout(Duration::from_secs(30))
+        .expect("alice's claim-next never answered");
+
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["id"], id);
+    assert_eq!(
+        reply.body["claimedBy"], "alice",
+        "the woken call claimed it"
+    );
+    let latency = arrived.saturating_duration_since(sent);
+    assert!(
+        latency < Duration::from_millis(200),
+        "claim-next answered {latency:?} after the send's response, not within 200 ms"
+    );
+}
+
+#[test]
+fn claim_next_with_wait_answers_204_when_the_wait_ends_without_a_job() {
+    let (relay, alice, _bob) = pool();
+    let started = Instant::now();
+    let waiting = waiting_claim_next(&relay, "alice", &alice, "?wait=1", json!({}));
+    let (reply, _) = waiting.recv_timeout(Duration::from_secs(30)).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 204, "{:?}", reply.body);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "the call was not held for its wait: {waited:?}"
+    );
+    let bad = claim_next(&relay, "alice", &alice, json!({"wait": "soon"}));
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+}
+
+#[test]
+fn sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal() {
+    let relay = Relay::start();
+    let workers: Vec<(String, String)> = (0..16)
+        .map(|w| {
+            let id = format!("w{w}");
+            let token = relay.register(json!({"id": id, "label": "pool"}));
+            (id, token)
+        })
+        .collect();
+    let jobs: BTreeSet<i64> = (0..200)
+        .map(|j| {
+            id_of(&relay.send(json!({"from": "user", "to": "label:pool",
+                "body": format!("job {j}"), "claimable": true})))
+        })
+        .collect();
+    let done: Mutex<Vec<i64>> = Mutex::default();
+    let odd: Mutex<Vec<String>> = Mutex::default();
+
+    std::thread::scope(|scope| {
+        for (agent, token) in &workers {
+            let (done, odd, base) = (&done, &odd, relay.base.clone());
+            scope.spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                loop {
+                    let next = client
+                        .post(format!("{base}/v1/agents/{agent}/claim-next"))
+                        .bearer_auth(token)
+                        .json(&json!({}))
+                        .send()
+                        .unwrap();
+                    match next.status().as_u16() {
+                        204 => return,
+                        200 => {}
+                        status => {
+                            odd.lock().unwrap().push(format!("claim-next {status}"));
+                            return;
+                        }
+                    }
+                    let id = next.json::<Json>().unwrap()["id"].as_i64().unwrap();
+                    let completed = client
+                        .post(format!("{base}/v1/messages/{id}/complete"))
+                        .bearer_auth(token)
+                        .json(&json!({"agentId": agent}))
+                        .send()
+                        .unwrap();
+                    if completed.status().as_u16() != 200 {
+                        odd.lock()
+                            .unwrap()
+                            .push(format!("complete {id}: {}", completed.status()));
+                    }
+                    done.lock().unwrap().push(id);
+                }
+            });
+        }
+    });
+
+    let odd = odd.into_inner().unwrap();
+    assert!(odd.is_empty(), "no refusals at all: {odd:?}");
+    let mut done = done.into_inner().unwrap();
+    let taken = done.len();
+    done.sort_unstable();
+    done.dedup();
+    assert_eq!(taken, done.len(), "no job was handed out twice");
+    assert_eq!(
+        done.into_iter().collect::<BTreeSet<_>>(),
+        jobs,
+        "every job was handed out"
+    );
+}
+
+#[test]
+fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_puts_it_back() {
+    let (relay, alice, bob) = pool();
+    let boss = relay.register(json!({"id": "boss"}));
+    let sent = relay.post(
+        "/v1/messages",
+        &boss,
+        json!({"from": "boss", "to": "label:backend", "body": "poison", "claimable": true}),
+    );
+    let id = id_of(&sent);
+    for attempt in 1..=5 {
+        let claimed = claim_next(&relay, "alice", &alice, json!({}));
+        assert_eq!(
+            claimed.body["id"], id,
+            "attempt {attempt}: {:?}",
+            claimed.body
+        );
+        let released = act(&relay, &alice, id, "release", json!({"agentId": "alice"}));
+        assert_eq!(released.status, 200, "{:?}", released.body);
+        assert_eq!(
+            released.body.get("deadLetteredAt").is_some(),
+            attempt == 5,
+            "dead-lettered exactly when the fifth (default max-attempts) claim ends: {}",
+            released.body
+        );
+    }
+
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+    let refused = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    let told = relay.get("/v1/agents/boss/inbox?kind=system", &boss);
+    let notices = told.body.as_array().unwrap();
+    assert_eq!(notices.len(), 1, "{:?}", told.body);
+    assert_eq!(notices[0]["from"], "system");
+    assert_eq!(
+        notices[0]["payload"],
+        json!({"messageId": id, "attempts": 5, "reason": "released"})
+    );
+    let dead = relay.get("/v1/messages?deadLettered=true", OPERATOR);
+    assert_eq!(dead.status, 200, "{:?}", dead.body);
+    let dead_ids: Vec<i64> = dead
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(dead_ids, [id]);
+    assert_eq!(relay.inbox_ids("alice", &alice, "?state=dead"), [id]);
+    assert_eq!(
+        relay.get("/v1/messages?deadLettered=true", &alice).status,
+        403,
+        "dead letters are the operator's"
+    );
+    assert_eq!(
+        relay
+            .post(&format!("/v1/messages/{id}/retry"), &alice, json!({}))
+            .status,
+        403
+    );
+
+    let retried = relay.post(&format!("/v1/messages/{id}/retry"), OPERATOR, json!({}));
+
+    assert_eq!(retried.status, 200, "{:?}", retried.body);
+    assert_eq!(retried.body["attempts"], 0);
+    assert!(retried.body.get("deadLetteredAt").is_none());
+    let again = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(again.body["id"], id, "a retried job is claimable again");
+    assert_eq!(
+        relay
+            .post(&format!("/v1/messages/{id}/retry"), OPERATOR, json!({}))
+            .status,
+        409,
+        "only a dead letter is retried"
+    );
+}
+
+#[test]
+fn the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass() {
+    let relay = Relay::start_with(&["--setting", "max-attempts=2"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let poison = job(&relay, "poison");
+    let healthy = job(&relay, "healthy");
+    let lease = json!({"agentId": "alice", "leaseMs": 1_000});
+    act(&relay, &alice, poison, "claim", lease.clone());
+    relay.advance(1_001);
+    act(&relay, &alice, poison, "claim", lease.clone());
+    act(&relay, &alice, healthy, "claim", lease.clone());
+    relay.advance(1_001);
+    let exhausted = act(&relay, &alice, poison, "claim", lease);
+    assert_eq!(
+        exhausted.status, 409,
+        "a third claim is refused: {:?}",
+        exhausted.body
+    );
+
+    let report = relay.reap();
+
+    assert_eq!(report["releasedClaims"], 1, "{report}");
+    assert_eq!(report["deadLettered"], 1, "{report}");
+    assert!(message(&relay, poison)["deadLetteredAt"].as_i64().is_some());
+    assert!(message(&relay, healthy).get("deadLetteredAt").is_none());
+    let told = relay.get("/v1/agents/user/inbox?kind=system", OPERATOR);
+    assert_eq!(
+        told.body[0]["payload"],
+        json!({"messageId": poison, "attempts": 2, "reason": "lease expired"}),
+        "{:?}",
+        told.body
+    );
+}
+
+#[test]
+fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next() {
+    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let poison = job(&relay, "poison");
+    let next = job(&relay, "next");
+    let first = claim_next(&relay, "alice", &alice, json!({"leaseMs": 1_000}));
+    assert_eq!(first.body["id"], poison);
+    relay.advance(1_001);
+
+    let second = claim_next(&relay, "alice", &alice, json!({}));
+
+    assert_eq!(second.body["id"], next, "{:?}", second.body);
+    assert!(message(&relay, poison)["deadLetteredAt"].as_i64().is_some());
+}
+
+#[test]
+fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs() {
+    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let open = job(&relay, "open");
+    let claimed = job(&relay, "claimed");
+    let completed = job(&relay, "completed");
+    let dead = job(&relay, "dead");
+    let chat = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "hi"})));
+    let agent = json!({"agentId": "alice"});
+    act(&relay, &alice, claimed, "claim", agent.clone());
+    act(&relay, &alice, completed, "claim", agent.clone());
+    act(&relay, &alice, completed, "complete", agent.clone());
+    act(&relay, &alice, dead, "claim", agent.clone());
+    act(&relay, &alice, dead, "release", agent);
+
+    assert_eq!(relay.inbox_ids("alice", &alice, "?state=open"), [open]);
+    assert_eq!(
+        relay.inbox_ids("alice", &alice, "?state=claimed"),
+        [claimed]
+    );
+    assert_eq!(
+        relay.inbox_ids("alice", &alice, "?state=completed"),
+        [completed]
+    );
+    assert_eq!(relay.inbox_ids("alice", &alice, "?state=dead"), [dead]);
+    assert_eq!(
+        relay.inbox_ids("alice", &alice, ""),
+        [open, claimed, completed, dead, chat],
+        "without a state: everything alice may see"
+    );
+    let bad = relay.get("/v1/agents/alice/inbox?state=finished", &alice);
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+}
+
+// --- Tasks and their messages ---
+
+fn task_event(relay: &Relay) -> (i64, i64) {
+    let reply = relay.post(
+        "/v1/integrations/ci/events",
+        OPERATOR,
+        json!({"title": "Build failed", "dedupeKey": "main", "target": "label:backend"}),
+    );
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    (
+        reply.body["task"]["id"].as_i64().unwrap(),
+        reply.body["message"]["id"].as_i64().unwrap(),
+    )
+}
+
+fn task(relay: &Relay, id: i64) -> Json {
+    relay.get(&format!("/v1/tasks/{id}"), OPERATOR).body
+}
+
+#[test]
+fn completing_a_task_message_resolves_its_task() {
+    let (relay, alice, _bob) = pool();
+    let (task_id, message_id) = task_event(&relay);
+    let claimed = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+    assert_eq!(claimed.body["id"], message_id);
+    assert_eq!(claimed.body["payload"]["status"], "claimed");
+
+    let done = act(
+        &relay,
+        &alice,
+        message_id,
+        "complete",
+        json!({"agentId": "alice", "result": {"fix": "abc123"}}),
+    );
+
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.body["payload"]["status"], "resolved");
+    assert_eq!(task(&relay, task_id)["status"], "resolved");
+    let events = relay
+        .get(&format!("/v1/tasks/{task_id}/events"), OPERATOR)
+        .body;
+    let last = events.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "resolved");
+    assert_eq!(last["actor"], "alice", "the holder resolved it");
+    assert_eq!(last["data"]["result"], json!({"fix": "abc123"}));
+}
+
+#[test]
+fn a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it() {
+    let relay = Relay::start();
+    let tw = relay.register(json!({"id": "t-w", "label": "backend"}));
+    let tx = relay.register(json!({"id": "t-x", "label": "backend"}));
+    let (task_id, message_id) = task_event(&relay);
+    act(
+        &relay,
+        &tw,
+        message_id,
+        "claim",
+        json!({"agentId": "t-w", "leaseMs": 1_000}),
+    );
+
+    let resolved = relay.put(
+        &format!("/v1/tasks/{task_id}/status"),
+        OPERATOR,
+        json!({"status": "resolved"}),
+    );
+
+    assert_eq!(resolved.status, 200, "{:?}", resolved.body);
+    let settled = message(&relay, message_id);
+    assert_eq!(settled["completedBy"], "operator");
+    assert!(
+        settled.get("claimedBy").is_none(),
+        "the claim ended: {settled}"
+    );
+    assert_eq!(settled["payload"]["status"], "resolved");
+    relay.advance(1_001);
+    relay.reap();
+    let again = act(&relay, &tx, message_id, "claim", json!({"agentId": "t-x"}));
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert_eq!(claim_next(&relay, "t-x", &tx, json!({})).status, 204);
+
+    let reopened = relay.post(
+        "/v1/integrations/ci/events",
+        OPERATOR,
+        json!({"title": "Build failed", "dedupeKey": "main", "target": "label:backend"}),
+    );
+    assert_eq!(reopened.body["reopened"], true, "{:?}", reopened.body);
+    let fresh = claim_next(&relay, "t-x", &tx, json!({}));
+    assert_eq!(fresh.body["id"], reopened.body["message"]["id"]);
+    assert_eq!(fresh.body["payload"]["status"], "claimed");
+}
+
+#[test]
+fn dismissing_a_claimed_task_completes_its_message_and_ends_the_claim() {
+    let (relay, alice, _bob) = pool();
+    let (task_id, message_id) = task_event(&relay);
+    act(
+        &relay,
+        &alice,
+        message_id,
+        "claim",
+        json!({"agentId": "alice"}),
+    );
+
+    let dismissed = relay.put(
+        &format!("/v1/tasks/{task_id}/status"),
+        &alice,
+        json!({"status": "dismissed"}),
+    );
+
+    assert_eq!(dismissed.status, 200, "{:?}", dismissed.body);
+    let settled = message(&relay, message_id);
+    assert_eq!(settled["completedBy"], "alice");
+    assert_eq!(settled["payload"]["status"], "dismissed");
+    let late = act(
+        &relay,
+        &alice,
+        message_id,
+        "complete",
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(
+        late.status, 200,
+        "the one who settled it completing again is answered as is: {:?}",
+        late.body
+    );
+    assert_eq!(task(&relay, task_id)["status"], "dismissed");
+}
+
+#[test]
+fn deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_others() {
+    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let (last, other) = (job(&relay, "last attempt"), job(&relay, "the next one"));
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).body["id"],
+        last
+    );
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).body["id"],
+        other
+    );
+    let retried_before = message(&relay, other)["attempts"].clone();
+    assert_eq!(retried_before, 1);
+
+    assert_eq!(relay.delete("/v1/agents/alice", OPERATOR).status, 200);
+
+    for id in [last, other] {
+        let gone = message(&relay, id);
+        assert!(
+            gone.get("claimedBy").is_none(),
+            "deleting alice ends her claim on {id}: {gone}"
+        );
+        assert!(
+            gone.get("deadLetteredAt").is_some(),
+            "with max-attempts 1 a job whose only attempt ended with its holder is dead-lettered: {gone}"
+        );
+    }
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+}
+
+#[test]
+fn deleting_a_holder_hands_its_jobs_to_the_next_worker() {
+    let (relay, alice, bob) = pool();
+    let id = job(&relay, "half done");
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).body["id"],
+        id
+    );
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+
+    assert_eq!(relay.delete("/v1/agents/alice", OPERATOR).status, 200);
+
+    let taken = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(taken.body["id"], id, "{:?}", taken.body);
+    assert_eq!(taken.body["attempts"], 2);
+}
+
+#[test]
+fn a_recreated_id_claims_no_job_sent_to_the_old_one() {
+    let relay = Relay::start();
+    relay.register(json!({"id": "carol", "label": "backend"}));
+    let old = job(&relay, "for the old carol");
+    assert_eq!(relay.delete("/v1/agents/carol", OPERATOR).status, 200);
+    let carol = relay.register(json!({"id": "carol", "label": "backend"}));
+
+    let none = claim_next(&relay, "carol", &carol, json!({}));
+
+    assert_eq!(
+        none.status, 204,
+        "job {old} was sent before this carol was registered: {:?}",
+        none.body
+    );
+    let new = job(&relay, "for the new carol");
+    assert_eq!(
+        claim_next(&relay, "carol", &carol, json!({})).body["id"],
+        new
+    );
+}
+
+#[test]
+fn a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good() {
+    let (relay, alice, _bob) = pool();
+    for (query, body) in [
+        ("?wait=-1", json!({})),
+        ("", json!({"wait": -1})),
+        ("", json!({"wait": "soon"})),
+        ("?wait=1", json!({"wait": -1})),
+        ("?wait=x", json!({"wait": 1})),
+    ] {
+        let reply = relay.post(
+            &format!("/v1/agents/alice/claim-next{query}"),
+            &alice,
+            body.clone(),
+        );
+        assert_eq!(reply.status, 400, "{query} {body}: {:?}", reply.body);
+        assert_eq!(reply.code(), "invalid");
+    }
+    let fine = relay.post(
+        "/v1/agents/alice/claim-next?wait=0",
+        &alice,
+        json!({"wait": 0}),
+    );
+    assert_eq!(fine.status, 204, "{:?}", fine.body);
+}

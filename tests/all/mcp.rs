@@ -1,0 +1,229 @@
+//! The MCP tool table and `/mcp`'s front door, against the built component and the real binary.
+//! (The MCP exchanges themselves are driven by the official Python SDK: tests/mcp_client.)
+
+use crate::common;
+
+use agent_relay::mcp::tools::{self, TOOLS};
+use agent_relay_core::embed::{Options, Relay as Embedded};
+use common::{OPERATOR, Relay};
+use serde_json::{Value as Json, json};
+
+fn embedded() -> (tempfile::TempDir, Embedded) {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Embedded::open(dir.path().join("relay.db"), Options::default()).unwrap();
+    (dir, relay)
+}
+
+#[test]
+fn every_tool_names_an_existing_export() {
+    let (_dir, relay) = embedded();
+    for spec in TOOLS {
+        assert!(
+            relay.runtime().export(spec.export).is_some(),
+            "tool {} names export {}, which the component does not have",
+            spec.name,
+            spec.export
+        );
+    }
+    let listed = tools::listing(relay.runtime());
+    assert_eq!(listed.len(), TOOLS.len(), "every tool is listed");
+}
+
+#[test]
+fn tool_schemas_are_valid_json_schema_objects_without_caller_filled_fields() {
+    let (_dir, relay) = embedded();
+    for tool in tools::listing(relay.runtime()) {
+        let input = Json::Object(tool.input_schema.as_ref().clone());
+        let output = Json::Object(tool.output_schema.as_deref().cloned().unwrap());
+        for schema in [&input, &output] {
+            if let Err(problem) = check_schema(schema, "") {
+                panic!(
+                    "{}: not a valid JSON Schema ({problem}): {schema}",
+                    tool.name
+                );
+            }
+            assert_eq!(schema["type"], "object", "{}: {schema}", tool.name);
+        }
+        let properties = input["properties"].as_object().unwrap();
+        for filled in ["from", "agentId"] {
+            assert!(
+                !properties.contains_key(filled),
+                "{}: {filled} comes from the token, not from arguments",
+                tool.name
+            );
+        }
+    }
+}
+
+/// The JSON Schema vocabulary the tool schemas use, checked the way the meta-schema would: every
+/// keyword known and of the right JSON type, `required` naming declared properties. (The Python
+/// client tests also run jsonschema's `check_schema` on every listed schema.)
+fn check_schema(schema: &Json, at: &str) -> Result<(), String> {
+    const TYPES: &[&str] = &[
+        "null", "boolean", "object", "array", "number", "string", "integer",
+    ];
+    let Json::Object(object) = schema else {
+        return Err(format!("{at} is not an object"));
+    };
+    for (keyword, value) in object {
+        let place = format!("{at}/{keyword}");
+        match keyword.as_str() {
+            "type" => {
+                let names: Vec<&Json> = match value {
+                    Json::Array(names) => names.iter().collect(),
+                    one => vec![one],
+                };
+                if !names
+                    .iter()
+                    .all(|n| n.as_str().is_some_and(|n| TYPES.contains(&n)))
+                {
+                    return Err(format!("{place}: unknown type {value}"));
+                }
+            }
+            "properties" => {
+                let properties = value.as_object().ok_or(format!("{place} not an object"))?;
+                for (name, sub) in properties {
+                    check_schema(sub, &format!("{place}/{name}"))?;
+                }
+            }
+            "required" => {
+                let names = value.as_array().ok_or(format!("{place} not an array"))?;
+                for name in names {
+                    let name = name
+                        .as_str()
+                        .ok_or(format!("{place}: {name} not a string"))?;
+                    if object.get("properties").and_then(|p| p.get(name)).is_none() {
+                        return Err(format!("{place}: {name} is not a property"));
+                    }
+                }
+            }
+            "items" | "additionalProperties" if value.is_boolean() => {}
+            "items" | "additionalProperties" | "not" => check_schema(value, &place)?,
+            "oneOf" | "anyOf" | "allOf" => {
+                let subs = value.as_array().ok_or(format!("{place} not an array"))?;
+                for (i, sub) in subs.iter().enumerate() {
+                    check_schema(sub, &format!("{place}/{i}"))?;
+                }
+            }
+            "enum" => {
+                value.as_array().ok_or(format!("{place} not an array"))?;
+            }
+            "minimum" | "maximum" | "minLength" | "maxLength" | "minItems" | "maxItems" => {
+                value.as_f64().ok_or(format!("{place} not a number"))?;
+            }
+            "uniqueItems" => {
+                value.as_bool().ok_or(format!("{place} not a boolean"))?;
+            }
+            "description" | "title" | "pattern" | "format" => {
+                value.as_str().ok_or(format!("{place} not a string"))?;
+            }
+            "nullable" => return Err(format!("{place}: OpenAPI's nullable is not JSON Schema")),
+            other => return Err(format!("{at}: unexpected keyword {other}")),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn read_only_tools_say_so() {
+    let (_dir, relay) = embedded();
+    let read_only: Vec<String> = tools::listing(relay.runtime())
+        .into_iter()
+        .filter(|tool| tool.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true))
+        .map(|tool| tool.name.into_owned())
+        .collect();
+    assert_eq!(
+        read_only,
+        [
+            "whoami",
+            "list_agents",
+            "fetch_inbox",
+            "get_thread",
+            "list_tasks"
+        ]
+    );
+}
+
+#[test]
+fn send_message_takes_no_from_and_answers_what_its_output_schema_requires() {
+    let (_dir, relay) = embedded();
+    relay
+        .call_json("register-agent", &json!({"input": {"id": "alice"}}))
+        .unwrap();
+    let spec = tools::find("send_message").unwrap();
+    let export = relay.runtime().export(spec.export).unwrap();
+    let acting = tools::Acting {
+        caller: agent_relay_core::embed::Caller::Operator.to_val(),
+        agent_id: "user".to_owned(),
+    };
+    let forged = json!({"to": "alice", "body": "hi", "from": "alice"});
+    let refused = tools::arguments(spec, export, &acting, forged.as_object()).err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|text| text.contains("from is filled in from your token")),
+        "a from argument must be refused: {refused:?}"
+    );
+    let call = tools::arguments(
+        spec,
+        export,
+        &acting,
+        json!({"to": "alice", "body": "hi"}).as_object(),
+    )
+    .unwrap();
+    let value = relay.calls().run_here(export, &call.args).unwrap();
+    let answer = tools::structured(export, agent_relay_core::bridge::outcome(&value).unwrap());
+    assert_eq!(answer["message"]["from"], "user");
+    let schema = Json::Object(tools::output_schema(export));
+    let required = schema["required"].as_array().unwrap();
+    for field in required {
+        assert!(
+            answer.get(field.as_str().unwrap()).is_some(),
+            "{answer} lacks {field} that {schema} requires"
+        );
+    }
+}
+
+fn initialize() -> Json {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "0"}}})
+}
+
+fn post_mcp(relay: &Relay, token: Option<&str>, host: Option<&str>) -> (u16, String) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client
+        .post(format!("{}/mcp", relay.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    let response = request.send().unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn mcp_without_a_valid_token_is_401_before_any_exchange() {
+    let relay = Relay::start();
+    let (status, body) = post_mcp(&relay, None, None);
+    assert_eq!(status, 401, "no token: {body}");
+    let (status, body) = post_mcp(&relay, Some("relay_not-a-token"), None);
+    assert_eq!(status, 401, "unknown token: {body}");
+    let (status, body) = post_mcp(&relay, Some(OPERATOR), None);
+    assert_eq!(status, 200, "the operator's token: {body}");
+    assert!(body.contains("`user`"), "the operator acts as user: {body}");
+}
+
+#[test]
+fn mcp_refuses_a_foreign_host_unless_allowed() {
+    let relay = Relay::start();
+    let (status, body) = post_mcp(&relay, Some(OPERATOR), Some("evil.example:8787"));
+    assert_eq!(status, 403, "a rebound DNS name must be refused: {body}");
+    let relay = Relay::start_with(&["--mcp-allowed-host", "relay.example"]);
+    let (status, body) = post_mcp(&relay, Some(OPERATOR), Some("relay.example"));
+    assert_eq!(status, 200, "an allowed host: {body}");
+}
