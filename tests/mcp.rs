@@ -229,3 +229,48 @@ fn mcp_refuses_a_foreign_host_unless_allowed() {
     let (status, body) = post_mcp(&relay, Some(OPERATOR), Some("relay.example"));
     assert_eq!(status, 200, "an allowed host: {body}");
 }
+
+#[test]
+fn get_thread_shows_a_recreated_agent_none_of_its_predecessors_messages() {
+    let (_dir, relay) = embedded();
+    let register = |id: &str| {
+        relay
+            .call_json("register-agent", &json!({"input": {"id": id}}))
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    register("dave");
+    register("alice");
+    let sent = relay
+        .call_json(
+            "send-message",
+            &json!({"input": {"from": "alice", "to": "dave", "body": "the old dave's secret"}}),
+        )
+        .unwrap();
+    let thread = sent["message"]["threadId"].as_i64().unwrap();
+    relay
+        .call_json("delete-agent", &json!({"agentId": "dave"}))
+        .unwrap();
+    let dave = register("dave");
+
+    let spec = tools::find("get_thread").unwrap();
+    let export = relay.runtime().export(spec.export).unwrap();
+    let acting = tools::Acting {
+        caller: agent_relay::embed::Caller::Bearer(dave).to_val(),
+        agent_id: "dave".to_owned(),
+    };
+    let call = tools::arguments(
+        spec,
+        export,
+        &acting,
+        json!({"threadId": thread}).as_object(),
+    )
+    .unwrap();
+    let value = relay.calls().run_here(export, &call.args).unwrap();
+    let answer = agent_relay::bridge::outcome(&value);
+
+    let refused = answer.expect_err("the old dave's thread is not the new dave's");
+    assert_eq!(refused.status, 403, "{refused:?}");
+}

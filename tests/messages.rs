@@ -823,3 +823,114 @@ fn a_badly_shaped_request_is_refused_with_the_place_of_the_mistake() {
         );
     }
 }
+
+/// The ids and bodies of a thread page.
+fn thread_bodies(reply: &common::Reply) -> Vec<String> {
+    reply
+        .body
+        .as_array()
+        .unwrap_or_else(|| panic!("not a thread page: {:?}", reply.body))
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_recreated_id_reads_none_of_its_predecessors_threads() {
+    let relay = Relay::start();
+    let old = relay.register(json!({"id": "dave", "label": "ops"}));
+    let alice = relay.register(json!({"id": "alice"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let private = id_of(&relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "dave", "body": "the old dave's secret"}),
+    ));
+    let answer = relay.post(
+        "/v1/messages",
+        &old,
+        json!({"from": "dave", "to": "alice", "body": "the old dave's answer", "replyTo": private}),
+    );
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let to_label =
+        id_of(&relay.send(json!({"from": "user", "to": "label:ops", "body": "ops only"})));
+    let job = id_of(&relay.post(
+        "/v1/messages",
+        &old,
+        json!({"from": "dave", "to": "bob", "body": "the old dave's job", "claimable": true}),
+    ));
+    assert_eq!(relay.delete("/v1/agents/dave", OPERATOR).status, 200);
+    let dave = relay.register(json!({"id": "dave", "label": "ops"}));
+
+    for thread in [private, to_label, job] {
+        let reply = relay.get(&format!("/v1/threads/{thread}"), &dave);
+        assert_eq!(
+            reply.status, 403,
+            "thread {thread} holds nothing the new dave may see: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "forbidden");
+        assert_eq!(
+            relay.get(&format!("/v1/messages/{thread}"), &dave).status,
+            403,
+            "as a single read of message {thread}"
+        );
+    }
+    // A job of the old dave dead-lettered after the new one exists tells nobody: the new dave
+    // did not send it.
+    for _ in 0..5 {
+        let claimed = relay.post(
+            &format!("/v1/messages/{job}/claim"),
+            &bob,
+            json!({"agentId": "bob"}),
+        );
+        assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+        let released = relay.post(
+            &format!("/v1/messages/{job}/release"),
+            &bob,
+            json!({"agentId": "bob"}),
+        );
+        assert_eq!(released.status, 200, "{:?}", released.body);
+    }
+    assert!(
+        relay.get(&format!("/v1/messages/{job}"), OPERATOR).body["deadLetteredAt"].is_i64(),
+        "the job is dead-lettered"
+    );
+    let notices = relay.get("/v1/agents/dave/inbox", &dave);
+    assert_eq!(
+        notices.body,
+        json!([]),
+        "the new dave is not told of the old dave's job"
+    );
+    assert_eq!(
+        relay.get(&format!("/v1/threads/{job}"), &dave).status,
+        403,
+        "nor does its thread open to him"
+    );
+
+    // A thread seen message by message: the new dave sees only what reaches the new dave.
+    let fresh = relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "dave", "body": "welcome", "replyTo": private}),
+    );
+    assert_eq!(fresh.status, 201, "{:?}", fresh.body);
+    let seen = relay.get(&format!("/v1/threads/{private}"), &dave);
+    assert_eq!(seen.status, 200, "{:?}", seen.body);
+    assert_eq!(thread_bodies(&seen), ["welcome"]);
+    assert_eq!(
+        thread_bodies(&relay.get(&format!("/v1/threads/{private}"), &alice)),
+        ["the old dave's secret", "the old dave's answer", "welcome"],
+        "alice keeps her part of the thread"
+    );
+    assert_eq!(
+        thread_bodies(&relay.get(&format!("/v1/threads/{private}"), OPERATOR)).len(),
+        3,
+        "the operator sees all of it"
+    );
+    assert_eq!(
+        relay.get("/v1/threads/99999", &dave).status,
+        404,
+        "a thread that does not exist is still 404"
+    );
+}

@@ -328,7 +328,10 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
         &params![message.id, now],
     )?;
     tasks::on_dead_lettered(message, now)?;
-    if agents::load(&message.from)?.is_none() {
+    // Its sender is told while it is registered; an agent registered again under its id since
+    // (the job is at or below the id's history floor) did not send it and is not told.
+    if agents::load(&message.from)?.is_none() || message.id <= agents::history_floor(&message.from)?
+    {
         return Ok(());
     }
     let payload = json!({"messageId": message.id, "attempts": message.attempts, "reason": reason});

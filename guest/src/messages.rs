@@ -402,8 +402,10 @@ pub fn get(caller: &Caller, id: i64) -> Result<Message, RelayError> {
     Ok(message)
 }
 
-/// A page of a thread, oldest first: every message for the operator, else those the agent sent
-/// or is reached by (the same targets as its inbox).
+/// A page of a thread, oldest first: every message for the operator, else each message the
+/// agent may read alone (`visible_to`): those it sent or is reached by (the same targets as its
+/// inbox), never one from before its id was re-created. A thread that exists but holds nothing
+/// the agent may read is 403, as a single read of one of its messages is.
 pub fn thread(
     caller: &Caller,
     thread_id: i64,
@@ -411,30 +413,47 @@ pub fn thread(
 ) -> Result<Vec<Message>, RelayError> {
     let identity = auth::identify(caller)?;
     let limit = db::page_limit(query.limit, DEFAULT_THREAD_LIMIT, db::MAX_LIMIT)?;
-    let mut filter = "m.thread_id = ?".to_owned();
+    let mut visible = "m.thread_id = ?".to_owned();
     let mut values = vec![Value::from(thread_id)];
     if let Identity::Agent(id) = &identity {
         let targets = agents::targets_reaching(&agents::require(id)?)?;
         let placeholders = vec!["?"; targets.len()].join(", ");
-        filter.push_str(&format!(
-            " AND (m.from_agent = ? OR m.to_target IN ({placeholders}))"
+        visible.push_str(&format!(
+            " AND (m.from_agent = ? OR m.to_target IN ({placeholders})) AND m.id > ?"
         ));
         values.push(Value::from(id.as_str()));
         values.extend(targets.into_iter().map(Value::from));
+        values.push(Value::from(agents::history_floor(id)?));
     }
+    let mut filter = visible.clone();
+    let mut page_values = values.clone();
     if let Some(since) = query.since {
         filter.push_str(" AND m.id > ?");
-        values.push(Value::from(since));
+        page_values.push(Value::from(since));
     }
-    let page = message_page(&filter, values, limit)?;
-    if page.is_empty()
+    let page = message_page(&filter, page_values, limit)?;
+    if !page.is_empty() {
+        return Ok(page);
+    }
+    if db::query_one(
+        "SELECT 1 AS found FROM messages WHERE thread_id = ? LIMIT 1",
+        &params![thread_id],
+    )?
+    .is_none()
+    {
+        return Err(not_found(format!("thread {thread_id} does not exist")));
+    }
+    if let Identity::Agent(id) = &identity
         && db::query_one(
-            "SELECT 1 AS found FROM messages WHERE thread_id = ? LIMIT 1",
-            &params![thread_id],
+            &format!("SELECT 1 AS found FROM messages m WHERE {visible} LIMIT 1"),
+            &values,
         )?
         .is_none()
     {
-        return Err(not_found(format!("thread {thread_id} does not exist")));
+        return Err(forbidden(format!(
+            "thread {thread_id} holds no message that agent {id} may read: none is from or to \
+             it since it was registered"
+        )));
     }
     Ok(page)
 }
