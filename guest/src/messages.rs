@@ -528,6 +528,15 @@ pub fn inbox(
     message_page(&filter, values, limit)
 }
 
+/// Whether the message's target reaches the agent (its recipients: whoever the target reaches,
+/// group membership included; its sender only when the target reaches it too).
+pub fn addressed_to(message: &Message, agent: &AgentCard) -> Result<bool, RelayError> {
+    match Target::parse(&message.to) {
+        Ok(target) => target.reaches(agent),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Loads a message on behalf of an acting agent, refusing agents it does not reach and messages
 /// from before the agent's id was re-created.
 pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
@@ -539,11 +548,7 @@ pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
             agent.id
         )));
     }
-    let reaches = match Target::parse(&message.to) {
-        Ok(target) => target.reaches(agent)?,
-        Err(_) => false,
-    };
-    if !reaches && message.from != agent.id {
+    if !addressed_to(&message, agent)? && message.from != agent.id {
         return Err(forbidden(format!(
             "message {id} is not addressed to agent {}",
             agent.id
