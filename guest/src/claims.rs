@@ -343,7 +343,7 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
         return Ok(());
     }
     let payload = json!({"messageId": message.id, "attempts": message.attempts, "reason": reason});
-    messages::send(
+    messages::deliver(
         &Caller::Operator,
         SendMessageInput {
             from: agents::SYSTEM.to_owned(),

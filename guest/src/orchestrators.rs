@@ -368,7 +368,7 @@ pub fn spawn(
     }
     payload.insert("approval".to_owned(), Json::from(approval));
 
-    messages::send(
+    messages::deliver(
         caller,
         SendMessageInput {
             from,
