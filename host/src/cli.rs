@@ -11,8 +11,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value as Json;
 
-use wasmtime::component::Val;
-
 use crate::bindings::StoreError;
 use crate::bridge;
 use crate::calls::{CallOptions, Caller, Calls};
@@ -670,35 +668,9 @@ async fn wait_for_stop() -> &'static str {
     "ctrl-c"
 }
 
-/// Hands the relay the tokens that made calls since the last round, so that an agent that works
-/// without heartbeats is seen as alive before the reaper looks for stale agents.
-async fn record_agent_calls(calls: &Arc<Calls>) {
-    let seen = calls.take_activity();
-    let Some(export) = calls.runtime().export("record-agent-calls").cloned() else {
-        return;
-    };
-    if seen.is_empty() {
-        return;
-    }
-    let list = seen
-        .into_iter()
-        .map(|(token, at)| {
-            Val::Record(vec![
-                ("token".to_owned(), Val::String(token)),
-                ("at".to_owned(), Val::S64(at)),
-            ])
-        })
-        .collect();
-    let answer = calls
-        .run(&export, vec![Caller::Operator.to_val(), Val::List(list)])
-        .await;
-    match answer.and_then(|value| bridge::outcome(&value)) {
-        Ok(refreshed) => tracing::debug!(%refreshed, "agents seen alive by their calls"),
-        Err(error) => tracing::warn!(message = %error.message, "recording activity failed"),
-    }
-}
-
-/// The reaper: runs the `reap` export on a timer, logging what it changed.
+/// The reaper: runs the `reap` export on a timer, logging what it changed. It goes through the
+/// runner's one reaper entry (`calls/reaper.rs`), as `POST /v1/reap` does: the calls agents made
+/// are recorded first, and a round whose recording failed does not run.
 ///
 /// # Errors
 /// The component has no `reap` export.
@@ -722,7 +694,6 @@ fn reaper(
 }
 
 async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
-    record_agent_calls(calls).await;
     let answer = calls.run(export, vec![Caller::Operator.to_val()]).await;
     match answer.and_then(|value| bridge::outcome(&value)) {
         Ok(report) => {
@@ -738,6 +709,8 @@ async fn reap(calls: &Arc<Calls>, export: &crate::runtime::Export) {
                 tracing::info!(%report, "reaper");
             }
         }
-        Err(error) => tracing::warn!(message = %error.message, "reaper failed"),
+        Err(error) => {
+            tracing::warn!(message = %error.message, "reaper round failed; no agent was taken offline by it");
+        }
     }
 }
