@@ -485,9 +485,7 @@ fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
         component
     };
     match &args.out {
-        Some(path) => {
-            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        }
+        Some(path) => write_no_follow(path, &bytes)?,
         None => {
             if !args.signatures && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 anyhow::bail!("the component is binary; give --out PATH or redirect stdout");
@@ -498,22 +496,38 @@ fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies the database with SQLite's online backup into a new owner-only file.
+/// Writes `bytes` to `path` (created, or replaced when it is a file), never through a symbolic
+/// link: a link at `path` is refused (`O_NOFOLLOW`), so a link planted in a shared folder cannot
+/// aim the write at another file.
+fn write_no_follow(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options.open(path).map_err(|error| {
+        if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            anyhow::anyhow!(
+                "{} is a symbolic link; give the path of a file (links are not followed)",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("writing {}", path.display()))
+        }
+    })?;
+    std::io::Write::write_all(&mut file, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Copies the database with SQLite's online backup into a new owner-only file: created `0600`
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`, missing folders `0700`) before SQLite writes into it, never
+/// over an existing file nor through a symbolic link (docs/security.md).
 fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.db.is_file(),
         "{} does not exist (give the relay's database with --db)",
         args.db.display()
     );
-    anyhow::ensure!(
-        !args.out.exists(),
-        "{} already exists; choose a new file for the backup",
-        args.out.display()
-    );
     let started = Instant::now();
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let source = crate::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
     source.backup_to(&args.out)?;
     let bytes = std::fs::metadata(&args.out).map_or(0, |m| m.len());
