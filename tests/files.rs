@@ -214,3 +214,55 @@ fn the_backup_before_an_upgrade_never_follows_a_dangling_symlink() {
     let backup = Path::new(report["backup"].as_str().unwrap());
     assert_owner_only(backup);
 }
+
+#[test]
+fn an_empty_or_relative_xdg_cache_home_never_puts_the_cache_in_the_working_directory() {
+    for value in ["", "relative-cache"] {
+        let cwd = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let db = cwd.path().join("relay.db");
+        let output = run_under_umask_000(
+            cwd.path(),
+            &[os("migrate"), os("--db"), db.as_os_str()],
+            &[
+                ("XDG_CACHE_HOME", os(value)),
+                ("HOME", home.path().as_os_str()),
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+        let in_cwd = cwd.path().join(value).join("agent-relay");
+        assert!(
+            !in_cwd.exists(),
+            "XDG_CACHE_HOME={value:?} put the compiled code in {}",
+            in_cwd.display()
+        );
+        let cached = home.path().join(".cache").join("agent-relay");
+        assert_eq!(mode(&cached), 0o700, "the cache falls back to $HOME/.cache");
+    }
+}
+
+#[test]
+fn a_cache_folder_others_may_write_is_skipped_with_a_warning() {
+    let cache = tempfile::tempdir().unwrap();
+    let folder = cache.path().join("agent-relay");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("relay.db");
+    let output = run_under_umask_000(
+        db_dir.path(),
+        &[os("migrate"), os("--db"), db.as_os_str()],
+        &[("XDG_CACHE_HOME", cache.path().as_os_str())],
+    );
+    assert!(output.status.success(), "the relay still runs: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("agent-relay") && stderr.contains("writable"),
+        "a warning names the cache folder: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&folder).unwrap().count(),
+        0,
+        "nothing is written to or loaded from it"
+    );
+}

@@ -573,10 +573,12 @@ fn load_component(engine: &Engine, component: &[u8]) -> anyhow::Result<Component
     let Some(path) = cache_path(engine, component) else {
         return compile();
     };
-    if path.exists() {
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    if path.exists() && trusted_file(&path, dir) {
         // SAFETY: the file was written by `precompile_component` of this same component for an
         // engine with the same compatibility hash (both are in its name), in a directory only
-        // this user may write to; wasmtime still checks the header and refuses a mismatch.
+        // this user may write to, and is this user's and writable by nobody else (checked just
+        // above); wasmtime still checks the header and refuses a mismatch.
         #[allow(unsafe_code)]
         let cached = unsafe { Component::deserialize_file(engine, &path) };
         if let Ok(component) = cached {
@@ -603,21 +605,24 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// `~/.cache/agent-relay/relay-<component hash>-once-<engine hash>.cwasm`, in an owner-only
-/// directory.
+/// `$XDG_CACHE_HOME/agent-relay/relay-<component hash>-once-<engine hash>.cwasm` (or
+/// `$HOME/.cache/agent-relay/...`), in an owner-only directory; `None` (compile every time) when
+/// there is no usable place.
 fn cache_path(engine: &Engine, component: &[u8]) -> Option<std::path::PathBuf> {
     use sha2::Digest as _;
     use std::hash::{Hash as _, Hasher as _};
     if std::env::var("RELAY_COMPONENT_CACHE").is_ok_and(|v| v == "off") {
         return None;
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cache"))
-        })?;
-    let dir = base.join("agent-relay");
-    create_private_dir(&dir).ok()?;
+    let dir = cache_base()?.join("agent-relay");
+    if let Err(error) = create_private_dir(&dir) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "not using the compiled-code cache ({error}); the component is compiled at every \
+             start: make the folder owner-only (chmod 700) and your own, or remove it"
+        );
+        return None;
+    }
     // `-once`: compiled without post-return functions, for instances that serve one call.
     let component = format!(
         "{}-once",
@@ -628,25 +633,62 @@ fn cache_path(engine: &Engine, component: &[u8]) -> Option<std::path::PathBuf> {
     Some(dir.join(format!("relay-{component}-{:016x}.cwasm", hasher.finish())))
 }
 
+/// The folder caches go in: `XDG_CACHE_HOME`, else `$HOME/.cache`. An empty or relative value
+/// counts as unset (the XDG base directory spec says relative paths are invalid), so the cache
+/// is never the working directory, wherever the relay runs.
+fn cache_base() -> Option<std::path::PathBuf> {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(std::path::PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+}
+
+/// Creates the cache folder owner-only, then checks it (and refuses it) as native code will be
+/// loaded from it: it must be this user's and writable by nobody else.
 #[cfg(unix)]
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     let meta = std::fs::metadata(dir)?;
     // Refuse a cache others could have written native code into.
-    let own = meta.uid() == own_uid(dir)?;
-    if !own || meta.permissions().mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(
-            "cache directory is writable by others",
-        ));
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "the folder is group- or world-writable (mode {:o})",
+            meta.mode() & 0o777
+        )));
+    }
+    if meta.uid() != own_uid(dir)? {
+        return Err(std::io::Error::other(format!(
+            "the folder belongs to uid {}, not this user, and is writable by its owner",
+            meta.uid()
+        )));
     }
     Ok(())
 }
 
-/// The uid that owns files this process creates, read from a probe file (no libc needed).
+/// Whether a cached file may be loaded: a plain file (not a link), owned like its folder (which
+/// [`create_private_dir`] found to be this user's) and writable by nobody else.
+#[cfg(unix)]
+fn trusted_file(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(meta), Ok(folder)) = (std::fs::symlink_metadata(path), std::fs::metadata(dir)) else {
+        return false;
+    };
+    meta.is_file() && meta.mode() & 0o022 == 0 && meta.uid() == folder.uid()
+}
+
+#[cfg(not(unix))]
+fn trusted_file(path: &std::path::Path, _: &std::path::Path) -> bool {
+    path.is_file()
+}
+
+/// The uid that owns files this process creates, read from a probe file (no libc needed). Made
+/// only in a folder already known to be writable by its owner alone.
 #[cfg(unix)]
 fn own_uid(dir: &std::path::Path) -> std::io::Result<u32> {
     use std::os::unix::fs::MetadataExt as _;
