@@ -49,7 +49,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
         "orchestrators",
         "pairs",
     ],
-    &["reaper", "retire"],
+    &["input_rules", "reaper", "retire"],
     &["upgrade"],
     &["upgrade06"],
     &["schema"],
