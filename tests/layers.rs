@@ -21,7 +21,7 @@ const HOST_LAYERS: &[&[&str]] = &[
     &["store"],
     &["sqlite", "runtime"],
     &["calls"],
-    &["bridge", "input_rules"],
+    &["bridge"],
     &["push", "openapi", "embed", "client", "mcp"],
     &["http", "settings"],
     &["cli"],

@@ -9,7 +9,6 @@ pub mod client;
 pub mod connections;
 pub mod embed;
 pub mod http;
-pub mod input_rules;
 pub mod mcp;
 pub mod openapi;
 pub mod push;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
+use serde_json::{Map, Value as Json};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Val,
@@ -21,6 +22,12 @@ use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 
 use crate::bindings::{self, Executed, Rows, Setting, StoreError, Value};
 use crate::shape::Shape;
+
+/// The export through which the component publishes its input rules (`wit/rules.wit`).
+const INPUT_RULES: &str = "input-rules";
+
+/// One published input rule: the export, the argument's place, the JSON Schema keywords.
+type InputRule = (String, String, Map<String, Json>);
 use crate::store::{Access, Backend, Pending, Session};
 
 mod memory;
@@ -122,10 +129,20 @@ pub struct Export {
     pub params: Vec<(String, Shape)>,
     pub result: Option<Shape>,
     pub access: Access,
+    /// The checks the component makes on the arguments beyond their types, as JSON Schema
+    /// keywords by place (`input.to`, `query.limit`): what it publishes through `input-rules`
+    /// for this export, asked once when it is loaded.
+    pub input_rules: BTreeMap<String, Map<String, Json>>,
     index: ComponentExportIndex,
 }
 
 impl Export {
+    /// The component's rule for the argument at `at` (see [`crate::shape::Rules`]); `None`
+    /// where the type is the whole rule.
+    pub fn input_rule(&self, at: &str) -> Option<Map<String, Json>> {
+        self.input_rules.get(at).cloned()
+    }
+
     /// What running this export needs, small enough to hand to the thread that runs it.
     pub fn entry(&self) -> Entry {
         Entry {
@@ -319,7 +336,7 @@ impl Runtime {
             })
             .context("starting the epoch ticker")?;
 
-        Ok(Self {
+        let mut runtime = Self {
             engine,
             pre,
             exports,
@@ -327,7 +344,36 @@ impl Runtime {
             clock,
             memory: MemoryBudget::new(limits.calls_memory_bytes),
             limits,
-        })
+        };
+        for (export, at, keywords) in runtime.ask_input_rules()? {
+            let Some(found) = runtime.exports.get_mut(&export) else {
+                anyhow::bail!("the component states an input rule for {export}, which it lacks");
+            };
+            found.input_rules.insert(at, keywords);
+        }
+        Ok(runtime)
+    }
+
+    /// The component's input rules as (export, place, keywords), from its `input-rules` export:
+    /// run once, in an instance of its own, without a store (the rules read nothing). A component
+    /// without the export states no rules.
+    fn ask_input_rules(&self) -> anyhow::Result<Vec<InputRule>> {
+        let Some(export) = self.exports.get(INPUT_RULES) else {
+            return Ok(Vec::new());
+        };
+        let mut store = self.new_store();
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context("instantiating the relay component for its input rules")?;
+        let func = instance
+            .get_func(&mut store, export.index)
+            .ok_or_else(|| anyhow!("the component lacks {INPUT_RULES}, which it listed"))?;
+        let mut results = vec![Val::Bool(false)];
+        func.call(&mut store, &[], &mut results)
+            .map_err(|e| anyhow!("{INPUT_RULES} failed: {}", describe_trap(&e)))?;
+        input_rules_from(&results[0])
     }
 
     /// Every exported function, by name.
@@ -495,6 +541,44 @@ impl Runtime {
     }
 }
 
+/// `list<input-rule>` as (export, place, keywords).
+fn input_rules_from(value: &Val) -> anyhow::Result<Vec<InputRule>> {
+    let Val::List(rules) = value else {
+        anyhow::bail!("{INPUT_RULES} answered something other than a list");
+    };
+    let text = |fields: &[(String, Val)], name: &str| -> Option<String> {
+        fields.iter().find_map(|(field, value)| match value {
+            Val::String(text) if field == name => Some(text.clone()),
+            Val::Record(inner) if field == name => match inner.as_slice() {
+                [(json, Val::String(text))] if json == "json" => Some(text.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    rules
+        .iter()
+        .map(|rule| {
+            let Val::Record(fields) = rule else {
+                anyhow::bail!("{INPUT_RULES} answered a rule that is not a record");
+            };
+            let (Some(export), Some(at), Some(keywords)) = (
+                text(fields, "export"),
+                text(fields, "at"),
+                text(fields, "keywords"),
+            ) else {
+                anyhow::bail!("{INPUT_RULES} answered a rule without export, at or keywords");
+            };
+            match serde_json::from_str(&keywords) {
+                Ok(Json::Object(map)) => Ok((export, at, map)),
+                _ => anyhow::bail!(
+                    "the input rule of {export} at {at} is not a JSON object: {keywords}"
+                ),
+            }
+        })
+        .collect()
+}
+
 /// A short, log-friendly cause for a failed call.
 fn describe_trap(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
@@ -549,6 +633,7 @@ fn discover_exports(
                     .collect(),
                 result: func.results().next().as_ref().map(Shape::of),
                 access,
+                input_rules: BTreeMap::new(),
                 index,
             };
             if exports.insert(name.to_owned(), export).is_some() {
