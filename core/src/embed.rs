@@ -307,11 +307,12 @@ fn runtime(backend: Arc<Sqlite>, options: &Options) -> anyhow::Result<Runtime> {
     }
 }
 
-/// `<db>.v<version>.bak`, or with `-2`, `-3`, ... when that exists already.
+/// `<db>.v<version>.bak`, or with `-2`, `-3`, ... when that is taken already (by a file, or by
+/// a symbolic link even if it points nowhere: a backup is never written through a link).
 fn backup_path(db: &Path, version: u64) -> PathBuf {
     let base = format!("{}.v{version}.bak", db.display());
     std::iter::once(PathBuf::from(&base))
         .chain((2..).map(|n| PathBuf::from(format!("{base}-{n}"))))
-        .find(|candidate| !candidate.exists())
+        .find(|candidate| candidate.symlink_metadata().is_err())
         .unwrap_or_else(|| PathBuf::from(base))
 }

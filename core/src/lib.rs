@@ -20,7 +20,6 @@ pub mod bindings;
 pub mod bridge;
 pub mod calls;
 pub mod embed;
-pub mod input_rules;
 pub mod runtime;
 pub mod shape;
 pub mod sqlite;

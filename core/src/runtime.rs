@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
+use serde_json::{Map, Value as Json};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Val,
@@ -21,6 +22,12 @@ use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 
 use crate::bindings::{self, Executed, Rows, Setting, StoreError, Value};
 use crate::shape::Shape;
+
+/// The export through which the component publishes its input rules (`wit/rules.wit`).
+const INPUT_RULES: &str = "input-rules";
+
+/// One published input rule: the export, the argument's place, the JSON Schema keywords.
+type InputRule = (String, String, Map<String, Json>);
 use crate::store::{Access, Backend, Pending, Session};
 
 mod memory;
@@ -162,10 +169,20 @@ pub struct Export {
     pub params: Vec<(String, Shape)>,
     pub result: Option<Shape>,
     pub access: Access,
+    /// The checks the component makes on the arguments beyond their types, as JSON Schema
+    /// keywords by place (`input.to`, `query.limit`): what it publishes through `input-rules`
+    /// for this export, asked once when it is loaded.
+    pub input_rules: BTreeMap<String, Map<String, Json>>,
     index: ComponentExportIndex,
 }
 
 impl Export {
+    /// The component's rule for the argument at `at` (see [`crate::shape::Rules`]); `None`
+    /// where the type is the whole rule.
+    pub fn input_rule(&self, at: &str) -> Option<Map<String, Json>> {
+        self.input_rules.get(at).cloned()
+    }
+
     /// What running this export needs, small enough to hand to the thread that runs it.
     pub fn entry(&self) -> Entry {
         Entry {
@@ -359,7 +376,7 @@ impl Runtime {
             })
             .context("starting the epoch ticker")?;
 
-        Ok(Self {
+        let mut runtime = Self {
             engine,
             pre,
             exports,
@@ -367,7 +384,36 @@ impl Runtime {
             clock,
             memory: MemoryBudget::new(limits.calls_memory_bytes),
             limits,
-        })
+        };
+        for (export, at, keywords) in runtime.ask_input_rules()? {
+            let Some(found) = runtime.exports.get_mut(&export) else {
+                anyhow::bail!("the component states an input rule for {export}, which it lacks");
+            };
+            found.input_rules.insert(at, keywords);
+        }
+        Ok(runtime)
+    }
+
+    /// The component's input rules as (export, place, keywords), from its `input-rules` export:
+    /// run once, in an instance of its own, without a store (the rules read nothing). A component
+    /// without the export states no rules.
+    fn ask_input_rules(&self) -> anyhow::Result<Vec<InputRule>> {
+        let Some(export) = self.exports.get(INPUT_RULES) else {
+            return Ok(Vec::new());
+        };
+        let mut store = self.new_store();
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context("instantiating the relay component for its input rules")?;
+        let func = instance
+            .get_func(&mut store, export.index)
+            .ok_or_else(|| anyhow!("the component lacks {INPUT_RULES}, which it listed"))?;
+        let mut results = vec![Val::Bool(false)];
+        func.call(&mut store, &[], &mut results)
+            .map_err(|e| anyhow!("{INPUT_RULES} failed: {}", describe_trap(&e)))?;
+        input_rules_from(&results[0])
     }
 
     /// Every exported function, by name.
@@ -535,6 +581,44 @@ impl Runtime {
     }
 }
 
+/// `list<input-rule>` as (export, place, keywords).
+fn input_rules_from(value: &Val) -> anyhow::Result<Vec<InputRule>> {
+    let Val::List(rules) = value else {
+        anyhow::bail!("{INPUT_RULES} answered something other than a list");
+    };
+    let text = |fields: &[(String, Val)], name: &str| -> Option<String> {
+        fields.iter().find_map(|(field, value)| match value {
+            Val::String(text) if field == name => Some(text.clone()),
+            Val::Record(inner) if field == name => match inner.as_slice() {
+                [(json, Val::String(text))] if json == "json" => Some(text.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    rules
+        .iter()
+        .map(|rule| {
+            let Val::Record(fields) = rule else {
+                anyhow::bail!("{INPUT_RULES} answered a rule that is not a record");
+            };
+            let (Some(export), Some(at), Some(keywords)) = (
+                text(fields, "export"),
+                text(fields, "at"),
+                text(fields, "keywords"),
+            ) else {
+                anyhow::bail!("{INPUT_RULES} answered a rule without export, at or keywords");
+            };
+            match serde_json::from_str(&keywords) {
+                Ok(Json::Object(map)) => Ok((export, at, map)),
+                _ => anyhow::bail!(
+                    "the input rule of {export} at {at} is not a JSON object: {keywords}"
+                ),
+            }
+        })
+        .collect()
+}
+
 /// A short, log-friendly cause for a failed call.
 fn describe_trap(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
@@ -589,6 +673,7 @@ fn discover_exports(
                     .collect(),
                 result: func.results().next().as_ref().map(Shape::of),
                 access,
+                input_rules: BTreeMap::new(),
                 index,
             };
             if exports.insert(name.to_owned(), export).is_some() {
@@ -613,10 +698,12 @@ fn load_component(engine: &Engine, component: &[u8]) -> anyhow::Result<Component
     let Some(path) = cache_path(engine, component) else {
         return compile();
     };
-    if path.exists() {
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    if path.exists() && trusted_file(&path, dir) {
         // SAFETY: the file was written by `precompile_component` of this same component for an
         // engine with the same compatibility hash (both are in its name), in a directory only
-        // this user may write to; wasmtime still checks the header and refuses a mismatch.
+        // this user may write to, and is this user's and writable by nobody else (checked just
+        // above); wasmtime still checks the header and refuses a mismatch.
         #[allow(unsafe_code)]
         let cached = unsafe { Component::deserialize_file(engine, &path) };
         if let Ok(component) = cached {
@@ -643,21 +730,24 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// `~/.cache/agent-relay/relay-<component hash>-once-<engine hash>.cwasm`, in an owner-only
-/// directory.
+/// `$XDG_CACHE_HOME/agent-relay/relay-<component hash>-once-<engine hash>.cwasm` (or
+/// `$HOME/.cache/agent-relay/...`), in an owner-only directory; `None` (compile every time) when
+/// there is no usable place.
 fn cache_path(engine: &Engine, component: &[u8]) -> Option<std::path::PathBuf> {
     use sha2::Digest as _;
     use std::hash::{Hash as _, Hasher as _};
     if std::env::var("RELAY_COMPONENT_CACHE").is_ok_and(|v| v == "off") {
         return None;
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cache"))
-        })?;
-    let dir = base.join("agent-relay");
-    create_private_dir(&dir).ok()?;
+    let dir = cache_base()?.join("agent-relay");
+    if let Err(error) = create_private_dir(&dir) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "not using the compiled-code cache ({error}); the component is compiled at every \
+             start: make the folder owner-only (chmod 700) and your own, or remove it"
+        );
+        return None;
+    }
     // `-once`: compiled without post-return functions, for instances that serve one call.
     let component = format!(
         "{}-once",
@@ -668,25 +758,62 @@ fn cache_path(engine: &Engine, component: &[u8]) -> Option<std::path::PathBuf> {
     Some(dir.join(format!("relay-{component}-{:016x}.cwasm", hasher.finish())))
 }
 
+/// The folder caches go in: `XDG_CACHE_HOME`, else `$HOME/.cache`. An empty or relative value
+/// counts as unset (the XDG base directory spec says relative paths are invalid), so the cache
+/// is never the working directory, wherever the relay runs.
+fn cache_base() -> Option<std::path::PathBuf> {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(std::path::PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+}
+
+/// Creates the cache folder owner-only, then checks it (and refuses it) as native code will be
+/// loaded from it: it must be this user's and writable by nobody else.
 #[cfg(unix)]
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     let meta = std::fs::metadata(dir)?;
     // Refuse a cache others could have written native code into.
-    let own = meta.uid() == own_uid(dir)?;
-    if !own || meta.permissions().mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(
-            "cache directory is writable by others",
-        ));
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "the folder is group- or world-writable (mode {:o})",
+            meta.mode() & 0o777
+        )));
+    }
+    if meta.uid() != own_uid(dir)? {
+        return Err(std::io::Error::other(format!(
+            "the folder belongs to uid {}, not this user, and is writable by its owner",
+            meta.uid()
+        )));
     }
     Ok(())
 }
 
-/// The uid that owns files this process creates, read from a probe file (no libc needed).
+/// Whether a cached file may be loaded: a plain file (not a link), owned like its folder (which
+/// [`create_private_dir`] found to be this user's) and writable by nobody else.
+#[cfg(unix)]
+fn trusted_file(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(meta), Ok(folder)) = (std::fs::symlink_metadata(path), std::fs::metadata(dir)) else {
+        return false;
+    };
+    meta.is_file() && meta.mode() & 0o022 == 0 && meta.uid() == folder.uid()
+}
+
+#[cfg(not(unix))]
+fn trusted_file(path: &std::path::Path, _: &std::path::Path) -> bool {
+    path.is_file()
+}
+
+/// The uid that owns files this process creates, read from a probe file (no libc needed). Made
+/// only in a folder already known to be writable by its owner alone.
 #[cfg(unix)]
 fn own_uid(dir: &std::path::Path) -> std::io::Result<u32> {
     use std::os::unix::fs::MetadataExt as _;

@@ -225,15 +225,26 @@ impl Sqlite {
     ///
     /// # Errors
     /// The copy could not be written.
+    /// The target is a new file, created owner-only (`0600`) before SQLite writes a byte into
+    /// it; an existing file or a symbolic link at `target` (dangling or not) is refused, and
+    /// SQLite opens it without following links.
     pub fn backup_to(&self, target: &Path) -> anyhow::Result<()> {
-        create_private(target)?;
-        self.writer.exclusive(|conn| {
-            let mut copy = Connection::open(target)
-                .with_context(|| format!("creating {}", target.display()))?;
+        drop(create_new_private(target)?);
+        let copied = self.writer.exclusive(|conn| {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let mut copy = Connection::open_with_flags(target, flags)
+                .with_context(|| format!("opening {}", target.display()))?;
             let backup = rusqlite::backup::Backup::new(&conn.sql, &mut copy)?;
             backup.run_to_completion(256, Duration::from_millis(0), None)?;
             Ok(())
-        })
+        });
+        if copied.is_err() {
+            // The file is the one made above: a half-written copy must not pass for a backup.
+            let _ = std::fs::remove_file(target);
+        }
+        copied
     }
 
     fn reader(&self) -> Result<Conn, StoreError> {
@@ -252,6 +263,9 @@ impl Sqlite {
 ///
 /// # Errors
 /// The file cannot be created.
+///
+/// A symbolic link that points nowhere is followed, and the file it names is created owner-only
+/// (without this, SQLite would create it with the umask's mode).
 pub fn create_private(path: &Path) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -259,9 +273,73 @@ pub fn create_private(path: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let dangling = path.symlink_metadata().is_ok_and(|m| m.is_symlink())
+                && std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if dangling {
+                // O_CREAT without O_EXCL follows the link; the mode applies to what it creates.
+                options.create_new(false).create(true);
+                options
+                    .open(path)
+                    .with_context(|| format!("creating {} (a symbolic link)", path.display()))?;
+            }
+            Ok(())
+        }
         Err(error) => Err(error).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// Creates `path` as a new owner-only (`0600`) file whatever the umask, for a copy of the
+/// database (a backup): `O_CREAT|O_EXCL|O_NOFOLLOW`, so an existing file or a symbolic link at
+/// `path`, even one that points nowhere, is refused rather than written through. Missing
+/// parent folders are created owner-only (`0700`).
+///
+/// # Errors
+/// Something is at `path` already (the message says whether a file or a link), or the file or
+/// its folders cannot be created.
+pub fn create_new_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dirs(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map_err(|error| {
+        let link = path.symlink_metadata().is_ok_and(|m| m.is_symlink());
+        if link {
+            anyhow::anyhow!(
+                "{} is a symbolic link; a copy of the database is written only to a new file, \
+                 never through a link: remove the link or choose another path",
+                path.display()
+            )
+        } else if error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} already exists; choose a new file for the copy",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("creating {}", path.display()))
+        }
+    })
+}
+
+/// Creates `dir` and any missing parents owner-only (`0700`) whatever the umask; folders that
+/// exist keep their mode.
+///
+/// # Errors
+/// A folder cannot be created.
+pub fn create_private_dirs(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 /// What a connection is for: the writer, or one of the pooled readers.

@@ -59,6 +59,12 @@ pub fn load_or_create(db: &Path) -> anyhow::Result<(String, Source)> {
         return Ok((token.trim().to_owned(), Source::Environment));
     }
     let path = file_for(db);
+    anyhow::ensure!(
+        path.exists() || path.symlink_metadata().is_err(),
+        "{} is a symbolic link that points nowhere; remove it (the token file is created only as \
+         a new file) or set RELAY_OPERATOR_TOKEN",
+        path.display()
+    );
     if path.exists() {
         let token = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -76,10 +82,12 @@ pub fn load_or_create(db: &Path) -> anyhow::Result<(String, Source)> {
 fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    // O_EXCL already refuses any link at `path`; O_NOFOLLOW says so once more.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     writeln!(file, "{token}")?;

@@ -40,6 +40,9 @@ stored_enum!(AgentKind {
     Orchestrator => "orchestrator",
 });
 
+/// The kinds of the built-in agents (`user`, `system`), which no registration may claim.
+pub const BUILT_IN_KINDS: [AgentKind; 2] = [AgentKind::User, AgentKind::System];
+
 stored_enum!(AgentStatus {
     Online => "online",
     Busy => "busy",
@@ -328,7 +331,7 @@ pub fn register(
             .map(|a| a.locked.clone())
             .unwrap_or_default(),
     };
-    if matches!(kind, AgentKind::User | AgentKind::System) {
+    if BUILT_IN_KINDS.contains(&kind) {
         return Err(invalid(
             "kind user and system are reserved for the built-in agents",
         ));

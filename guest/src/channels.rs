@@ -491,7 +491,7 @@ pub fn route_inbound(
     for binding in bindings {
         let mut payload = payload.clone();
         payload.insert("bindingId".to_owned(), Json::from(binding.id.as_str()));
-        let sent = messages::send(
+        let sent = messages::deliver(
             caller,
             SendMessageInput {
                 from: channel.agent_id.clone(),

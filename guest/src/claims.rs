@@ -7,12 +7,12 @@
 use serde_json::json;
 
 use crate::agents;
-use crate::auth;
+use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::types::{
     Caller, ClaimInput, ClaimNextInput, CompleteInput, JsonText, Message, RelayError,
     SendMessageInput,
 };
-use crate::error::{conflict, invalid};
+use crate::error::{conflict, forbidden, invalid};
 use crate::input;
 use crate::messages;
 use crate::{db, params, settings, tasks};
@@ -48,7 +48,7 @@ pub fn claim(
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
-    let (_, agent) = agents::acting(
+    let (identity, agent) = agents::acting(
         caller,
         &input.agent_id,
         input.instance_id.as_deref(),
@@ -56,6 +56,14 @@ pub fn claim(
     )?;
     let lease = lease_ms(input.lease_ms)?;
     let message = messages::load_for(&agent, id)?;
+    // Its sender may read it, but a job is for its recipients (docs/security.md).
+    if identity != Identity::Operator && !messages::addressed_to(&message, &agent)? {
+        return Err(forbidden(format!(
+            "message {id} is a job for {}, which does not reach agent {}; only its recipients \
+             or the operator may claim it",
+            message.to, agent.id
+        )));
+    }
     if !message.claimable {
         return Err(conflict(format!("message {id} is not claimable")));
     }
@@ -328,11 +336,14 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
         &params![message.id, now],
     )?;
     tasks::on_dead_lettered(message, now)?;
-    if agents::load(&message.from)?.is_none() {
+    // Its sender is told while it is registered; an agent registered again under its id since
+    // (the job is at or below the id's history floor) did not send it and is not told.
+    if agents::load(&message.from)?.is_none() || message.id <= agents::history_floor(&message.from)?
+    {
         return Ok(());
     }
     let payload = json!({"messageId": message.id, "attempts": message.attempts, "reason": reason});
-    messages::send(
+    messages::deliver(
         &Caller::Operator,
         SendMessageInput {
             from: agents::SYSTEM.to_owned(),

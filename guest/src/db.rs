@@ -193,11 +193,13 @@ pub fn to_json_list(items: &[String]) -> String {
 }
 
 /// A WIT enum kept in the store (and in payloads) as the text of its case.
-pub trait Stored: Sized {
+pub trait Stored: Sized + 'static {
     /// The text this case is stored and shown as.
     fn name(self) -> &'static str;
     /// The case a stored text names; `None` for a text that names none.
     fn from_name(text: &str) -> Option<Self>;
+    /// Every case, in the order the WIT declares them.
+    const ALL: &'static [Self];
 }
 
 /// Declares the text of each case of a WIT enum (`Stored`), in one place per enum.
@@ -205,6 +207,8 @@ pub trait Stored: Sized {
 macro_rules! stored_enum {
     ($type:ident { $($case:ident => $text:literal),+ $(,)? }) => {
         impl $crate::db::Stored for $type {
+            const ALL: &'static [Self] = &[$(Self::$case),+];
+
             fn name(self) -> &'static str {
                 match self {
                     $(Self::$case => $text,)+

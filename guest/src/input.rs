@@ -18,6 +18,15 @@ pub const MAX_JSON: usize = 64 * 1024;
 /// Most tags or capabilities on one agent.
 pub const MAX_LIST: usize = 64;
 
+/// What [`id`] accepts, as a regular expression for schemas (JSON Schema's `pattern`): not
+/// empty, no surrounding white space (Unicode's, as Rust's `trim` sees it), no control
+/// characters. Change it with `id`.
+pub const ID_PATTERN: &str = concat!(
+    "^[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+    "(?:[^\\x00-\\x1f\\x7f-\\x9f]*",
+    "[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000])?$"
+);
+
 /// A required identifier: non-empty, no surrounding whitespace, no control characters.
 pub fn id<'a>(field: &str, value: &'a str) -> Result<&'a str, RelayError> {
     if value.trim().is_empty() {

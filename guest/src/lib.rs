@@ -42,6 +42,7 @@ mod error;
 mod faults;
 mod health;
 mod input;
+mod input_rules;
 mod messages;
 mod operator_settings;
 mod orchestrators;

@@ -217,9 +217,44 @@ fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
     requested && (matches!(kind, "task" | "system" | "channel.event") || target.is_group())
 }
 
+/// Kinds that mean "the relay says so" (docs/security.md): a dead letter's notice, a pair's
+/// news, a channel's traffic, a spawn request. The relay's own routes give them; a sender on the
+/// messages route does not (`refuse_relay_kind`).
+const RELAY_KINDS: [&str; 4] = ["system", "pair", "channel.event", "spawn"];
+
+/// Who chose a message's kind and its thread: its sender on the messages route, or a domain of
+/// the relay that composed and authorised the message itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Sender,
+    Relay,
+}
+
+/// A message as its sender sends it (`POST /v1/messages`, the `send_message` tool): the
+/// relay's own kinds are refused, and a `replyTo` must be a message the sender may read.
 pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMessage, RelayError> {
+    post(caller, input, now, Route::Sender)
+}
+
+/// A message a domain of the relay composed (a pair's news and messages, a task's message, a
+/// dead letter's notice, a channel event, a spawn request), its kind and thread decided and
+/// authorised by that domain's own route.
+pub fn deliver(
+    caller: &Caller,
+    input: SendMessageInput,
+    now: i64,
+) -> Result<SentMessage, RelayError> {
+    post(caller, input, now, Route::Relay)
+}
+
+fn post(
+    caller: &Caller,
+    input: SendMessageInput,
+    now: i64,
+    route: Route,
+) -> Result<SentMessage, RelayError> {
     input::id("from", &input.from)?;
-    auth::act_as(caller, &input.from)?;
+    let identity = auth::act_as(caller, &input.from)?;
     let target = Target::parse(&input.to);
     let (sender, direct_target) = load_parties(&input.from, target.as_ref().ok())?;
     let sender = sender
@@ -242,20 +277,14 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
         Some(kind) => input::id("kind", kind)?.to_owned(),
         None => infer_kind(&input, &sender, direct_target.as_ref()),
     };
+    if route == Route::Sender {
+        refuse_relay_kind(&identity, &kind, &sender, direct_target.as_ref())?;
+    }
 
-    if let Some(key) = &input.idempotency_key {
-        let earlier = db::query_one(
-            "SELECT id FROM messages WHERE from_agent = ? AND idempotency_key = ?",
-            &params![input.from.as_str(), key.as_str()],
-        )?;
-        if let Some(row) = earlier {
-            let message = load(row.int("id")?)?;
-            return Ok(SentMessage {
-                message,
-                created: false,
-                recipients: delivery_set(&target)?,
-            });
-        }
+    if let Some(key) = &input.idempotency_key
+        && let Some(replayed) = replay(&input.from, key)?
+    {
+        return Ok(replayed);
     }
 
     // After the replay above: a request sent before the drain began is still answered.
@@ -263,7 +292,7 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
         refuse_spawn_while_draining(&target)?;
     }
     let thread_id = match input.reply_to {
-        Some(parent) => Some(load(parent)?.thread_id),
+        Some(parent) => Some(thread_of_parent(&identity, &input.from, parent, route)?),
         None => None,
     };
     let claimable = stored_claimable(input.claimable.unwrap_or(false), &kind, &target);
@@ -339,6 +368,105 @@ pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMe
     })
 }
 
+/// A sender on the messages route sends no kind of the relay's own (`RELAY_KINDS`). A spawn
+/// request comes only through the spawn route, which checks the orchestrator's providers and
+/// its draining, whoever asks; the other three are refused to agents (the operator may send
+/// them), except `channel.event` on a channel's own traffic, the kind the relay gives it anyway.
+fn refuse_relay_kind(
+    identity: &Identity,
+    kind: &str,
+    sender: &Party,
+    direct_target: Option<&Party>,
+) -> Result<(), RelayError> {
+    const MAY: &str = "a message may be chat, task or a kind of the sender's own \
+         (system, pair, channel.event and spawn come only from the relay)";
+    if kind == "spawn" {
+        return Err(forbidden(format!(
+            "kind spawn is the relay's own: spawn requests go through \
+             POST /v1/orchestrators/{{id}}/spawn (request-spawn), which checks the orchestrator's \
+             providers and whether it is draining; {MAY}"
+        )));
+    }
+    let Identity::Agent(agent) = identity else {
+        return Ok(());
+    };
+    let channel_traffic =
+        kind == "channel.event" && (is_channel(sender) || direct_target.is_some_and(is_channel));
+    if RELAY_KINDS.contains(&kind) && !channel_traffic {
+        return Err(forbidden(format!(
+            "kind {kind} is the relay's own and agent {agent} may not send it; {MAY}"
+        )));
+    }
+    Ok(())
+}
+
+/// The earlier message of this sender with this idempotency key, answered as it was stored
+/// (with the recipients of its own target). A key belongs to one agent of an id: a message from
+/// before the id was re-created (at or below its history floor) is not this agent's to replay,
+/// and its key is released so the new message can take it.
+fn replay(from: &str, key: &str) -> Result<Option<SentMessage>, RelayError> {
+    let Some(row) = db::query_one(
+        "SELECT id FROM messages WHERE from_agent = ? AND idempotency_key = ?",
+        &params![from, key],
+    )?
+    else {
+        return Ok(None);
+    };
+    let id = row.int("id")?;
+    if id <= agents::history_floor(from)? {
+        db::execute(
+            "UPDATE messages SET idempotency_key = NULL WHERE id = ?",
+            &params![id],
+        )?;
+        return Ok(None);
+    }
+    let message = load(id)?;
+    let recipients = recipients_of(&message.to)?;
+    Ok(Some(SentMessage {
+        message,
+        created: false,
+        recipients,
+    }))
+}
+
+/// Who a stored message's target reaches now, as a send answers it: a direct target while it is
+/// registered, else the target's delivery set.
+fn recipients_of(to: &str) -> Result<Vec<String>, RelayError> {
+    Ok(match Target::parse(to) {
+        Ok(Target::Agent(id)) => agents::parties(&[id.as_str()])?
+            .into_iter()
+            .map(|party| party.id)
+            .collect(),
+        Ok(target) => delivery_set(&target)?,
+        Err(_) => Vec::new(),
+    })
+}
+
+/// The thread a reply joins. On the messages route the parent must be a message the caller may
+/// read; one it may not is refused exactly as a missing one, so the answer tells nothing of
+/// which ids exist.
+fn thread_of_parent(
+    identity: &Identity,
+    from: &str,
+    parent: i64,
+    route: Route,
+) -> Result<i64, RelayError> {
+    let unreadable = || {
+        not_found(format!(
+            "replyTo {parent}: there is no message {parent} that {from} may read"
+        ))
+    };
+    let message = match load(parent) {
+        Ok(message) => message,
+        Err(RelayError::NotFound(_)) => return Err(unreadable()),
+        Err(other) => return Err(other),
+    };
+    if route == Route::Sender && !visible_to(identity, &message)? {
+        return Err(unreadable());
+    }
+    Ok(message.thread_id)
+}
+
 /// A direct target must be a registered agent, an orchestrator target a registered orchestrator.
 fn check_target_exists(target: &Target, direct: Option<&Party>) -> Result<(), RelayError> {
     match target {
@@ -402,8 +530,10 @@ pub fn get(caller: &Caller, id: i64) -> Result<Message, RelayError> {
     Ok(message)
 }
 
-/// A page of a thread, oldest first: every message for the operator, else those the agent sent
-/// or is reached by (the same targets as its inbox).
+/// A page of a thread, oldest first: every message for the operator, else each message the
+/// agent may read alone (`visible_to`): those it sent or is reached by (the same targets as its
+/// inbox), never one from before its id was re-created. A thread that exists but holds nothing
+/// the agent may read is 403, as a single read of one of its messages is.
 pub fn thread(
     caller: &Caller,
     thread_id: i64,
@@ -411,30 +541,47 @@ pub fn thread(
 ) -> Result<Vec<Message>, RelayError> {
     let identity = auth::identify(caller)?;
     let limit = db::page_limit(query.limit, DEFAULT_THREAD_LIMIT, db::MAX_LIMIT)?;
-    let mut filter = "m.thread_id = ?".to_owned();
+    let mut visible = "m.thread_id = ?".to_owned();
     let mut values = vec![Value::from(thread_id)];
     if let Identity::Agent(id) = &identity {
         let targets = agents::targets_reaching(&agents::require(id)?)?;
         let placeholders = vec!["?"; targets.len()].join(", ");
-        filter.push_str(&format!(
-            " AND (m.from_agent = ? OR m.to_target IN ({placeholders}))"
+        visible.push_str(&format!(
+            " AND (m.from_agent = ? OR m.to_target IN ({placeholders})) AND m.id > ?"
         ));
         values.push(Value::from(id.as_str()));
         values.extend(targets.into_iter().map(Value::from));
+        values.push(Value::from(agents::history_floor(id)?));
     }
+    let mut filter = visible.clone();
+    let mut page_values = values.clone();
     if let Some(since) = query.since {
         filter.push_str(" AND m.id > ?");
-        values.push(Value::from(since));
+        page_values.push(Value::from(since));
     }
-    let page = message_page(&filter, values, limit)?;
-    if page.is_empty()
+    let page = message_page(&filter, page_values, limit)?;
+    if !page.is_empty() {
+        return Ok(page);
+    }
+    if db::query_one(
+        "SELECT 1 AS found FROM messages WHERE thread_id = ? LIMIT 1",
+        &params![thread_id],
+    )?
+    .is_none()
+    {
+        return Err(not_found(format!("thread {thread_id} does not exist")));
+    }
+    if let Identity::Agent(id) = &identity
         && db::query_one(
-            "SELECT 1 AS found FROM messages WHERE thread_id = ? LIMIT 1",
-            &params![thread_id],
+            &format!("SELECT 1 AS found FROM messages m WHERE {visible} LIMIT 1"),
+            &values,
         )?
         .is_none()
     {
-        return Err(not_found(format!("thread {thread_id} does not exist")));
+        return Err(forbidden(format!(
+            "thread {thread_id} holds no message that agent {id} may read: none is from or to \
+             it since it was registered"
+        )));
     }
     Ok(page)
 }
@@ -509,6 +656,15 @@ pub fn inbox(
     message_page(&filter, values, limit)
 }
 
+/// Whether the message's target reaches the agent (its recipients: whoever the target reaches,
+/// group membership included; its sender only when the target reaches it too).
+pub fn addressed_to(message: &Message, agent: &AgentCard) -> Result<bool, RelayError> {
+    match Target::parse(&message.to) {
+        Ok(target) => target.reaches(agent),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Loads a message on behalf of an acting agent, refusing agents it does not reach and messages
 /// from before the agent's id was re-created.
 pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
@@ -520,11 +676,7 @@ pub fn load_for(agent: &AgentCard, id: i64) -> Result<Message, RelayError> {
             agent.id
         )));
     }
-    let reaches = match Target::parse(&message.to) {
-        Ok(target) => target.reaches(agent)?,
-        Err(_) => false,
-    };
-    if !reaches && message.from != agent.id {
+    if !addressed_to(&message, agent)? && message.from != agent.id {
         return Err(forbidden(format!(
             "message {id} is not addressed to agent {}",
             agent.id

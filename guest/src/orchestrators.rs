@@ -38,6 +38,11 @@ pub fn agent_id(orchestrator_id: &str) -> String {
     format!("orchestrator-{orchestrator_id}")
 }
 
+/// The name of the agent an orchestrator speaks through (checked like an id, as every name).
+pub fn agent_name(hostname: &str) -> String {
+    format!("Orchestrator ({hostname})")
+}
+
 stored_enum!(OrchestratorStatus {
     Online => "online",
     Offline => "offline",
@@ -191,7 +196,7 @@ pub fn register(
         &Caller::Operator,
         RegisterAgentInput {
             id: agent_id.clone(),
-            name: Some(format!("Orchestrator ({hostname})")),
+            name: Some(agent_name(&hostname)),
             kind: Some(AgentKind::Orchestrator),
             label: None,
             tags: Some(vec!["orchestrator".to_owned(), hostname.clone()]),
@@ -368,7 +373,7 @@ pub fn spawn(
     }
     payload.insert("approval".to_owned(), Json::from(approval));
 
-    messages::send(
+    messages::deliver(
         caller,
         SendMessageInput {
             from,

@@ -114,7 +114,7 @@ fn notify(
         .topic
         .as_deref()
         .map_or_else(String::new, |t| format!(": {t}"));
-    let sent = messages::send(
+    let sent = messages::deliver(
         &Caller::Operator,
         SendMessageInput {
             from: agents::SYSTEM.to_owned(),
@@ -321,7 +321,7 @@ pub fn send(
     }
     input::text("body", &input.body, MAX_BODY)?;
     let extra = input::json_object("payload", input.payload.as_ref())?;
-    messages::send(
+    messages::deliver(
         caller,
         SendMessageInput {
             to: other(&pair, &input.from).to_owned(),

@@ -110,6 +110,15 @@ pub fn parse_number(text: &str, min: i64, max: i64) -> Result<i64, String> {
         .ok_or_else(|| format!("must be a whole number from {min} to {max}, got {text:?}"))
 }
 
+/// A numeric setting's default (what holds while nobody sets it); `None` for a key that is not
+/// a numeric setting.
+pub fn default_number(key: &str) -> Option<i64> {
+    match KNOWN.iter().find(|k| k.key == key).map(|k| &k.kind) {
+        Some(Kind::Number { default, .. }) => Some(*default),
+        _ => None,
+    }
+}
+
 /// A numeric setting in effect: the run's or the stored value when it is within the bounds,
 /// else the default.
 pub fn number(key: &str) -> Result<i64, RelayError> {

@@ -307,7 +307,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
         "dedupeKey": task.dedupe_key,
         "externalUrl": task.external_url,
     });
-    let sent = messages::send(
+    let sent = messages::deliver(
         &Caller::Operator,
         SendMessageInput {
             from: agents::SYSTEM.to_owned(),

@@ -11,8 +11,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value as Json;
 
-use wasmtime::component::Val;
-
 use crate::connections::{self, ConnectionLimits};
 use crate::http::{self, App, HttpOptions};
 use agent_relay_core::bindings::StoreError;
@@ -482,9 +480,7 @@ fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
         component
     };
     match &args.out {
-        Some(path) => {
-            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        }
+        Some(path) => write_no_follow(path, &bytes)?,
         None => {
             if !args.signatures && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 anyhow::bail!("the component is binary; give --out PATH or redirect stdout");
@@ -495,22 +491,38 @@ fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies the database with SQLite's online backup into a new owner-only file.
+/// Writes `bytes` to `path` (created, or replaced when it is a file), never through a symbolic
+/// link: a link at `path` is refused (`O_NOFOLLOW`), so a link planted in a shared folder cannot
+/// aim the write at another file.
+fn write_no_follow(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options.open(path).map_err(|error| {
+        if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            anyhow::anyhow!(
+                "{} is a symbolic link; give the path of a file (links are not followed)",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("writing {}", path.display()))
+        }
+    })?;
+    std::io::Write::write_all(&mut file, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Copies the database with SQLite's online backup into a new owner-only file: created `0600`
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`, missing folders `0700`) before SQLite writes into it, never
+/// over an existing file nor through a symbolic link (docs/security.md).
 fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.db.is_file(),
         "{} does not exist (give the relay's database with --db)",
         args.db.display()
     );
-    anyhow::ensure!(
-        !args.out.exists(),
-        "{} already exists; choose a new file for the backup",
-        args.out.display()
-    );
     let started = Instant::now();
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let source = agent_relay_core::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
     source.backup_to(&args.out)?;
     let bytes = std::fs::metadata(&args.out).map_or(0, |m| m.len());
@@ -665,35 +677,9 @@ async fn wait_for_stop() -> &'static str {
     "ctrl-c"
 }
 
-/// Hands the relay the tokens that made calls since the last round, so that an agent that works
-/// without heartbeats is seen as alive before the reaper looks for stale agents.
-async fn record_agent_calls(calls: &Arc<Calls>) {
-    let seen = calls.take_activity();
-    let Some(export) = calls.runtime().export("record-agent-calls").cloned() else {
-        return;
-    };
-    if seen.is_empty() {
-        return;
-    }
-    let list = seen
-        .into_iter()
-        .map(|(token, at)| {
-            Val::Record(vec![
-                ("token".to_owned(), Val::String(token)),
-                ("at".to_owned(), Val::S64(at)),
-            ])
-        })
-        .collect();
-    let answer = calls
-        .run(&export, vec![Caller::Operator.to_val(), Val::List(list)])
-        .await;
-    match answer.and_then(|value| bridge::outcome(&value)) {
-        Ok(refreshed) => tracing::debug!(%refreshed, "agents seen alive by their calls"),
-        Err(error) => tracing::warn!(message = %error.message, "recording activity failed"),
-    }
-}
-
-/// The reaper: runs the `reap` export on a timer, logging what it changed.
+/// The reaper: runs the `reap` export on a timer, logging what it changed. It goes through the
+/// runner's one reaper entry (`calls/reaper.rs`), as `POST /v1/reap` does: the calls agents made
+/// are recorded first, and a round whose recording failed does not run.
 ///
 /// # Errors
 /// The component has no `reap` export.
@@ -717,7 +703,6 @@ fn reaper(
 }
 
 async fn reap(calls: &Arc<Calls>, export: &agent_relay_core::runtime::Export) {
-    record_agent_calls(calls).await;
     let answer = calls.run(export, vec![Caller::Operator.to_val()]).await;
     match answer.and_then(|value| bridge::outcome(&value)) {
         Ok(report) => {
@@ -733,7 +718,9 @@ async fn reap(calls: &Arc<Calls>, export: &agent_relay_core::runtime::Export) {
                 tracing::info!(%report, "reaper");
             }
         }
-        Err(error) => tracing::warn!(message = %error.message, "reaper failed"),
+        Err(error) => {
+            tracing::warn!(message = %error.message, "reaper round failed; no agent was taken offline by it");
+        }
     }
 }
 

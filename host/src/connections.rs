@@ -6,6 +6,9 @@
 //! - its request head must be complete within the header timeout, counted from its first byte;
 //! - between requests it may sit idle for the idle timeout, then it is closed. A request that is
 //!   being answered (a held long-poll, an event stream) is not idle, however long it takes;
+//! - an answer the peer does not read is: when the socket has taken none of it for the idle
+//!   timeout, the connection is closed, so a stream whose reader stopped holds its buffers (the
+//!   kernel's and the server's) only that long (docs/security.md, "Streams that are not read");
 //! - a peer address may hold so many connections, everyone together so many more; a connection
 //!   beyond either cap is answered 503 and closed.
 //!
@@ -307,6 +310,8 @@ struct Activity {
     idle_since: AtomicU64,
     /// One more than when the first byte of a request head arrived; 0 when none is arriving.
     head_since: AtomicU64,
+    /// One more than when a write found the socket full; 0 while writes go through.
+    blocked_since: AtomicU64,
 }
 
 impl Activity {
@@ -316,6 +321,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            blocked_since: AtomicU64::new(0),
         }
     }
 
@@ -338,13 +344,32 @@ impl Activity {
         Busy(Arc::clone(self))
     }
 
+    /// A write found the socket full (the peer is not reading).
+    fn write_blocked(&self) {
+        let _ = self.blocked_since.compare_exchange(
+            0,
+            self.now() + 1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// A write went through.
+    fn wrote(&self) {
+        self.blocked_since.store(0, Ordering::SeqCst);
+    }
+
     /// Why the connection should be closed now, if it should.
     fn overdue(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+        let now = self.now();
+        let millis = |limit: Duration| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let blocked = self.blocked_since.load(Ordering::SeqCst);
+        if blocked > 0 && now.saturating_sub(blocked - 1) >= millis(limits.idle_timeout) {
+            return Some("the peer read none of its answer for the idle timeout");
+        }
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let now = self.now();
-        let millis = |limit: Duration| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         match self.head_since.load(Ordering::SeqCst) {
             0 => (now.saturating_sub(self.idle_since.load(Ordering::SeqCst))
                 >= millis(limits.idle_timeout))
@@ -393,10 +418,20 @@ impl HttpBody for Answer {
     }
 }
 
-/// The socket, noting when bytes arrive.
+/// The socket, noting when bytes arrive and when writes stall.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+}
+
+impl Watched {
+    fn written(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.activity.wrote(),
+            Poll::Ready(_) => {}
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -420,7 +455,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -428,7 +465,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -117,7 +117,10 @@ impl App {
     }
 
     /// Who a request acts as, from its `Authorization` header.
-    pub fn caller(&self, headers: &HeaderMap) -> Caller {
+    ///
+    /// # Errors
+    /// 401 for a bearer token longer than any the relay issues (`calls::MAX_TOKEN_BYTES`).
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ErrorReply> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
@@ -231,8 +234,14 @@ async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let caller = match app.caller(&headers) {
+        Ok(caller) => caller,
+        Err(error) => {
+            tracing::info!(method = route.method, path = route.path, status = error.status, code = %error.code, caller = "unknown", "refused");
+            return error_response(&error);
+        }
+    };
     let arriving = app.calls.arriving(&export);
-    let caller = app.caller(&headers);
     let result = async {
         let body = read_body(&headers, body, app.options.max_body_bytes).await?;
         let mut json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
@@ -394,7 +403,7 @@ async fn handle_stream(
         };
         let request = StreamRequest {
             export,
-            caller: app.caller(&headers).to_val(),
+            caller: app.caller(&headers)?.to_val(),
             path: path_pairs(&params),
             query,
             since,
@@ -410,7 +419,7 @@ async fn handle_stream(
 }
 
 async fn advance_clock(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if app.caller(&headers) != Caller::Operator {
+    if !matches!(app.caller(&headers), Ok(Caller::Operator)) {
         return error_response(&ErrorReply::new(
             401,
             "unauthorized",

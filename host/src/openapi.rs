@@ -1,12 +1,11 @@
 //! An OpenAPI 3.0.3 document of the HTTP contract, derived from the route table and the exports'
-//! shapes (`shape.rs`), with the relay's input checks (`input_rules.rs`), so it can never drift
-//! from what the server accepts.
+//! shapes (`shape.rs`), with the input rules the component publishes for each export
+//! ([`Export::input_rules`]), so it can never drift from what the server accepts.
 
 use serde_json::{Map, Value as Json, json};
 
 use crate::routes::{Delivery, ROUTES, Route};
 use agent_relay_core::bridge::{answers_option, camel_case};
-use agent_relay_core::input_rules;
 use agent_relay_core::runtime::{Export, Runtime};
 use agent_relay_core::shape::{Dialect, Field, Shape, json_schema, no_rules, record_all_optional};
 
@@ -26,7 +25,7 @@ const ERRORS: &[(&str, &str)] = &[
 ];
 
 fn request_schema(export: &Export, shape: &Shape, at: &str) -> Json {
-    let rules = |at: &str, shape: &Shape| input_rules::rules(&export.name, at, shape);
+    let rules = |at: &str, _: &Shape| export.input_rule(at);
     json_schema(shape, at, Dialect::OpenApi30, &rules)
 }
 

@@ -183,7 +183,10 @@ export class Relay {
     if (err) {
       throw new ErrorReply(statusOf(err.tag), err.tag.replaceAll('-', '_'), String(err.val ?? err.tag));
     }
-    return signature.result?.result?.ok ? toJson(ok, signature.result.result.ok) : null;
+    const result = signature.result;
+    if (result?.result) return result.result.ok ? toJson(ok, result.result.ok) : null;
+    // An export that cannot fail (`input-rules`) answers its value as it is.
+    return result ? toJson(ok, result) : null;
   }
 
   /** One call: a fresh instance inside one transaction. Returns {ok} or {err: relay-error}. */

@@ -931,3 +931,48 @@ fn channel_and_orchestrator_exports_are_callable_from_the_cli() {
     assert!(!ok);
     assert_eq!(refused["error"]["code"], "invalid", "{refused}");
 }
+
+#[test]
+fn spawn_requests_come_only_through_the_spawn_route() {
+    let relay = Relay::start();
+    let orchestrator = register_orchestrator(&relay);
+    let alice = relay.register(json!({"id": "alice"}));
+    let draining = relay.put(
+        "/v1/orchestrators/devbox/status",
+        &orchestrator,
+        json!({"status": "draining"}),
+    );
+    assert_eq!(draining.status, 200, "{:?}", draining.body);
+
+    for to in ["orchestrator:devbox", "orchestrator-devbox"] {
+        let forged = json!({"from": "alice", "to": to, "kind": "spawn", "body": "spawn",
+                            "payload": {"provider": "evil", "cwd": "/etc"}});
+        let refused = relay.post("/v1/messages", &alice, forged.clone());
+        assert_eq!(refused.status, 403, "{forged}: {:?}", refused.body);
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(says.contains("/v1/orchestrators/{id}/spawn"), "{says}");
+        let mut as_operator = forged;
+        as_operator["from"] = json!("user");
+        assert_eq!(
+            relay.send(as_operator.clone()).status,
+            403,
+            "the operator too: {as_operator}"
+        );
+    }
+    assert!(
+        relay
+            .inbox_ids("orchestrator-devbox", &orchestrator, "?kind=spawn")
+            .is_empty(),
+        "the draining orchestrator got no spawn request"
+    );
+    let through_the_route = relay.post(
+        "/v1/orchestrators/devbox/spawn",
+        &alice,
+        json!({"provider": "claude"}),
+    );
+    assert_eq!(
+        through_the_route.status, 409,
+        "the route refuses while draining: {:?}",
+        through_the_route.body
+    );
+}

@@ -93,3 +93,36 @@ fn migrate_creates_the_schema_and_a_second_run_changes_nothing() {
     assert_eq!(second["fromVersion"], second["toVersion"]);
     assert_eq!(second["steps"], json!([]));
 }
+
+#[test]
+fn component_out_refuses_a_symbolic_link_and_writes_nothing_where_it_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("victim");
+    let link = dir.path().join("relay.wasm");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let output = Command::new(binary())
+        .args(["component", "--out"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !target.exists(),
+        "component --out wrote through the link to {}",
+        target.display()
+    );
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+
+    // A plain path is written (and written again).
+    let out = dir.path().join("plain.wasm");
+    for _ in 0..2 {
+        let written = Command::new(binary())
+            .args(["component", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(written.status.success(), "{written:?}");
+    }
+    assert_eq!(&std::fs::read(&out).unwrap()[..4], b"\0asm");
+}

@@ -215,3 +215,89 @@ fn health_answers_while_one_client_holds_many_idle_sockets() {
     }
     drop(held);
 }
+
+/// A bearer token longer than any the relay issues is refused at the front door, on every
+/// front-end, naming the limit (docs/security.md, "Bearer tokens: size, what is noted").
+#[test]
+fn an_over_long_bearer_token_is_refused_naming_the_limit() {
+    let relay = Relay::start();
+    let alice = relay.register(common::json!({"id": "alice"}));
+    let long = format!("relay_{}", "a".repeat(600));
+    let client = reqwest::blocking::Client::new();
+    let refused = |response: reqwest::blocking::Response, what: &str| {
+        let status = response.status().as_u16();
+        let body: common::Json = response.json().unwrap_or_default();
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("512 bytes"),
+            "{what}: the refusal names the limit: {message}"
+        );
+    };
+    for path in [
+        "/v1/whoami",
+        "/v1/agents/alice/inbox",
+        "/v1/agents/alice/stream",
+    ] {
+        let response = client
+            .get(format!("{}{path}", relay.base))
+            .bearer_auth(&long)
+            .send()
+            .unwrap();
+        refused(response, path);
+    }
+    let response = client
+        .post(format!("{}/mcp", relay.base))
+        .header("accept", "application/json, text/event-stream")
+        .bearer_auth(&long)
+        .json(
+            &common::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "probe", "version": "0"}}}),
+        )
+        .send()
+        .unwrap();
+    refused(response, "/mcp");
+    // A short unknown token is the usual refusal; the agent's own token still works.
+    let unknown = relay.get("/v1/whoami", "relay_not-a-token");
+    assert_eq!(unknown.status, 401);
+    assert!(
+        !unknown.body.to_string().contains("512 bytes"),
+        "{:?}",
+        unknown.body
+    );
+    assert_eq!(relay.get("/v1/whoami", &alice).status, 200);
+}
+
+/// An event stream whose reader stopped reading holds the answer's buffers only until the idle
+/// timeout: a connection whose writes make no progress that long is closed (docs/security.md,
+/// "Streams that are not read").
+#[test]
+fn a_stream_whose_reader_does_not_read_is_closed_at_the_idle_timeout() {
+    let relay = Relay::start_with(&["--idle-timeout-ms", "1000", "--keep-alive-secs", "60"]);
+    relay.register(common::json!({"id": "alice"}));
+    let mut stream = TcpStream::connect(address(&relay)).unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/agents/alice/stream HTTP/1.1\r\nHost: relay\r\n\
+                 Authorization: Bearer {OPERATOR}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // 12 MB of messages for a reader that reads nothing: more than the socket buffers hold.
+    let body = "m".repeat(200 * 1024);
+    for n in 0..60 {
+        let sent = relay.send(common::json!({"from": "user", "to": "alice", "body": body}));
+        assert_eq!(sent.status, 201, "message {n}: {:?}", sent.body);
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    // Now read what was sent: the server must have given up on the connection.
+    let open = closed_within(&mut stream, Duration::from_secs(10), |_| {});
+    assert!(
+        open.is_some(),
+        "a stream that was not read for 4 s (idle timeout 1 s) is still open"
+    );
+}

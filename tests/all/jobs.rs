@@ -785,3 +785,90 @@ fn a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good() 
     );
     assert_eq!(fine.status, 204, "{:?}", fine.body);
 }
+
+#[test]
+fn only_a_jobs_recipients_or_the_operator_claim_it() {
+    let (relay, alice, bob) = pool();
+    let carol = relay.register(json!({"id": "carol", "label": "frontend"}));
+    let for_bob = relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "bob", "body": "yours", "claimable": true}),
+    );
+    assert_eq!(for_bob.status, 201, "{:?}", for_bob.body);
+    let for_bob = id_of(&for_bob);
+
+    let taken = act(
+        &relay,
+        &alice,
+        for_bob,
+        "claim",
+        json!({"agentId": "alice"}),
+    );
+
+    assert_eq!(
+        taken.status, 403,
+        "alice sent it to bob; she may not take it: {:?}",
+        taken.body
+    );
+    let says = taken.body["error"]["message"].as_str().unwrap();
+    assert!(says.contains("bob") && says.contains("operator"), "{says}");
+    let completed = act(
+        &relay,
+        &alice,
+        for_bob,
+        "complete",
+        json!({"agentId": "alice"}),
+    );
+    assert_ne!(completed.status, 200, "{:?}", completed.body);
+    let next = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(next.status, 200, "bob still gets his job: {:?}", next.body);
+    assert_eq!(next.body["id"], for_bob);
+
+    // A group's job: whoever the target reaches may claim it, its sender too when in the group.
+    let for_backend = relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "label:backend", "body": "ours", "claimable": true}),
+    );
+    let for_backend = id_of(&for_backend);
+    let own = act(
+        &relay,
+        &alice,
+        for_backend,
+        "claim",
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(own.status, 200, "alice is in backend: {:?}", own.body);
+
+    let from_outside = relay.post(
+        "/v1/messages",
+        &carol,
+        json!({"from": "carol", "to": "label:backend", "body": "theirs", "claimable": true}),
+    );
+    let from_outside = id_of(&from_outside);
+    let refused = act(
+        &relay,
+        &carol,
+        from_outside,
+        "claim",
+        json!({"agentId": "carol"}),
+    );
+    assert_eq!(
+        refused.status, 403,
+        "carol is not in backend: {:?}",
+        refused.body
+    );
+    let by_operator = act(
+        &relay,
+        OPERATOR,
+        from_outside,
+        "claim",
+        json!({"agentId": "carol"}),
+    );
+    assert_eq!(
+        by_operator.status, 200,
+        "the operator may: {:?}",
+        by_operator.body
+    );
+}

@@ -14,7 +14,7 @@ const CORE_LAYERS: &[&[&str]] = &[
     &["store"],
     &["sqlite", "runtime"],
     &["calls"],
-    &["bridge", "input_rules"],
+    &["bridge"],
     &["embed"],
 ];
 
@@ -62,7 +62,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
         "orchestrators",
         "pairs",
     ],
-    &["reaper", "retire"],
+    &["input_rules", "reaper", "retire"],
     &["upgrade"],
     &["upgrade06"],
     &["schema"],

@@ -227,3 +227,97 @@ fn mcp_refuses_a_foreign_host_unless_allowed() {
     let (status, body) = post_mcp(&relay, Some(OPERATOR), Some("relay.example"));
     assert_eq!(status, 200, "an allowed host: {body}");
 }
+
+#[test]
+fn get_thread_shows_a_recreated_agent_none_of_its_predecessors_messages() {
+    let (_dir, relay) = embedded();
+    let register = |id: &str| {
+        relay
+            .call_json("register-agent", &json!({"input": {"id": id}}))
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    register("dave");
+    register("alice");
+    let sent = relay
+        .call_json(
+            "send-message",
+            &json!({"input": {"from": "alice", "to": "dave", "body": "the old dave's secret"}}),
+        )
+        .unwrap();
+    let thread = sent["message"]["threadId"].as_i64().unwrap();
+    relay
+        .call_json("delete-agent", &json!({"agentId": "dave"}))
+        .unwrap();
+    let dave = register("dave");
+
+    let spec = tools::find("get_thread").unwrap();
+    let export = relay.runtime().export(spec.export).unwrap();
+    let acting = tools::Acting {
+        caller: agent_relay_core::embed::Caller::Bearer(dave).to_val(),
+        agent_id: "dave".to_owned(),
+    };
+    let call = tools::arguments(
+        spec,
+        export,
+        &acting,
+        json!({"threadId": thread}).as_object(),
+    )
+    .unwrap();
+    let value = relay.calls().run_here(export, &call.args).unwrap();
+    let answer = agent_relay_core::bridge::outcome(&value);
+
+    let refused = answer.expect_err("the old dave's thread is not the new dave's");
+    assert_eq!(refused.status, 403, "{refused:?}");
+}
+
+/// The tools' input schemas take their rules from the component (`input-rules`), by export and
+/// place: the `leaseMs` of mark_read and release_claim (a claim's input, never looked at there)
+/// has no lease bounds, renew_claim's has.
+#[test]
+fn tool_input_rules_are_the_ones_the_component_publishes() {
+    let rules = common::published_input_rules();
+    let (_dir, relay) = embedded();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    for spec in TOOLS {
+        let export = relay.runtime().export(spec.export).unwrap();
+        let schema = Json::Object(tools::input_schema(spec, export));
+        for (key, inner) in schema["properties"].as_object().unwrap() {
+            if key == "waitSeconds" {
+                continue;
+            }
+            // A tool's arguments are its export's parameters, with `query` and `input` opened.
+            let place = export
+                .params
+                .iter()
+                .find_map(|(name, shape)| match shape {
+                    agent_relay_core::shape::Shape::Record(fields)
+                        if matches!(name.as_str(), "query" | "input")
+                            && fields.iter().any(|f| f.key == *key) =>
+                    {
+                        Some(format!("{name}.{key}"))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| key.clone());
+            common::check_rules(&rules, spec.export, &place, inner, &mut seen, &mut problems);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let lease = |tool: &str| {
+        let spec = tools::find(tool).unwrap();
+        let schema = tools::input_schema(spec, relay.runtime().export(spec.export).unwrap());
+        schema["properties"]["leaseMs"].clone()
+    };
+    assert_eq!(lease("renew_claim")["minimum"], 100);
+    for tool in ["mark_read", "release_claim"] {
+        let schema = lease(tool);
+        assert!(
+            schema.is_object() && schema.get("minimum") != Some(&json!(100)),
+            "{tool}: the claim's lease rule is not {tool}'s: {schema}"
+        );
+    }
+}

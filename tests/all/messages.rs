@@ -104,8 +104,9 @@ fn kinds_are_inferred_when_not_given() {
         "channel.event"
     );
     assert_eq!(
-        kind(json!({"from": "user", "to": "alice", "body": "a", "kind": "spawn"})),
-        "spawn"
+        kind(json!({"from": "user", "to": "alice", "body": "a", "kind": "system"})),
+        "system",
+        "a kind given is kept (the operator may send the relay's own)"
     );
 }
 
@@ -819,5 +820,276 @@ fn a_badly_shaped_request_is_refused_with_the_place_of_the_mistake() {
             message.contains(expected),
             "{body}: {message:?} does not say {expected:?}"
         );
+    }
+}
+
+/// The ids and bodies of a thread page.
+fn thread_bodies(reply: &common::Reply) -> Vec<String> {
+    reply
+        .body
+        .as_array()
+        .unwrap_or_else(|| panic!("not a thread page: {:?}", reply.body))
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_recreated_id_reads_none_of_its_predecessors_threads() {
+    let relay = Relay::start();
+    let old = relay.register(json!({"id": "dave", "label": "ops"}));
+    let alice = relay.register(json!({"id": "alice"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let private = id_of(&relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "dave", "body": "the old dave's secret"}),
+    ));
+    let answer = relay.post(
+        "/v1/messages",
+        &old,
+        json!({"from": "dave", "to": "alice", "body": "the old dave's answer", "replyTo": private}),
+    );
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let to_label =
+        id_of(&relay.send(json!({"from": "user", "to": "label:ops", "body": "ops only"})));
+    let job = id_of(&relay.post(
+        "/v1/messages",
+        &old,
+        json!({"from": "dave", "to": "bob", "body": "the old dave's job", "claimable": true}),
+    ));
+    assert_eq!(relay.delete("/v1/agents/dave", OPERATOR).status, 200);
+    let dave = relay.register(json!({"id": "dave", "label": "ops"}));
+
+    for thread in [private, to_label, job] {
+        let reply = relay.get(&format!("/v1/threads/{thread}"), &dave);
+        assert_eq!(
+            reply.status, 403,
+            "thread {thread} holds nothing the new dave may see: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "forbidden");
+        assert_eq!(
+            relay.get(&format!("/v1/messages/{thread}"), &dave).status,
+            403,
+            "as a single read of message {thread}"
+        );
+    }
+    // A job of the old dave dead-lettered after the new one exists tells nobody: the new dave
+    // did not send it.
+    for _ in 0..5 {
+        let claimed = relay.post(
+            &format!("/v1/messages/{job}/claim"),
+            &bob,
+            json!({"agentId": "bob"}),
+        );
+        assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+        let released = relay.post(
+            &format!("/v1/messages/{job}/release"),
+            &bob,
+            json!({"agentId": "bob"}),
+        );
+        assert_eq!(released.status, 200, "{:?}", released.body);
+    }
+    assert!(
+        relay.get(&format!("/v1/messages/{job}"), OPERATOR).body["deadLetteredAt"].is_i64(),
+        "the job is dead-lettered"
+    );
+    let notices = relay.get("/v1/agents/dave/inbox", &dave);
+    assert_eq!(
+        notices.body,
+        json!([]),
+        "the new dave is not told of the old dave's job"
+    );
+    assert_eq!(
+        relay.get(&format!("/v1/threads/{job}"), &dave).status,
+        403,
+        "nor does its thread open to him"
+    );
+
+    // A thread seen message by message: the new dave sees only what reaches the new dave.
+    let fresh = relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "dave", "body": "welcome", "replyTo": private}),
+    );
+    assert_eq!(fresh.status, 201, "{:?}", fresh.body);
+    let seen = relay.get(&format!("/v1/threads/{private}"), &dave);
+    assert_eq!(seen.status, 200, "{:?}", seen.body);
+    assert_eq!(thread_bodies(&seen), ["welcome"]);
+    assert_eq!(
+        thread_bodies(&relay.get(&format!("/v1/threads/{private}"), &alice)),
+        ["the old dave's secret", "the old dave's answer", "welcome"],
+        "alice keeps her part of the thread"
+    );
+    assert_eq!(
+        thread_bodies(&relay.get(&format!("/v1/threads/{private}"), OPERATOR)).len(),
+        3,
+        "the operator sees all of it"
+    );
+    assert_eq!(
+        relay.get("/v1/threads/99999", &dave).status,
+        404,
+        "a thread that does not exist is still 404"
+    );
+}
+
+#[test]
+fn an_idempotency_key_belongs_to_one_identity_of_its_sender() {
+    let relay = Relay::start();
+    let old = relay.register(json!({"id": "gina"}));
+    relay.register(json!({"id": "alice"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let first = relay.post(
+        "/v1/messages",
+        &old,
+        json!({"from": "gina", "to": "alice", "subject": "private", "body": "the old gina's secret",
+               "idempotencyKey": "k-1"}),
+    );
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let first = id_of(&first);
+    assert_eq!(relay.delete("/v1/agents/gina", OPERATOR).status, 200);
+    let gina = relay.register(json!({"id": "gina"}));
+
+    let sent = relay.post(
+        "/v1/messages",
+        &gina,
+        json!({"from": "gina", "to": "bob", "body": "the new gina's note", "idempotencyKey": "k-1"}),
+    );
+
+    assert_eq!(sent.status, 201, "{:?}", sent.body);
+    assert_eq!(sent.body["created"], true, "{:?}", sent.body);
+    assert_eq!(sent.body["message"]["body"], "the new gina's note");
+    assert_eq!(sent.body["message"]["to"], "bob");
+    assert_ne!(sent.body["message"]["id"], first);
+    assert_eq!(sent.body["recipients"], json!(["bob"]));
+    let new = id_of(&sent);
+    assert_eq!(relay.inbox_ids("bob", &bob, ""), [new], "bob got it");
+
+    // A replay by the new gina answers what she stored, with its own recipients.
+    let replay = relay.post(
+        "/v1/messages",
+        &gina,
+        json!({"from": "gina", "to": "alice", "body": "elsewhere", "idempotencyKey": "k-1"}),
+    );
+    assert_eq!(replay.body["created"], false, "{:?}", replay.body);
+    assert_eq!(replay.body["message"]["id"], new);
+    assert_eq!(replay.body["message"]["to"], "bob");
+    assert_eq!(
+        replay.body["recipients"],
+        json!(["bob"]),
+        "the recipients of the stored message, not of the replayed request"
+    );
+    let kept = relay.get(&format!("/v1/messages/{first}"), OPERATOR);
+    assert_eq!(
+        kept.body["body"], "the old gina's secret",
+        "the old message stays"
+    );
+}
+
+#[test]
+fn an_agent_may_not_send_the_relays_own_kinds() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let bridge = relay
+        .register(json!({"id": "slack:team", "kind": "channel", "meta": {"provider": "slack"}}));
+    for kind in ["system", "pair", "channel.event", "spawn"] {
+        let refused = relay.post(
+            "/v1/messages",
+            &alice,
+            json!({"from": "alice", "to": "bob", "body": "the relay says so", "kind": kind}),
+        );
+        assert_eq!(refused.status, 403, "{kind}: {:?}", refused.body);
+        assert_eq!(refused.code(), "forbidden", "{kind}");
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(
+            says.contains(kind) && says.contains("chat") && says.contains("task"),
+            "{kind}: the refusal names the kinds an agent may send: {says}"
+        );
+    }
+    assert!(
+        relay.inbox_ids("bob", &bob, "").is_empty(),
+        "nothing was sent"
+    );
+
+    // What agents send today keeps working: chats, jobs handed on, kinds of their own, and the
+    // channel events of a channel's own traffic.
+    for (token, message) in [
+        (
+            &alice,
+            json!({"from": "alice", "to": "bob", "body": "hi", "kind": "chat"}),
+        ),
+        (
+            &alice,
+            json!({"from": "alice", "to": "bob", "body": "a job", "kind": "task", "claimable": true}),
+        ),
+        (
+            &alice,
+            json!({"from": "alice", "to": "bob", "body": "mine", "kind": "review.request"}),
+        ),
+        (
+            &alice,
+            json!({"from": "alice", "to": "slack:team", "body": "out", "kind": "channel.event"}),
+        ),
+        (
+            &bridge,
+            json!({"from": "slack:team", "to": "alice", "body": "in", "kind": "channel.event"}),
+        ),
+    ] {
+        let sent = relay.post("/v1/messages", token, message.clone());
+        assert_eq!(sent.status, 201, "{message}: {:?}", sent.body);
+        assert_eq!(sent.body["message"]["kind"], message["kind"]);
+    }
+    let system =
+        relay.send(json!({"from": "system", "to": "bob", "body": "notice", "kind": "system"}));
+    assert_eq!(system.status, 201, "the operator may: {:?}", system.body);
+}
+
+#[test]
+fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let eve = relay.register(json!({"id": "eve"}));
+    let private = id_of(&relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "bob", "body": "between us"}),
+    ));
+    let missing = private + 1000;
+    let reply_to = |token: &str, from: &str, parent: i64| {
+        relay.post(
+            "/v1/messages",
+            token,
+            json!({"from": from, "to": "alice", "body": "me too", "replyTo": parent}),
+        )
+    };
+
+    let refused = reply_to(&eve, "eve", private);
+    let absent = reply_to(&eve, "eve", missing);
+
+    assert_eq!(refused.status, 404, "{:?}", refused.body);
+    assert_eq!(absent.status, 404, "{:?}", absent.body);
+    assert_eq!(refused.code(), absent.code());
+    let shape = |reply: &common::Reply, id: i64| {
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&id.to_string(), "N")
+    };
+    assert_eq!(
+        shape(&refused, private),
+        shape(&absent, missing),
+        "nothing tells an existing message from a missing one"
+    );
+    assert!(
+        relay.inbox_ids("alice", &alice, "").is_empty(),
+        "eve joined no thread"
+    );
+    for (token, from) in [(&bob, "bob"), (&alice, "alice")] {
+        let joined = reply_to(token, from, private);
+        assert_eq!(joined.status, 201, "{from} may: {:?}", joined.body);
+        assert_eq!(joined.body["message"]["threadId"], private);
     }
 }

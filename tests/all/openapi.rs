@@ -7,7 +7,6 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use agent_relay_core::embed::{Options, Relay as Embedded};
-use agent_relay_core::input_rules;
 use agent_relay_core::shape::{self, Shape, params_schema};
 use common::{OPERATOR, Relay};
 use serde_json::{Value as Json, json};
@@ -247,7 +246,7 @@ fn an_exports_parameters_become_one_json_schema_without_the_named_ones() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Embedded::open(dir.path().join("relay.db"), Options::default()).unwrap();
     let export = relay.runtime().export("poll-inbox").unwrap();
-    let rules = |at: &str, shape: &Shape| input_rules::rules("poll-inbox", at, shape);
+    let rules = |at: &str, _: &Shape| export.input_rule(at);
     let schema = params_schema(&export.params, &["caller"], &rules);
     assert_eq!(schema["type"], "object");
     assert!(schema["properties"].get("caller").is_none(), "{schema}");
@@ -300,4 +299,105 @@ fn any_non_negative_wait_is_taken_and_cut_to_the_maximum() {
     assert_eq!(held.status, 200, "{:?}", held.body);
     let negative = relay.get("/v1/agents/waiter/inbox?wait=-1", &token);
     assert_eq!(negative.status, 400, "{:?}", negative.body);
+}
+
+/// One source for input rules: every rule the document states is one the component publishes
+/// (`input-rules`) for that export and that place of its arguments, and every published rule of
+/// a documented export is in the document. A field named like another export's rule-bearing
+/// field gets no rule of its own: mark-read and release-claim take a `leaseMs` (their input is a
+/// claim's) but never look at it, unlike claim-message.
+#[test]
+fn every_rule_in_the_document_is_one_the_component_publishes() {
+    let rules = common::published_input_rules();
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path().join("relay.db"), Options::default()).unwrap();
+    let relay = Relay::start();
+    let doc = relay.request("GET", "/v1/openapi.json", None, None).body;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    let mut documented = std::collections::BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let id = op["operationId"].as_str().unwrap();
+        let name = id.strip_suffix("-stream").unwrap_or(id);
+        let export = embedded
+            .runtime()
+            .export(name)
+            .unwrap_or_else(|| panic!("{method} {path}: no export {name}"));
+        documented.insert(name.to_owned());
+        for parameter in op["parameters"].as_array().unwrap() {
+            let key = parameter["name"].as_str().unwrap();
+            let place = match parameter["in"].as_str().unwrap() {
+                "query" if key == "wait" => continue,
+                "query" => format!("query.{key}"),
+                "header" if key == "Last-Event-ID" => continue,
+                _ => key.to_owned(),
+            };
+            let schema = &parameter["schema"];
+            common::check_rules(&rules, name, &place, schema, &mut seen, &mut problems);
+        }
+        let Some(body) = op.get("requestBody") else {
+            continue;
+        };
+        let mut schema = body["content"]["application/json"]["schema"].clone();
+        // The wait a held route takes in its body is the server's, not an argument.
+        if let Some(properties) = schema["properties"].as_object_mut() {
+            properties.remove("wait");
+        }
+        let root = if export.params.iter().any(|(n, _)| n == "input") {
+            "input"
+        } else {
+            ""
+        };
+        common::check_rules(&rules, name, root, &schema, &mut seen, &mut problems);
+    }
+    for (export, place) in rules.keys() {
+        if documented.contains(export) && !seen.contains(&(export.clone(), place.clone())) {
+            problems.push(format!(
+                "{export} {place}: the component states a rule the document lacks"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    let claim = &doc["paths"]["/v1/messages/{messageId}/claim"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"]["leaseMs"];
+    assert_eq!(claim["minimum"], 100, "{claim}");
+    for action in ["read", "release"] {
+        let path = format!("/v1/messages/{{messageId}}/{action}");
+        let lease = &doc["paths"][path.as_str()]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["properties"]["leaseMs"];
+        assert!(
+            lease.is_object() && lease.get("minimum") != Some(&json!(100)),
+            "{action}: the claim's lease rule is not {action}'s: {lease}"
+        );
+    }
+    // And the relay takes any lease there, as the document now says.
+    let token = relay.register(json!({"id": "reader", "label": "readers"}));
+    let sent = relay.send(json!({"from": "user", "to": "label:readers", "body": "job",
+        "claimable": true}));
+    let id = sent.body["message"]["id"].as_i64().unwrap();
+    let claimed = relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        &token,
+        json!({"agentId": "reader", "leaseMs": 1000}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    for action in ["read", "release"] {
+        let reply = relay.post(
+            &format!("/v1/messages/{id}/{action}"),
+            &token,
+            json!({"agentId": "reader", "leaseMs": 1}),
+        );
+        assert_eq!(reply.status, 200, "{action}: {:?}", reply.body);
+    }
+    let short = relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        &token,
+        json!({"agentId": "reader", "leaseMs": 1}),
+    );
+    assert_eq!(
+        short.status, 400,
+        "a claim's lease is checked: {:?}",
+        short.body
+    );
 }

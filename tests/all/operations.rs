@@ -306,3 +306,107 @@ fn an_agent_that_only_polls_is_alive_and_a_silent_one_is_reaped() {
     std::thread::sleep(std::time::Duration::from_millis(2_500));
     assert_eq!(status("bob"), "online", "a call counts as a sign of life");
 }
+
+/// The server's resident memory now, in MiB (Linux `/proc`).
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// An agent's status as the operator sees it.
+fn status_of(relay: &Relay, id: &str) -> Json {
+    relay.get(&format!("/v1/agents/{id}"), OPERATOR).body["status"].clone()
+}
+
+/// The flood of docs/security.md ("Bearer tokens: size, what is noted"): 3 s of requests (a
+/// thousand or more), each with another 100 KB token nobody holds. It must cost the server no lasting memory, and the
+/// reaper rounds after it must still count the calls of an agent that was polling all along.
+#[test]
+fn a_flood_of_long_unknown_tokens_neither_grows_memory_nor_takes_a_polling_agent_offline() {
+    let relay = Relay::start_with(&["--reap-interval-secs", "1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "pool"}));
+    relay.register(json!({"id": "bob", "label": "pool"}));
+    // Let the server settle (first calls, the first reaper round) before the first reading.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let before = resident_mib(relay.pid());
+
+    // Four of the five stale minutes pass. The flood runs for 3 s (three reaper rounds) and
+    // alice polls once in its middle (no heartbeat), so the round that takes her call takes a
+    // whole second of the flood with it; bob says nothing.
+    relay.advance(4 * 60_000);
+    let client = reqwest::blocking::Client::new();
+    let started = std::time::Instant::now();
+    let mut polled = false;
+    let mut sent = 0;
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        if !polled && started.elapsed() >= std::time::Duration::from_millis(1_500) {
+            assert_eq!(relay.get("/v1/agents/alice/inbox", &alice).status, 200);
+            polled = true;
+        }
+        let token = format!("{sent:06}{}", "x".repeat(100 * 1024));
+        let status = client
+            .get(format!("{}/v1/whoami", relay.base))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401, "flood request {sent}");
+        sent += 1;
+    }
+    assert!(sent >= 300, "only {sent} flood requests in 3 s");
+    let after = resident_mib(relay.pid());
+    eprintln!("{sent} flood requests: server RSS before {before} MiB, after {after} MiB");
+
+    // A round records alice's poll; two minutes later (six after her registration) a second
+    // round finds bob stale and must not find alice so.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    relay.advance(2 * 60_000);
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert_eq!(status_of(&relay, "bob"), "offline", "six minutes silent");
+    assert_eq!(
+        status_of(&relay, "alice"),
+        "online",
+        "alice polled two minutes ago; the flood must not have cost her her calls"
+    );
+    let job = relay.send(json!({"from": "user", "to": "label:pool", "body": "job"}));
+    assert_eq!(job.body["recipients"], json!(["alice"]), "{:?}", job.body);
+    assert!(
+        after <= before + 48,
+        "{sent} refused requests grew the server from {before} MiB to {after} MiB"
+    );
+    let after_rounds = resident_mib(relay.pid());
+    assert!(
+        after_rounds <= before + 48,
+        "after the reaper rounds the server holds {after_rounds} MiB (from {before} MiB)"
+    );
+}
+
+/// `POST /v1/reap` is the same reaper entry as the timer: the calls agents made are recorded
+/// before anyone is found stale (docs/security.md, "One reaper entry").
+#[test]
+fn a_manual_reap_counts_the_calls_agents_made_first() {
+    // The timer stays out of the way (an hour); only the manual route reaps here.
+    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let alice = relay.register(json!({"id": "alice", "label": "pool"}));
+    relay.register(json!({"id": "bob", "label": "pool"}));
+    // Alice polls every 200 s (inside the 5-minute stale time); bob is silent.
+    for _ in 0..2 {
+        relay.advance(200_000);
+        assert_eq!(relay.get("/v1/agents/alice/inbox", &alice).status, 200);
+        relay.reap();
+    }
+    assert_eq!(status_of(&relay, "bob"), "offline", "400 s silent");
+    assert_eq!(
+        status_of(&relay, "alice"),
+        "online",
+        "alice polled just before each reap"
+    );
+    let sent = relay.send(json!({"from": "user", "to": "label:pool", "body": "job"}));
+    assert_eq!(sent.body["recipients"], json!(["alice"]), "{:?}", sent.body);
+}

@@ -293,3 +293,112 @@ pub fn cli_call(db: &Path, export: &str, args: &Json) -> (bool, Json) {
         serde_json::from_str(&text).unwrap_or(Json::Null),
     )
 }
+
+/// An export and the place of one of its arguments (`send-message`, `input.to`).
+pub type Place = (String, String);
+
+/// The input rules the component publishes (`agent-relay call input-rules`), as JSON Schema
+/// keywords by export and place.
+pub fn published_input_rules() -> std::collections::BTreeMap<Place, Json> {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, answer) = cli_call(&dir.path().join("relay.db"), "input-rules", &json!({}));
+    assert!(ok, "agent-relay call input-rules failed: {answer}");
+    let rules = answer.as_array().expect("input-rules answers a list");
+    assert!(!rules.is_empty(), "the component publishes no input rule");
+    rules
+        .iter()
+        .map(|rule| {
+            let place = (
+                rule["export"].as_str().unwrap().to_owned(),
+                rule["at"].as_str().unwrap().to_owned(),
+            );
+            assert!(rule["keywords"].is_object(), "{rule}");
+            (place, rule["keywords"].clone())
+        })
+        .collect()
+}
+
+/// Bounds a schema has from its integer type alone (`shape::json_schema`), not from a rule.
+const TYPE_BOUNDS: &[i64] = &[
+    i64::MIN,
+    i32::MIN as i64,
+    i16::MIN as i64,
+    i8::MIN as i64,
+    0,
+    i8::MAX as i64,
+    u8::MAX as i64,
+    i16::MAX as i64,
+    u16::MAX as i64,
+    i32::MAX as i64,
+    u32::MAX as i64,
+    i64::MAX,
+];
+
+/// Checks the schema of the value at `place` of `export`'s arguments, and the values inside it
+/// (`.key` per property, `[]` per list item), against the published rules: where the component
+/// states a rule every keyword of it is there with its value; where it states none, the schema
+/// has no rule keyword (no length, pattern, `not` or bound beyond its type's). Each checked place
+/// goes into `seen`, each disagreement into `problems`.
+pub fn check_rules(
+    rules: &std::collections::BTreeMap<Place, Json>,
+    export: &str,
+    place: &str,
+    schema: &Json,
+    seen: &mut std::collections::BTreeSet<Place>,
+    problems: &mut Vec<String>,
+) {
+    let key = (export.to_owned(), place.to_owned());
+    match rules.get(&key) {
+        Some(rule) => {
+            for (keyword, value) in rule.as_object().unwrap() {
+                // JSON Schema allows `null` in the enum of an optional value.
+                let found = match (keyword.as_str(), &schema[keyword]) {
+                    ("enum", Json::Array(names)) => {
+                        Json::Array(names.iter().filter(|n| !n.is_null()).cloned().collect())
+                    }
+                    (_, found) => found.clone(),
+                };
+                if found != *value {
+                    problems.push(format!(
+                        "{export} {place}: the component's rule has {keyword}: {value}, the \
+                         schema has {found}"
+                    ));
+                }
+            }
+        }
+        None => {
+            for keyword in ["minLength", "maxLength", "pattern", "not"] {
+                if let Some(value) = schema.get(keyword) {
+                    problems.push(format!(
+                        "{export} {place}: the schema has {keyword}: {value}, but the \
+                         component states no rule there"
+                    ));
+                }
+            }
+            for keyword in ["minimum", "maximum"] {
+                if let Some(value) = schema.get(keyword)
+                    && !value.as_i64().is_some_and(|n| TYPE_BOUNDS.contains(&n))
+                {
+                    problems.push(format!(
+                        "{export} {place}: the schema has {keyword}: {value}, but the \
+                         component states no rule there"
+                    ));
+                }
+            }
+        }
+    }
+    seen.insert(key);
+    if let Some(properties) = schema.get("properties").and_then(Json::as_object) {
+        for (name, inner) in properties {
+            let inner_place = if place.is_empty() {
+                name.clone()
+            } else {
+                format!("{place}.{name}")
+            };
+            check_rules(rules, export, &inner_place, inner, seen, problems);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        check_rules(rules, export, &format!("{place}[]"), items, seen, problems);
+    }
+}

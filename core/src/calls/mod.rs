@@ -8,14 +8,19 @@
 //! [`Calls::hold`] re-runs a list export after each commit until the list has something in it.
 //! Either way a front-end passes the export it resolved and gets the export's `result` value;
 //! turning that into JSON is the bridge's work.
+//!
+//! A server's runner notes which bearer tokens made calls the relay accepted (`activity.rs`) and
+//! hands them to `record-agent-calls`; a `reap` through [`Calls::run`], whoever asks for it (the
+//! timer of `serve`, `POST /v1/reap`), hands them over first (`reaper.rs`).
 
 mod activity;
 mod commits;
 mod lane;
+mod reaper;
 mod reply;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -38,8 +43,8 @@ pub struct CallOptions {
     pub max_concurrent_calls: usize,
     /// How long a call waits for a slot before it is answered 503.
     pub queue_timeout: Duration,
-    /// Remember which bearer tokens made calls, for [`Calls::take_activity`] (a server with a
-    /// reaper; an embedder that never asks leaves it off).
+    /// Remember which bearer tokens made calls and hand them to the relay before each `reap`
+    /// run through [`Calls::run`] (a server with a reaper; an embedder leaves it off).
     pub note_activity: bool,
 }
 
@@ -64,19 +69,41 @@ pub enum Caller {
     Anonymous,
 }
 
+/// The longest bearer token a front-end takes (docs/security.md, "Bearer tokens: size, what is
+/// noted"). The relay's tokens are 70 bytes (`relay_` and 64 hex digits); a longer one is refused
+/// before anything runs or is remembered. The operator's own token is taken at any length.
+pub const MAX_TOKEN_BYTES: usize = 512;
+
 impl Caller {
     /// The caller presenting `token` (none: anonymous); the operator's token makes the operator.
-    pub fn presenting(token: Option<&str>, operator: &OperatorToken) -> Self {
-        match token {
+    ///
+    /// # Errors
+    /// 401 `unauthorized` for a token longer than [`MAX_TOKEN_BYTES`] (not the operator's).
+    pub fn presenting(token: Option<&str>, operator: &OperatorToken) -> Result<Self, ErrorReply> {
+        Ok(match token {
             Some(token) if operator.matches(token) => Caller::Operator,
+            Some(token) if token.len() > MAX_TOKEN_BYTES => {
+                return Err(ErrorReply::new(
+                    401,
+                    "unauthorized",
+                    format!(
+                        "the bearer token is {} bytes; relay tokens are at most {MAX_TOKEN_BYTES} \
+                         bytes: send the token the relay issued (Authorization: Bearer <token>)",
+                        token.len()
+                    ),
+                ));
+            }
             Some(token) => Caller::Bearer(token.to_owned()),
             None => Caller::Anonymous,
-        }
+        })
     }
 
     /// The caller an `Authorization` header value names (`Bearer <token>`; none or another
     /// scheme: anonymous).
-    pub fn authorizing(header: Option<&str>, operator: &OperatorToken) -> Self {
+    ///
+    /// # Errors
+    /// As for [`Caller::presenting`].
+    pub fn authorizing(header: Option<&str>, operator: &OperatorToken) -> Result<Self, ErrorReply> {
         Self::presenting(header.and_then(bearer_token), operator)
     }
 
@@ -109,6 +136,8 @@ pub struct Calls {
     lane: Lane,
     commits: Commits,
     activity: Option<Activity>,
+    /// A hand-over of a full activity set is under way.
+    handing_over: AtomicBool,
     /// Calls run so far (each run of a held request counts).
     runs: AtomicU64,
 }
@@ -120,6 +149,7 @@ impl Calls {
             runtime,
             slots: Semaphore::new(options.max_concurrent_calls.max(1)),
             activity: options.note_activity.then(Activity::default),
+            handing_over: AtomicBool::new(false),
             options,
             lane: Lane::start(this.clone()),
             commits: Commits::default(),
@@ -133,12 +163,6 @@ impl Calls {
 
     pub fn options(&self) -> &CallOptions {
         &self.options
-    }
-
-    /// The bearer tokens that made calls since the last take, each with its latest call's time
-    /// on the relay's clock (empty unless [`CallOptions::note_activity`]).
-    pub fn take_activity(&self) -> Vec<(String, i64)> {
-        self.activity.as_ref().map_or_else(Vec::new, Activity::take)
     }
 
     /// How many calls have run (every re-run of a held request counts once).
@@ -194,6 +218,7 @@ impl Calls {
 
     /// Runs one export within the concurrency bound: a write on the write lane, a read on a
     /// blocking thread. Returns the export's `result` value (the relay's own error included).
+    /// A `reap` by the operator first hands the relay the calls noted since the last one.
     ///
     /// # Errors
     /// A failure of the call (trap, store, overload) as the caller is to see it.
@@ -213,9 +238,27 @@ impl Calls {
         args: Vec<Val>,
         arriving: Option<Arriving>,
     ) -> Result<Val, ErrorReply> {
-        if let Some(activity) = &self.activity {
-            activity.note(&args, self.runtime.clock().now_ms());
+        if export.name == reaper::REAP && self.activity.is_some() {
+            drop(arriving);
+            return self.reap_round(export, args).await;
         }
+        let token = self.activity.as_ref().and_then(|_| bearer_of(&args));
+        let answer = self.run_call(export, args, arriving).await;
+        if let (Some(token), Ok(value)) = (token, &answer)
+            && !is_unauthorized(value)
+        {
+            self.note_call(&token);
+        }
+        answer
+    }
+
+    /// Runs one export within the slots (the body of [`Calls::run_arriving`]).
+    async fn run_call(
+        self: &Arc<Self>,
+        export: &Export,
+        args: Vec<Val>,
+        arriving: Option<Arriving>,
+    ) -> Result<Val, ErrorReply> {
         // A request waiting for a slot is not about to arrive: the lane must not wait for it
         // (slots free up only as the lane answers).
         drop(arriving);
@@ -323,6 +366,23 @@ impl Calls {
             self.commits.committed();
         }
     }
+}
+
+/// The token of a call's caller (its first argument), when it is a bearer token.
+fn bearer_of(args: &[Val]) -> Option<String> {
+    match args.first() {
+        Some(Val::Variant(case, Some(token))) if case == "bearer" => match token.as_ref() {
+            Val::String(token) => Some(token.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the relay refused the caller's credentials (its `unauthorized` error).
+fn is_unauthorized(answer: &Val) -> bool {
+    matches!(answer, Val::Result(Err(Some(error)))
+        if matches!(error.as_ref(), Val::Variant(case, _) if case == "unauthorized"))
 }
 
 /// `ok` of an empty list, or of an option's `none`.

@@ -15,6 +15,7 @@ mod orchestrator_queries;
 mod pair_commands;
 mod pair_queries;
 mod queries;
+mod rule_queries;
 mod settings_commands;
 mod settings_queries;
 mod task_commands;

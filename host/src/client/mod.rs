@@ -184,7 +184,7 @@ pub fn run(verb: Verb) -> ExitCode {
                 });
                 println!("{body}");
             }
-            eprintln!("agent-relay: {}", failure.message);
+            eprintln!("agent-relay: {}", view::one_line(&failure.message));
             failure.exit.into()
         }
     }
@@ -193,14 +193,16 @@ pub fn run(verb: Verb) -> ExitCode {
 /// What a verb returns: how it ended, or why it did not get done.
 pub type Outcome = Result<Exit, Failure>;
 
-/// Prints `value` as JSON, or the view for people.
-fn emit(connection: &Connection, value: &Json, view: impl FnOnce(&Json) -> String) {
+/// Prints `value` as JSON, or the view for people. The view's fields were escaped to one line
+/// where they sit in a line of their own; the whole view is escaped once more here, newlines
+/// kept, so no text the relay returned reaches the terminal as a control sequence.
+fn emit(connection: &Connection, value: &Json, render: impl FnOnce(&Json) -> String) {
     if connection.json {
         println!("{value}");
     } else {
-        let text = view(value);
+        let text = render(value);
         if !text.is_empty() {
-            println!("{}", text.trim_end_matches('\n'));
+            println!("{}", view::printable(text.trim_end_matches('\n')));
         }
     }
 }

@@ -27,6 +27,55 @@ pub fn span(ms: i64) -> String {
     }
 }
 
+/// Text from the relay made safe to print on one line: every control character (C0 with
+/// newline and ESC, DEL, C1), bidirectional override and line separator is written as an
+/// escape (`\n`, `\x1b`, `\u{202e}`), so a field can neither drive the terminal (colours,
+/// title, clipboard) nor start a line of its own. The one escaping rule of everything the
+/// client prints (docs/security.md, "What the terminal and the hooks show").
+pub fn one_line(text: &str) -> String {
+    escape(text, false)
+}
+
+/// Like [`one_line`], but newlines and tabs stay: for text laid out in lines (a body, a view).
+pub fn printable(text: &str) -> String {
+    escape(text, true)
+}
+
+fn escape(text: &str, multi_line: bool) -> String {
+    if !text.chars().any(|c| needs_escape(c, multi_line)) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !needs_escape(c, multi_line) {
+            out.push(c);
+            continue;
+        }
+        let _ = match c {
+            '\n' => write!(out, "\\n"),
+            '\r' => write!(out, "\\r"),
+            '\t' => write!(out, "\\t"),
+            c if u32::from(c) < 0x100 => write!(out, "\\x{:02x}", u32::from(c)),
+            c => write!(out, "\\u{{{:04x}}}", u32::from(c)),
+        };
+    }
+    out
+}
+
+/// Control characters (C0, DEL, C1), the bidirectional marks, embeddings, overrides and
+/// isolates (which reorder what follows them on screen), and the Unicode line separators.
+fn needs_escape(c: char, multi_line: bool) -> bool {
+    if c == '\n' || c == '\t' {
+        return !multi_line;
+    }
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+                | '\u{2028}' | '\u{2029}'
+        )
+}
+
 fn text<'a>(value: &'a Json, key: &str) -> &'a str {
     value[key].as_str().unwrap_or("")
 }
@@ -74,16 +123,21 @@ pub fn claim_state(message: &Json, now: i64) -> String {
 }
 
 /// Rows under a header, each column as wide as its widest cell; the last column is not padded.
+/// Every cell is escaped to one line, so no cell can add a row or drive the terminal.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| one_line(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    for row in std::iter::once(&header).chain(&rows) {
         let last = row.len().saturating_sub(1);
         for (i, cell) in row.iter().enumerate() {
             if i == last {
@@ -130,30 +184,34 @@ pub fn message(message: &Json) -> String {
     let mut out = format!(
         "#{} {} -> {} · {} ago · {}",
         id(message),
-        text(message, "from"),
-        text(message, "to"),
+        one_line(text(message, "from")),
+        one_line(text(message, "to")),
         age(message["createdAt"].as_i64().unwrap_or(now), now),
-        text(message, "kind"),
+        one_line(text(message, "kind")),
     );
     if let Some(reply_to) = message["replyTo"].as_i64() {
         let _ = write!(out, " · reply to #{reply_to}");
     }
     let state = claim_state(message, now);
     if state != "-" {
-        let _ = write!(out, " · {state}");
+        let _ = write!(out, " · {}", one_line(&state));
     }
     out.push('\n');
     if let Some(subject) = message["subject"].as_str().filter(|s| !s.is_empty()) {
-        let _ = writeln!(out, "Subject: {subject}");
+        let _ = writeln!(out, "Subject: {}", one_line(subject));
     }
     for line in text(message, "body").lines() {
-        let _ = writeln!(out, "  {line}");
+        let _ = writeln!(out, "  {}", printable(line));
     }
     if message["payload"]
         .as_object()
         .is_some_and(|p| !p.is_empty())
     {
-        let _ = writeln!(out, "  payload: {}", message["payload"]);
+        let _ = writeln!(
+            out,
+            "  payload: {}",
+            one_line(&message["payload"].to_string())
+        );
     }
     out
 }
@@ -191,16 +249,16 @@ pub fn agents(list: &[Json]) -> String {
 pub fn agent(card: &Json) -> String {
     let mut out = format!(
         "{} ({}, {})",
-        text(card, "id"),
-        text(card, "kind"),
-        text(card, "status")
+        one_line(text(card, "id")),
+        one_line(text(card, "kind")),
+        one_line(text(card, "status"))
     );
     if let Some(label) = card["label"].as_str() {
-        let _ = write!(out, " · label {label}");
+        let _ = write!(out, " · label {}", one_line(label));
     }
     if let Some(tags) = card["tags"].as_array().filter(|t| !t.is_empty()) {
         let tags: Vec<&str> = tags.iter().filter_map(Json::as_str).collect();
-        let _ = write!(out, " · tags {}", tags.join(","));
+        let _ = write!(out, " · tags {}", one_line(&tags.join(",")));
     }
     out
 }
@@ -251,6 +309,22 @@ mod tests {
             &[vec!["7".into(), "alice".into(), "hi".into()]],
         );
         assert_eq!(out, "ID  FROM   SUBJECT\n7   alice  hi\n");
+    }
+
+    #[test]
+    fn escapes_write_controls_bidi_overrides_and_newlines_as_text() {
+        let hostile = "a\nb\tc\u{1b}]52;c;eA==\u{7}\u{0}\u{7f}\u{9b}\u{202e}d\u{2028}";
+        assert_eq!(
+            one_line(hostile),
+            "a\\nb\\tc\\x1b]52;c;eA==\\x07\\x00\\x7f\\x9b\\u{202e}d\\u{2028}"
+        );
+        assert_eq!(
+            printable(hostile),
+            "a\nb\tc\\x1b]52;c;eA==\\x07\\x00\\x7f\\x9b\\u{202e}d\\u{2028}"
+        );
+        assert_eq!(one_line("plain · ünïcode"), "plain · ünïcode");
+        let out = table(&["ID", "SUBJECT"], &[vec!["1".into(), "x\n2  fake".into()]]);
+        assert_eq!(out.lines().count(), 2, "{out}");
     }
 
     #[test]

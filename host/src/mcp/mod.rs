@@ -236,9 +236,14 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let caller = Caller::authorizing(authorization, &relay.operator);
-    match identify(&relay.calls, &caller).await {
-        Ok(agent_id) => {
+    let identified = match Caller::authorizing(authorization, &relay.operator) {
+        Ok(caller) => identify(&relay.calls, &caller)
+            .await
+            .map(|agent_id| (caller, agent_id)),
+        Err(error) => Err(error),
+    };
+    match identified {
+        Ok((caller, agent_id)) => {
             request.extensions_mut().insert(Acting {
                 caller: caller.to_val(),
                 agent_id,

@@ -11,7 +11,6 @@ use serde_json::{Map, Value as Json, json};
 use wasmtime::component::Val;
 
 use agent_relay_core::bridge::{self, Inputs};
-use agent_relay_core::input_rules;
 use agent_relay_core::runtime::{Export, Runtime};
 use agent_relay_core::shape::{Dialect, Field, Shape, camel_case, json_schema, no_rules};
 use agent_relay_core::store::Access;
@@ -151,9 +150,10 @@ pub fn read_only(export: &Export) -> bool {
 }
 
 /// The tool's input schema: its arguments, without the ones the relay fills in, with the
-/// relay's input rules (the same walker and rules as the OpenAPI document).
+/// input rules the component publishes for the export (the same walker and rules as the
+/// OpenAPI document).
 pub fn input_schema(spec: &ToolSpec, export: &Export) -> Map<String, Json> {
-    let rules = |at: &str, shape: &Shape| input_rules::rules(&export.name, at, shape);
+    let rules = |at: &str, _: &Shape| export.input_rule(at);
     let mut properties = Map::new();
     let mut required = Vec::new();
     let mut add = |key: String, at: String, shape: &Shape| {
