@@ -23,6 +23,41 @@ impl std::fmt::Display for BridgeError {
     }
 }
 
+/// The refusal of an argument nobody takes, naming the ones that are taken: the same words
+/// from every front-end (HTTP bodies, MCP tool calls, `agent-relay call`).
+pub fn no_such_argument(taker: &str, unknown: &str, known: &[String]) -> BridgeError {
+    BridgeError(format!(
+        "{taker} takes no argument {unknown}; its arguments: {}",
+        known.join(", ")
+    ))
+}
+
+/// How long a caller asks to wait (`wait`, `waitSeconds`): seconds as a number or a numeric text,
+/// at least 0; a longer wait than `max` is cut to it, so any such number is taken.
+///
+/// # Errors
+/// Not a finite number of seconds, or a negative one; the text names `name`.
+pub fn wait_for(
+    name: &str,
+    value: &Json,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, BridgeError> {
+    let secs = match value {
+        Json::Number(number) => number.as_f64(),
+        Json::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    secs.filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| std::time::Duration::from_secs_f64(secs.min(max.as_secs_f64())))
+        .ok_or_else(|| {
+            let shown = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            BridgeError(format!(
+                "{name} must be a number of seconds, at least 0 (more than {} is cut to it), not {shown}",
+                max.as_secs()
+            ))
+        })
+}
+
 fn fail<T>(message: String) -> Result<T, BridgeError> {
     Err(BridgeError(message))
 }
@@ -374,11 +409,7 @@ pub fn arguments(export: &Export, inputs: &Inputs<'_>) -> Result<Vec<Val>, Bridg
             .map(|(n, _)| camel_case(n))
             .collect();
         if let Some(unknown) = named.keys().find(|key| !known.contains(key)) {
-            return fail(format!(
-                "{} takes no argument {unknown}; its arguments: {}",
-                export.name,
-                known.join(", ")
-            ));
+            return Err(no_such_argument(&export.name, unknown, &known));
         }
     }
     export

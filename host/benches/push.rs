@@ -12,8 +12,8 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent_relay::watch::EventReader;
-use common::{Json, Relay, json};
+use agent_relay::client::watch::EventReader;
+use common::{Json, RelayServer, json};
 use tokio::io::AsyncWriteExt;
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -56,7 +56,7 @@ fn settle(pid: u32) {
 }
 
 /// Sends one message; returns its id, when the request was issued and when it was answered.
-fn send(relay: &Relay, to: &str, body: &str) -> (i64, Instant, Instant) {
+fn send(relay: &RelayServer, to: &str, body: &str) -> (i64, Instant, Instant) {
     let requested = Instant::now();
     let reply = relay.send(json!({"from": "user", "to": to, "body": body}));
     let answered = Instant::now();
@@ -115,7 +115,7 @@ impl Latencies {
 /// Long-polls `agent`'s inbox (after `since`) `sends` times, each woken by one send once the poll
 /// waits. Returns the times and the last message id.
 fn long_poll_latency(
-    relay: &Relay,
+    relay: &RelayServer,
     agent: &str,
     token: &str,
     mut since: i64,
@@ -158,7 +158,7 @@ fn long_poll_latency(
 }
 
 /// Streams `agent`'s inbox and times each of `sends` messages from send response to its event.
-fn stream_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> Latencies {
+fn stream_latency(relay: &RelayServer, agent: &str, token: &str, sends: usize) -> Latencies {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +191,7 @@ fn stream_latency(relay: &Relay, agent: &str, token: &str, sends: usize) -> Late
 /// Opens `count` idle requests (raw HTTP/1.1 on their own sockets) and keeps them open.
 fn open_idle(
     runtime: &tokio::runtime::Runtime,
-    relay: &Relay,
+    relay: &RelayServer,
     path: &str,
     token: &str,
     count: usize,
@@ -227,7 +227,7 @@ fn idle_cpu(pid: u32) -> u64 {
 fn main() {
     let sends = env_number("PUSH_SENDS", 200);
     let waiters = env_number("PUSH_WAITERS", 1000);
-    let relay = Relay::start_with(&["--max-wait-secs", "600"]);
+    let relay = RelayServer::start_with(&["--max-wait-secs", "600"]);
     let pid = relay.pid();
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));

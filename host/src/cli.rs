@@ -290,7 +290,7 @@ pub fn main() -> ExitCode {
         Command::Call(args) => call(args),
         Command::Migrate(args) => migrate(&args),
         Command::Settings(command) => crate::settings::run(&command),
-        Command::Watch(args) => crate::watch::run(&crate::watch::Watch {
+        Command::Watch(args) => crate::client::watch::run(&crate::client::watch::Watch {
             url: args.url,
             agent: args.agent,
             token: args.token,

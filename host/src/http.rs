@@ -170,37 +170,18 @@ fn wait_deadline(
     let in_body = body
         .and_then(Json::as_object_mut)
         .and_then(|fields| fields.remove("wait"))
-        .filter(|wait| !wait.is_null())
-        .map(|wait| {
-            wait.as_str()
-                .map_or_else(|| wait.to_string(), str::to_owned)
-        });
+        .filter(|wait| !wait.is_null());
+    let wait = |value: &Json| {
+        bridge::wait_for("wait", value, max_wait).map_err(|e| ErrorReply::invalid(e.0))
+    };
     // Both are checked when both are sent (a bad one is a 400 either way); the query's wins.
     let in_query = take_pair(pairs, "wait")?
-        .map(|text| parse_wait(&text, max_wait))
+        .map(|text| wait(&Json::String(text)))
         .transpose()?;
-    let in_body = in_body
-        .map(|text| parse_wait(&text, max_wait))
-        .transpose()?;
+    let in_body = in_body.as_ref().map(wait).transpose()?;
     Ok(in_query
         .or(in_body)
         .map(|wait| tokio::time::Instant::now() + wait))
-}
-
-/// A `wait` in seconds; any longer than `max_wait` is cut to it, so any non-negative number is
-/// taken.
-fn parse_wait(text: &str, max_wait: Duration) -> Result<Duration, ErrorReply> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map(|secs| Duration::from_secs_f64(secs.min(max_wait.as_secs_f64())))
-        .ok_or_else(|| {
-            ErrorReply::invalid(format!(
-                "wait must be a number of seconds, at least 0 (more than {} is cut to it), not {text}",
-                max_wait.as_secs()
-            ))
-        })
 }
 
 /// Parameters filled from the request as sent rather than from its JSON: the exact body for a
@@ -445,13 +426,16 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
     ))
 }
 
-fn method_filter(method: &str) -> MethodFilter {
+/// The method a route of the table answers; `None` for a name that is no HTTP method the
+/// relay serves (a route is never served under another method than its own).
+fn method_filter(method: &str) -> Option<MethodFilter> {
     match method {
-        "GET" => MethodFilter::GET,
-        "PUT" => MethodFilter::PUT,
-        "DELETE" => MethodFilter::DELETE,
-        "PATCH" => MethodFilter::PATCH,
-        _ => MethodFilter::POST,
+        "GET" => Some(MethodFilter::GET),
+        "POST" => Some(MethodFilter::POST),
+        "PUT" => Some(MethodFilter::PUT),
+        "DELETE" => Some(MethodFilter::DELETE),
+        "PATCH" => Some(MethodFilter::PATCH),
+        _ => None,
     }
 }
 
@@ -464,8 +448,15 @@ pub fn router(app: Arc<App>) -> Router {
         let Some(export) = app.calls.runtime().export(route.export) else {
             continue;
         };
+        let Some(filter) = method_filter(route.method) else {
+            tracing::error!(
+                method = route.method,
+                path = route.path,
+                "route not mounted: its method is not one the relay serves"
+            );
+            continue;
+        };
         let export = Arc::new(export.clone());
-        let filter = method_filter(route.method);
         let slot = match by_path.iter().position(|(path, _)| *path == route.path) {
             Some(slot) => slot,
             None => {
@@ -557,4 +548,26 @@ pub async fn serve_on(
     let limits = app.options.connections;
     connections::serve(listener, router(app), limits, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_filter;
+    use crate::routes::ROUTES;
+
+    /// Every route of the table is mounted under its own method (an unknown one was once served
+    /// as POST).
+    #[test]
+    fn every_route_has_a_method_the_router_serves() {
+        for route in ROUTES {
+            assert!(
+                method_filter(route.method).is_some(),
+                "{} {} has no method the router serves",
+                route.method,
+                route.path
+            );
+        }
+        assert!(method_filter("FOO").is_none());
+        assert!(method_filter("post").is_none());
+    }
 }

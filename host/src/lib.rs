@@ -10,4 +10,3 @@ pub mod openapi;
 pub mod push;
 pub mod routes;
 pub mod settings;
-pub mod watch;

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, Relay, binary, json};
+use common::{Json, OPERATOR, RelayServer, binary, json};
 
 /// What one run of the binary gave.
 #[derive(Debug)]
@@ -57,13 +57,13 @@ fn run_at(url: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Run {
     }
 }
 
-fn run(relay: &Relay, token: &str, args: &[&str]) -> Run {
+fn run(relay: &RelayServer, token: &str, args: &[&str]) -> Run {
     run_at(&relay.base, Some(token), args, "")
 }
 
 /// A relay with agents alice and bob (label `dev`); their tokens.
-fn two_agents() -> (Relay, String, String) {
-    let relay = Relay::start();
+fn two_agents() -> (RelayServer, String, String) {
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice", "label": "dev"}));
     let bob = relay.register(json!({"id": "bob", "label": "dev"}));
     (relay, alice, bob)
@@ -331,7 +331,7 @@ fn tasks_lists_integration_tasks_and_task_resolves_one() {
 
 #[test]
 fn agent_add_prints_the_token_once_with_the_lines_that_use_it() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let added = run(
         &relay,
         OPERATOR,
@@ -620,7 +620,7 @@ fn the_stop_hook_blocks_while_unread_messages_wait_unless_a_stop_hook_is_already
 
 #[test]
 fn hooks_never_fail_the_session_when_the_relay_is_down_or_the_token_is_missing() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bob = relay.register(json!({"id": "bob"}));
     let url = relay.base.clone();
     drop(relay.stop());

@@ -3,11 +3,11 @@
 
 use crate::common;
 
-use common::{OPERATOR, Relay, json};
+use common::{OPERATOR, RelayServer, json};
 
 #[test]
 fn registration_hands_out_a_token_once_and_infers_kind_and_provider_tag() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let first = relay.post(
         "/v1/agents",
         OPERATOR,
@@ -62,7 +62,7 @@ fn registration_hands_out_a_token_once_and_infers_kind_and_provider_tag() {
 
 #[test]
 fn registering_a_new_agent_needs_the_operator() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let anonymous = relay.request("POST", "/v1/agents", None, Some(&json!({"id": "eve"})));
     assert_eq!(anonymous.status, 401);
@@ -83,7 +83,7 @@ fn registering_a_new_agent_needs_the_operator() {
 
 #[test]
 fn reregistration_keeps_label_machine_rig_and_ready_unless_sent() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "a", "label": "dev", "machine": "m1", "rig": "r1", "ready": false, "tags": ["t"]}));
     let kept = relay.post("/v1/agents", OPERATOR, json!({"id": "a", "name": "A2"}));
     let agent = &kept.body["agent"];
@@ -109,7 +109,7 @@ fn reregistration_keeps_label_machine_rig_and_ready_unless_sent() {
 
 #[test]
 fn channel_agents_must_use_the_canonical_id() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let wrong = relay.post(
         "/v1/agents",
         OPERATOR,
@@ -145,7 +145,7 @@ fn channel_agents_must_use_the_canonical_id() {
 
 #[test]
 fn builtin_user_and_system_always_exist_and_are_never_reaped() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let user = relay.get("/v1/agents/user", OPERATOR);
     assert_eq!(user.body["kind"], "user");
     assert_eq!(user.body["tags"], json!(["human"]));
@@ -171,7 +171,7 @@ fn builtin_user_and_system_always_exist_and_are_never_reaped() {
 
 #[test]
 fn a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = relay.register(json!({"id": "a", "instanceId": "i1"}));
     assert_eq!(relay.get("/v1/agents/a", OPERATOR).body["epoch"], 1);
     let same = relay.post("/v1/agents", &token, json!({"id": "a", "instanceId": "i1"}));
@@ -214,7 +214,7 @@ fn a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused() {
 
 #[test]
 fn the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = relay.register(json!({"id": "a"}));
     relay.register(json!({"id": "b"}));
     relay.advance(4 * 60 * 1000);
@@ -237,7 +237,7 @@ fn the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back() {
 
 #[test]
 fn the_stale_ttl_is_a_setting() {
-    let relay = Relay::start_with(&["--setting", "stale-ttl-ms=1000"]);
+    let relay = RelayServer::start_with(&["--setting", "stale-ttl-ms=1000"]);
     relay.register(json!({"id": "a"}));
     relay.advance(1500);
     assert_eq!(relay.reap()["offlineAgents"], json!(["a"]));
@@ -245,7 +245,7 @@ fn the_stale_ttl_is_a_setting() {
 
 #[test]
 fn one_agents_token_cannot_act_as_another() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let _alice = relay.register(json!({"id": "alice", "label": "x"}));
     let bob = relay.register(json!({"id": "bob", "label": "x"}));
     let job =
@@ -302,7 +302,7 @@ fn one_agents_token_cannot_act_as_another() {
 
 #[test]
 fn agents_are_listed_with_filters_and_deleted_by_the_operator() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let a = relay.register(json!({"id": "a", "tags": ["gpu"]}));
     relay.register(json!({"id": "b"}));
     relay.put("/v1/agents/b/status", OPERATOR, json!({"status": "busy"}));
@@ -328,7 +328,7 @@ fn agents_are_listed_with_filters_and_deleted_by_the_operator() {
 
 #[test]
 fn status_and_label_are_set_by_the_agent_itself() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = relay.register(json!({"id": "a", "instanceId": "i"}));
     let busy = relay.put(
         "/v1/agents/a/status",
@@ -354,7 +354,7 @@ fn status_and_label_are_set_by_the_agent_itself() {
 
 #[test]
 fn the_bearer_scheme_is_case_insensitive() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let client = reqwest::blocking::Client::new();
     let status_with = |authorization: String| {
@@ -393,7 +393,7 @@ fn the_bearer_scheme_is_case_insensitive() {
 
 // --- Deleting an agent, and its id used again ---
 
-fn claim(relay: &Relay, token: &str, agent: &str, message: i64) -> common::Reply {
+fn claim(relay: &RelayServer, token: &str, agent: &str, message: i64) -> common::Reply {
     relay.post(
         &format!("/v1/messages/{message}/claim"),
         token,
@@ -401,7 +401,7 @@ fn claim(relay: &Relay, token: &str, agent: &str, message: i64) -> common::Reply
     )
 }
 
-fn pair(relay: &Relay, token: &str, requester: &str, partner: &str) -> i64 {
+fn pair(relay: &RelayServer, token: &str, requester: &str, partner: &str) -> i64 {
     let reply = relay.post(
         "/v1/pairs",
         token,
@@ -411,7 +411,7 @@ fn pair(relay: &Relay, token: &str, requester: &str, partner: &str) -> i64 {
     reply.body["id"].as_i64().unwrap()
 }
 
-fn pair_events(relay: &Relay, agent: &str, token: &str) -> Vec<String> {
+fn pair_events(relay: &RelayServer, agent: &str, token: &str) -> Vec<String> {
     relay
         .get(&format!("/v1/agents/{agent}/inbox?kind=pair"), token)
         .body
@@ -424,7 +424,7 @@ fn pair_events(relay: &Relay, agent: &str, token: &str) -> Vec<String> {
 
 #[test]
 fn deleting_an_agent_releases_its_claims_and_ends_its_pairs() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let gus = relay.register(json!({"id": "gus", "label": "x"}));
     let alice = relay.register(json!({"id": "alice", "label": "x"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -480,7 +480,7 @@ fn deleting_an_agent_releases_its_claims_and_ends_its_pairs() {
 
 #[test]
 fn a_recreated_id_starts_fresh_without_the_old_agents_past() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let old = relay.register(json!({"id": "gus", "instanceId": "old", "label": "x"}));
     let alice = relay.register(json!({"id": "alice"}));
     let secret = relay.send(json!({"from": "alice", "to": "gus", "body": "the password is 42"}));
@@ -543,7 +543,7 @@ fn a_recreated_id_starts_fresh_without_the_old_agents_past() {
 
 #[test]
 fn the_operator_may_keep_an_ids_history_and_only_the_operator() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "gus"}));
     let secret = relay.send(json!({"from": "user", "to": "gus", "body": "kept"}));
     let secret = secret.body["message"]["id"].as_i64().unwrap();
@@ -572,7 +572,7 @@ fn the_operator_may_keep_an_ids_history_and_only_the_operator() {
 
 #[test]
 fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice", "label": "frontend", "tags": ["web"],
         "locked": ["label", "tags", "capabilities"]}));
     let job = relay
@@ -632,7 +632,7 @@ fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
 
 #[test]
 fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bob = relay.register(json!({"id": "bob", "label": "frontend"}));
 
     let moved = relay.post("/v1/agents", &bob, json!({"id": "bob", "label": "backend"}));

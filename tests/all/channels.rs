@@ -3,10 +3,10 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, Relay, cli_call, json};
+use common::{Json, OPERATOR, RelayServer, cli_call, json};
 
 /// Registers a Telegram channel agent `telegram:bot1` with the given extra meta; returns its token.
-fn register_bridge(relay: &Relay, meta: Json) -> String {
+fn register_bridge(relay: &RelayServer, meta: Json) -> String {
     let mut full = json!({"provider": "telegram"});
     full.as_object_mut()
         .unwrap()
@@ -20,7 +20,7 @@ fn register_bridge(relay: &Relay, meta: Json) -> String {
     }))
 }
 
-fn put_binding(relay: &Relay, body: Json) -> Json {
+fn put_binding(relay: &RelayServer, body: Json) -> Json {
     let reply = relay.put(
         "/v1/channels/telegram:bot1/bindings",
         OPERATOR,
@@ -34,7 +34,7 @@ fn put_binding(relay: &Relay, body: Json) -> Json {
     reply.body
 }
 
-fn route(relay: &Relay, conversation: Option<&str>) -> Json {
+fn route(relay: &RelayServer, conversation: Option<&str>) -> Json {
     let query = conversation.map_or_else(String::new, |c| format!("?conversationId={c}"));
     let reply = relay.get(
         &format!("/v1/channels/telegram:bot1/route{query}"),
@@ -53,11 +53,11 @@ fn route_targets(route: &Json) -> Vec<Json> {
         .collect()
 }
 
-fn inbound(relay: &Relay, token: &str, body: Json) -> common::Reply {
+fn inbound(relay: &RelayServer, token: &str, body: Json) -> common::Reply {
     relay.post("/v1/channels/telegram:bot1/inbound", token, body)
 }
 
-fn channel(relay: &Relay) -> Json {
+fn channel(relay: &RelayServer) -> Json {
     let reply = relay.get("/v1/channels/telegram:bot1", OPERATOR);
     assert_eq!(reply.status, 200, "get channel: {:?}", reply.body);
     reply.body
@@ -65,7 +65,7 @@ fn channel(relay: &Relay) -> Json {
 
 #[test]
 fn channel_agent_with_a_non_canonical_id_is_refused() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let reply = relay.post(
         "/v1/agents",
         OPERATOR,
@@ -88,7 +88,7 @@ fn channel_agent_with_a_non_canonical_id_is_refused() {
 
 #[test]
 fn channel_record_follows_registration_and_re_registration() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_bridge(
         &relay,
         json!({
@@ -176,7 +176,7 @@ fn meta_target_sets_the_default_binding_with_the_mode_spec_gives() {
         ),
         ("broadcast", json!({"type": "broadcast"}), "broadcast"),
     ] {
-        let relay = Relay::start();
+        let relay = RelayServer::start();
         register_bridge(&relay, json!({"target": target}));
         let summary = channel(&relay);
         assert_eq!(
@@ -200,7 +200,7 @@ fn meta_target_sets_the_default_binding_with_the_mode_spec_gives() {
 
 #[test]
 fn changing_meta_target_replaces_the_default_binding() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_bridge(&relay, json!({"target": "label:support"}));
     relay.post(
         "/v1/agents",
@@ -221,7 +221,7 @@ fn changing_meta_target_replaces_the_default_binding() {
 
 #[test]
 fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, json!({}));
     let unknown = relay.put(
         "/v1/channels/slack:nope/bindings",
@@ -294,7 +294,7 @@ fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
 
 #[test]
 fn conversation_binding_beats_the_default() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, json!({"target": "label:support"}));
     put_binding(
         &relay,
@@ -320,7 +320,7 @@ fn conversation_binding_beats_the_default() {
 
 #[test]
 fn routes_come_highest_priority_first_then_newest() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, json!({}));
     put_binding(
         &relay,
@@ -350,7 +350,7 @@ fn routes_come_highest_priority_first_then_newest() {
 
 #[test]
 fn second_binding_for_the_same_conversation_coexists_and_upsert_updates() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, json!({}));
     let first = put_binding(
         &relay,
@@ -394,7 +394,7 @@ fn second_binding_for_the_same_conversation_coexists_and_upsert_updates() {
 
 #[test]
 fn deleted_binding_no_longer_routes() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, json!({"target": "label:support"}));
     let binding = put_binding(
         &relay,
@@ -419,7 +419,7 @@ fn deleted_binding_no_longer_routes() {
 
 #[test]
 fn inbound_to_an_exclusive_agent_route_reaches_that_agent_only() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bridge = register_bridge(&relay, json!({"target": "alice"}));
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -448,7 +448,7 @@ fn inbound_to_an_exclusive_agent_route_reaches_that_agent_only() {
 
 #[test]
 fn inbound_to_a_claimable_label_route_has_a_single_winner() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bridge = register_bridge(&relay, json!({"target": "label:support"}));
     let alice = relay.register(json!({"id": "alice", "label": "support"}));
     let bob = relay.register(json!({"id": "bob", "label": "support"}));
@@ -485,7 +485,7 @@ fn inbound_to_a_claimable_label_route_has_a_single_winner() {
 
 #[test]
 fn inbound_to_a_broadcast_route_reaches_every_agent() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bridge = register_bridge(&relay, json!({"target": "broadcast"}));
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob", "label": "ops"}));
@@ -513,7 +513,7 @@ fn inbound_to_a_broadcast_route_reaches_every_agent() {
 
 #[test]
 fn inbound_sends_one_message_per_route() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bridge = register_bridge(&relay, json!({}));
     relay.register(json!({"id": "alice"}));
     put_binding(
@@ -545,7 +545,7 @@ fn inbound_sends_one_message_per_route() {
 
 #[test]
 fn unrouted_inbound_is_a_conflict_and_writes_nothing() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bridge = register_bridge(&relay, json!({}));
     let alice = relay.register(json!({"id": "alice"}));
     let before = relay.send(json!({"from": "alice", "to": "alice", "body": "marker"}));
@@ -577,7 +577,7 @@ fn unrouted_inbound_is_a_conflict_and_writes_nothing() {
 
 #[test]
 fn inbound_needs_the_bridges_own_token() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, json!({"target": "broadcast"}));
     let alice = relay.register(json!({"id": "alice"}));
     let reply = inbound(&relay, &alice, json!({"body": "spoofed"}));
@@ -586,7 +586,7 @@ fn inbound_needs_the_bridges_own_token() {
 
 #[test]
 fn outbound_reply_reaches_the_bridge_inbox() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bridge = register_bridge(&relay, json!({"target": "alice"}));
     let alice = relay.register(json!({"id": "alice"}));
     let event = inbound(
@@ -617,7 +617,7 @@ fn outbound_reply_reaches_the_bridge_inbox() {
     assert_eq!(messages[0]["threadId"], event_id);
 }
 
-fn register_orchestrator(relay: &Relay) -> String {
+fn register_orchestrator(relay: &RelayServer) -> String {
     let reply = relay.post(
         "/v1/orchestrators",
         OPERATOR,
@@ -631,7 +631,7 @@ fn register_orchestrator(relay: &Relay) -> String {
 
 #[test]
 fn orchestrator_agent_is_created_and_deleted_with_it() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay);
     let orchestrator = relay.get("/v1/orchestrators/devbox", OPERATOR).body;
     assert_eq!(orchestrator["status"], "online");
@@ -681,7 +681,7 @@ fn orchestrator_agent_is_created_and_deleted_with_it() {
 
 #[test]
 fn orchestrator_status_is_mirrored_to_its_agent() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay);
     for (status, agent_status, ready) in [
         ("draining", "busy", false),
@@ -709,7 +709,7 @@ fn orchestrator_status_is_mirrored_to_its_agent() {
 
 #[test]
 fn managed_agents_round_trip() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay);
     let agents = json!([
         {"id": "claude-1", "provider": "claude", "pid": 4242, "cwd": "/srv/agents/api",
@@ -738,7 +738,7 @@ fn managed_agents_round_trip() {
 
 #[test]
 fn spawn_request_becomes_a_spawn_message_to_the_orchestrator() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay);
     let alice = relay.register(json!({"id": "alice"}));
     let reply = relay.post(
@@ -763,7 +763,7 @@ fn spawn_request_becomes_a_spawn_message_to_the_orchestrator() {
 
 #[test]
 fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_orchestrator(&relay);
     let bob = relay.register(json!({"id": "bob"}));
 
@@ -805,7 +805,7 @@ fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel() {
 
 #[test]
 fn spawn_requests_reach_only_the_orchestrators_registered_agent() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let orchestrator = register_orchestrator(&relay);
     let alice = relay.register(json!({"id": "alice"}));
     // Even a card the operator wrote does not make an agent the orchestrator.
@@ -842,7 +842,7 @@ fn spawn_requests_reach_only_the_orchestrators_registered_agent() {
 
 #[test]
 fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay);
     let reply = relay.post(
         "/v1/orchestrators/devbox/spawn",
@@ -871,7 +871,7 @@ fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400() {
 
 #[test]
 fn stale_orchestrators_are_reaped_when_the_clock_moves() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay);
     relay.advance(4 * 60 * 1000);
     let heartbeat = relay.post("/v1/orchestrators/devbox/heartbeat", &token, json!({}));
@@ -934,7 +934,7 @@ fn channel_and_orchestrator_exports_are_callable_from_the_cli() {
 
 #[test]
 fn spawn_requests_come_only_through_the_spawn_route() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let orchestrator = register_orchestrator(&relay);
     let alice = relay.register(json!({"id": "alice"}));
     let draining = relay.put(

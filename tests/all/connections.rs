@@ -9,9 +9,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{OPERATOR, Relay};
+use common::{OPERATOR, RelayServer};
 
-fn address(relay: &Relay) -> SocketAddr {
+fn address(relay: &RelayServer) -> SocketAddr {
     relay.base.trim_start_matches("http://").parse().unwrap()
 }
 
@@ -65,7 +65,7 @@ fn read_answer(stream: &mut TcpStream) -> String {
 
 #[test]
 fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_header_timeout() {
-    let relay = Relay::start_with(&["--header-timeout-ms", "1000"]);
+    let relay = RelayServer::start_with(&["--header-timeout-ms", "1000"]);
     let mut slow = TcpStream::connect(address(&relay)).unwrap();
     slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: relay\r\n")
         .unwrap();
@@ -83,7 +83,7 @@ fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_header_timeout() {
 
 #[test]
 fn an_idle_connection_is_closed_after_the_idle_timeout() {
-    let relay = Relay::start_with(&["--idle-timeout-ms", "1000"]);
+    let relay = RelayServer::start_with(&["--idle-timeout-ms", "1000"]);
     let mut idle = TcpStream::connect(address(&relay)).unwrap();
     idle.write_all(b"GET /v1/health HTTP/1.1\r\nHost: relay\r\n\r\n")
         .unwrap();
@@ -104,7 +104,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_held_long_poll_and_an_event_stream_are_not_idle() {
-    let relay = Relay::start_with(&["--idle-timeout-ms", "300", "--keep-alive-secs", "1"]);
+    let relay = RelayServer::start_with(&["--idle-timeout-ms", "300", "--keep-alive-secs", "1"]);
     relay.register(common::json!({"id": "alice"}));
     let started = Instant::now();
     let held = relay.get("/v1/agents/alice/inbox?wait=1.5", OPERATOR);
@@ -134,7 +134,7 @@ fn a_held_long_poll_and_an_event_stream_are_not_idle() {
 
 #[test]
 fn connections_beyond_the_cap_of_one_address_are_answered_503() {
-    let relay = Relay::start_with(&["--max-connections-per-peer", "4"]);
+    let relay = RelayServer::start_with(&["--max-connections-per-peer", "4"]);
     let held: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(address(&relay)).unwrap())
         .collect();
@@ -165,7 +165,7 @@ fn connections_beyond_the_cap_of_one_address_are_answered_503() {
 
 #[test]
 fn the_total_cap_holds_across_addresses() {
-    let relay = Relay::start_with(&["--max-connections", "3"]);
+    let relay = RelayServer::start_with(&["--max-connections", "3"]);
     let _held: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(address(&relay)).unwrap())
         .collect();
@@ -190,7 +190,7 @@ fn from_address(ip: [u8; 4]) -> reqwest::blocking::Client {
 
 #[test]
 fn health_answers_while_one_client_holds_many_idle_sockets() {
-    let relay = Relay::start_with(&["--max-connections-per-peer", "200"]);
+    let relay = RelayServer::start_with(&["--max-connections-per-peer", "200"]);
     let held: Vec<TcpStream> = (0..2000)
         .filter_map(|_| TcpStream::connect(address(&relay)).ok())
         .collect();
@@ -220,7 +220,7 @@ fn health_answers_while_one_client_holds_many_idle_sockets() {
 /// front-end, naming the limit (docs/security.md, "Bearer tokens: size, what is noted").
 #[test]
 fn an_over_long_bearer_token_is_refused_naming_the_limit() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(common::json!({"id": "alice"}));
     let long = format!("relay_{}", "a".repeat(600));
     let client = reqwest::blocking::Client::new();
@@ -275,7 +275,7 @@ fn an_over_long_bearer_token_is_refused_naming_the_limit() {
 /// "Streams that are not read").
 #[test]
 fn a_stream_whose_reader_does_not_read_is_closed_at_the_idle_timeout() {
-    let relay = Relay::start_with(&["--idle-timeout-ms", "1000", "--keep-alive-secs", "60"]);
+    let relay = RelayServer::start_with(&["--idle-timeout-ms", "1000", "--keep-alive-secs", "60"]);
     relay.register(common::json!({"id": "alice"}));
     let mut stream = TcpStream::connect(address(&relay)).unwrap();
     stream

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, Relay, WITH_FAULTS, binary, json};
+use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, binary, json};
 
 #[test]
 fn overload_queues_then_answers_503_and_the_server_survives() {
-    let relay = Relay::start_with(
+    let relay = RelayServer::start_with(
         &[
             &WITH_FAULTS[..],
             &[
@@ -53,13 +53,13 @@ fn overload_queues_then_answers_503_and_the_server_survives() {
     );
 }
 
-fn page_limited_send(relay: &Relay, i: usize) -> common::Reply {
+fn page_limited_send(relay: &RelayServer, i: usize) -> common::Reply {
     relay.send(json!({"from": "user", "to": "a", "body": "x".repeat(3000), "idempotencyKey": format!("k{i}")}))
 }
 
 #[test]
 fn a_full_database_answers_507_corrupts_nothing_and_recovers() {
-    let relay = Relay::start_with(&["--max-db-pages", "120"]);
+    let relay = RelayServer::start_with(&["--max-db-pages", "120"]);
     relay.register(json!({"id": "a"}));
     let mut acknowledged = Vec::new();
     let mut full = None;
@@ -109,7 +109,7 @@ fn a_full_database_answers_507_corrupts_nothing_and_recovers() {
             .unwrap();
         assert_eq!(check, "ok");
     }
-    let relay = Relay::start_in(dir, &[]);
+    let relay = RelayServer::start_in(dir, &[]);
     for (i, id) in &acknowledged {
         let message = relay.get(&format!("/v1/messages/{id}"), OPERATOR);
         assert_eq!(message.status, 200, "acknowledged message {id} survived");
@@ -127,7 +127,7 @@ fn a_full_database_answers_507_corrupts_nothing_and_recovers() {
 /// the limit (and drop it) so the client sees the 413 and its JSON, not a reset connection.
 #[test]
 fn a_body_over_the_limit_is_answered_413_json_to_python_urllib() {
-    let relay = Relay::start_with(&["--max-body-bytes", "65536"]);
+    let relay = RelayServer::start_with(&["--max-body-bytes", "65536"]);
     let script = r#"
 import json, sys, urllib.error, urllib.request
 body = json.dumps({"from": "user", "to": "a", "body": "x" * 1_000_000}).encode()
@@ -157,7 +157,7 @@ except urllib.error.HTTPError as error:
 
 #[test]
 fn oversized_and_overdeep_input_is_refused_with_a_message() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "a"}));
     let mut deep = json!({});
     for _ in 0..200 {
@@ -186,7 +186,7 @@ fn oversized_and_overdeep_input_is_refused_with_a_message() {
 
 #[test]
 fn the_openapi_document_describes_every_route() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let doc = relay.request("GET", "/v1/openapi.json", None, None);
     assert_eq!(doc.status, 200);
     assert_eq!(doc.body["openapi"], "3.0.3");
@@ -310,7 +310,7 @@ fn serve_read_only(dir: &Path) -> (std::process::Child, String) {
 
 #[test]
 fn a_read_only_database_answers_503_keeps_serving_reads_and_recovers() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "a"}));
     let id = relay
         .send(json!({"from": "user", "to": "a", "body": "before"}))
@@ -354,7 +354,7 @@ fn a_read_only_database_answers_503_keeps_serving_reads_and_recovers() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let relay = Relay::start_in(dir, &[]);
+    let relay = RelayServer::start_in(dir, &[]);
     assert_eq!(
         relay.get(&format!("/v1/messages/{id}"), OPERATOR).body["body"],
         "before"
@@ -385,7 +385,7 @@ fn a_read_only_database_answers_503_keeps_serving_reads_and_recovers() {
 /// batch rolls back alone, and every acknowledged send is there, once, after a restart.
 #[test]
 fn failing_calls_among_concurrent_sends_roll_back_alone() {
-    let relay = Relay::start_with(&WITH_FAULTS);
+    let relay = RelayServer::start_with(&WITH_FAULTS);
     relay.register(json!({"id": "a"}));
     relay.register(json!({"id": "b"}));
     let acknowledged: Vec<i64> = std::thread::scope(|scope| {
@@ -433,7 +433,7 @@ fn failing_calls_among_concurrent_sends_roll_back_alone() {
     });
     assert_eq!(acknowledged.len(), 200);
     let dir = relay.stop();
-    let relay = Relay::start_in(dir, &[]);
+    let relay = RelayServer::start_in(dir, &[]);
     let inbox = relay.get("/v1/agents/b/inbox?limit=500", OPERATOR);
     let mut ids: Vec<i64> = inbox
         .body

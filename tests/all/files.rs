@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Relay, binary, json};
+use common::{RelayServer, binary, json};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -30,7 +30,7 @@ fn assert_owner_only(path: &Path) {
 #[test]
 fn database_wal_shm_and_component_cache_are_owner_only_under_umask_000() {
     let cache = tempfile::tempdir().unwrap();
-    let relay = Relay::start_under_umask("000", cache.path());
+    let relay = RelayServer::start_under_umask("000", cache.path());
     // A write, so the WAL and the shared-memory index exist.
     relay.register(json!({"id": "alice"}));
     let sent = relay.send(json!({"from": "user", "to": "alice", "body": "private"}));

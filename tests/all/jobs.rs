@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, Relay, Reply, json};
+use common::{Json, OPERATOR, RelayServer, Reply, json};
 
 fn id_of(reply: &Reply) -> i64 {
     reply.body["message"]["id"]
@@ -19,29 +19,29 @@ fn id_of(reply: &Reply) -> i64 {
 }
 
 /// A relay with alice and bob in the `backend` pool; their tokens.
-fn pool() -> (Relay, String, String) {
-    let relay = Relay::start();
+fn pool() -> (RelayServer, String, String) {
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
     (relay, alice, bob)
 }
 
-fn job(relay: &Relay, body: &str) -> i64 {
+fn job(relay: &RelayServer, body: &str) -> i64 {
     let sent =
         relay.send(json!({"from": "user", "to": "label:backend", "body": body, "claimable": true}));
     assert_eq!(sent.status, 201, "{:?}", sent.body);
     id_of(&sent)
 }
 
-fn act(relay: &Relay, token: &str, id: i64, action: &str, body: Json) -> Reply {
+fn act(relay: &RelayServer, token: &str, id: i64, action: &str, body: Json) -> Reply {
     relay.post(&format!("/v1/messages/{id}/{action}"), token, body)
 }
 
-fn claim_next(relay: &Relay, agent: &str, token: &str, body: Json) -> Reply {
+fn claim_next(relay: &RelayServer, agent: &str, token: &str, body: Json) -> Reply {
     relay.post(&format!("/v1/agents/{agent}/claim-next"), token, body)
 }
 
-fn message(relay: &Relay, id: i64) -> Json {
+fn message(relay: &RelayServer, id: i64) -> Json {
     let reply = relay.get(&format!("/v1/messages/{id}"), OPERATOR);
     assert_eq!(reply.status, 200, "message {id}: {:?}", reply.body);
     reply.body
@@ -246,7 +246,7 @@ fn claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_whe
 
 /// Starts a claim-next on another thread; the receiver gets the reply and when it arrived.
 fn waiting_claim_next(
-    relay: &Relay,
+    relay: &RelayServer,
     agent: &str,
     token: &str,
     query: &str,
@@ -328,7 +328,7 @@ fn claim_next_with_wait_answers_204_when_the_wait_ends_without_a_job() {
 
 #[test]
 fn sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let workers: Vec<(String, String)> = (0..16)
         .map(|w| {
             let id = format!("w{w}");
@@ -476,7 +476,7 @@ fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_
 
 #[test]
 fn the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass() {
-    let relay = Relay::start_with(&["--setting", "max-attempts=2"]);
+    let relay = RelayServer::start_with(&["--setting", "max-attempts=2"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let poison = job(&relay, "poison");
     let healthy = job(&relay, "healthy");
@@ -510,7 +510,7 @@ fn the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_on
 
 #[test]
 fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next() {
-    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let poison = job(&relay, "poison");
     let next = job(&relay, "next");
@@ -526,7 +526,7 @@ fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next() {
 
 #[test]
 fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs() {
-    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let open = job(&relay, "open");
     let claimed = job(&relay, "claimed");
@@ -561,7 +561,7 @@ fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs() {
 
 // --- Tasks and their messages ---
 
-fn task_event(relay: &Relay) -> (i64, i64) {
+fn task_event(relay: &RelayServer) -> (i64, i64) {
     let reply = relay.post(
         "/v1/integrations/ci/events",
         OPERATOR,
@@ -574,7 +574,7 @@ fn task_event(relay: &Relay) -> (i64, i64) {
     )
 }
 
-fn task(relay: &Relay, id: i64) -> Json {
+fn task(relay: &RelayServer, id: i64) -> Json {
     relay.get(&format!("/v1/tasks/{id}"), OPERATOR).body
 }
 
@@ -608,7 +608,7 @@ fn completing_a_task_message_resolves_its_task() {
 
 #[test]
 fn a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let tw = relay.register(json!({"id": "t-w", "label": "backend"}));
     let tx = relay.register(json!({"id": "t-x", "label": "backend"}));
     let (task_id, message_id) = task_event(&relay);
@@ -690,7 +690,7 @@ fn dismissing_a_claimed_task_completes_its_message_and_ends_the_claim() {
 
 #[test]
 fn deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_others() {
-    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
     let (last, other) = (job(&relay, "last attempt"), job(&relay, "the next one"));
@@ -740,7 +740,7 @@ fn deleting_a_holder_hands_its_jobs_to_the_next_worker() {
 
 #[test]
 fn a_recreated_id_claims_no_job_sent_to_the_old_one() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "carol", "label": "backend"}));
     let old = job(&relay, "for the old carol");
     assert_eq!(relay.delete("/v1/agents/carol", OPERATOR).status, 200);

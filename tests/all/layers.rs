@@ -22,7 +22,7 @@ const CORE_LAYERS: &[&[&str]] = &[
 /// all of them: the server reaches it only as `agent_relay_core::`, and the core cannot reach the
 /// server at all (it does not depend on it).
 const SERVER_LAYERS: &[&[&str]] = &[
-    &["routes", "watch", "connections"],
+    &["routes", "connections"],
     &["push", "openapi", "client", "mcp"],
     &["http", "settings"],
     &["cli"],

@@ -5,7 +5,7 @@ use crate::common;
 
 use agent_relay::mcp::tools::{self, TOOLS};
 use agent_relay_core::embed::{Options, Relay as Embedded};
-use common::{OPERATOR, Relay};
+use common::{OPERATOR, RelayServer};
 use serde_json::{Value as Json, json};
 
 fn embedded() -> (tempfile::TempDir, Embedded) {
@@ -190,7 +190,7 @@ fn initialize() -> Json {
         "clientInfo": {"name": "probe", "version": "0"}}})
 }
 
-fn post_mcp(relay: &Relay, token: Option<&str>, host: Option<&str>) -> (u16, String) {
+fn post_mcp(relay: &RelayServer, token: Option<&str>, host: Option<&str>) -> (u16, String) {
     let client = reqwest::blocking::Client::new();
     let mut request = client
         .post(format!("{}/mcp", relay.base))
@@ -208,7 +208,7 @@ fn post_mcp(relay: &Relay, token: Option<&str>, host: Option<&str>) -> (u16, Str
 
 #[test]
 fn mcp_without_a_valid_token_is_401_before_any_exchange() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let (status, body) = post_mcp(&relay, None, None);
     assert_eq!(status, 401, "no token: {body}");
     let (status, body) = post_mcp(&relay, Some("relay_not-a-token"), None);
@@ -220,10 +220,10 @@ fn mcp_without_a_valid_token_is_401_before_any_exchange() {
 
 #[test]
 fn mcp_refuses_a_foreign_host_unless_allowed() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let (status, body) = post_mcp(&relay, Some(OPERATOR), Some("evil.example:8787"));
     assert_eq!(status, 403, "a rebound DNS name must be refused: {body}");
-    let relay = Relay::start_with(&["--mcp-allowed-host", "relay.example"]);
+    let relay = RelayServer::start_with(&["--mcp-allowed-host", "relay.example"]);
     let (status, body) = post_mcp(&relay, Some(OPERATOR), Some("relay.example"));
     assert_eq!(status, 200, "an allowed host: {body}");
 }

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, Relay, WITH_FAULTS, json};
+use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, json};
 
 fn id_of(reply: &common::Reply) -> i64 {
     reply.body["message"]["id"]
@@ -13,7 +13,7 @@ fn id_of(reply: &common::Reply) -> i64 {
 
 #[test]
 fn a_reply_joins_the_thread_of_the_message_it_answers() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let first =
         relay.send(json!({"from": "user", "to": "alice", "body": "hello", "subject": "hi"}));
@@ -55,7 +55,7 @@ fn a_reply_joins_the_thread_of_the_message_it_answers() {
 
 #[test]
 fn the_same_idempotency_key_twice_gives_one_message() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let message = json!({"from": "user", "to": "alice", "body": "once", "idempotencyKey": "k-1"});
     let first = relay.send(message.clone());
@@ -78,7 +78,7 @@ fn the_same_idempotency_key_twice_gives_one_message() {
 
 #[test]
 fn kinds_are_inferred_when_not_given() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice", "label": "x"}));
     relay.register(json!({"id": "slack:team", "meta": {"kind": "channel", "provider": "slack"}}));
     let kind = |message: Json| {
@@ -112,7 +112,7 @@ fn kinds_are_inferred_when_not_given() {
 
 #[test]
 fn group_targets_reach_exactly_their_delivery_set() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let a =
         relay.register(json!({"id": "a", "label": "x", "tags": ["t1"], "capabilities": ["rust"]}));
     let b = relay.register(json!({"id": "b", "label": "y", "tags": ["t1"]}));
@@ -183,7 +183,7 @@ fn group_targets_reach_exactly_their_delivery_set() {
 
 #[test]
 fn sending_needs_a_registered_sender_and_an_existing_target() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "a"}));
     assert_eq!(
         relay
@@ -220,7 +220,7 @@ fn sending_needs_a_registered_sender_and_an_existing_target() {
 
 #[test]
 fn polling_peeks_and_marking_read_records_a_receipt_per_agent() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let a = relay.register(json!({"id": "a", "label": "x"}));
     let b = relay.register(json!({"id": "b", "label": "x"}));
     let id = id_of(&relay.send(json!({"from": "user", "to": "label:x", "body": "note"})));
@@ -267,7 +267,7 @@ fn polling_peeks_and_marking_read_records_a_receipt_per_agent() {
 
 #[test]
 fn the_inbox_filters_by_since_kind_channel_thread_and_limit() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let a = relay.register(json!({"id": "a"}));
     let m1 = id_of(&relay.send(json!({"from": "user", "to": "a", "body": "1", "channel": "ops"})));
     let m2 = id_of(&relay.send(json!({"from": "user", "to": "a", "body": "2", "kind": "system"})));
@@ -295,7 +295,7 @@ fn the_inbox_filters_by_since_kind_channel_thread_and_limit() {
 
 #[test]
 fn only_tasks_system_channel_events_and_group_targets_are_stored_claimable() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "a", "label": "x"}));
     let claimable = |message: Json| {
         relay.send(message).body["message"]["claimable"]
@@ -320,8 +320,8 @@ fn only_tasks_system_channel_events_and_group_targets_are_stored_claimable() {
     ));
 }
 
-fn claim_setup() -> (Relay, String, String, i64) {
-    let relay = Relay::start();
+fn claim_setup() -> (RelayServer, String, String, i64) {
+    let relay = RelayServer::start();
     let a = relay.register(json!({"id": "a", "label": "w", "instanceId": "ia"}));
     let b = relay.register(json!({"id": "b", "label": "w"}));
     let id = id_of(
@@ -543,14 +543,14 @@ fn the_reaper_releases_expired_claims() {
 
 #[test]
 fn a_failed_call_rolls_back_everything_it_wrote() {
-    let relay = Relay::start_with(
+    let relay = RelayServer::start_with(
         &[
             &WITH_FAULTS[..],
             &["--call-timeout-ms", "500", "--memory-limit-mib", "32"],
         ]
         .concat(),
     );
-    let user_inbox = |relay: &Relay| -> Vec<String> {
+    let user_inbox = |relay: &RelayServer| -> Vec<String> {
         relay
             .get("/v1/agents/user/inbox?limit=500", OPERATOR)
             .body
@@ -604,7 +604,7 @@ fn a_failed_call_rolls_back_everything_it_wrote() {
 
 #[test]
 fn fault_injection_is_refused_unless_switched_on() {
-    let relay = Relay::start_with(&WITH_FAULTS[..2]);
+    let relay = RelayServer::start_with(&WITH_FAULTS[..2]);
     let reply = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,
@@ -615,7 +615,7 @@ fn fault_injection_is_refused_unless_switched_on() {
 
 #[test]
 fn the_shipped_component_has_no_fault_injection() {
-    let relay = Relay::start_with(&["--setting", "fault-injection=on"]);
+    let relay = RelayServer::start_with(&["--setting", "fault-injection=on"]);
     let reply = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,
@@ -637,7 +637,7 @@ fn the_shipped_component_has_no_fault_injection() {
 
 #[test]
 fn callers_mistakes_get_4xx_json_errors() {
-    let relay = Relay::start_with(&["--max-body-bytes", "4096"]);
+    let relay = RelayServer::start_with(&["--max-body-bytes", "4096"]);
     let a = relay.register(json!({"id": "a"}));
     let cases: Vec<(&str, common::Reply, u16)> = vec![
         (
@@ -722,6 +722,11 @@ fn callers_mistakes_get_4xx_json_errors() {
             405,
         ),
         (
+            "a method HTTP does not know",
+            relay.request("FOO", "/v1/messages", Some(OPERATOR), None),
+            405,
+        ),
+        (
             "no credentials",
             relay.request("GET", "/v1/agents/a/inbox", None, None),
             401,
@@ -742,7 +747,7 @@ fn callers_mistakes_get_4xx_json_errors() {
 fn the_message_a_send_answers_with_is_the_message_stored() {
     // The send answers with the record it wrote (built from the values it stored, not read
     // back): it must be exactly what reading the message returns, field for field.
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice"}));
     let bridge = relay.register(
         json!({"id": "telegram:bot1", "kind": "channel", "meta": {"provider": "telegram"}}),
@@ -787,7 +792,7 @@ fn the_message_a_send_answers_with_is_the_message_stored() {
 
 #[test]
 fn a_badly_shaped_request_is_refused_with_the_place_of_the_mistake() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice"}));
     let cases = [
         (
@@ -836,7 +841,7 @@ fn thread_bodies(reply: &common::Reply) -> Vec<String> {
 
 #[test]
 fn a_recreated_id_reads_none_of_its_predecessors_threads() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let old = relay.register(json!({"id": "dave", "label": "ops"}));
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -936,7 +941,7 @@ fn a_recreated_id_reads_none_of_its_predecessors_threads() {
 
 #[test]
 fn an_idempotency_key_belongs_to_one_identity_of_its_sender() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let old = relay.register(json!({"id": "gina"}));
     relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -989,7 +994,7 @@ fn an_idempotency_key_belongs_to_one_identity_of_its_sender() {
 
 #[test]
 fn an_agent_may_not_send_the_relays_own_kinds() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let bridge = relay
@@ -1048,7 +1053,7 @@ fn an_agent_may_not_send_the_relays_own_kinds() {
 
 #[test]
 fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let eve = relay.register(json!({"id": "eve"}));

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use agent_relay_core::embed::{Options, Relay as Embedded};
 use agent_relay_core::shape::{self, Shape, params_schema};
-use common::{OPERATOR, Relay};
+use common::{OPERATOR, RelayServer};
 use serde_json::{Value as Json, json};
 
 fn document() -> Json {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let reply = relay.request("GET", "/v1/openapi.json", None, None);
     assert_eq!(reply.status, 200);
     reply.body
@@ -183,7 +183,7 @@ fn the_documented_bounds_are_the_relays() {
 /// content and its 200 always carries a message; the wait may come in the body too.
 #[test]
 fn claim_next_is_documented_as_it_answers() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let doc = relay.request("GET", "/v1/openapi.json", None, None).body;
     let op = &doc["paths"]["/v1/agents/{agentId}/claim-next"]["post"];
     let responses = &op["responses"];
@@ -217,7 +217,7 @@ fn claim_next_is_documented_as_it_answers() {
 /// Ids the document's pattern refuses are the ids the relay refuses.
 #[test]
 fn the_relay_refuses_the_ids_the_pattern_refuses() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let doc = relay.request("GET", "/v1/openapi.json", None, None).body;
     let schema = &doc["paths"]["/v1/agents"]["post"]["requestBody"]["content"]["application/json"]
         ["schema"]["properties"]["id"];
@@ -271,7 +271,7 @@ fn an_exports_parameters_become_one_json_schema_without_the_named_ones() {
 /// Found by Schemathesis: a caller without credentials got 409 for a built-in id instead of 401.
 #[test]
 fn registering_without_credentials_is_refused_before_the_id_is_looked_at() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     for id in ["system", "newcomer"] {
         let reply = relay.request("POST", "/v1/agents", None, Some(&json!({"id": id})));
         assert_eq!(reply.status, 401, "{id}: {:?}", reply.body);
@@ -281,7 +281,7 @@ fn registering_without_credentials_is_refused_before_the_id_is_looked_at() {
 /// Lengths are counted in characters, as the document's `maxLength` counts them.
 #[test]
 fn an_id_of_200_characters_is_taken_whatever_its_bytes() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let id = "é".repeat(200);
     let reply = relay.post("/v1/agents", OPERATOR, json!({"id": id}));
     assert_eq!(reply.status, 201, "{:?}", reply.body);
@@ -293,7 +293,7 @@ fn an_id_of_200_characters_is_taken_whatever_its_bytes() {
 /// `wait` is any number of seconds from 0 (the document's minimum); longer ones are cut.
 #[test]
 fn any_non_negative_wait_is_taken_and_cut_to_the_maximum() {
-    let relay = Relay::start_with(&["--max-wait-secs", "1"]);
+    let relay = RelayServer::start_with(&["--max-wait-secs", "1"]);
     let token = relay.register(json!({"id": "waiter"}));
     let held = relay.get("/v1/agents/waiter/inbox?wait=1e30", &token);
     assert_eq!(held.status, 200, "{:?}", held.body);
@@ -311,7 +311,7 @@ fn every_rule_in_the_document_is_one_the_component_publishes() {
     let rules = common::published_input_rules();
     let dir = tempfile::tempdir().unwrap();
     let embedded = Embedded::open(dir.path().join("relay.db"), Options::default()).unwrap();
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let doc = relay.request("GET", "/v1/openapi.json", None, None).body;
     let mut seen = std::collections::BTreeSet::new();
     let mut problems = Vec::new();

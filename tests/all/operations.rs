@@ -20,7 +20,7 @@ fn backup_to(db: &std::path::Path, out: &std::path::Path) -> std::process::Outpu
 
 #[test]
 fn a_backup_taken_while_serving_holds_every_acknowledged_message_and_is_owner_only() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice"}));
     let mut sent = Vec::new();
     for i in 0..50 {
@@ -103,7 +103,7 @@ fn json_logs_are_one_object_a_line() {
 /// Opens the agent's event stream on a raw connection and reads it to its end in a thread;
 /// the thread answers what it read, and when the stream ended.
 fn read_stream_to_end(
-    relay: &Relay,
+    relay: &RelayServer,
     agent: &str,
     token: &str,
 ) -> std::thread::JoinHandle<(String, std::time::Instant)> {
@@ -142,7 +142,7 @@ fn read_stream_to_end(
 
 #[test]
 fn sigterm_answers_a_held_long_poll_ends_an_open_stream_keeps_every_write_and_exits_0() {
-    let mut relay = Relay::start();
+    let mut relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let sent = relay.send(json!({"from": "user", "to": "alice", "body": "before the stop"}));
     assert_eq!(sent.status, 201, "{:?}", sent.body);
@@ -197,7 +197,7 @@ fn sigterm_answers_a_held_long_poll_ends_an_open_stream_keeps_every_write_and_ex
 
 #[test]
 fn a_write_by_agent_relay_call_wakes_a_held_long_poll_within_a_second() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let poll = {
         let url = format!("{}/v1/agents/alice/inbox?wait=20", relay.base);
@@ -230,7 +230,7 @@ fn a_write_by_agent_relay_call_wakes_a_held_long_poll_within_a_second() {
 
 #[test]
 fn every_request_is_one_info_line_naming_the_callers_agent_never_its_token() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     assert_eq!(relay.get("/v1/agents/alice/inbox", &alice).status, 200);
     assert_eq!(
@@ -279,7 +279,7 @@ fn every_request_is_one_info_line_naming_the_callers_agent_never_its_token() {
 
 #[test]
 fn an_agent_that_only_polls_is_alive_and_a_silent_one_is_reaped() {
-    let relay = Relay::start_with(&["--reap-interval-secs", "1"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "1"]);
     let alice = relay.register(json!({"id": "alice", "label": "pool"}));
     let _bob = relay.register(json!({"id": "bob", "label": "pool"}));
     // Four of the five stale minutes pass; alice polls her inbox (a read, no heartbeat), bob
@@ -320,7 +320,7 @@ fn resident_mib(pid: u32) -> u64 {
 }
 
 /// An agent's status as the operator sees it.
-fn status_of(relay: &Relay, id: &str) -> Json {
+fn status_of(relay: &RelayServer, id: &str) -> Json {
     relay.get(&format!("/v1/agents/{id}"), OPERATOR).body["status"].clone()
 }
 
@@ -329,7 +329,7 @@ fn status_of(relay: &Relay, id: &str) -> Json {
 /// reaper rounds after it must still count the calls of an agent that was polling all along.
 #[test]
 fn a_flood_of_long_unknown_tokens_neither_grows_memory_nor_takes_a_polling_agent_offline() {
-    let relay = Relay::start_with(&["--reap-interval-secs", "1"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "1"]);
     let alice = relay.register(json!({"id": "alice", "label": "pool"}));
     relay.register(json!({"id": "bob", "label": "pool"}));
     // Let the server settle (first calls, the first reaper round) before the first reading.
@@ -392,7 +392,7 @@ fn a_flood_of_long_unknown_tokens_neither_grows_memory_nor_takes_a_polling_agent
 #[test]
 fn a_manual_reap_counts_the_calls_agents_made_first() {
     // The timer stays out of the way (an hour); only the manual route reaps here.
-    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
     let alice = relay.register(json!({"id": "alice", "label": "pool"}));
     relay.register(json!({"id": "bob", "label": "pool"}));
     // Alice polls every 200 s (inside the 5-minute stale time); bob is silent.

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, Relay, json};
+use common::{Json, OPERATOR, RelayServer, json};
 
 /// The largest body a message may have.
 const LARGE_BODY: usize = 256 * 1024;
@@ -22,7 +22,7 @@ struct Walk {
 
 /// Reads `path` page by page, each next page `cursor=<the last item's field>`, until a page is
 /// empty; every page must answer 200.
-fn walk(relay: &Relay, path: &str, cursor: &str, field: &str) -> Walk {
+fn walk(relay: &RelayServer, path: &str, cursor: &str, field: &str) -> Walk {
     let mut walk = Walk {
         items: Vec::new(),
         pages: 0,
@@ -68,8 +68,8 @@ fn large_body(tag: usize) -> String {
 
 /// A relay whose acknowledged writes need not survive a power loss: these tests write tens of
 /// megabytes and are about reads.
-fn quick_relay() -> Relay {
-    Relay::start_with(&["--synchronous", "off"])
+fn quick_relay() -> RelayServer {
+    RelayServer::start_with(&["--synchronous", "off"])
 }
 
 #[test]
@@ -182,7 +182,7 @@ fn an_inbox_of_large_bodies_answers_a_partial_page_at_limit_200() {
 
 #[test]
 fn the_page_budget_is_a_setting() {
-    let relay = Relay::start_with(&["--setting", "page-bytes=65536"]);
+    let relay = RelayServer::start_with(&["--setting", "page-bytes=65536"]);
     relay.register(json!({"id": "alice"}));
     for n in 0..4 {
         let body = "y".repeat(40_000) + &n.to_string();
@@ -203,7 +203,7 @@ fn the_page_budget_is_a_setting() {
 
 #[test]
 fn a_limit_out_of_bounds_is_refused() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     for path in [
         "/v1/agents?limit=0",
         "/v1/agents?limit=501",
@@ -219,7 +219,7 @@ fn a_limit_out_of_bounds_is_refused() {
 
 #[test]
 fn every_list_goes_on_from_its_last_item() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     for name in ["zed", "amy", "Kim"] {
         relay.register(
@@ -370,7 +370,7 @@ fn resident_mib(pid: u32) -> u64 {
 }
 
 /// Alice's inbox holding 200 of the largest messages (50 MB), and her token.
-fn inbox_of_large_messages(relay: &Relay) -> String {
+fn inbox_of_large_messages(relay: &RelayServer) -> String {
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     for n in 0..200 {
@@ -381,7 +381,7 @@ fn inbox_of_large_messages(relay: &Relay) -> String {
 }
 
 /// 32 clients at once, each reading `inbox?limit=200` three times: the statuses they got.
-fn thirty_two_large_readers(relay: &Relay, alice: &str) -> Vec<u16> {
+fn thirty_two_large_readers(relay: &RelayServer, alice: &str) -> Vec<u16> {
     std::thread::scope(|scope| {
         let readers: Vec<_> = (0..32)
             .map(|_| {
@@ -458,7 +458,7 @@ fn thirty_two_large_inbox_reads_at_once_stay_under_the_memory_bound_and_small_se
 
 #[test]
 fn under_a_small_memory_budget_large_reads_wait_their_turn_instead_of_failing() {
-    let relay = Relay::start_with(&["--synchronous", "off", "--calls-memory-mib", "16"]);
+    let relay = RelayServer::start_with(&["--synchronous", "off", "--calls-memory-mib", "16"]);
     let alice = inbox_of_large_messages(&relay);
     let statuses = thirty_two_large_readers(&relay, &alice);
     assert!(

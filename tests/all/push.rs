@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent_relay::watch::{EventReader, SseEvent};
-use common::{Json, OPERATOR, Relay, json};
+use agent_relay::client::watch::{EventReader, SseEvent};
+use common::{Json, OPERATOR, RelayServer, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn id_of(reply: &common::Reply) -> i64 {
@@ -28,7 +28,11 @@ fn ids(body: &Json) -> Vec<i64> {
 }
 
 /// Starts a long-poll on another thread; the receiver gets the reply and when it arrived.
-fn long_poll(relay: &Relay, path: String, token: &str) -> mpsc::Receiver<(common::Reply, Instant)> {
+fn long_poll(
+    relay: &RelayServer,
+    path: String,
+    token: &str,
+) -> mpsc::Receiver<(common::Reply, Instant)> {
     let (sender, receiver) = mpsc::channel();
     let url = format!("{}{path}", relay.base);
     let token = token.to_owned();
@@ -48,7 +52,7 @@ fn long_poll(relay: &Relay, path: String, token: &str) -> mpsc::Receiver<(common
 
 #[test]
 fn a_long_poll_answers_at_once_when_the_inbox_has_something() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let sent = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "waiting"})));
     let started = Instant::now();
@@ -64,7 +68,7 @@ fn a_long_poll_answers_at_once_when_the_inbox_has_something() {
 
 #[test]
 fn a_long_poll_with_nothing_to_deliver_answers_an_empty_list_when_the_wait_ends() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let started = Instant::now();
     let reply = relay.get("/v1/agents/alice/inbox?wait=1", &alice);
@@ -83,7 +87,7 @@ fn a_long_poll_with_nothing_to_deliver_answers_an_empty_list_when_the_wait_ends(
 
 #[test]
 fn the_wait_is_cut_to_the_servers_maximum_and_must_be_a_number() {
-    let relay = Relay::start_with(&["--max-wait-secs", "1"]);
+    let relay = RelayServer::start_with(&["--max-wait-secs", "1"]);
     let alice = relay.register(json!({"id": "alice"}));
     let started = Instant::now();
     let reply = relay.get("/v1/agents/alice/inbox?wait=3600", &alice);
@@ -99,7 +103,7 @@ fn the_wait_is_cut_to_the_servers_maximum_and_must_be_a_number() {
 
 #[test]
 fn a_long_poll_wakes_within_200_ms_of_a_matching_send_and_not_for_another_agents() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     let poll = long_poll(&relay, "/v1/agents/alice/inbox?wait=60".to_owned(), &alice);
@@ -130,7 +134,7 @@ fn a_long_poll_wakes_within_200_ms_of_a_matching_send_and_not_for_another_agents
 
 #[test]
 fn a_long_poll_keeps_the_inbox_filters() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let first = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "old"})));
     let poll = long_poll(
@@ -152,7 +156,7 @@ fn a_long_poll_keeps_the_inbox_filters() {
 
 #[test]
 fn a_long_poll_needs_the_agents_token() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let started = Instant::now();
@@ -175,7 +179,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn open(relay: &Relay, agent: &str, token: &str, last_event_id: Option<i64>) -> Stream {
+    fn open(relay: &RelayServer, agent: &str, token: &str, last_event_id: Option<i64>) -> Stream {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -236,13 +240,13 @@ impl Stream {
     }
 }
 
-fn send_to(relay: &Relay, agent: &str, body: &str) -> i64 {
+fn send_to(relay: &RelayServer, agent: &str, body: &str) -> i64 {
     id_of(&relay.send(json!({"from": "user", "to": agent, "body": body})))
 }
 
 #[test]
 fn a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let before: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
@@ -267,7 +271,7 @@ fn a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order() {
 
 #[test]
 fn a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let sent: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
@@ -293,7 +297,7 @@ fn a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated() {
 
 #[test]
 fn a_stream_needs_the_agents_token_and_is_refused_before_it_starts() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let other = relay.get("/v1/agents/alice/stream", &bob);
@@ -320,7 +324,7 @@ fn a_stream_needs_the_agents_token_and_is_refused_before_it_starts() {
 
 #[test]
 fn a_stream_does_not_push_a_message_claimed_by_someone_else() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
     let job = id_of(
@@ -346,7 +350,7 @@ fn a_stream_does_not_push_a_message_claimed_by_someone_else() {
 fn a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send() {
     const WAITERS: usize = 1000;
     // A thousand connections from one address: beyond the default per-address cap (512).
-    let relay = Relay::start_with(&["--max-connections-per-peer", "1100"]);
+    let relay = RelayServer::start_with(&["--max-connections-per-peer", "1100"]);
     let alice = relay.register(json!({"id": "alice"}));
     let addr = relay.base.trim_start_matches("http://").to_owned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -402,7 +406,7 @@ fn a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send() {
 
 #[test]
 fn watch_prints_each_message_as_one_json_line() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let first = send_to(&relay, "alice", "before");
     let mut watch = Command::new(common::binary())
@@ -453,7 +457,7 @@ fn watch_prints_each_message_as_one_json_line() {
 
 #[test]
 fn watch_with_a_wrong_token_fails() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "alice"}));
     let output = Command::new(common::binary())
         .args(["watch", "alice", "--url", &relay.base, "--token", "wrong"])

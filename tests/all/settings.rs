@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Json, OPERATOR, Relay, WITH_FAULTS, binary, json};
+use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, binary, json};
 
 /// Runs `agent-relay settings ARGS --db DB`.
 fn settings(db: &Path, args: &[&str]) -> Output {
@@ -154,7 +154,7 @@ fn a_webhook_secret_is_stored_used_and_never_printed() {
     );
 
     // The relay uses it: an unsigned event of source ci is refused without the operator token.
-    let relay = Relay::start_in(dir, &[]);
+    let relay = RelayServer::start_in(dir, &[]);
     let unsigned = relay.request(
         "POST",
         "/v1/integrations/ci/events",
@@ -166,7 +166,7 @@ fn a_webhook_secret_is_stored_used_and_never_printed() {
 
 /// A claimable job for alice, claimed and released once: with `max-attempts` 1 that release
 /// dead-letters it. Answers whether it was dead-lettered.
-fn released_job_is_dead_lettered(relay: &Relay, agent: &str) -> bool {
+fn released_job_is_dead_lettered(relay: &RelayServer, agent: &str) -> bool {
     let token = relay.register(json!({"id": agent}));
     let sent = relay.send(json!({"from": "user", "to": agent, "body": "job", "claimable": true}));
     assert_eq!(sent.status, 201, "{:?}", sent.body);
@@ -182,7 +182,7 @@ fn released_job_is_dead_lettered(relay: &Relay, agent: &str) -> bool {
 
 #[test]
 fn a_run_setting_changes_that_run_only_and_is_never_written() {
-    let relay = Relay::start_with(&["--setting", "max-attempts=1"]);
+    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
     assert!(
         released_job_is_dead_lettered(&relay, "alice"),
         "with --setting max-attempts=1 the first release dead-letters the job"
@@ -195,7 +195,7 @@ fn a_run_setting_changes_that_run_only_and_is_never_written() {
         "default"
     );
 
-    let later = Relay::start_in(dir, &[]);
+    let later = RelayServer::start_in(dir, &[]);
     assert!(
         !released_job_is_dead_lettered(&later, "bob"),
         "a later server without the flag uses the default (5 attempts)"
@@ -301,7 +301,7 @@ fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
     );
     assert!(listing["ignored"].is_string(), "{listing}");
 
-    let relay = Relay::start_in(dir, &WITH_FAULTS[..2]);
+    let relay = RelayServer::start_in(dir, &WITH_FAULTS[..2]);
     let fault = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,
@@ -315,7 +315,7 @@ fn fault_injection_stored_by_an_older_relay_is_ignored_with_a_warning() {
     let dir = relay.stop();
 
     // The one-run flag still arms it.
-    let relay = Relay::start_in(dir, &WITH_FAULTS);
+    let relay = RelayServer::start_in(dir, &WITH_FAULTS);
     let fault = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Json, OPERATOR, Relay, json};
+use common::{Json, OPERATOR, RelayServer, json};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -45,7 +45,7 @@ fn acknowledged_messages_survive_sigkill_and_no_key_is_doubled() {
     let mut dir = tempfile::tempdir().unwrap();
     let mut attempted: Vec<String> = Vec::new();
     for round in 0..rounds {
-        let relay = Relay::start_in(dir, &[]);
+        let relay = RelayServer::start_in(dir, &[]);
         if round == 0 {
             relay.register(json!({"id": "sink"}));
         }
@@ -148,7 +148,7 @@ struct Hold {
 #[test]
 fn a_job_is_never_held_by_two_agents_at_once() {
     let (agents, jobs) = if long() { (16, 200) } else { (6, 30) };
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let tokens: Vec<(String, String)> = (0..agents)
         .map(|i| {
             let id = format!("worker-{i}");
@@ -332,7 +332,7 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
     let completed: Arc<Mutex<HashMap<i64, Vec<String>>>> = Arc::default();
     let mut checked_claims = 0;
     for round in 0..=rounds {
-        let relay = Relay::start_in(dir, serve);
+        let relay = RelayServer::start_in(dir, serve);
         if round == 0 {
             for w in 0..workers {
                 let id = format!("kw{w}");
@@ -511,7 +511,7 @@ fn arbitrary_json() -> impl Strategy<Value = Json> {
 
 #[test]
 fn hostile_requests_never_get_a_5xx() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "a", "label": "x"}));
     relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
     let doc = relay.request("GET", "/v1/openapi.json", None, None).body;

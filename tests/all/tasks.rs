@@ -3,18 +3,18 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, Relay, json};
+use common::{Json, OPERATOR, RelayServer, json};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// A relay with one worker agent the tasks go to; returns the worker's token.
-fn relay_with_worker() -> (Relay, String) {
-    let relay = Relay::start();
+fn relay_with_worker() -> (RelayServer, String) {
+    let relay = RelayServer::start();
     let token = relay.register(json!({"id": "worker", "tags": ["oncall"]}));
     (relay, token)
 }
 
-fn ingest(relay: &Relay, source: &str, event: Json) -> common::Reply {
+fn ingest(relay: &RelayServer, source: &str, event: Json) -> common::Reply {
     relay.post(
         &format!("/v1/integrations/{source}/events"),
         OPERATOR,
@@ -22,19 +22,19 @@ fn ingest(relay: &Relay, source: &str, event: Json) -> common::Reply {
     )
 }
 
-fn task(relay: &Relay, id: i64) -> Json {
+fn task(relay: &RelayServer, id: i64) -> Json {
     let reply = relay.get(&format!("/v1/tasks/{id}"), OPERATOR);
     assert_eq!(reply.status, 200, "task {id}: {:?}", reply.body);
     reply.body
 }
 
-fn tasks(relay: &Relay, query: &str) -> Vec<Json> {
+fn tasks(relay: &RelayServer, query: &str) -> Vec<Json> {
     let reply = relay.get(&format!("/v1/tasks{query}"), OPERATOR);
     assert_eq!(reply.status, 200, "tasks{query}: {:?}", reply.body);
     reply.body.as_array().unwrap().clone()
 }
 
-fn event_kinds(relay: &Relay, id: i64) -> Vec<String> {
+fn event_kinds(relay: &RelayServer, id: i64) -> Vec<String> {
     let reply = relay.get(&format!("/v1/tasks/{id}/events"), OPERATOR);
     assert_eq!(reply.status, 200, "events of task {id}: {:?}", reply.body);
     reply
@@ -46,7 +46,7 @@ fn event_kinds(relay: &Relay, id: i64) -> Vec<String> {
         .collect()
 }
 
-fn set_status(relay: &Relay, id: i64, status: &str) -> common::Reply {
+fn set_status(relay: &RelayServer, id: i64, status: &str) -> common::Reply {
     relay.put(
         &format!("/v1/tasks/{id}/status"),
         OPERATOR,
@@ -388,8 +388,8 @@ fn illegal_status_changes_are_refused() {
 // --- Who may change a task ---
 
 /// A task sent to two on-call agents, alice and bob; returns (relay, alice, bob, task, message).
-fn task_for_two() -> (Relay, String, String, i64, i64) {
-    let relay = Relay::start();
+fn task_for_two() -> (RelayServer, String, String, i64, i64) {
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice", "tags": ["oncall"]}));
     let bob = relay.register(json!({"id": "bob", "tags": ["oncall"]}));
     let mut event = build_failed("k");
@@ -401,7 +401,7 @@ fn task_for_two() -> (Relay, String, String, i64, i64) {
     (relay, alice, bob, id, message)
 }
 
-fn set_status_as(relay: &Relay, token: &str, id: i64, status: &str) -> common::Reply {
+fn set_status_as(relay: &RelayServer, token: &str, id: i64, status: &str) -> common::Reply {
     relay.put(
         &format!("/v1/tasks/{id}/status"),
         token,
@@ -576,7 +576,12 @@ fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn post_signed(relay: &Relay, source: &str, body: &[u8], signature: Option<&str>) -> common::Reply {
+fn post_signed(
+    relay: &RelayServer,
+    source: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> common::Reply {
     let client = reqwest::blocking::Client::new();
     let mut request = client
         .post(format!("{}/v1/integrations/{source}/events", relay.base))
@@ -593,7 +598,7 @@ fn post_signed(relay: &Relay, source: &str, body: &[u8], signature: Option<&str>
     }
 }
 
-fn relay_with_signed_source() -> Relay {
+fn relay_with_signed_source() -> RelayServer {
     let (relay, _) = relay_with_worker();
     let configured = relay.put("/v1/integrations/ci", OPERATOR, json!({"secret": "s3cret"}));
     assert_eq!(configured.status, 200, "configure: {:?}", configured.body);
@@ -711,14 +716,14 @@ fn removing_the_secret_goes_back_to_the_operator_token() {
 // --- Pair sessions ---
 
 struct Pairing {
-    relay: Relay,
+    relay: RelayServer,
     alice: String,
     bob: String,
     carol: String,
 }
 
 fn pairing() -> Pairing {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let carol = relay.register(json!({"id": "carol"}));
@@ -1033,7 +1038,7 @@ fn a_participant_lists_its_own_pairs() {
 
 // --- Activity feed ---
 
-fn record(relay: &Relay, operator: &str, action: &str) -> i64 {
+fn record(relay: &RelayServer, operator: &str, action: &str) -> i64 {
     let reply = relay.post(
         "/v1/activity",
         OPERATOR,
@@ -1043,7 +1048,7 @@ fn record(relay: &Relay, operator: &str, action: &str) -> i64 {
     reply.body["id"].as_i64().unwrap()
 }
 
-fn actions(relay: &Relay, query: &str) -> Vec<String> {
+fn actions(relay: &RelayServer, query: &str) -> Vec<String> {
     let reply = relay.get(&format!("/v1/activity{query}"), OPERATOR);
     assert_eq!(reply.status, 200, "activity{query}: {:?}", reply.body);
     reply
@@ -1057,7 +1062,7 @@ fn actions(relay: &Relay, query: &str) -> Vec<String> {
 
 #[test]
 fn activity_lists_newest_first_filtered_by_operator_and_time_and_paged() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let start = record(&relay, "ana", "opened-dashboard");
     let t0 = relay.get("/v1/activity", OPERATOR).body[0]["createdAt"]
         .as_i64()
@@ -1112,7 +1117,7 @@ fn activity_lists_newest_first_filtered_by_operator_and_time_and_paged() {
 
 #[test]
 fn activity_needs_an_operator_id_and_the_operator_token() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let agent = relay.register(json!({"id": "worker"}));
 
     let no_operator = relay.post("/v1/activity", OPERATOR, json!({"action": "x"}));
@@ -1160,7 +1165,7 @@ fn check<'a>(report: &'a Json, name: &str) -> &'a Json {
 
 #[test]
 fn health_is_ok_on_a_fresh_relay_and_open_to_monitors() {
-    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
     relay.register(json!({"id": "worker"}));
 
     let reply = relay.request("GET", "/v1/health", None, None);
@@ -1196,7 +1201,7 @@ fn health_is_ok_on_a_fresh_relay_and_open_to_monitors() {
 
 #[test]
 fn health_is_degraded_while_an_agent_is_stale_and_ok_once_reaped() {
-    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
     relay.register(json!({"id": "worker"}));
 
     relay.advance(10 * 60 * 1000);
@@ -1227,7 +1232,7 @@ fn health_is_degraded_while_an_agent_is_stale_and_ok_once_reaped() {
 
 #[test]
 fn health_reports_expired_claims_until_reaped() {
-    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
     let worker = relay.register(json!({"id": "worker"}));
     let reply = ingest(&relay, "ci", json!({"title": "x", "target": "worker"}));
     let message_id = reply.body["message"]["id"].as_i64().unwrap();
@@ -1262,7 +1267,7 @@ fn health_reports_expired_claims_until_reaped() {
 
 #[test]
 fn health_is_degraded_while_an_orchestrator_is_offline() {
-    let relay = Relay::start_with(&["--reap-interval-secs", "3600"]);
+    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
     let registered = relay.post(
         "/v1/orchestrators",
         OPERATOR,

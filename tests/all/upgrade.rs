@@ -6,7 +6,7 @@ use crate::common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Json, OPERATOR, Relay, binary, cli_call, json};
+use common::{Json, OPERATOR, RelayServer, binary, cli_call, json};
 use rusqlite::Connection;
 
 const LEGACY_04: &str = "
@@ -313,7 +313,7 @@ fn a_database_newer_than_the_relay_is_refused_untouched() {
 fn a_migrated_05_database_serves_sends_claims_and_channels() {
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), &[LEGACY_04, INDEX_04, CHANNELS_05]);
-    let relay = Relay::start_in(dir, &[]);
+    let relay = RelayServer::start_in(dir, &[]);
     let bindings = relay.get("/v1/channels/slack:team/bindings", OPERATOR);
     assert_eq!(bindings.status, 200, "{:?}", bindings.body);
     assert_eq!(

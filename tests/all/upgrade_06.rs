@@ -13,7 +13,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Json, OPERATOR, Relay, binary, json};
+use common::{Json, OPERATOR, RelayServer, binary, json};
 use rusqlite::{Connection, params};
 
 /// `initDb` of 0.6.0 on an empty file: its `CREATE TABLE IF NOT EXISTS` block, then the
@@ -568,11 +568,11 @@ fn dump(db: &Path) -> Vec<String> {
 }
 
 /// A relay serving the 0.6.0 fixture after `agent-relay migrate` upgraded it.
-fn upgraded_060() -> Relay {
+fn upgraded_060() -> RelayServer {
     let dir = tempfile::tempdir().unwrap();
     let db = database_060(dir.path());
     migrate(&db);
-    Relay::start_in(dir, &[])
+    RelayServer::start_in(dir, &[])
 }
 
 fn ids(list: &Json) -> Vec<i64> {
@@ -860,7 +860,7 @@ fn text_pair_ids_from_060_are_numbered_and_found_by_their_old_id() {
 // Break 2: 0.6.0's reaper passed over every agent with meta.builtin.
 #[test]
 fn agents_marked_builtin_in_meta_are_not_reaped() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     relay.register(json!({"id": "watcher", "meta": {"builtin": true}}));
     relay.register(json!({"id": "plain"}));
     relay.register(json!({"id": "sayer", "meta": {"builtin": "yes"}}));
@@ -894,7 +894,7 @@ fn agents_marked_builtin_in_meta_are_not_reaped() {
 // The exemption above is the operator's to give (docs/security.md), like meta.orchestratorId.
 #[test]
 fn only_the_operator_marks_an_agent_builtin() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let bob = relay.register(json!({"id": "bob", "meta": {"team": "api"}}));
     let watcher = relay.register(json!({"id": "watcher", "meta": {"builtin": true}}));
 
@@ -935,7 +935,7 @@ fn only_the_operator_marks_an_agent_builtin() {
     assert_eq!(relay.reap()["offlineAgents"], json!([]));
 }
 
-fn register_orchestrator(relay: &Relay, id: &str) -> String {
+fn register_orchestrator(relay: &RelayServer, id: &str) -> String {
     let reply = relay.post(
         "/v1/orchestrators",
         OPERATOR,
@@ -949,7 +949,7 @@ fn register_orchestrator(relay: &Relay, id: &str) -> String {
 // Break 4: 0.6.0 took a draining orchestrator out of delivery.
 #[test]
 fn a_draining_orchestrator_refuses_new_spawn_requests() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let token = register_orchestrator(&relay, "devbox");
     let before = relay.post(
         "/v1/orchestrators/devbox/spawn",
@@ -1028,7 +1028,7 @@ fn a_draining_orchestrator_refuses_new_spawn_requests() {
     );
 }
 
-fn register_bridge(relay: &Relay, id: &str, target: &str) {
+fn register_bridge(relay: &RelayServer, id: &str, target: &str) {
     let account = id.split_once(':').unwrap().1;
     relay.register(json!({"id": id, "kind": "channel",
                           "meta": {"provider": "telegram", "accountId": account, "target": target}}));
@@ -1037,7 +1037,7 @@ fn register_bridge(relay: &Relay, id: &str, target: &str) {
 // Break 5: 0.6.0 upserted a binding without a mode as exclusive.
 #[test]
 fn an_upserted_binding_without_a_mode_is_exclusive() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, "telegram:bot1", "label:support");
 
     let upserted = relay.put(
@@ -1058,7 +1058,7 @@ fn an_upserted_binding_without_a_mode_is_exclusive() {
 // Break 6: 0.6.0 listed every channel's bindings when no channel was given.
 #[test]
 fn the_operator_lists_every_binding_of_every_channel() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     register_bridge(&relay, "telegram:bot2", "broadcast");
     register_bridge(&relay, "telegram:bot1", "label:support");
     let bound = relay.put(

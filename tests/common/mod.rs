@@ -27,7 +27,7 @@ pub fn binary() -> PathBuf {
 }
 
 /// A running relay server.
-pub struct Relay {
+pub struct RelayServer {
     pub base: String,
     pub dir: tempfile::TempDir,
     child: Child,
@@ -50,25 +50,25 @@ impl Reply {
     }
 }
 
-impl Relay {
-    pub fn start() -> Relay {
+impl RelayServer {
+    pub fn start() -> RelayServer {
         Self::start_with(&[])
     }
 
     /// Starts a server on a fresh database with extra `serve` arguments.
-    pub fn start_with(extra: &[&str]) -> Relay {
+    pub fn start_with(extra: &[&str]) -> RelayServer {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, extra)
     }
 
     /// Starts a server on the database `relay.db` in `dir` (which may already hold data).
-    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Relay {
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> RelayServer {
         Self::launch(dir, extra, Command::new(binary()))
     }
 
     /// Starts a server on a fresh database under this umask (octal, e.g. `000`), with its
     /// component cache in `cache_home` (as `XDG_CACHE_HOME`).
-    pub fn start_under_umask(umask: &str, cache_home: &Path) -> Relay {
+    pub fn start_under_umask(umask: &str, cache_home: &Path) -> RelayServer {
         let mut command = Command::new("sh");
         command
             .args(["-c", "umask \"$0\" && exec \"$@\"", umask])
@@ -78,7 +78,7 @@ impl Relay {
         Self::launch(tempfile::tempdir().unwrap(), &[], command)
     }
 
-    fn launch(dir: tempfile::TempDir, extra: &[&str], mut command: Command) -> Relay {
+    fn launch(dir: tempfile::TempDir, extra: &[&str], mut command: Command) -> RelayServer {
         let db = dir.path().join("relay.db");
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--test-clock", "--db"])
@@ -113,7 +113,7 @@ impl Relay {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Relay {
+        RelayServer {
             base,
             dir,
             child,
@@ -271,7 +271,7 @@ impl Relay {
     }
 }
 
-impl Drop for Relay {
+impl Drop for RelayServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{Value as Json, json};
 
-use super::relay::{Relay, segment};
+use super::relay::{RelayClient, segment};
 use super::{Connection, DEFAULT_URL, EXIT_CODES, Exit, Failure, Outcome, emit, view};
 
 #[derive(Debug, Args)]
@@ -72,7 +72,7 @@ pub struct IdArgs {
 }
 
 pub fn whoami(args: &WhoamiArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let identity = relay.get("/v1/whoami", &[])?.body;
     emit(&args.connection, &identity, |identity| {
         if identity["operator"].as_bool().unwrap_or(false) {
@@ -85,7 +85,7 @@ pub fn whoami(args: &WhoamiArgs) -> Outcome {
 }
 
 pub fn list(args: &AgentsArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let mut query = Vec::new();
     if let Some(status) = &args.status {
         query.push(("status", status.clone()));
@@ -121,7 +121,7 @@ pub fn operate(command: &AgentCommand) -> Outcome {
 }
 
 fn add(args: &AddArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     // Registering is an upsert; `add` must not quietly change an agent that exists.
     match relay.get(&format!("/v1/agents/{}", segment(&args.id)), &[]) {
         Ok(_) => {
@@ -149,7 +149,7 @@ fn add(args: &AddArgs) -> Outcome {
 }
 
 fn token(args: &IdArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let path = format!("/v1/agents/{}/token", segment(&args.id));
     let registered = relay.post(&path, &json!({}))?.body;
     print_token(
@@ -162,7 +162,7 @@ fn token(args: &IdArgs) -> Outcome {
 }
 
 fn remove(args: &IdArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let deleted = relay
         .delete(&format!("/v1/agents/{}", segment(&args.id)))?
         .body;
@@ -173,7 +173,7 @@ fn remove(args: &IdArgs) -> Outcome {
 }
 
 /// Prints a token once, with the lines to export it and to add the relay to Claude Code.
-fn print_token(relay: &Relay, connection: &Connection, registered: &Json, done: &str) {
+fn print_token(relay: &RelayClient, connection: &Connection, registered: &Json, done: &str) {
     emit(connection, registered, |registered| {
         let id = text(&registered["agent"], "id");
         let token = text(registered, "token");

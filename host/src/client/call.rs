@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use super::relay::{Relay, Request, segment};
+use super::relay::{RelayClient, Request, segment};
 use super::{Connection, Exit, Failure};
 use crate::routes::{Delivery, ROUTES, Route};
 
@@ -40,7 +40,7 @@ fn request(
     route: &Route,
     mut args: Map<String, Json>,
 ) -> Result<Json, Failure> {
-    let relay = Relay::connect(connection)?;
+    let relay = RelayClient::connect(connection)?;
     let mut path = String::new();
     for part in route.path.split('/').filter(|p| !p.is_empty()) {
         path.push('/');

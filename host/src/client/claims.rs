@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value as Json, json};
 
-use super::relay::{Relay, segment};
+use super::relay::{RelayClient, segment};
 use super::{Acting, Exit, Failure, Outcome, emit, millis, parse_duration, parse_object, view};
 
 #[derive(Debug, Args)]
@@ -62,7 +62,7 @@ fn lease_input(agent: &str, lease: Option<Duration>) -> Json {
 }
 
 pub fn claim(args: &ClaimArgs) -> Outcome {
-    let relay = Relay::connect(&args.acting.connection)?;
+    let relay = RelayClient::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
     let answer = match args.id {
         Some(id) => relay.post(
@@ -111,7 +111,7 @@ fn lease_call(
     lease: Option<Duration>,
     done: &str,
 ) -> Outcome {
-    let relay = Relay::connect(&acting.connection)?;
+    let relay = RelayClient::connect(&acting.connection)?;
     let agent = relay.agent(acting)?;
     let message = relay
         .post(
@@ -132,7 +132,7 @@ pub fn complete(args: &CompleteArgs) -> Outcome {
         .as_deref()
         .map(|text| parse_object("--result", text))
         .transpose()?;
-    let relay = Relay::connect(&args.acting.connection)?;
+    let relay = RelayClient::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
     let mut input = json!({"agentId": agent});
     if let Some(result) = result {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value as Json, json};
 
-use super::relay::{Relay, segment};
+use super::relay::{RelayClient, segment};
 use super::{Acting, Failure, view};
 
 /// The longest one request of a hook may take; a hook makes at most two.
@@ -135,7 +135,7 @@ fn stop(acting: &Acting, input: &Json) -> Result<Option<Json>, Failure> {
 
 /// The agent's unread messages as text for Claude, or `None` when there are none.
 fn unread_context(acting: &Acting) -> Result<Option<String>, Failure> {
-    let relay = Relay::with_timeout(&acting.connection, REQUEST_BUDGET)?;
+    let relay = RelayClient::with_timeout(&acting.connection, REQUEST_BUDGET)?;
     let agent = relay.agent(acting)?;
     // One more than shown, to know whether there are more.
     let query = [

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value as Json, json};
 
-use super::relay::{Relay, segment};
+use super::relay::{RelayClient, segment};
 use super::{Acting, Connection, Exit, Failure, Outcome, emit, parse_duration, parse_object, view};
 
 #[derive(Debug, Args)]
@@ -93,7 +93,7 @@ pub fn send(args: &SendArgs) -> Outcome {
         .as_deref()
         .map(|text| parse_object("--payload", text))
         .transpose()?;
-    let relay = Relay::connect(&args.acting.connection)?;
+    let relay = RelayClient::connect(&args.acting.connection)?;
     let from = relay.agent(&args.acting)?;
     let mut input = json!({"from": from, "to": args.to, "body": body});
     let optional = [
@@ -131,7 +131,7 @@ pub fn send(args: &SendArgs) -> Outcome {
 }
 
 pub fn inbox(args: &InboxArgs) -> Outcome {
-    let relay = Relay::connect(&args.acting.connection)?;
+    let relay = RelayClient::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
     let mut query = Vec::new();
     if args.unread {
@@ -167,7 +167,7 @@ pub fn inbox(args: &InboxArgs) -> Outcome {
 }
 
 pub fn read(args: &ReadArgs) -> Outcome {
-    let relay = Relay::connect(&args.acting.connection)?;
+    let relay = RelayClient::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
     let mut read = Vec::new();
     for id in &args.ids {
@@ -185,7 +185,7 @@ pub fn read(args: &ReadArgs) -> Outcome {
 }
 
 pub fn thread(args: &ThreadArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let thread = relay.get(&format!("/v1/threads/{}", args.id), &[])?.body;
     emit(&args.connection, &thread, |thread| {
         thread

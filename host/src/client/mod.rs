@@ -14,6 +14,7 @@ mod messages;
 mod relay;
 mod tasks;
 mod view;
+pub mod watch;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value as Json;
 
 pub use call::call_remote;
-pub use relay::Relay;
+pub use relay::RelayClient;
 
 /// The relay a verb talks to when neither `--url` nor `RELAY_URL` says otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";

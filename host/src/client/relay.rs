@@ -17,7 +17,7 @@ agent-relay agent token ID)";
 
 /// A running relay, reached with one token.
 #[derive(Debug)]
-pub struct Relay {
+pub struct RelayClient {
     base: String,
     token: String,
     http: Client,
@@ -44,7 +44,7 @@ pub struct Answer {
     pub body: Json,
 }
 
-impl Relay {
+impl RelayClient {
     /// A client for the relay at `connection.url` with its token.
     ///
     /// # Errors
@@ -53,10 +53,10 @@ impl Relay {
         Self::with_timeout(connection, REQUEST_TIMEOUT)
     }
 
-    /// As [`Relay::connect`], with requests cut off after `timeout` (plus any wait they ask for).
+    /// As [`RelayClient::connect`], with requests cut off after `timeout` (plus any wait they ask for).
     ///
     /// # Errors
-    /// As for [`Relay::connect`].
+    /// As for [`RelayClient::connect`].
     pub fn with_timeout(connection: &Connection, timeout: Duration) -> Result<Self, Failure> {
         let token = connection
             .token
@@ -122,7 +122,7 @@ impl Relay {
     /// Sends `request`.
     ///
     /// # Errors
-    /// As for [`Relay::request`].
+    /// As for [`RelayClient::request`].
     pub fn send(&self, request: &Request<'_>) -> Result<Answer, Failure> {
         let mut url = format!("{}{}", self.base, request.path);
         if !request.query.is_empty() {

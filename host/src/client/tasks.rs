@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::relay::Relay;
+use super::relay::RelayClient;
 use super::{Connection, Exit, Outcome, emit, view};
 
 #[derive(Debug, Args)]
@@ -40,7 +40,7 @@ pub enum TaskAction {
 }
 
 pub fn list(args: &TasksArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let mut query = Vec::new();
     if let Some(status) = &args.status {
         query.push(("status", status.clone()));
@@ -54,7 +54,7 @@ pub fn list(args: &TasksArgs) -> Outcome {
 }
 
 pub fn change(args: &TaskArgs) -> Outcome {
-    let relay = Relay::connect(&args.connection)?;
+    let relay = RelayClient::connect(&args.connection)?;
     let status = match args.action {
         TaskAction::Resolve => "resolved",
         TaskAction::Dismiss => "dismissed",

@@ -14,7 +14,6 @@ pub mod stdio;
 pub mod tools;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -53,7 +52,7 @@ pub struct McpOptions {
 }
 
 /// What the tools and the token check share.
-struct Relay {
+struct ToolCalls {
     calls: Arc<Calls>,
     operator: OperatorToken,
 }
@@ -61,7 +60,7 @@ struct Relay {
 /// The tools over HTTP, acting as the caller each request's token names.
 #[derive(Clone)]
 pub struct RelayTools {
-    relay: Arc<Relay>,
+    relay: Arc<ToolCalls>,
     tools: Arc<Vec<Tool>>,
 }
 
@@ -100,9 +99,9 @@ async fn run(
     export: &agent_relay_core::runtime::Export,
     call: tools::Call,
 ) -> Result<Json, ErrorReply> {
-    let answer = match call.wait_seconds.filter(|secs| *secs > 0.0) {
-        Some(secs) => {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let answer = match call.wait.filter(|wait| !wait.is_zero()) {
+        Some(wait) => {
+            let deadline = tokio::time::Instant::now() + wait;
             calls.hold(export, call.args, deadline).await?
         }
         None => calls.run(export, call.args).await?,
@@ -210,7 +209,7 @@ pub fn router(calls: Arc<Calls>, operator: OperatorToken, options: &McpOptions) 
         .with_json_response(true)
         .with_max_request_body_bytes(options.max_body_bytes);
     let tools = Arc::new(tools::listing(calls.runtime()));
-    let relay = Arc::new(Relay { calls, operator });
+    let relay = Arc::new(ToolCalls { calls, operator });
     let handler = RelayTools {
         relay: Arc::clone(&relay),
         tools,
@@ -228,7 +227,7 @@ pub fn router(calls: Arc<Calls>, operator: OperatorToken, options: &McpOptions) 
 /// Establishes the caller of every MCP request from its bearer token (the `whoami` export
 /// decides whose it is); 401 without a valid one, before any MCP exchange.
 async fn authenticate(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<ToolCalls>>,
     mut request: Request,
     next: Next,
 ) -> Response {

@@ -250,7 +250,7 @@ pub struct Acting {
 /// A tool call's arguments as the export's, and how long it may wait.
 pub struct Call {
     pub args: Vec<Val>,
-    pub wait_seconds: Option<f64>,
+    pub wait: Option<std::time::Duration>,
 }
 
 /// Maps a tool's arguments onto its export's parameters (see the module docs).
@@ -270,12 +270,16 @@ pub fn arguments(
     } else {
         None
     };
-    let wait_seconds = match wait {
+    let wait = match wait {
         None | Some(Json::Null) => None,
-        Some(value) => match value.as_f64() {
-            Some(secs) if secs >= 0.0 => Some(secs.min(MAX_WAIT_SECONDS)),
-            _ => return Err("waitSeconds must be a number of seconds, at most 60".to_owned()),
-        },
+        Some(value) => Some(
+            bridge::wait_for(
+                "waitSeconds",
+                &value,
+                std::time::Duration::from_secs_f64(MAX_WAIT_SECONDS),
+            )
+            .map_err(|e| e.0)?,
+        ),
     };
     let me = Json::String(acting.agent_id.clone());
     let mut named = Map::new();
@@ -327,11 +331,7 @@ pub fn arguments(
                 .and_then(Json::as_object)
                 .map(|p| p.keys().cloned().collect())
                 .unwrap_or_default();
-            format!(
-                "{} takes no argument {unknown}; its arguments: {}",
-                spec.name,
-                known.join(", ")
-            )
+            bridge::no_such_argument(&spec.name, unknown, &known).0
         });
     }
     let inputs = Inputs {
@@ -340,7 +340,7 @@ pub fn arguments(
         ..Inputs::default()
     };
     let args = bridge::arguments(export, &inputs).map_err(|e| e.0)?;
-    Ok(Call { args, wait_seconds })
+    Ok(Call { args, wait })
 }
 
 /// Every tool with its schemas, as MCP lists them.
