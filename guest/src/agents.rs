@@ -490,7 +490,7 @@ fn refuse_self_authority(
 /// SPEC 1: the kinds `user` and `system` belong to the built-ins, and a channel agent uses the
 /// canonical id `PROVIDER:ACCOUNT` that its bridge's messages are routed by.
 fn check_kind(id: &str, card: &Card) -> Result<(), RelayError> {
-    if matches!(card.kind, AgentKind::User | AgentKind::System) {
+    if BUILT_IN_KINDS.contains(&card.kind) {
         return Err(invalid(
             "kind user and system are reserved for the built-in agents",
         ));
