@@ -265,6 +265,8 @@ pub fn channel_provider(tags: &[String], meta: &Map<String, Json>) -> String {
         .unwrap_or_else(|| "custom".to_owned())
 }
 
+/// Registers an agent, or re-registers one (an upsert): the fields sent replace the stored ones,
+/// the others are kept.
 pub fn register(
     caller: &Caller,
     input: RegisterAgentInput,
@@ -272,119 +274,273 @@ pub fn register(
 ) -> Result<RegisteredAgent, RelayError> {
     // Who is calling comes first: a caller without credentials learns nothing about the ids.
     auth::identify(caller)?;
+    let request = parse_registration(input)?;
+    let existing = load(&request.id)?;
+    let identity = authorise_registration(caller, &request.id, existing.as_ref())?;
+    let card = merge_registration(&request, existing.as_ref())?;
+    refuse_self_authority(&identity, &request, existing.as_ref(), &card)?;
+    check_kind(&request.id, &card)?;
+    refuse_locked_changes(&identity, existing.as_ref(), &card)?;
+    let session = next_session(&request, existing.as_ref())?;
+    let token = match existing {
+        None => Some(auth::new_token()?),
+        Some(_) => None,
+    };
+    store_registration(&request.id, &card, &session, token.as_deref(), now)?;
+    Ok(RegisteredAgent {
+        agent: require(&request.id)?,
+        created: existing.is_none(),
+        token,
+    })
+}
+
+/// A registration as sent, each field checked: `None` where the caller sent nothing, so that the
+/// stored value is kept (or the default given).
+struct Registration {
+    id: String,
+    name: Option<String>,
+    kind: Option<AgentKind>,
+    /// Absent is `{}`: a registration replaces the meta, it never keeps it.
+    meta: Map<String, Json>,
+    capabilities: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    locked: Option<Vec<String>>,
+    keep_history: Option<bool>,
+    /// `Some(None)` clears the label.
+    label: Option<Option<String>>,
+    machine: Option<String>,
+    rig: Option<String>,
+    ready: Option<bool>,
+    status: Option<AgentStatus>,
+    instance_id: Option<String>,
+}
+
+/// Parse: every field of the request is checked before the stored record is read, so a bad
+/// request is refused for what it says, whatever is stored. The built-ins are never registered.
+fn parse_registration(input: RegisterAgentInput) -> Result<Registration, RelayError> {
     let id = input::id("id", &input.id)?.to_owned();
     if is_builtin(&id) {
         return Err(conflict(format!(
             "{id} is a built-in agent and cannot be registered"
         )));
     }
-    let existing = load(&id)?;
-    let identity = if existing.is_some() {
-        auth::act_as(caller, &id)?
-    } else {
-        auth::require_operator(caller)?;
-        Identity::Operator
-    };
-
-    let name = match input.name.as_deref() {
-        Some(name) => input::id("name", name)?.to_owned(),
-        None => existing
-            .as_ref()
-            .map_or_else(|| id.clone(), |a| a.name.clone()),
-    };
-    input::text("name", &name, MAX_SHORT_TEXT)?;
+    if let Some(name) = &input.name {
+        input::id("name", name)?;
+    }
     let meta = input::json_object("meta", input.meta.as_ref())?;
-    let capabilities = match &input.capabilities {
-        Some(list) => input::id_list("capabilities", list)?,
-        None => existing
-            .as_ref()
-            .map(|a| a.capabilities.clone())
-            .unwrap_or_default(),
-    };
-    let mut tags = match &input.tags {
-        Some(list) => input::id_list("tags", list)?,
-        None => existing
-            .as_ref()
-            .map(|a| a.tags.clone())
-            .unwrap_or_default(),
-    };
-    let kind = input
-        .kind
-        .unwrap_or_else(|| infer_kind(&id, &tags, &capabilities, &meta));
-    if identity != Identity::Operator {
-        refuse_self_promotion(existing.as_ref(), kind, &meta)?;
-        for (field, sent) in [
-            ("locked", input.locked.is_some()),
-            ("keepHistory", input.keep_history.is_some()),
-        ] {
-            if sent {
-                return Err(forbidden(format!(
-                    "{field} is set only by the operator; agent {id} may not send it"
-                )));
-            }
+    let capabilities = input
+        .capabilities
+        .as_deref()
+        .map(|list| input::id_list("capabilities", list))
+        .transpose()?;
+    let tags = input
+        .tags
+        .as_deref()
+        .map(|list| input::id_list("tags", list))
+        .transpose()?;
+    let locked = input.locked.as_deref().map(lockable).transpose()?;
+    if let Some(Some(label)) = &input.label {
+        input::id("label", label)?;
+    }
+    for (field, text) in [("machine", &input.machine), ("rig", &input.rig)] {
+        if let Some(text) = text {
+            input::text(field, text, MAX_SHORT_TEXT)?;
         }
     }
-    let locked = match &input.locked {
-        Some(fields) => lockable(fields)?,
-        None => existing
-            .as_ref()
-            .map(|a| a.locked.clone())
-            .unwrap_or_default(),
+    if let Some(instance_id) = &input.instance_id {
+        input::id("instanceId", instance_id)?;
+    }
+    Ok(Registration {
+        id,
+        name: input.name,
+        kind: input.kind,
+        meta,
+        capabilities,
+        tags,
+        locked,
+        keep_history: input.keep_history,
+        label: input.label,
+        machine: input.machine,
+        rig: input.rig,
+        ready: input.ready,
+        status: input.status,
+        instance_id: input.instance_id,
+    })
+}
+
+/// Authorise: an agent that exists re-registers itself (or the operator does it for it); only
+/// the operator creates one, since creating hands out its token.
+fn authorise_registration(
+    caller: &Caller,
+    id: &str,
+    existing: Option<&AgentCard>,
+) -> Result<Identity, RelayError> {
+    match existing {
+        Some(_) => auth::act_as(caller, id),
+        None => {
+            auth::require_operator(caller)?;
+            Ok(Identity::Operator)
+        }
+    }
+}
+
+/// The card a registration writes: the request laid over the stored record.
+struct Card {
+    name: String,
+    kind: AgentKind,
+    meta: Map<String, Json>,
+    label: Option<String>,
+    tags: Vec<String>,
+    capabilities: Vec<String>,
+    machine: Option<String>,
+    rig: Option<String>,
+    ready: bool,
+    status: AgentStatus,
+    locked: Vec<String>,
+}
+
+/// Re-registration keeps what the caller does not send (SPEC 1); a kind not sent is inferred
+/// from the result, and a provider agent gets the provider tag its id, name, meta or tags point
+/// to. A kept name is checked again: a stored one may come from an older relay.
+fn merge_registration(
+    request: &Registration,
+    existing: Option<&AgentCard>,
+) -> Result<Card, RelayError> {
+    let id = request.id.as_str();
+    let name = match (&request.name, existing) {
+        (Some(name), _) => name.clone(),
+        (None, Some(agent)) => agent.name.clone(),
+        (None, None) => id.to_owned(),
     };
-    if BUILT_IN_KINDS.contains(&kind) {
+    input::text("name", &name, MAX_SHORT_TEXT)?;
+    let capabilities = match &request.capabilities {
+        Some(list) => list.clone(),
+        None => existing.map(|a| a.capabilities.clone()).unwrap_or_default(),
+    };
+    let mut tags = match &request.tags {
+        Some(list) => list.clone(),
+        None => existing.map(|a| a.tags.clone()).unwrap_or_default(),
+    };
+    let kind = request
+        .kind
+        .unwrap_or_else(|| infer_kind(id, &tags, &capabilities, &request.meta));
+    if kind == AgentKind::Provider
+        && let Some(tag) = infer_provider_tag(id, &name, &tags, &request.meta)
+        && !tags.iter().any(|t| t == tag)
+    {
+        tags.push(tag.to_owned());
+    }
+    let label = match &request.label {
+        Some(label) => label.clone(),
+        None => existing.and_then(|a| a.label.clone()),
+    };
+    Ok(Card {
+        name,
+        kind,
+        meta: request.meta.clone(),
+        label,
+        tags,
+        capabilities,
+        machine: match &request.machine {
+            Some(machine) => Some(machine.clone()),
+            None => existing.and_then(|a| a.machine.clone()),
+        },
+        rig: match &request.rig {
+            Some(rig) => Some(rig.clone()),
+            None => existing.and_then(|a| a.rig.clone()),
+        },
+        ready: request
+            .ready
+            .unwrap_or_else(|| existing.is_none_or(|a| a.ready)),
+        status: request.status.unwrap_or(AgentStatus::Online),
+        locked: match &request.locked {
+            Some(fields) => fields.clone(),
+            None => existing.map(|a| a.locked.clone()).unwrap_or_default(),
+        },
+    })
+}
+
+/// An agent re-registering itself keeps the authority the operator gave it and takes no more
+/// (docs/security.md): no privileged kind or meta mark it lacks, and neither `locked` nor
+/// `keepHistory`, which only the operator sends.
+fn refuse_self_authority(
+    identity: &Identity,
+    request: &Registration,
+    existing: Option<&AgentCard>,
+    card: &Card,
+) -> Result<(), RelayError> {
+    if *identity == Identity::Operator {
+        return Ok(());
+    }
+    refuse_self_promotion(existing, card.kind, &card.meta)?;
+    for (field, sent) in [
+        ("locked", request.locked.is_some()),
+        ("keepHistory", request.keep_history.is_some()),
+    ] {
+        if sent {
+            return Err(forbidden(format!(
+                "{field} is set only by the operator; agent {} may not send it",
+                request.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SPEC 1: the kinds `user` and `system` belong to the built-ins, and a channel agent uses the
+/// canonical id `PROVIDER:ACCOUNT` that its bridge's messages are routed by.
+fn check_kind(id: &str, card: &Card) -> Result<(), RelayError> {
+    if BUILT_IN_KINDS.contains(&card.kind) {
         return Err(invalid(
             "kind user and system are reserved for the built-in agents",
         ));
     }
-    if kind == AgentKind::Channel {
-        let expected = canonical_channel_id(&id, &tags, &meta);
+    if card.kind == AgentKind::Channel {
+        let expected = canonical_channel_id(id, &card.tags, &card.meta);
         if expected != id {
             return Err(invalid(format!(
                 "channel agent id must be canonical: {expected}"
             )));
         }
     }
-    if kind == AgentKind::Provider
-        && let Some(tag) = infer_provider_tag(&id, &name, &tags, &meta)
-        && !tags.iter().any(|t| t == tag)
-    {
-        tags.push(tag.to_owned());
-    }
-    let label = match input.label {
-        Some(Some(label)) => Some(input::id("label", &label)?.to_owned()),
-        Some(None) => None,
-        None => existing.as_ref().and_then(|a| a.label.clone()),
+    Ok(())
+}
+
+/// An agent changes none of the group fields the operator locked on its card (docs/security.md);
+/// sending the value it has is no change. The operator changes them freely.
+fn refuse_locked_changes(
+    identity: &Identity,
+    existing: Option<&AgentCard>,
+    card: &Card,
+) -> Result<(), RelayError> {
+    let Some(existing) = existing.filter(|_| *identity != Identity::Operator) else {
+        return Ok(());
     };
-    let machine = optional_text(
-        "machine",
-        input.machine,
-        existing.as_ref().and_then(|a| a.machine.clone()),
-    )?;
-    let rig = optional_text(
-        "rig",
-        input.rig,
-        existing.as_ref().and_then(|a| a.rig.clone()),
-    )?;
-    if identity != Identity::Operator
-        && let Some(existing) = &existing
-    {
-        refuse_locked_change(existing, "label", existing.label == label)?;
-        refuse_locked_change(existing, "tags", existing.tags == tags)?;
-        refuse_locked_change(
-            existing,
-            "capabilities",
-            existing.capabilities == capabilities,
-        )?;
-    }
-    let ready = input
-        .ready
-        .unwrap_or_else(|| existing.as_ref().is_none_or(|a| a.ready));
-    let status = input.status.unwrap_or(AgentStatus::Online);
-    if let Some(instance_id) = &input.instance_id {
-        input::id("instanceId", instance_id)?;
-    }
-    // A new instance id starts a new session: the epoch moves on by one.
-    let (instance_id, mut epoch) = match (&existing, input.instance_id) {
+    refuse_locked_change(existing, "label", existing.label == card.label)?;
+    refuse_locked_change(existing, "tags", existing.tags == card.tags)?;
+    refuse_locked_change(
+        existing,
+        "capabilities",
+        existing.capabilities == card.capabilities,
+    )
+}
+
+/// The session a registration leaves the agent in, and where its history starts.
+struct Session {
+    instance_id: Option<String>,
+    epoch: i64,
+    /// The last message id of the agent's past (0: it sees every message).
+    history_from: i64,
+}
+
+/// A new instance id starts a new session: the epoch moves on by one. A re-created id starts
+/// after its past: a later epoch than the deleted agent's, and none of its old messages unless
+/// the operator keeps them (`keepHistory`).
+fn next_session(
+    request: &Registration,
+    existing: Option<&AgentCard>,
+) -> Result<Session, RelayError> {
+    let (instance_id, mut epoch) = match (existing, request.instance_id.clone()) {
         (Some(a), Some(new)) if a.instance_id.as_deref() != Some(new.as_str()) => {
             (Some(new), a.epoch + 1)
         }
@@ -393,30 +549,34 @@ pub fn register(
         (None, Some(new)) => (Some(new), 1),
         (None, None) => (None, 0),
     };
-
-    // A re-created id starts after its past: a later epoch, and none of its old messages unless
-    // the operator keeps them.
-    let history_from = match &existing {
-        Some(_) if input.keep_history == Some(true) => 0,
-        Some(_) => history_floor(&id)?,
-        None => match past_epoch(&id)? {
+    let keep_history = request.keep_history == Some(true);
+    let history_from = match existing {
+        Some(_) if keep_history => 0,
+        Some(_) => history_floor(&request.id)?,
+        None => match past_epoch(&request.id)? {
             Some(old) => {
                 epoch = epoch.max(old + 1);
-                if input.keep_history == Some(true) {
-                    0
-                } else {
-                    last_message_id()?
-                }
+                if keep_history { 0 } else { last_message_id()? }
             }
             None => 0,
         },
     };
+    Ok(Session {
+        instance_id,
+        epoch,
+        history_from,
+    })
+}
 
-    let token = if existing.is_none() {
-        Some(auth::new_token()?)
-    } else {
-        None
-    };
+/// Apply: one upsert writes the card (a new agent also gets its token's hash), and a new agent's
+/// id is no longer a deleted one's.
+fn store_registration(
+    id: &str,
+    card: &Card,
+    session: &Session,
+    token: Option<&str>,
+    now: i64,
+) -> Result<(), RelayError> {
     db::execute(
         "INSERT INTO agents (id, name, kind, label, tags, machine, rig, capabilities, ready, status,
              instance_id, epoch, meta, token_hash, last_seen, created_at, locked, history_from)
@@ -426,37 +586,29 @@ pub fn register(
              capabilities = ?8, ready = ?9, status = ?10, instance_id = ?11, epoch = ?12,
              meta = ?13, last_seen = ?15, locked = ?16, history_from = ?17",
         &params![
-            id.as_str(),
-            name,
-            kind.name(),
-            label,
-            db::to_json_list(&tags),
-            machine,
-            rig,
-            db::to_json_list(&capabilities),
-            ready,
-            status.name(),
-            instance_id,
-            epoch,
-            input::to_json_text(&meta),
-            token.as_deref().map(auth::token_hash),
+            id,
+            card.name.as_str(),
+            card.kind.name(),
+            card.label.as_deref(),
+            db::to_json_list(&card.tags),
+            card.machine.as_deref(),
+            card.rig.as_deref(),
+            db::to_json_list(&card.capabilities),
+            card.ready,
+            card.status.name(),
+            session.instance_id.as_deref(),
+            session.epoch,
+            input::to_json_text(&card.meta),
+            token.map(auth::token_hash),
             now,
-            db::to_json_list(&locked),
-            history_from,
+            db::to_json_list(&card.locked),
+            session.history_from,
         ],
     )?;
-    if existing.is_none() {
-        db::execute(
-            "DELETE FROM deleted_agents WHERE id = ?",
-            &params![id.as_str()],
-        )?;
+    if token.is_some() {
+        db::execute("DELETE FROM deleted_agents WHERE id = ?", &params![id])?;
     }
-    let agent = require(&id)?;
-    Ok(RegisteredAgent {
-        agent,
-        created: existing.is_none(),
-        token,
-    })
+    Ok(())
 }
 
 /// Kinds that carry authority (spawn requests, chat bridges, the built-ins); only the operator
@@ -560,17 +712,6 @@ fn last_message_id() -> Result<i64, RelayError> {
             .transpose()?
             .unwrap_or(0),
     )
-}
-
-fn optional_text(
-    field: &str,
-    sent: Option<String>,
-    kept: Option<String>,
-) -> Result<Option<String>, RelayError> {
-    match sent {
-        Some(value) => Ok(Some(input::text(field, &value, MAX_SHORT_TEXT)?.to_owned())),
-        None => Ok(kept),
-    }
 }
 
 pub fn issue_token(caller: &Caller, id: &str) -> Result<RegisteredAgent, RelayError> {

@@ -571,6 +571,32 @@ pub fn register_agent(
 /// `invalid` for a malformed `meta.target`, `conflict` when another channel holds the same
 /// provider and account.
 fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayError> {
+    let record = channel_of(agent)?;
+    refuse_account_clash(&agent.id, &record)?;
+    let old_target = load(&agent.id)?
+        .and_then(|c| serde_json::from_str::<Map<String, Json>>(&c.meta.json).ok())
+        .and_then(|old| meta_str(&old, "target").and_then(|t| Target::parse(t).ok()))
+        .map(|t| route_target(&t));
+    store_channel(agent, &record, now)?;
+    replace_default_binding(&agent.id, old_target, record.target, now)
+}
+
+/// A channel record as its agent's card describes it.
+struct ChannelRecord {
+    provider: String,
+    account: String,
+    display_name: String,
+    transport: String,
+    direction: ChannelDirection,
+    topic_channels: Vec<String>,
+    /// The default binding, from `meta.target`.
+    target: Option<RouteTarget>,
+}
+
+/// Parse: the record from the card's id, tags and meta (the provider from meta or a
+/// `channel:PROVIDER` tag, the account from the canonical id), `meta.target` checked before any
+/// channel is read.
+fn channel_of(agent: &AgentCard) -> Result<ChannelRecord, RelayError> {
     let meta: Map<String, Json> = serde_json::from_str(&agent.meta.json).unwrap_or_default();
     let provider = agents::channel_provider(&agent.tags, &meta);
     let account = agent
@@ -578,28 +604,13 @@ fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayError> {
         .strip_prefix(&format!("{provider}:"))
         .unwrap_or(&agent.id)
         .to_owned();
-    let clash = db::query_one(
-        "SELECT id FROM channels WHERE provider = ? AND account_id = ? AND id != ?",
-        &params![provider.as_str(), account.as_str(), agent.id.as_str()],
-    )?;
-    if let Some(row) = clash {
-        return Err(conflict(format!(
-            "channel {} already uses provider {provider} and account {account}",
-            row.text("id")?
-        )));
-    }
-    let new_target = meta_str(&meta, "target")
+    let target = meta_str(&meta, "target")
         .map(|text| {
             Target::parse(text)
                 .map_err(|e| invalid(format!("meta.target: {}", error_text(&e))))
                 .map(|t| route_target(&t))
         })
         .transpose()?;
-    let old_target = load(&agent.id)?
-        .and_then(|c| serde_json::from_str::<Map<String, Json>>(&c.meta.json).ok())
-        .and_then(|old| meta_str(&old, "target").and_then(|t| Target::parse(t).ok()))
-        .map(|t| route_target(&t));
-
     let topic_channels: Vec<String> = meta
         .get("topicChannels")
         .and_then(Json::as_array)
@@ -613,9 +624,40 @@ fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayError> {
                 .collect()
         })
         .unwrap_or_default();
-    let direction = meta_str(&meta, "direction")
-        .and_then(ChannelDirection::from_name)
-        .unwrap_or(ChannelDirection::Bidirectional);
+    Ok(ChannelRecord {
+        display_name: meta_str(&meta, "displayName")
+            .unwrap_or(&agent.name)
+            .to_owned(),
+        transport: meta_str(&meta, "transport").unwrap_or(&provider).to_owned(),
+        direction: meta_str(&meta, "direction")
+            .and_then(ChannelDirection::from_name)
+            .unwrap_or(ChannelDirection::Bidirectional),
+        provider,
+        account,
+        topic_channels,
+        target,
+    })
+}
+
+/// One channel per provider and account: inbound traffic is routed by them.
+fn refuse_account_clash(id: &str, record: &ChannelRecord) -> Result<(), RelayError> {
+    let clash = db::query_one(
+        "SELECT id FROM channels WHERE provider = ? AND account_id = ? AND id != ?",
+        &params![record.provider.as_str(), record.account.as_str(), id],
+    )?;
+    match clash {
+        Some(row) => Err(conflict(format!(
+            "channel {} already uses provider {} and account {}",
+            row.text("id")?,
+            record.provider,
+            record.account
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Apply: the record is the agent's shadow, rewritten whole at each registration.
+fn store_channel(agent: &AgentCard, record: &ChannelRecord, now: i64) -> Result<(), RelayError> {
     db::execute(
         "INSERT INTO channels (id, provider, account_id, display_name, agent_id, transport,
              direction, topic_channels, capabilities, meta, created_at, updated_at)
@@ -625,35 +667,38 @@ fn record_channel_agent(agent: &AgentCard, now: i64) -> Result<(), RelayError> {
              direction = ?6, topic_channels = ?7, capabilities = ?8, meta = ?9, updated_at = ?10",
         &params![
             agent.id.as_str(),
-            provider.as_str(),
-            account,
-            meta_str(&meta, "displayName").unwrap_or(&agent.name),
-            meta_str(&meta, "transport").unwrap_or(&provider),
-            direction.name(),
-            db::to_json_list(&topic_channels),
+            record.provider.as_str(),
+            record.account.as_str(),
+            record.display_name.as_str(),
+            record.transport.as_str(),
+            record.direction.name(),
+            db::to_json_list(&record.topic_channels),
             db::to_json_list(&agent.capabilities),
             agent.meta.json.as_str(),
             now,
         ],
     )?;
+    Ok(())
+}
 
-    // `meta.target` is the default binding: a changed target replaces the one it set before.
-    if let Some(old) =
-        old_target.filter(|old| !new_target.as_ref().is_some_and(|new| same(old, new)))
-    {
+/// `meta.target` is the default binding: a changed target replaces the one it set before, and a
+/// binding already there for the new target is kept as it is.
+fn replace_default_binding(
+    channel_id: &str,
+    old: Option<RouteTarget>,
+    new: Option<RouteTarget>,
+    now: i64,
+) -> Result<(), RelayError> {
+    if let Some(old) = old.filter(|old| !new.as_ref().is_some_and(|new| same(old, new))) {
         db::execute(
             "DELETE FROM channel_bindings
              WHERE channel_id = ? AND conversation_key = '' AND target_type = ? AND target_id = ?",
-            &params![
-                agent.id.as_str(),
-                old.type_.name(),
-                old.id.unwrap_or_default()
-            ],
+            &params![channel_id, old.type_.name(), old.id.unwrap_or_default()],
         )?;
     }
-    if let Some(target) = new_target {
+    if let Some(target) = new {
         write_binding(
-            &agent.id,
+            channel_id,
             None,
             &target,
             default_mode(target.type_),

@@ -1,9 +1,11 @@
 //! The relay's behaviour as a WebAssembly component.
 //!
 //! Every exported operation arrives in `exports/` (one file per WIT interface) and is handed to
-//! the module of its domain. Each domain operation follows the same three steps: validate the
-//! input, read and write through the store, build the record to return. The guest sees nothing
-//! but the store capability, the clock and randomness; the host wraps every call in one
+//! the module of its domain. Each domain operation follows the same steps: parse (check every
+//! field of the request before the stored records are read), authorise (who may), apply (read
+//! and write through the store), answer (build the record to return); the long ones name each
+//! step as a function (`agents::register`, `messages::send`, `tasks::ingest`). The guest sees
+//! nothing but the store capability, the clock and randomness; the host wraps every call in one
 //! transaction, so an `Err` undoes everything the call wrote.
 
 #![allow(unsafe_code)] // the `export!` macro emits the component ABI glue

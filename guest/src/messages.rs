@@ -194,12 +194,9 @@ fn infer_kind(input: &SendMessageInput, sender: &Party, direct_target: Option<&P
 }
 
 /// The sender and, for a direct target, the target agent, read in one query.
-fn load_parties(
-    from: &str,
-    target: Option<&Target>,
-) -> Result<(Option<Party>, Option<Party>), RelayError> {
+fn load_parties(from: &str, target: &Target) -> Result<(Option<Party>, Option<Party>), RelayError> {
     let direct = match target {
-        Some(Target::Agent(id)) => Some(id.as_str()),
+        Target::Agent(id) => Some(id.as_str()),
         _ => None,
     };
     let found = agents::parties(
@@ -247,20 +244,45 @@ pub fn deliver(
     post(caller, input, now, Route::Relay)
 }
 
+/// The send itself, for either route: parse, authorise, then store the message (or replay the
+/// earlier one with its idempotency key) and answer it as stored.
 fn post(
     caller: &Caller,
     input: SendMessageInput,
     now: i64,
     route: Route,
 ) -> Result<SentMessage, RelayError> {
+    let parsed = parse_message(&input)?;
+    let sending = authorise_send(caller, &input, &parsed, route)?;
+    if let Some(key) = &input.idempotency_key
+        && let Some(replayed) = replay(&input.from, key)?
+    {
+        return Ok(replayed);
+    }
+    let row = compose(&input, parsed, &sending, route)?;
+    let id = store_message(&input, &row, now)?;
+    let recipients = recipients(&row.target, sending.direct_target)?;
+    Ok(SentMessage {
+        message: sent_message(id, input, row, now),
+        created: true,
+        recipients,
+    })
+}
+
+/// A message's fields as sent, checked: its target parsed, its kind if one was named, payload
+/// and meta as the text to store.
+struct Parsed {
+    target: Target,
+    kind: Option<String>,
+    payload: String,
+    meta: String,
+}
+
+/// Parse: every field is checked before the store is asked anything, so a bad request is
+/// refused for what it says, whoever sends it.
+fn parse_message(input: &SendMessageInput) -> Result<Parsed, RelayError> {
     input::id("from", &input.from)?;
-    let identity = auth::act_as(caller, &input.from)?;
-    let target = Target::parse(&input.to);
-    let (sender, direct_target) = load_parties(&input.from, target.as_ref().ok())?;
-    let sender = sender
-        .ok_or_else(|| not_found(format!("sender {} is not a registered agent", input.from)))?;
-    let target = target?;
-    check_target_exists(&target, direct_target.as_ref())?;
+    let target = Target::parse(&input.to)?;
     input::text("body", &input.body, MAX_BODY)?;
     if let Some(subject) = &input.subject {
         input::text("subject", subject, MAX_SHORT_TEXT)?;
@@ -274,30 +296,92 @@ fn post(
     let payload = input::json_object("payload", input.payload.as_ref())?;
     let meta = input::json_object("meta", input.meta.as_ref())?;
     let kind = match &input.kind {
-        Some(kind) => input::id("kind", kind)?.to_owned(),
-        None => infer_kind(&input, &sender, direct_target.as_ref()),
+        Some(kind) => Some(input::id("kind", kind)?.to_owned()),
+        None => None,
+    };
+    Ok(Parsed {
+        target,
+        kind,
+        payload: input::to_json_text(&payload),
+        meta: input::to_json_text(&meta),
+    })
+}
+
+/// Who sends, as what kind, and the target agent of a direct message.
+struct Sending {
+    identity: Identity,
+    kind: String,
+    direct_target: Option<Party>,
+}
+
+/// Authorise: a send acts as its `from` (the agent itself, or the operator for any agent); the
+/// sender and the target must exist (read in one query); a kind not named is inferred from the
+/// parties, and on the messages route it is none of the relay's own.
+fn authorise_send(
+    caller: &Caller,
+    input: &SendMessageInput,
+    parsed: &Parsed,
+    route: Route,
+) -> Result<Sending, RelayError> {
+    let identity = auth::act_as(caller, &input.from)?;
+    let (sender, direct_target) = load_parties(&input.from, &parsed.target)?;
+    let sender = sender
+        .ok_or_else(|| not_found(format!("sender {} is not a registered agent", input.from)))?;
+    check_target_exists(&parsed.target, direct_target.as_ref())?;
+    let kind = match &parsed.kind {
+        Some(kind) => kind.clone(),
+        None => infer_kind(input, &sender, direct_target.as_ref()),
     };
     if route == Route::Sender {
         refuse_relay_kind(&identity, &kind, &sender, direct_target.as_ref())?;
     }
+    Ok(Sending {
+        identity,
+        kind,
+        direct_target,
+    })
+}
 
-    if let Some(key) = &input.idempotency_key
-        && let Some(replayed) = replay(&input.from, key)?
-    {
-        return Ok(replayed);
-    }
+/// A new message's row, beyond the request's own fields: what the send decided.
+struct NewMessage {
+    target: Target,
+    kind: String,
+    thread_id: Option<i64>,
+    claimable: bool,
+    payload: String,
+    meta: String,
+}
 
-    // After the replay above: a request sent before the drain began is still answered.
-    if kind == "spawn" {
-        refuse_spawn_while_draining(&target)?;
+/// The rest of the row, decided after any replay: a spawn request is refused while its
+/// orchestrator drains (a request sent before the drain began was answered as a replay), a
+/// reply joins its parent's thread, and `claimable` is stored only where the kind or the target
+/// allows it.
+fn compose(
+    input: &SendMessageInput,
+    parsed: Parsed,
+    sending: &Sending,
+    route: Route,
+) -> Result<NewMessage, RelayError> {
+    if sending.kind == "spawn" {
+        refuse_spawn_while_draining(&parsed.target)?;
     }
-    let thread_id = match input.reply_to {
-        Some(parent) => Some(thread_of_parent(&identity, &input.from, parent, route)?),
-        None => None,
-    };
-    let claimable = stored_claimable(input.claimable.unwrap_or(false), &kind, &target);
-    let payload = input::to_json_text(&payload);
-    let meta = input::to_json_text(&meta);
+    let thread_id = input
+        .reply_to
+        .map(|parent| thread_of_parent(&sending.identity, &input.from, parent, route))
+        .transpose()?;
+    let requested = input.claimable.unwrap_or(false);
+    Ok(NewMessage {
+        claimable: stored_claimable(requested, &sending.kind, &parsed.target),
+        target: parsed.target,
+        kind: sending.kind.clone(),
+        thread_id,
+        payload: parsed.payload,
+        meta: parsed.meta,
+    })
+}
+
+/// Apply: the message is written; a new conversation is its own thread. Returns its id.
+fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result<i64, RelayError> {
     let id = db::execute(
         "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
              reply_to, claimable, idempotency_key, payload, meta, created_at)
@@ -305,46 +389,53 @@ fn post(
         &[
             Value::from(input.from.as_str()),
             Value::from(input.to.as_str()),
-            Value::from(kind.as_str()),
+            Value::from(row.kind.as_str()),
             Value::from(input.channel.as_deref()),
             Value::from(input.subject.as_deref()),
             Value::from(input.body.as_str()),
-            Value::from(thread_id),
+            Value::from(row.thread_id),
             Value::from(input.reply_to),
-            Value::from(claimable),
+            Value::from(row.claimable),
             Value::from(input.idempotency_key.as_deref()),
-            Value::from(payload.as_str()),
-            Value::from(meta.as_str()),
+            Value::from(row.payload.as_str()),
+            Value::from(row.meta.as_str()),
             Value::from(now),
         ],
     )?
     .last_insert_id;
-    if thread_id.is_none() {
-        // A new conversation is its own thread.
+    if row.thread_id.is_none() {
         db::execute(
             "UPDATE messages SET thread_id = id WHERE id = ? AND thread_id IS NULL",
             &params![id],
         )?;
     }
-    let recipients = match &target {
-        // A direct message lands in its target's inbox whatever the target is (a channel
-        // agent's bridge polls it too), so the target is who will see it.
+    Ok(id)
+}
+
+/// Who a new message reaches: a direct message lands in its target's inbox whatever the target
+/// is (a channel agent's bridge polls it too), so the target is who will see it; a group target
+/// reaches its delivery set.
+fn recipients(target: &Target, direct_target: Option<Party>) -> Result<Vec<String>, RelayError> {
+    Ok(match target {
         Target::Agent(_) => direct_target.map(|party| party.id).into_iter().collect(),
-        _ => delivery_set(&target)?,
-    };
-    // The message as stored, from the values just written (a new message is unclaimed and
-    // unread): the same record `load` would read back.
-    let message = Message {
+        group => delivery_set(group)?,
+    })
+}
+
+/// Answer: the message as stored, from the values just written (a new message is unclaimed and
+/// unread): the same record `load` would read back.
+fn sent_message(id: i64, input: SendMessageInput, row: NewMessage, now: i64) -> Message {
+    Message {
         id,
         from: input.from,
         to: input.to,
-        kind,
+        kind: row.kind,
         channel: input.channel,
         subject: input.subject,
         body: input.body,
-        thread_id: thread_id.unwrap_or(id),
+        thread_id: row.thread_id.unwrap_or(id),
         reply_to: input.reply_to,
-        claimable,
+        claimable: row.claimable,
         claimed_by: None,
         claimed_at: None,
         claim_expires_at: None,
@@ -356,16 +447,11 @@ fn post(
         },
         dead_lettered_at: None,
         idempotency_key: input.idempotency_key,
-        payload: JsonText { json: payload },
-        meta: JsonText { json: meta },
+        payload: JsonText { json: row.payload },
+        meta: JsonText { json: row.meta },
         read_by: Vec::new(),
         created_at: now,
-    };
-    Ok(SentMessage {
-        message,
-        created: true,
-        recipients,
-    })
+    }
 }
 
 /// A sender on the messages route sends no kind of the relay's own (`RELAY_KINDS`). A spawn

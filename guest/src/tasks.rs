@@ -117,7 +117,9 @@ struct Event {
     channel: Option<String>,
 }
 
-fn validate(input: IntegrationEventInput) -> Result<Event, RelayError> {
+/// Parse: every field of the event is checked before any task is read, so a bad event is refused
+/// for what it says; a missing severity is `warning` and a missing target `broadcast`.
+fn parse_event(input: IntegrationEventInput) -> Result<Event, RelayError> {
     let title = input.title.trim();
     if title.is_empty() {
         return Err(invalid("title must not be empty"));
@@ -157,6 +159,8 @@ fn validate(input: IntegrationEventInput) -> Result<Event, RelayError> {
     })
 }
 
+/// An integration event from `source`: a new task, one more occurrence of an open one with the
+/// same dedupe key, or a resolved or dismissed one reopened.
 pub fn ingest(
     caller: &Caller,
     source: &str,
@@ -165,121 +169,144 @@ pub fn ingest(
     raw_body: Option<&str>,
     now: i64,
 ) -> Result<IngestedEvent, RelayError> {
+    // Who sends comes first: a signed source's signature is its credential, checked before the
+    // event it signs is read.
     input::id("source", source)?;
     webhooks::authenticate(caller, source, signature, raw_body)?;
-    let event = validate(input)?;
+    let event = parse_event(input)?;
     let actor = format!("integration:{source}");
-
-    let existing = match &event.dedupe_key {
-        Some(key) => db::query_one(
-            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE source = ? AND dedupe_key = ?"),
-            &params![source, key.as_str()],
-        )?
-        .map(|row| task_from_row(&row))
-        .transpose()?,
-        None => None,
-    };
-
-    match existing {
-        None => {
-            let inserted = db::execute(
-                "INSERT INTO tasks (source, title, body, severity, status, dedupe_key, external_url,
-                     target, channel, occurrences, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, 1, ?, ?)",
-                &params![
-                    source,
-                    event.title.as_str(),
-                    event.body.as_deref(),
-                    event.severity.name(),
-                    event.dedupe_key.as_deref(),
-                    event.external_url.as_deref(),
-                    event.target.as_str(),
-                    event.channel.as_deref(),
-                    now,
-                    now
-                ],
-            )?;
-            let id = inserted.last_insert_id;
-            let message = send_task_message(id, now)?;
-            record(
-                id,
-                TaskEventKind::Created,
-                &actor,
-                &json!({"severity": event.severity.name(), "target": event.target,
-                        "messageId": message.id}),
-                now,
-            )?;
-            Ok(IngestedEvent {
-                task: require(id)?,
-                created: true,
-                reopened: false,
-                message: Some(message),
-            })
-        }
+    match same_task(source, event.dedupe_key.as_deref())? {
+        None => create(source, &event, &actor, now),
         Some(task) if matches!(task.status, TaskStatus::Open | TaskStatus::Claimed) => {
-            db::execute(
-                "UPDATE tasks SET title = ?2, body = COALESCE(?3, body), severity = ?4,
-                     external_url = COALESCE(?5, external_url), occurrences = occurrences + 1,
-                     updated_at = ?6
-                 WHERE id = ?1",
-                &params![
-                    task.id,
-                    event.title.as_str(),
-                    event.body.as_deref(),
-                    event.severity.name(),
-                    event.external_url.as_deref(),
-                    now
-                ],
-            )?;
-            record(
-                task.id,
-                TaskEventKind::Updated,
-                &actor,
-                &json!({"occurrences": task.occurrences + 1,
-                        "severity": event.severity.name()}),
-                now,
-            )?;
-            Ok(IngestedEvent {
-                task: require(task.id)?,
-                created: false,
-                reopened: false,
-                message: None,
-            })
+            count_again(&task, &event, &actor, now)
         }
-        Some(task) => {
-            db::execute(
-                "UPDATE tasks SET title = ?2, body = ?3, severity = ?4, external_url = ?5,
-                     target = ?6, channel = ?7, status = 'open', claimed_by = NULL,
-                     claim_expires_at = NULL, occurrences = occurrences + 1, updated_at = ?8
-                 WHERE id = ?1",
-                &params![
-                    task.id,
-                    event.title.as_str(),
-                    event.body.as_deref(),
-                    event.severity.name(),
-                    event.external_url.as_deref(),
-                    event.target.as_str(),
-                    event.channel.as_deref(),
-                    now
-                ],
-            )?;
-            let message = send_task_message(task.id, now)?;
-            record(
-                task.id,
-                TaskEventKind::Reopened,
-                &actor,
-                &json!({"from": task.status.name(), "occurrences": task.occurrences + 1,
-                        "messageId": message.id}),
-                now,
-            )?;
-            Ok(IngestedEvent {
-                task: require(task.id)?,
-                created: false,
-                reopened: true,
-                message: Some(message),
-            })
-        }
+        Some(task) => reopen(&task, &event, &actor, now),
     }
+}
+
+/// The task this event is another occurrence of: events with the same source and dedupe key are
+/// one task (SPEC 5); an event without a key is always a new one.
+fn same_task(source: &str, dedupe_key: Option<&str>) -> Result<Option<Task>, RelayError> {
+    let Some(key) = dedupe_key else {
+        return Ok(None);
+    };
+    db::query_one(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE source = ? AND dedupe_key = ?"),
+        &params![source, key],
+    )?
+    .map(|row| task_from_row(&row))
+    .transpose()
+}
+
+/// A first event makes an open task and sends its claimable message.
+fn create(source: &str, event: &Event, actor: &str, now: i64) -> Result<IngestedEvent, RelayError> {
+    let inserted = db::execute(
+        "INSERT INTO tasks (source, title, body, severity, status, dedupe_key, external_url,
+             target, channel, occurrences, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, 1, ?, ?)",
+        &params![
+            source,
+            event.title.as_str(),
+            event.body.as_deref(),
+            event.severity.name(),
+            event.dedupe_key.as_deref(),
+            event.external_url.as_deref(),
+            event.target.as_str(),
+            event.channel.as_deref(),
+            now,
+            now
+        ],
+    )?;
+    let id = inserted.last_insert_id;
+    let message = send_task_message(id, now)?;
+    record(
+        id,
+        TaskEventKind::Created,
+        actor,
+        &json!({"severity": event.severity.name(), "target": event.target,
+                "messageId": message.id}),
+        now,
+    )?;
+    Ok(IngestedEvent {
+        task: require(id)?,
+        created: true,
+        reopened: false,
+        message: Some(message),
+    })
+}
+
+/// An event for a task still open or claimed only counts: the task takes its title, severity
+/// (and body and URL, when sent) and keeps its target, channel, claim and message.
+fn count_again(
+    task: &Task,
+    event: &Event,
+    actor: &str,
+    now: i64,
+) -> Result<IngestedEvent, RelayError> {
+    db::execute(
+        "UPDATE tasks SET title = ?2, body = COALESCE(?3, body), severity = ?4,
+             external_url = COALESCE(?5, external_url), occurrences = occurrences + 1,
+             updated_at = ?6
+         WHERE id = ?1",
+        &params![
+            task.id,
+            event.title.as_str(),
+            event.body.as_deref(),
+            event.severity.name(),
+            event.external_url.as_deref(),
+            now
+        ],
+    )?;
+    record(
+        task.id,
+        TaskEventKind::Updated,
+        actor,
+        &json!({"occurrences": task.occurrences + 1,
+                "severity": event.severity.name()}),
+        now,
+    )?;
+    Ok(IngestedEvent {
+        task: require(task.id)?,
+        created: false,
+        reopened: false,
+        message: None,
+    })
+}
+
+/// An event for a resolved or dismissed task reopens it as the event describes it, with a new
+/// claimable message.
+fn reopen(task: &Task, event: &Event, actor: &str, now: i64) -> Result<IngestedEvent, RelayError> {
+    db::execute(
+        "UPDATE tasks SET title = ?2, body = ?3, severity = ?4, external_url = ?5,
+             target = ?6, channel = ?7, status = 'open', claimed_by = NULL,
+             claim_expires_at = NULL, occurrences = occurrences + 1, updated_at = ?8
+         WHERE id = ?1",
+        &params![
+            task.id,
+            event.title.as_str(),
+            event.body.as_deref(),
+            event.severity.name(),
+            event.external_url.as_deref(),
+            event.target.as_str(),
+            event.channel.as_deref(),
+            now
+        ],
+    )?;
+    let message = send_task_message(task.id, now)?;
+    record(
+        task.id,
+        TaskEventKind::Reopened,
+        actor,
+        &json!({"from": task.status.name(), "occurrences": task.occurrences + 1,
+                "messageId": message.id}),
+        now,
+    )?;
+    Ok(IngestedEvent {
+        task: require(task.id)?,
+        created: false,
+        reopened: true,
+        message: Some(message),
+    })
 }
 
 /// Sends the task's claimable message from `system` and makes it the task's current message.

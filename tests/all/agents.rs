@@ -647,3 +647,54 @@ fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
     );
     assert_eq!(unknown.status, 400, "{:?}", unknown.body);
 }
+
+// --- The steps of a registration ---
+
+#[test]
+fn the_kinds_user_and_system_belong_to_the_builtins_alone() {
+    let relay = Relay::start();
+    for kind in ["user", "system"] {
+        let refused = relay.post("/v1/agents", OPERATOR, json!({"id": "bob", "kind": kind}));
+        assert_eq!(
+            refused.status, 400,
+            "not even the operator gives kind {kind}: {:?}",
+            refused.body
+        );
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(says.contains("reserved for the built-in agents"), "{says}");
+    }
+    assert_eq!(
+        relay.get("/v1/agents/bob", OPERATOR).status,
+        404,
+        "nothing was registered"
+    );
+}
+
+#[test]
+fn a_malformed_registration_is_refused_for_what_it_says_before_who_sends_it() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    relay.register(json!({"id": "bob"}));
+    let not_hers = relay.post("/v1/agents", &alice, json!({"id": "bob", "tags": ["web"]}));
+    assert_eq!(
+        not_hers.status, 403,
+        "a well-formed card of another agent: {:?}",
+        not_hers.body
+    );
+
+    for (card, field) in [
+        (json!({"id": "bob", "tags": [" web"]}), "tags"),
+        (json!({"id": "eve", "label": ""}), "label"),
+        (json!({"id": "alice", "locked": ["name"]}), "locked"),
+    ] {
+        let refused = relay.post("/v1/agents", &alice, card.clone());
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, "invalid"),
+            "{card} is malformed whoever sends it: {:?}",
+            refused.body
+        );
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(says.contains(field), "the refusal names {field}: {says}");
+    }
+}

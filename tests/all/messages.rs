@@ -1098,3 +1098,48 @@ fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one() {
         assert_eq!(joined.body["message"]["threadId"], private);
     }
 }
+
+#[test]
+fn a_malformed_send_is_refused_for_what_it_says_before_who_sends_it() {
+    let relay = Relay::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    relay.register(json!({"id": "bob"}));
+    let as_bob = relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "bob", "to": "alice", "body": "hi"}),
+    );
+    assert_eq!(
+        as_bob.status, 403,
+        "alice does not act as bob: {:?}",
+        as_bob.body
+    );
+
+    for (caller, message, field) in [
+        (
+            alice.as_str(),
+            json!({"from": "bob", "to": "label:", "body": "hi"}),
+            "label",
+        ),
+        (
+            OPERATOR,
+            json!({"from": "nobody", "to": "alice", "body": "hi", "idempotencyKey": " k"}),
+            "idempotencyKey",
+        ),
+        (
+            OPERATOR,
+            json!({"from": "alice", "to": "nobody", "body": "hi", "channel": ""}),
+            "channel",
+        ),
+    ] {
+        let refused = relay.post("/v1/messages", caller, message.clone());
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, "invalid"),
+            "{message} is malformed whoever sends it, to whomever: {:?}",
+            refused.body
+        );
+        let says = refused.body["error"]["message"].as_str().unwrap();
+        assert!(says.contains(field), "the refusal names {field}: {says}");
+    }
+}

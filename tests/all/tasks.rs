@@ -227,6 +227,48 @@ fn reaper_releases_the_task_of_an_expired_claim() {
 }
 
 #[test]
+fn a_duplicate_keeps_what_it_does_not_send_and_a_reopening_takes_the_event_as_it_is() {
+    let (relay, _worker) = relay_with_worker();
+    let first = ingest(&relay, "ci", build_failed("main-build"));
+    let id = first.body["task"]["id"].as_i64().unwrap();
+    let bare = json!({"title": "Build failed again", "dedupeKey": "main-build",
+        "target": "tag:oncall"});
+
+    let counted = ingest(&relay, "ci", bare.clone());
+
+    assert_eq!(counted.status, 200, "{:?}", counted.body);
+    let task = &counted.body["task"];
+    assert_eq!(task["title"], "Build failed again", "the newest title");
+    assert_eq!(
+        task["body"], "cargo test: 2 failures",
+        "a body not sent is kept"
+    );
+    assert_eq!(
+        task["externalUrl"], "https://ci.example/runs/42",
+        "so is the link"
+    );
+    assert_eq!(
+        task["target"], "worker",
+        "an open task keeps its target, as it keeps its message"
+    );
+
+    assert_eq!(set_status(&relay, id, "resolved").status, 200);
+    let reopened = ingest(&relay, "ci", bare);
+
+    assert_eq!(reopened.body["reopened"], true, "{:?}", reopened.body);
+    let task = &reopened.body["task"];
+    assert!(
+        task.get("body").is_none_or(Json::is_null)
+            && task.get("externalUrl").is_none_or(Json::is_null),
+        "a reopened task is the event as sent: {task}"
+    );
+    assert_eq!(
+        task["target"], "tag:oncall",
+        "and goes where the event says"
+    );
+}
+
+#[test]
 fn resolved_task_reopens_with_a_new_message_when_the_event_comes_back() {
     let (relay, worker) = relay_with_worker();
     let first = ingest(&relay, "ci", build_failed("main-build"));
