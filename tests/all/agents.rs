@@ -652,7 +652,7 @@ fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
 
 #[test]
 fn the_kinds_user_and_system_belong_to_the_builtins_alone() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     for kind in ["user", "system"] {
         let refused = relay.post("/v1/agents", OPERATOR, json!({"id": "bob", "kind": kind}));
         assert_eq!(
@@ -672,7 +672,7 @@ fn the_kinds_user_and_system_belong_to_the_builtins_alone() {
 
 #[test]
 fn a_malformed_registration_is_refused_for_what_it_says_before_who_sends_it() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     let not_hers = relay.post("/v1/agents", &alice, json!({"id": "bob", "tags": ["web"]}));

@@ -1101,7 +1101,7 @@ fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one() {
 
 #[test]
 fn a_malformed_send_is_refused_for_what_it_says_before_who_sends_it() {
-    let relay = Relay::start();
+    let relay = RelayServer::start();
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     let as_bob = relay.post(
