@@ -35,7 +35,7 @@ pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
 use crate::shape::signature;
 use crate::sqlite::Sqlite;
 pub use crate::sqlite::{SqliteOptions, Synchronous};
-use crate::store::{Access, RunSettings};
+use crate::store::{Access, Backend, RunSettings};
 
 /// How a relay is opened.
 #[derive(Debug, Clone, Default)]
@@ -85,10 +85,25 @@ impl Relay {
     pub fn open(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Self> {
         let path = path.as_ref().to_owned();
         let backend = Arc::new(Sqlite::open(&path, options.sqlite.clone())?);
-        let runtime = runtime(backend.clone(), &options)?;
+        Self::open_backend(backend, path, options)
+    }
+
+    /// As [`Relay::open`], over any backend: the one place another database plugs in. `name`
+    /// is how messages and logs name the database (its file, or a URL without its password);
+    /// `options.sqlite` is not used.
+    ///
+    /// # Errors
+    /// As for [`Relay::open`]; the backup is the backend's
+    /// ([`Backend::backup_before_migrate`]).
+    pub fn open_backend(
+        backend: Arc<dyn Backend>,
+        name: impl Into<PathBuf>,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let runtime = runtime(Arc::clone(&backend), &options)?;
         let mut relay = Self {
             calls: Calls::new(runtime, options.calls),
-            path,
+            path: name.into(),
             schema: Json::Null,
             backup: None,
         };
@@ -97,10 +112,9 @@ impl Relay {
         let pending = status["steps"]
             .as_array()
             .is_some_and(|steps| !steps.is_empty());
-        if pending && backend.holds_tables()? {
-            let target = backup_path(&relay.path, status["fromVersion"].as_u64().unwrap_or(0));
-            backend.backup_to(&target)?;
-            relay.backup = Some(target);
+        if pending {
+            relay.backup =
+                backend.backup_before_migrate(status["fromVersion"].as_u64().unwrap_or(0))?;
         }
         match relay.call_json("migrate", &json!({})) {
             Ok(report) => relay.schema = report,
@@ -113,7 +127,7 @@ impl Relay {
             }
             Err(error) => anyhow::bail!("migrating the database: {}", error.message),
         }
-        backend.enable_wal()?;
+        backend.prepare_to_serve()?;
         relay.warn_ignored_settings();
         Ok(relay)
     }
@@ -298,21 +312,11 @@ pub fn signatures<'a>(exports: impl IntoIterator<Item = &'a Export>) -> Json {
     json!({ "package": "agent-relay:relay@0.6.0", "exports": exports })
 }
 
-fn runtime(backend: Arc<Sqlite>, options: &Options) -> anyhow::Result<Runtime> {
+fn runtime(backend: Arc<dyn Backend>, options: &Options) -> anyhow::Result<Runtime> {
     let (clock, limits) = (options.clock.clone(), options.limits.clone());
     let backend = RunSettings::over(backend, options.settings.iter().cloned());
     match &options.component {
         Some(component) => Runtime::with_component(backend, clock, limits, component),
         None => Runtime::new(backend, clock, limits),
     }
-}
-
-/// `<db>.v<version>.bak`, or with `-2`, `-3`, ... when that is taken already (by a file, or by
-/// a symbolic link even if it points nowhere: a backup is never written through a link).
-fn backup_path(db: &Path, version: u64) -> PathBuf {
-    let base = format!("{}.v{version}.bak", db.display());
-    std::iter::once(PathBuf::from(&base))
-        .chain((2..).map(|n| PathBuf::from(format!("{base}-{n}"))))
-        .find(|candidate| candidate.symlink_metadata().is_err())
-        .unwrap_or_else(|| PathBuf::from(base))
 }

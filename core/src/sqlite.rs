@@ -425,6 +425,20 @@ fn data_version(sql: &rusqlite::Connection) -> rusqlite::Result<i64> {
 }
 
 impl Backend for Sqlite {
+    /// A copy beside the file, `<db>.v<version>.bak`, when the database holds tables.
+    fn backup_before_migrate(&self, from_version: u64) -> anyhow::Result<Option<PathBuf>> {
+        if !self.holds_tables()? {
+            return Ok(None);
+        }
+        let target = backup_path(&self.path, from_version);
+        self.backup_to(&target)?;
+        Ok(Some(target))
+    }
+
+    fn prepare_to_serve(&self) -> anyhow::Result<()> {
+        self.enable_wal()
+    }
+
     fn changed_elsewhere(&self) -> bool {
         let Some(Ok(now)) = self.writer.try_exclusive(|conn| data_version(&conn.sql)) else {
             // The writer is busy: its own commit wakes the waiters; ask again next time.
@@ -801,6 +815,16 @@ fn store_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<
     )?
     .execute([key, value])
     .map(|_| ())
+}
+
+/// `<db>.v<version>.bak`, or with `-2`, `-3`, ... when that is taken already (by a file, or by
+/// a symbolic link even if it points nowhere: a backup is never written through a link).
+fn backup_path(db: &Path, version: u64) -> PathBuf {
+    let base = format!("{}.v{version}.bak", db.display());
+    std::iter::once(PathBuf::from(&base))
+        .chain((2..).map(|n| PathBuf::from(format!("{base}-{n}"))))
+        .find(|candidate| candidate.symlink_metadata().is_err())
+        .unwrap_or_else(|| PathBuf::from(base))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! server database would be another implementation of these two traits.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::bindings::{Executed, Rows, Setting, SettingSource, StoreError, Value};
@@ -29,6 +30,27 @@ pub trait Backend: Send + Sync + 'static {
     /// running call (a backend that cannot tell now answers `false` and tells next time).
     fn changed_elsewhere(&self) -> bool {
         false
+    }
+
+    /// Keeps a consistent copy of the data before the schema is upgraded from `from_version`,
+    /// when there is data to keep, and says where it went. The relay calls it before every
+    /// upgrade (`embed::Relay::open`); a backend whose database keeps its own backups keeps none
+    /// (the default).
+    ///
+    /// # Errors
+    /// The copy could not be written: the upgrade does not go ahead.
+    fn backup_before_migrate(&self, from_version: u64) -> anyhow::Result<Option<PathBuf>> {
+        let _ = from_version;
+        Ok(None)
+    }
+
+    /// Once the schema is current, the backend's own settings for serving (SQLite turns on
+    /// WAL). The default has none.
+    ///
+    /// # Errors
+    /// The settings could not be applied.
+    fn prepare_to_serve(&self) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -134,6 +156,14 @@ impl Backend for RunSettings {
 
     fn changed_elsewhere(&self) -> bool {
         self.backend.changed_elsewhere()
+    }
+
+    fn backup_before_migrate(&self, from_version: u64) -> anyhow::Result<Option<PathBuf>> {
+        self.backend.backup_before_migrate(from_version)
+    }
+
+    fn prepare_to_serve(&self) -> anyhow::Result<()> {
+        self.backend.prepare_to_serve()
     }
 }
 

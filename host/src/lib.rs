@@ -9,4 +9,3 @@ pub mod mcp;
 pub mod openapi;
 pub mod push;
 pub mod routes;
-pub mod settings;

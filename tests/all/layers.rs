@@ -24,7 +24,7 @@ const CORE_LAYERS: &[&[&str]] = &[
 const SERVER_LAYERS: &[&[&str]] = &[
     &["routes", "connections"],
     &["push", "openapi", "client", "mcp"],
-    &["http", "settings"],
+    &["http"],
     &["cli"],
 ];
 

@@ -1,0 +1,299 @@
+//! The `agent-relay` command line: one file per command group. `serve` (serve.rs), the
+//! database's own commands `call`, `migrate` and `backup` (database.rs), `component` and `wit`
+//! (component.rs), `settings` (settings.rs), and the agent verbs over HTTP (`crate::client`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value as Json;
+
+use agent_relay_core::calls::CallOptions;
+use agent_relay_core::embed::{Options, Relay};
+use agent_relay_core::runtime::{Clock, Limits};
+use agent_relay_core::sqlite::{SqliteOptions, Synchronous};
+
+mod component;
+mod database;
+mod serve;
+pub mod settings;
+
+use component::{ComponentArgs, component};
+use database::{BackupArgs, CallArgs, MigrateArgs, backup, call, migrate};
+use serve::{ServeArgs, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent-relay",
+    version,
+    about = "The relay through which coding agents, their humans, chat bridges and orchestrators \
+             exchange messages and hand out work with leases.",
+    long_about = None,
+    after_help = crate::client::EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or e.g.
+    /// `agent_relay=debug,tower_http=warn`); else `RUST_LOG`, else `RELAY_LOG`, else `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// `text` for people, `json` for log shippers (one JSON object a line).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the relay's HTTP API (creates or upgrades the database first).
+    Serve(ServeArgs),
+    /// Invoke one exported function as the operator and print its JSON result.
+    ///
+    /// ARGS is a JSON object keyed by the function's parameter names in camelCase, e.g.
+    /// `agent-relay call send-message '{"input":{"from":"user","to":"alice","body":"hi"}}'`.
+    /// `agent-relay call --list` shows every function and its parameters.
+    Call(CallArgs),
+    /// Create or upgrade the database schema and print the versions and steps.
+    Migrate(MigrateArgs),
+    /// Read and change the settings stored in the database (as the operator: whoever can open
+    /// the file), each with the value in effect and its source.
+    ///
+    /// Stored settings hold for every run; `--setting KEY=VALUE` on `serve` or `call` applies to
+    /// that run only and is never stored. Keys: stale-ttl-ms, default-lease-ms, max-lease-ms,
+    /// max-attempts, page-bytes, webhook-secret:SOURCE (a secret: never printed), and
+    /// fault-injection (one run only, never stored).
+    #[command(after_help = crate::client::EXIT_CODES)]
+    Settings(settings::SettingsArgs),
+    /// Print an agent's messages as they arrive, one JSON object a line, from a running relay.
+    ///
+    /// Follows `GET /v1/agents/AGENT/stream` and reconnects after a drop, resuming after the
+    /// last message printed (`Last-Event-ID`), so nothing is lost or printed twice.
+    Watch(WatchArgs),
+    /// Serve the relay's MCP tools over stdio, for MCP clients that only spawn processes.
+    ///
+    /// Calls the running relay's `/mcp` over HTTP with the token, so every agent shares one
+    /// server: `agent-relay mcp --url http://127.0.0.1:8787` with `RELAY_TOKEN` set.
+    Mcp(McpArgs),
+    /// Print the WIT contract the relay component implements.
+    Wit,
+    /// Write the relay component (.wasm) this binary embeds, for other hosts (this binary compiles
+    /// it without its post-return functions, which instances that serve one call never need).
+    ///
+    /// `agent-relay component --out relay.wasm`; `--signatures` writes the exports' parameter and
+    /// result types as JSON instead (what a host in another language needs for a JSON bridge).
+    Component(ComponentArgs),
+    /// Write a consistent copy of the database while the relay may be running (SQLite's online
+    /// backup: every committed write, including what is still in the WAL), owner-only (0600).
+    ///
+    /// `agent-relay backup --db agent-relay.db --out backups/relay-$(date +%F).db`; restore by
+    /// stopping the relay and putting the copy in the database's place (see docs/operations.md).
+    Backup(BackupArgs),
+    #[command(flatten)]
+    Agent(crate::client::Verb),
+}
+
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// The SQLite database file (created when missing).
+    #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
+    db: PathBuf,
+    /// PRAGMA synchronous: `full` keeps every acknowledged write across a crash or power loss.
+    #[arg(long, env = "RELAY_SYNCHRONOUS", default_value = "full", value_parser = synchronous())]
+    synchronous: Synchronous,
+    /// Stop any single call after this many milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    call_timeout_ms: u64,
+    /// Linear memory one call's instance may use, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_limit_mib: usize,
+    /// Linear memory all calls in flight may hold together, in MiB: a read that would pass it
+    /// waits for memory to be given back, a write is answered 503.
+    #[arg(long, default_value_t = 256)]
+    calls_memory_mib: usize,
+    /// Cap the database at this many pages (PRAGMA max_page_count); writes beyond it get 507.
+    #[arg(long)]
+    max_db_pages: Option<u64>,
+    /// Testing only: run this build of the component instead of the embedded one (the tests'
+    /// build with the fault-injection exports).
+    #[arg(long, value_name = "WASM", hide = true)]
+    component: Option<PathBuf>,
+}
+
+/// Settings for one run (`serve`, `call`), never written to the database.
+#[derive(Debug, Default, Args)]
+struct RunSettingArgs {
+    /// Use this relay setting for this run only, e.g. `--setting stale-ttl-ms=60000`
+    /// (repeatable). Nothing is written: a later run without the flag uses the stored value or
+    /// the default. To store a setting for every run: `agent-relay settings set KEY VALUE`.
+    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The agent whose inbox to follow.
+    agent: String,
+    /// The relay's address.
+    #[arg(long, env = "RELAY_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// The agent's token (or the operator's).
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Start after this message id (default: the whole inbox).
+    #[arg(long)]
+    since: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// The running relay's address.
+    #[arg(long, env = "RELAY_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// The agent's token (or the operator's, to act as `user`).
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text}"))
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_level.as_deref(), cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Call(args) => call(args),
+        Command::Migrate(args) => migrate(&args),
+        Command::Settings(command) => settings::run(&command),
+        Command::Watch(args) => crate::client::watch::run(&crate::client::watch::Watch {
+            url: args.url,
+            agent: args.agent,
+            token: args.token,
+            since: args.since,
+        }),
+        Command::Mcp(args) => mcp_stdio(&args),
+        Command::Wit => {
+            print!("{}", agent_relay_core::runtime::CONTRACT);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Component(args) => component(&args),
+        Command::Backup(args) => backup(&args),
+        Command::Agent(verb) => Ok(crate::client::run(verb)),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("agent-relay: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Logs to standard error, filtered by `--log-level`, `RUST_LOG` or `RELAY_LOG` (first given wins).
+fn init_logs(level: Option<&str>, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let given = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| std::env::var("RELAY_LOG").ok())
+        .filter(|text| !text.trim().is_empty())
+        // rmcp logs three info lines for every MCP request: at most warn unless it is named.
+        .map(|text| {
+            if text.contains("rmcp") || matches!(text.trim(), "error" | "off") {
+                text
+            } else {
+                format!("{text},rmcp=warn")
+            }
+        });
+    let filter = match given.as_deref().map(EnvFilter::try_new) {
+        Some(Ok(filter)) => filter,
+        Some(Err(error)) => {
+            eprintln!("agent-relay: ignoring the log filter ({error}); logging at info");
+            EnvFilter::new("info,rmcp=warn")
+        }
+        None => EnvFilter::new("info,rmcp=warn"),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// How the database and the component are opened.
+fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Result<Options> {
+    Ok(Options {
+        limits: Limits::default()
+            .with_memory_bytes(args.memory_limit_mib << 20)
+            .with_calls_memory_bytes(args.calls_memory_mib << 20)
+            .with_call_timeout(Duration::from_millis(args.call_timeout_ms)),
+        sqlite: SqliteOptions {
+            synchronous: args.synchronous,
+            max_pages: args.max_db_pages,
+            ..SqliteOptions::default()
+        },
+        settings: settings.settings.clone(),
+        clock,
+        calls: CallOptions::default(),
+        component: args.component.as_deref().map(read_component).transpose()?,
+    })
+}
+
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))
+}
+
+fn open(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Result<Relay> {
+    open_with(args, options(args, settings, clock)?)
+}
+
+fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
+    let started = Instant::now();
+    let relay = Relay::open(&args.db, options)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "relay opened");
+    let report = relay.schema_report();
+    let steps = report
+        .get("steps")
+        .and_then(Json::as_array)
+        .map_or(0, Vec::len);
+    if let Some(backup) = relay.backup() {
+        tracing::info!(backup = %backup.display(), "the database as it was before the upgrade was backed up");
+    }
+    if steps > 0 {
+        tracing::info!(db = %args.db.display(), from = %report["fromVersion"], to = %report["toVersion"], "database schema upgraded");
+    }
+    Ok(relay)
+}
+
+fn mcp_stdio(args: &McpArgs) -> anyhow::Result<ExitCode> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(crate::mcp::stdio::serve(&args.url, args.token.as_deref()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn db_path(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// `--synchronous`: the names the core's [`Synchronous`] takes, listed in `--help`.
+fn synchronous() -> impl clap::builder::TypedValueParser<Value = Synchronous> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Synchronous::NAMES)
+        .try_map(|name: String| name.parse::<Synchronous>())
+}
