@@ -205,6 +205,8 @@ fn request_parts(
     parts
 }
 
+/// One request of a route: **parse** it into the export's arguments, **run** them through the
+/// call runner, **answer** with the status the result calls for (and one log line).
 async fn handle(
     app: Arc<App>,
     route: Route,
@@ -223,30 +225,16 @@ async fn handle(
         }
     };
     let arriving = app.calls.arriving(&export);
+    let request = Request {
+        route,
+        export: &export,
+        caller: &caller,
+        params: &params,
+        query: raw_query.as_deref(),
+        headers: &headers,
+    };
     let result = async {
-        let body = read_body(&headers, body, app.options.max_body_bytes).await?;
-        let mut json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            Some(
-                serde_json::from_slice(&body)
-                    .map_err(|e| ErrorReply::invalid(format!("the body is not valid JSON: {e}")))?,
-            )
-        };
-        let mut query = query_pairs(raw_query.as_deref());
-        let deadline = match route.delivery {
-            Delivery::Held => wait_deadline(&mut query, json.as_mut(), app.options.max_wait)?,
-            Delivery::Once | Delivery::Streamed => None,
-        };
-        let request_parts = request_parts(&export, route, &headers, &body);
-        let inputs = Inputs {
-            caller: Some(caller.to_val()),
-            path: path_pairs(&params),
-            query,
-            body: json.as_ref(),
-            named: (!request_parts.is_empty()).then_some(&request_parts),
-        };
-        let args = bridge::arguments(&export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
+        let (args, deadline) = parse(&app, &request, body).await?;
         let answer = match deadline {
             Some(deadline) => {
                 // A held write call is not about to reach the lane: it waits for others' commits.
@@ -258,23 +246,82 @@ async fn handle(
         bridge::outcome(&answer)
     }
     .await;
-    let elapsed = started.elapsed();
+    answer(&app, &request, started.elapsed(), result).await
+}
+
+/// What a request brought, beside its body.
+struct Request<'a> {
+    route: Route,
+    export: &'a Export,
+    caller: &'a Caller,
+    params: &'a RawPathParams,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+}
+
+/// The export's arguments from the path, the query, the JSON body and the route's header, and
+/// the deadline of a held route's `wait`.
+async fn parse(
+    app: &App,
+    request: &Request<'_>,
+    body: Body,
+) -> Result<(Vec<wasmtime::component::Val>, Option<tokio::time::Instant>), ErrorReply> {
+    let body = read_body(request.headers, body, app.options.max_body_bytes).await?;
+    let mut json: Option<Json> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(
+            serde_json::from_slice(&body)
+                .map_err(|e| ErrorReply::invalid(format!("the body is not valid JSON: {e}")))?,
+        )
+    };
+    let mut query = query_pairs(request.query);
+    let deadline = match request.route.delivery {
+        Delivery::Held => wait_deadline(&mut query, json.as_mut(), app.options.max_wait)?,
+        Delivery::Once | Delivery::Streamed => None,
+    };
+    let request_parts = request_parts(request.export, request.route, request.headers, &body);
+    let inputs = Inputs {
+        caller: Some(request.caller.to_val()),
+        path: path_pairs(request.params),
+        query,
+        body: json.as_ref(),
+        named: (!request_parts.is_empty()).then_some(&request_parts),
+    };
+    let args =
+        bridge::arguments(request.export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
+    Ok((args, deadline))
+}
+
+/// The status a result calls for: 201 for a creating route's `created: true`, 204 for an
+/// option's `none` (claim-next found no job), 503 when the route says the result reports itself
+/// unavailable, else 200.
+fn status_of(route: Route, export: &Export, body: &Json) -> u16 {
+    let created = route.creates && body.get("created").and_then(Json::as_bool) == Some(true);
+    let unavailable = route
+        .unavailable_when
+        .is_some_and(|(field, value)| body.get(field).and_then(Json::as_str) == Some(value));
+    let nothing = body.is_null() && bridge::answers_option(export);
+    match (unavailable, created, nothing) {
+        (true, _, _) => 503,
+        (false, true, _) => 201,
+        (false, false, true) => 204,
+        (false, false, false) => 200,
+    }
+}
+
+/// The response, and the request's one info line naming the caller's agent (never its token).
+async fn answer(
+    app: &App,
+    request: &Request<'_>,
+    elapsed: Duration,
+    result: Result<Json, ErrorReply>,
+) -> Response {
+    let route = request.route;
     match result {
         Ok(body) => {
-            let created =
-                route.creates && body.get("created").and_then(Json::as_bool) == Some(true);
-            let unavailable = route.unavailable_when.is_some_and(|(field, value)| {
-                body.get(field).and_then(Json::as_str) == Some(value)
-            });
-            let nothing = body.is_null() && bridge::answers_option(&export);
-            let status = match (unavailable, created, nothing) {
-                (true, _, _) => 503,
-                (false, true, _) => 201,
-                // `none`: nothing to answer (claim-next found no job).
-                (false, false, true) => 204,
-                (false, false, false) => 200,
-            };
-            let who = app.who(&caller, status).await;
+            let status = status_of(route, request.export, &body);
+            let who = app.who(request.caller, status).await;
             tracing::info!(
                 method = route.method,
                 path = route.path,
@@ -289,7 +336,7 @@ async fn handle(
             reply(status, &body)
         }
         Err(error) => {
-            let who = app.who(&caller, error.status).await;
+            let who = app.who(request.caller, error.status).await;
             tracing::info!(method = route.method, path = route.path, status = error.status, code = %error.code, ?elapsed, caller = %who, "refused");
             error_response(&error)
         }

@@ -331,7 +331,7 @@ pub fn arguments(
                 .and_then(Json::as_object)
                 .map(|p| p.keys().cloned().collect())
                 .unwrap_or_default();
-            bridge::no_such_argument(&spec.name, unknown, &known).0
+            bridge::no_such_argument(spec.name, unknown, &known).0
         });
     }
     let inputs = Inputs {
