@@ -1,4 +1,4 @@
-//! The activity feed: what operators (humans, dashboards) did, for others to follow (SPEC 7).
+//! The activity feed: what operators (humans, dashboards) did, for others to follow (docs/http-api.md §7).
 //!
 //! Recording and reading both need the operator token: the feed is the operators' own log. Lists
 //! come newest first (ids grow as events are recorded) and page backwards with `before`, the last

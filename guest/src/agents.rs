@@ -1,6 +1,6 @@
 //! Agents: registration (an upsert), the session guard, liveness and the reaper.
 //!
-//! Rules from SPEC section 1: kinds are inferred when not given, provider agents get a `claude` or
+//! Rules from docs/http-api.md §1: kinds are inferred when not given, provider agents get a `claude` or
 //! `codex` tag, re-registration keeps what the caller does not send, channel agents must use the
 //! canonical id `PROVIDER:ACCOUNT`, and the built-ins `user` and `system` always exist.
 
@@ -198,7 +198,7 @@ fn meta_str<'a>(meta: &'a Map<String, Json>, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// SPEC 1: the kind an agent gets when the caller names none.
+/// docs/http-api.md §1: the kind an agent gets when the caller names none.
 fn infer_kind(
     id: &str,
     tags: &[String],
@@ -236,7 +236,7 @@ fn infer_provider_tag(
         .find(|provider| haystack.iter().any(|value| value.contains(provider)))
 }
 
-/// SPEC 1: the canonical id a channel agent must use, `PROVIDER:ACCOUNT`.
+/// docs/http-api.md §1: the canonical id a channel agent must use, `PROVIDER:ACCOUNT`.
 pub fn canonical_channel_id(id: &str, tags: &[String], meta: &Map<String, Json>) -> String {
     let provider = channel_provider(tags, meta);
     let account = meta_str(meta, "accountId").map_or_else(
@@ -399,7 +399,7 @@ struct Card {
     locked: Vec<String>,
 }
 
-/// Re-registration keeps what the caller does not send (SPEC 1); a kind not sent is inferred
+/// Re-registration keeps what the caller does not send (docs/http-api.md §1); a kind not sent is inferred
 /// from the result, and a provider agent gets the provider tag its id, name, meta or tags point
 /// to. A kept name is checked again: a stored one may come from an older relay.
 fn merge_registration(
@@ -487,7 +487,7 @@ fn refuse_self_authority(
     Ok(())
 }
 
-/// SPEC 1: the kinds `user` and `system` belong to the built-ins, and a channel agent uses the
+/// docs/http-api.md §1: the kinds `user` and `system` belong to the built-ins, and a channel agent uses the
 /// canonical id `PROVIDER:ACCOUNT` that its bridge's messages are routed by.
 fn check_kind(id: &str, card: &Card) -> Result<(), RelayError> {
     if BUILT_IN_KINDS.contains(&card.kind) {
@@ -934,7 +934,7 @@ fn receives(id: &str, kind: AgentKind, status: AgentStatus) -> bool {
     joins(id, kind) && status != AgentStatus::Offline
 }
 
-/// Every target string that reaches this agent, its own id first (SPEC 2).
+/// Every target string that reaches this agent, its own id first (docs/http-api.md §2).
 pub fn targets_reaching(agent: &AgentCard) -> Result<Vec<String>, RelayError> {
     let mut targets = vec![agent.id.clone()];
     if !joins_groups(agent) {

@@ -1,6 +1,6 @@
 //! Channels: the records of chat bridges, their bindings, route resolution and inbound events.
 //!
-//! A channel is the shadow of a channel agent (SPEC 3): registering the agent upserts the record,
+//! A channel is the shadow of a channel agent (docs/http-api.md §3): registering the agent upserts the record,
 //! and the agent's `meta.target` is its default binding. A binding sends a channel's events to a
 //! target; route resolution prefers the conversation's own bindings over the channel's defaults.
 //! An inbound event becomes one `channel.event` message per route, sent as the channel agent, so
@@ -58,7 +58,7 @@ stored_enum!(ChannelDirection {
     Bidirectional => "bidirectional",
 });
 
-/// SPEC 3: an agent target is exclusive, broadcast is broadcast, any other group is claimable.
+/// docs/http-api.md §3: an agent target is exclusive, broadcast is broadcast, any other group is claimable.
 fn default_mode(kind: RouteTargetType) -> BindingMode {
     match kind {
         RouteTargetType::Agent => BindingMode::Exclusive,
@@ -310,7 +310,7 @@ pub fn list_all_bindings(
         .collect()
 }
 
-/// SPEC 3: the exact conversation's bindings if it has any, else the channel's defaults.
+/// docs/http-api.md §3: the exact conversation's bindings if it has any, else the channel's defaults.
 fn routes(
     channel_id: &str,
     conversation_id: Option<&str>,
@@ -450,7 +450,7 @@ pub fn delete_binding(
     })
 }
 
-/// SPEC 3: one `channel.event` message per route, sent as the channel agent; an event without a
+/// docs/http-api.md §3: one `channel.event` message per route, sent as the channel agent; an event without a
 /// route is refused rather than dropped.
 pub fn route_inbound(
     caller: &Caller,
@@ -551,7 +551,7 @@ fn meta_str<'a>(meta: &'a Map<String, Json>, key: &str) -> Option<&'a str> {
 }
 
 /// Registers an agent (`agents::register`); a channel agent's registration also upserts its
-/// channel record (SPEC 3), so the record is the agent's shadow.
+/// channel record (docs/http-api.md §3), so the record is the agent's shadow.
 pub fn register_agent(
     caller: &Caller,
     input: RegisterAgentInput,
@@ -565,7 +565,7 @@ pub fn register_agent(
 }
 
 /// Upserts the channel record of a channel agent that was just registered, and its default
-/// binding from `meta.target` (SPEC 3).
+/// binding from `meta.target` (docs/http-api.md §3).
 ///
 /// # Errors
 /// `invalid` for a malformed `meta.target`, `conflict` when another channel holds the same

@@ -1,4 +1,4 @@
-//! The health report (SPEC 7): one check per thing an operator would want paged about.
+//! The health report (docs/http-api.md §7): one check per thing an operator would want paged about.
 //!
 //! It runs in a write transaction so that writing a setting proves the database writable. Every
 //! count goes through an index (agents by status and last seen, claims by expiry), so the report

@@ -1,6 +1,6 @@
 //! Messages: send (with idempotency and threads), read, threads, the inbox and read receipts.
 //!
-//! A message's `to` is a target string (SPEC 2). Who it reaches is decided when an agent reads its
+//! A message's `to` is a target string (docs/http-api.md §2). Who it reaches is decided when an agent reads its
 //! inbox: an agent's inbox holds every message addressed to one of the targets reaching it.
 
 use crate::agents::{self, Party};
@@ -179,7 +179,7 @@ fn is_channel(party: &Party) -> bool {
     party.kind == AgentKind::Channel
 }
 
-/// SPEC 2: claimable messages are tasks; anything to or from a channel is a channel event.
+/// docs/http-api.md §2: claimable messages are tasks; anything to or from a channel is a channel event.
 fn infer_kind(input: &SendMessageInput, sender: &Party, direct_target: Option<&Party>) -> String {
     if input.claimable == Some(true) {
         return "task".to_owned();
@@ -209,7 +209,7 @@ fn load_parties(from: &str, target: &Target) -> Result<(Option<Party>, Option<Pa
     Ok((pick(from), direct.and_then(pick)))
 }
 
-/// SPEC 2: stored claimable only when asked and the kind or the target allows it.
+/// docs/http-api.md §2: stored claimable only when asked and the kind or the target allows it.
 fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
     requested && (matches!(kind, "task" | "system" | "channel.event") || target.is_group())
 }

@@ -1,7 +1,7 @@
 //! Orchestrators: the per-host processes that start agents, and the spawn requests sent to them.
 //!
 //! Each orchestrator has an agent, `orchestrator-ID`, through which it authenticates and receives
-//! messages (SPEC 4). The orchestrator's status is mirrored onto that agent so the delivery set
+//! messages (docs/http-api.md §4). The orchestrator's status is mirrored onto that agent so the delivery set
 //! and the agent list tell the same story; a spawn request is an ordinary `spawn` message to
 //! `orchestrator:ID`, so the orchestrator polls for it like any agent polls its inbox.
 
@@ -162,7 +162,7 @@ pub fn get(caller: &Caller, id: &str) -> Result<Orchestrator, RelayError> {
     require(id)
 }
 
-/// SPEC 4: registering an orchestrator registers (or refreshes) its agent too. The operator
+/// docs/http-api.md §4: registering an orchestrator registers (or refreshes) its agent too. The operator
 /// registers a new one; afterwards the orchestrator's own token may re-register it.
 pub fn register(
     caller: &Caller,
@@ -324,7 +324,7 @@ pub fn delete(caller: &Caller, id: &str, now: i64) -> Result<(Deleted, String), 
     Ok((Deleted { id: id.to_owned() }, orchestrator.agent_id))
 }
 
-/// SPEC 4: a `spawn` message to `orchestrator:ID`, for a provider the orchestrator offers.
+/// docs/http-api.md §4: a `spawn` message to `orchestrator:ID`, for a provider the orchestrator offers.
 pub fn spawn(
     caller: &Caller,
     id: &str,

@@ -1,4 +1,4 @@
-//! Pair sessions: one agent asks another to work together (SPEC section 6).
+//! Pair sessions: one agent asks another to work together (docs/http-api.md §6).
 //!
 //! pending --accept (partner)--> active --end (either)--> ended
 //! pending --decline (partner)--> declined;  pending --cancel (requester)--> cancelled

@@ -1,4 +1,4 @@
-//! Tasks: integration events turned into claimable work (SPEC section 5).
+//! Tasks: integration events turned into claimable work (docs/http-api.md §5).
 //!
 //! An event creates a task and sends its claimable `task` message from `system`. Events with the
 //! same `(source, dedupeKey)` are one task: while it is open or claimed they only count; once it is
@@ -185,7 +185,7 @@ pub fn ingest(
 }
 
 /// The task this event is another occurrence of: events with the same source and dedupe key are
-/// one task (SPEC 5); an event without a key is always a new one.
+/// one task (docs/http-api.md §5); an event without a key is always a new one.
 fn same_task(source: &str, dedupe_key: Option<&str>) -> Result<Option<Task>, RelayError> {
     let Some(key) = dedupe_key else {
         return Ok(None);

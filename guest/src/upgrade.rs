@@ -150,7 +150,7 @@ pub fn messages_type_to_kind() -> Result<(), RelayError> {
     Ok(())
 }
 
-/// Agents written before kinds existed get the kind SPEC 1 infers.
+/// Agents written before kinds existed get the kind docs/http-api.md §1 infers.
 pub fn infer_agent_kinds() -> Result<(), RelayError> {
     db::execute(
         "UPDATE agents SET kind = CASE

@@ -1,4 +1,4 @@
-//! The HTTP contract (SPEC section 9) as a table: each route names the export it calls.
+//! The HTTP contract (docs/http-api.md §9) as a table: each route names the export it calls.
 //!
 //! How a route fills the export's parameters is the bridge's generic rule: path variables by
 //! name, the query string into `query`, the JSON body into `input`, the caller from the
@@ -180,7 +180,7 @@ pub const ROUTES: &[Route] = &[
     // Tasks from integration events; a signed source's events carry GitHub's signature header.
     creating("POST", "/v1/integrations/{source}/events", "ingest-event")
         .with_header("x-hub-signature-256", "signature"),
-    // Beyond SPEC 9: the operator sets or removes a source's shared secret.
+    // Beyond docs/http-api.md §9: the operator sets or removes a source's shared secret.
     route("PUT", "/v1/integrations/{source}", "configure-integration"),
     route("GET", "/v1/tasks", "list-tasks"),
     route("GET", "/v1/tasks/{taskId}", "get-task"),
@@ -198,7 +198,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/health", "health")
         .unavailable_when("status", "error")
         .anonymous(),
-    // Maintenance (beyond SPEC 9): run the reaper now.
+    // Maintenance (beyond docs/http-api.md §9): run the reaper now.
     route("POST", "/v1/reap", "reap"),
     // Fault injection: only the test component has these exports (and refuses them unless the
     // `fault-injection` setting is on).
