@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's walk-throughs, run as a reader pastes them: every ```sh block of the sections named
-# below is taken verbatim from README.md (found by heading, so edits to the README are what runs)
-# and run with `set -euo pipefail` in the directory of a fresh `agent-relay serve`, the binary on
-# PATH. A block fails, naming itself and its README line, when a command fails; `curl` gets
+# The README's walk-throughs and docs/guide.md's, run as a reader pastes them: every ```sh block
+# of the sections named below is taken verbatim from its file (found by heading, so edits to the
+# docs are what runs) and run with `set -euo pipefail` in the directory of a fresh
+# `agent-relay serve`, the binary on PATH. A block fails, naming itself, its file and line, when
+# a command fails; `curl` gets
 # `--fail-with-body -S`, so an HTTP error answer fails too, unless the README line itself handles
 # the failure (`cmd || echo ...`, `-w '%{http_code}'` and no `-f`, as a reader would see it).
 # The one change to the text: the README's address 127.0.0.1:8787 becomes the free port the
@@ -10,10 +11,12 @@
 # STREAM_SECS and count as passed when they were cut, not when they failed.
 #
 #   tests/readme/run.sh [README]   # RELAY_BIN: the binary (default target/release/agent-relay)
+# (README replaces README.md; the sections of docs/guide.md are read from the checkout.)
 set -euo pipefail
 if [ -n "${1:-}" ]; then readme="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; fi
 cd "$(dirname "$0")/../.."
 readme="${readme:-$PWD/README.md}"
+guide="$PWD/docs/guide.md"
 relay="${RELAY_BIN:-${CARGO_TARGET_DIR:-target}/release/agent-relay}"
 relay="$(cd "$(dirname "$relay")" && pwd)/$(basename "$relay")"
 [ -x "$relay" ] || { echo "no relay binary at $relay (cargo build --release, or set RELAY_BIN)" >&2; exit 1; }
@@ -36,9 +39,10 @@ fi
 # Each run is one fresh server and one shell, so the blocks of a run share their variables ($OP,
 # $R, $ALICE, ...) as a reader's terminal does. The CLI walk-through repeats the curl one's steps
 # from scratch, so it gets a server of its own.
+# A section is FILE:HEADING, FILE being README (the README) or GUIDE (docs/guide.md).
 runs=(
-    "Walk-through with curl|Wire up CI or an error tracker|Connect a chat bridge|Run an orchestrator|Push: wake when a message arrives"
-    "Walk-through with the CLI"
+    "README:Walk-through with curl|GUIDE:Wire up CI or an error tracker|GUIDE:Connect a chat bridge|GUIDE:Run an orchestrator|GUIDE:Push: wake when a message arrives"
+    "README:Walk-through with the CLI"
 )
 
 work="$(mktemp -d)"
@@ -49,24 +53,24 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$work"' EXIT
 
-# Writes the ```sh blocks of section $1 (a `## ` heading, matched from its start) to files under
-# $2 named after their first README line (so the shell's own messages, e.g. an unbound variable,
-# name it too) and prints one "FILE README-LINE" per block. A block right after the line
-# `<!-- readme-test: skip REASON -->` is left out (REASON says why; GitHub does not show it).
+# Writes the ```sh blocks of section $1 (a `## ` heading, matched from its start) of file $3 to
+# files under $2 named after their file and first line (so the shell's own messages, e.g. an
+# unbound variable, name it too) and prints one "FILE LINE" per block. A block right after the
+# line `<!-- readme-test: skip REASON -->` is left out (REASON says why; GitHub does not show it).
 extract() {
-    awk -v section="$1" -v dir="$2" '
+    awk -v section="$1" -v dir="$2" -v name="$(basename "$3")" '
         /^## / { inside = (index(substr($0, 4), section) == 1); next }
         !inside { next }
         /^<!-- readme-test: skip/ { skip = 1; next }
         /^```sh[[:space:]]*$/ && !block {
             block = 1
-            if (skip) { file = "/dev/null" } else { file = sprintf("%s/README.md-line-%d.sh", dir, NR + 1); print file, NR }
+            if (skip) { file = "/dev/null" } else { file = sprintf("%s/%s-line-%d.sh", dir, name, NR + 1); print file, NR }
             skip = 0; next
         }
         /^```/ && block { block = 0; close(file); next }
         block { print > file }
         /[^[:space:]]/ { skip = 0 }
-    ' "$readme"
+    ' "$3"
 }
 
 status=0
@@ -78,13 +82,15 @@ for i in "${!runs[@]}"; do
     : >"$driver"
     blocks=0
     for j in "${!sections[@]}"; do
-        section="${sections[$j]}"
-        listing="$(extract "$section" "$dir/blocks")"
-        [ -n "$listing" ] || { echo "README: no sh block under the heading '## $section'" >&2; exit 1; }
+        section="${sections[$j]#*:}"
+        case "${sections[$j]%%:*}" in README) source_file="$readme" ;; *) source_file="$guide" ;; esac
+        shown="${source_file#"$PWD/"}"
+        listing="$(extract "$section" "$dir/blocks" "$source_file")"
+        [ -n "$listing" ] || { echo "$shown: no sh block under the heading '## $section'" >&2; exit 1; }
         while read -r file line; do
             blocks=$((blocks + 1))
-            printf 'BLOCK=%q; BLOCK_LINE=%d; echo "--- $BLOCK (README.md line $((BLOCK_LINE + 1)))"; source %q\n' \
-                "$section" "$line" "$file" >>"$driver"
+            printf 'BLOCK=%q; BLOCK_FILE=%q; BLOCK_LINE=%d; echo "--- $BLOCK ($BLOCK_FILE line $((BLOCK_LINE + 1)))"; source %q\n' \
+                "$section" "$source_file" "$line" "$file" >>"$driver"
         done <<<"$listing"
     done
 
@@ -104,7 +110,7 @@ for i in "${!runs[@]}"; do
         sleep 0.1
     done
     [ -n "$base" ] || { echo "the relay did not start listening" >&2; exit 1; }
-    sed -i "s/127\.0\.0\.1:8787/$base/g" "$dir"/blocks/README.md-line-*.sh
+    sed -i "s/127\.0\.0\.1:8787/$base/g" "$dir"/blocks/*-line-*.sh
 
     mkdir -p "$dir/bin"
     ln -sf "$relay" "$dir/bin/agent-relay"
@@ -143,9 +149,9 @@ for i in "${!runs[@]}"; do
         # `set -u` and syntax errors stop the shell without the ERR trap: the EXIT trap names the
         # block then (the shell's message above names the line).
         failed=""
-        trap '[ $? = 0 ] || [ -n "$failed" ] || echo "FAILED: block \"$BLOCK\" (README.md line $((BLOCK_LINE + 1)) on)" >&2' EXIT
+        trap '[ $? = 0 ] || [ -n "$failed" ] || echo "FAILED: block \"$BLOCK\" ($BLOCK_FILE line $((BLOCK_LINE + 1)) on)" >&2' EXIT
         trap 'rc=$?; failed=1; line=$((BLOCK_LINE + LINENO))
-            echo "FAILED: block \"$BLOCK\", README.md line $line (exit $rc): $(sed -n "${line}p" "$readme")" >&2' ERR
+            echo "FAILED: block \"$BLOCK\", $BLOCK_FILE line $line (exit $rc): $(sed -n "${line}p" "$BLOCK_FILE")" >&2' ERR
         source "$driver"
     )
     rc=$?

@@ -131,7 +131,7 @@ impl Figures {
 const USAGE: &str = "\
 usage: relay-bench [--quick|--smoke] [--json PATH] [--synchronous full|normal|off] [--only GROUP]
 
-Measures the relay against its floor (README, section Benchmark) and prints one figure a line.
+Measures the relay against its floor (docs/benchmarks.md) and prints one figure a line.
   --quick          shorter runs, a 100k-message inbox for poll_ms_1m (about 3 minutes)
   --smoke          a few iterations of everything, for CI (not for timing)
   --json PATH      also write the figures as one JSON object
