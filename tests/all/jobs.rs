@@ -1,4 +1,4 @@
-//! Work hand-off over HTTP (SPEC section 2, finishing work): the holder completes a job, after
+//! Work hand-off over HTTP (docs/http-api.md §2, finishing work): the holder completes a job, after
 //! which nobody is offered it again; claim-next hands each worker the next free job (and waits for
 //! one); every claim counts an attempt, and a job whose attempts ran out is dead-lettered, its
 //! sender told, until the operator retries it; a task and its current message settle together.

@@ -1,5 +1,5 @@
-//! SPEC section 2 over HTTP: sending, threads, idempotency, targets and delivery sets, the inbox,
-//! read receipts, claims and leases, rollback of failed calls, and refusal of bad input.
+//! docs/http-api.md §2 over HTTP: sending, threads, idempotency, targets and delivery sets, the
+//! inbox, read receipts, claims and leases, rollback of failed calls, and refusal of bad input.
 
 use crate::common;
 
