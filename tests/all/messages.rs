@@ -3,13 +3,7 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, json};
-
-fn id_of(reply: &common::Reply) -> i64 {
-    reply.body["message"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no message in {:?}", reply.body))
-}
+use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, id_of, json};
 
 #[test]
 fn a_reply_joins_the_thread_of_the_message_it_answers() {
