@@ -1,4 +1,4 @@
-//! SPEC section 1 over HTTP: registration, kinds, labels, built-ins, the session guard, the
+//! docs/http-api.md §1 over HTTP: registration, kinds, labels, built-ins, the session guard, the
 //! reaper, and identity (tokens).
 
 use crate::common;

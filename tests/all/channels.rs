@@ -1,5 +1,5 @@
-//! SPEC sections 3 and 4 over HTTP: channel records, bindings, route resolution, inbound events,
-//! outbound replies, orchestrators and spawn requests.
+//! docs/http-api.md §3 and §4 over HTTP: channel records, bindings, route resolution, inbound
+//! events, outbound replies, orchestrators and spawn requests.
 
 use crate::common;
 

@@ -4,12 +4,13 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, binary, json};
+use common::{
+    Json, OPERATOR, RelayServer, Serving, WITH_FAULTS, binary, ids, json, read_until_serving,
+};
 
 #[test]
 fn overload_queues_then_answers_503_and_the_server_survives() {
@@ -226,15 +227,7 @@ fn the_generated_operator_token_file_is_owner_only_and_never_logged() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut log = String::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    while let Some(Ok(line)) = lines.next() {
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("serving") {
-            break;
-        }
-    }
+    let log = read_until_serving(&mut child).log.join("\n");
     child.kill().unwrap();
     child.wait().unwrap();
     let file = dir.path().join("relay.db.operator-token");
@@ -264,15 +257,10 @@ fn serving_beyond_loopback_warns_about_tls() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let mut warned = false;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    while let Some(Ok(line)) = lines.next() {
-        warned |= line.contains("WARN") && line.contains("TLS");
-        if line.contains("serving") || started.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-    }
+    let warned = read_until_serving(&mut child)
+        .log
+        .iter()
+        .any(|line| line.contains("WARN") && line.contains("TLS"));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(warned, "serve warns when bound beyond loopback without TLS");
@@ -292,19 +280,8 @@ fn serve_read_only(dir: &Path) -> (std::process::Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("unshare runs (the test needs root to make a read-only mount)");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    let base = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!("the relay did not start on a read-only database:\n{log}");
-        };
-        log.push_str(&line);
-        log.push('\n');
-        if let Some(addr) = line.split("listen=").nth(1) {
-            break format!("http://{}", addr.split_whitespace().next().unwrap());
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let Serving { base, mut rest, .. } = read_until_serving(&mut child);
+    std::thread::spawn(move || for _ in rest.by_ref() {});
     (child, base)
 }
 
@@ -435,17 +412,11 @@ fn failing_calls_among_concurrent_sends_roll_back_alone() {
     let dir = relay.stop();
     let relay = RelayServer::start_in(dir, &[]);
     let inbox = relay.get("/v1/agents/b/inbox?limit=500", OPERATOR);
-    let mut ids: Vec<i64> = inbox
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    ids.sort_unstable();
+    let mut stored = ids(&inbox.body);
+    stored.sort_unstable();
     let mut expected = acknowledged.clone();
     expected.sort_unstable();
-    assert_eq!(ids, expected, "every acknowledged send, once");
+    assert_eq!(stored, expected, "every acknowledged send, once");
     let user = relay.get("/v1/agents/user/inbox?limit=500", OPERATOR);
     let leaked: Vec<&Json> = user
         .body

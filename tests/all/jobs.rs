@@ -1,4 +1,4 @@
-//! Work hand-off over HTTP (SPEC section 2, finishing work): the holder completes a job, after
+//! Work hand-off over HTTP (docs/http-api.md §2, finishing work): the holder completes a job, after
 //! which nobody is offered it again; claim-next hands each worker the next free job (and waits for
 //! one); every claim counts an attempt, and a job whose attempts ran out is dead-lettered, its
 //! sender told, until the operator retries it; a task and its current message settle together.
@@ -10,13 +10,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, RelayServer, Reply, json};
-
-fn id_of(reply: &Reply) -> i64 {
-    reply.body["message"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no message in {:?}", reply.body))
-}
+use common::{Json, OPERATOR, RelayServer, Reply, id_of, ids, json};
 
 /// A relay with alice and bob in the `backend` pool; their tokens.
 fn pool() -> (RelayServer, String, String) {
@@ -252,26 +246,8 @@ fn waiting_claim_next(
     query: &str,
     body: Json,
 ) -> mpsc::Receiver<(Reply, Instant)> {
-    let (sender, receiver) = mpsc::channel();
-    let url = format!("{}/v1/agents/{agent}/claim-next{query}", relay.base);
-    let token = token.to_owned();
-    std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let response = client
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .unwrap();
-        let arrived = Instant::now();
-        let status = response.status().as_u16();
-        let body = serde_json::from_str(&response.text().unwrap()).unwrap_or(Json::Null);
-        let _ = sender.send((Reply { status, body }, arrived));
-    });
-    receiver
+    let path = format!("/v1/agents/{agent}/claim-next{query}");
+    relay.request_in_background("POST", &path, token, Some(body))
 }
 
 #[test]
@@ -437,14 +413,7 @@ fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_
     );
     let dead = relay.get("/v1/messages?deadLettered=true", OPERATOR);
     assert_eq!(dead.status, 200, "{:?}", dead.body);
-    let dead_ids: Vec<i64> = dead
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(dead_ids, [id]);
+    assert_eq!(ids(&dead.body), [id]);
     assert_eq!(relay.inbox_ids("alice", &alice, "?state=dead"), [id]);
     assert_eq!(
         relay.get("/v1/messages?deadLettered=true", &alice).status,

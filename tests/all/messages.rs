@@ -1,15 +1,9 @@
-//! SPEC section 2 over HTTP: sending, threads, idempotency, targets and delivery sets, the inbox,
-//! read receipts, claims and leases, rollback of failed calls, and refusal of bad input.
+//! docs/http-api.md §2 over HTTP: sending, threads, idempotency, targets and delivery sets, the
+//! inbox, read receipts, claims and leases, rollback of failed calls, and refusal of bad input.
 
 use crate::common;
 
-use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, json};
-
-fn id_of(reply: &common::Reply) -> i64 {
-    reply.body["message"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no message in {:?}", reply.body))
-}
+use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, id_of, json};
 
 #[test]
 fn a_reply_joins_the_thread_of_the_message_it_answers() {

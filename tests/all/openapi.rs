@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use agent_relay_core::embed::{Options, Relay as Embedded};
 use agent_relay_core::shape::{self, Shape, params_schema};
-use common::{OPERATOR, RelayServer};
+use common::{OPERATOR, RelayServer, operations};
 use serde_json::{Value as Json, json};
 
 fn document() -> Json {
@@ -16,20 +16,6 @@ fn document() -> Json {
     let reply = relay.request("GET", "/v1/openapi.json", None, None);
     assert_eq!(reply.status, 200);
     reply.body
-}
-
-fn operations(doc: &Json) -> Vec<(String, String, &Json)> {
-    doc["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(path, ops)| {
-            ops.as_object()
-                .unwrap()
-                .iter()
-                .map(move |(method, op)| (method.clone(), path.clone(), op))
-        })
-        .collect()
 }
 
 /// Every `required` array in the document, with where it sits.

@@ -307,18 +307,6 @@ fn an_agent_that_only_polls_is_alive_and_a_silent_one_is_reaped() {
     assert_eq!(status("bob"), "online", "a call counts as a sign of life");
 }
 
-/// The server's resident memory now, in MiB (Linux `/proc`).
-fn resident_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib / 1024
-}
-
 /// An agent's status as the operator sees it.
 fn status_of(relay: &RelayServer, id: &str) -> Json {
     relay.get(&format!("/v1/agents/{id}"), OPERATOR).body["status"].clone()

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, RelayServer, json};
+use common::{Json, OPERATOR, RelayServer, ids, item_ids, json, resident_mib};
 
 /// The largest body a message may have.
 const LARGE_BODY: usize = 256 * 1024;
@@ -56,10 +56,6 @@ fn walk(relay: &RelayServer, path: &str, cursor: &str, field: &str) -> Walk {
     }
 }
 
-fn ids(items: &[Json]) -> Vec<i64> {
-    items.iter().map(|m| m["id"].as_i64().unwrap()).collect()
-}
-
 fn large_body(tag: usize) -> String {
     let mut body = format!("{tag}:");
     body.push_str(&"x".repeat(LARGE_BODY - body.len()));
@@ -98,7 +94,7 @@ fn a_long_thread_of_large_replies_is_read_in_pages() {
 
     let pages = walk(&relay, &format!("/v1/threads/{root_id}"), "since", "id");
     assert_eq!(
-        ids(&pages.items),
+        item_ids(&pages.items),
         sent,
         "the pages hold the thread in order, once each"
     );
@@ -167,13 +163,13 @@ fn an_inbox_of_large_bodies_answers_a_partial_page_at_limit_200() {
     }
     let first = relay.get("/v1/agents/alice/inbox?limit=200", OPERATOR);
     assert_eq!(first.status, 200, "the inbox answers: {:?}", first.body);
-    let page = ids(first.body.as_array().unwrap());
+    let page = ids(&first.body);
     assert!(!page.is_empty() && page.len() < 200, "a partial page");
     assert_eq!(page, sent[..page.len()], "the page is the oldest messages");
 
     let pages = walk(&relay, "/v1/agents/alice/inbox?limit=200", "since", "id");
     assert_eq!(
-        ids(&pages.items),
+        item_ids(&pages.items),
         sent,
         "since the last id goes on where the page stopped"
     );
@@ -309,7 +305,7 @@ fn every_list_goes_on_from_its_last_item() {
     }
     let tasks = walk(&relay, "/v1/tasks?limit=1", "after", "id");
     assert_eq!(
-        ids(&tasks.items),
+        item_ids(&tasks.items),
         [3, 2, 1],
         "tasks most recently changed first"
     );
@@ -337,7 +333,7 @@ fn every_list_goes_on_from_its_last_item() {
         assert_eq!(pair.status, 200, "{:?}", pair.body);
     }
     let pairs = walk(&relay, "/v1/pairs?limit=1", "before", "id");
-    assert_eq!(ids(&pairs.items), [3, 2, 1], "pairs newest first");
+    assert_eq!(item_ids(&pairs.items), [3, 2, 1], "pairs newest first");
 
     for n in 0..3 {
         let reply = relay.post(
@@ -355,18 +351,6 @@ fn every_list_goes_on_from_its_last_item() {
         unknown.status, 400,
         "a cursor that names nothing is refused, not read as the end"
     );
-}
-
-/// The server's resident memory now, in MiB (Linux `/proc`).
-fn resident_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib / 1024
 }
 
 /// Alice's inbox holding 200 of the largest messages (50 MB), and her token.

@@ -10,22 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent_relay::client::watch::{EventReader, SseEvent};
-use common::{Json, OPERATOR, RelayServer, json};
+use common::{Json, OPERATOR, RelayServer, id_of, ids, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn id_of(reply: &common::Reply) -> i64 {
-    reply.body["message"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no message in {:?}", reply.body))
-}
-
-fn ids(body: &Json) -> Vec<i64> {
-    body.as_array()
-        .unwrap_or_else(|| panic!("not a list: {body}"))
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
-}
 
 /// Starts a long-poll on another thread; the receiver gets the reply and when it arrived.
 fn long_poll(
@@ -33,21 +19,7 @@ fn long_poll(
     path: String,
     token: &str,
 ) -> mpsc::Receiver<(common::Reply, Instant)> {
-    let (sender, receiver) = mpsc::channel();
-    let url = format!("{}{path}", relay.base);
-    let token = token.to_owned();
-    std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let response = client.get(url).bearer_auth(token).send().unwrap();
-        let arrived = Instant::now();
-        let status = response.status().as_u16();
-        let body = serde_json::from_str(&response.text().unwrap()).unwrap_or(Json::Null);
-        let _ = sender.send((common::Reply { status, body }, arrived));
-    });
-    receiver
+    relay.request_in_background("GET", &path, token, None)
 }
 
 #[test]

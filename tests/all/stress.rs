@@ -7,21 +7,14 @@ use crate::common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, RelayServer, json};
+use common::{Json, OPERATOR, RelayServer, json, now_ms};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 fn long() -> bool {
     std::env::var("RELAY_LONG").is_ok_and(|v| v == "1")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// A tiny deterministic generator, so a failing run can be repeated.
@@ -515,16 +508,9 @@ fn hostile_requests_never_get_a_5xx() {
     let alice = relay.register(json!({"id": "a", "label": "x"}));
     relay.send(json!({"from": "user", "to": "label:x", "body": "job", "claimable": true}));
     let doc = relay.request("GET", "/v1/openapi.json", None, None).body;
-    let routes: Vec<(String, String)> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(path, ops)| {
-            ops.as_object()
-                .unwrap()
-                .keys()
-                .map(move |m| (m.to_uppercase(), path.clone()))
-        })
+    let routes: Vec<(String, String)> = common::operations(&doc)
+        .into_iter()
+        .map(|(method, path, _)| (method.to_uppercase(), path))
         // Fault routes are tested on purpose elsewhere; an event stream never ends by design.
         .filter(|(_, path)| !path.contains("/test/") && !path.ends_with("/stream"))
         .collect();

@@ -1,5 +1,5 @@
 //! Tasks from integration events, signed webhooks, pair sessions, the activity feed and the health
-//! report (SPEC sections 5, 6, 7), proven over real HTTP against the built relay.
+//! report (docs/http-api.md §5, §6, §7), proven over real HTTP against the built relay.
 
 use crate::common;
 

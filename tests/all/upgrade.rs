@@ -4,9 +4,9 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{Json, OPERATOR, RelayServer, binary, cli_call, json};
+use common::upgrade::{count, dump, migrate};
+use common::{Json, OPERATOR, RelayServer, cli_call, json};
 use rusqlite::Connection;
 
 const LEGACY_04: &str = "
@@ -67,60 +67,6 @@ fn fixture(dir: &Path, sql: &[&str]) -> std::path::PathBuf {
         conn.execute_batch(part).unwrap();
     }
     db
-}
-
-/// Every table's rows, in a stable order: the database's content.
-fn dump(db: &Path) -> Vec<String> {
-    let conn = Connection::open(db).unwrap();
-    let mut tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    tables.sort();
-    let mut out = Vec::new();
-    for table in tables {
-        let mut statement = conn
-            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1"))
-            .unwrap();
-        let width = statement.column_count();
-        let rows = statement
-            .query_map([], |row| {
-                Ok((0..width)
-                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for row in rows {
-            out.push(format!("{table}: {}", row.unwrap()));
-        }
-    }
-    out
-}
-
-fn count(db: &Path, table: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
-}
-
-fn migrate(db: &Path, extra: &[&str]) -> (bool, Json, String) {
-    let out = Command::new(binary())
-        .args(["migrate", "--db"])
-        .arg(db)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Json::Null),
-        stderr,
-    )
 }
 
 fn message(db: &Path, id: i64) -> Json {

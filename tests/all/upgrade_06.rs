@@ -11,9 +11,9 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{Json, OPERATOR, RelayServer, binary, json};
+use common::upgrade::{self, count, dump};
+use common::{Json, OPERATOR, RelayServer, ids, json, now_ms};
 use rusqlite::{Connection, params};
 
 /// `initDb` of 0.6.0 on an empty file: its `CREATE TABLE IF NOT EXISTS` block, then the
@@ -496,16 +496,6 @@ fn fill_as_060(conn: &Connection, t: i64) {
     .unwrap();
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 /// A 0.6.0 database in `dir`, as `initDb` created it and 0.6.0 filled it.
 fn database_060(dir: &Path) -> PathBuf {
     let db = dir.join("relay.db");
@@ -515,56 +505,12 @@ fn database_060(dir: &Path) -> PathBuf {
     db
 }
 
+/// `agent-relay migrate` on the file, which must succeed with a JSON answer.
 fn migrate(db: &Path) -> Json {
-    let out = Command::new(binary())
-        .args(["migrate", "--db"])
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "migrating the 0.6.0 file failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn count(db: &Path, table: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
-}
-
-/// Every table's rows in a stable order, backups and settings included: the file's content.
-fn dump(db: &Path) -> Vec<String> {
-    let conn = Connection::open(db).unwrap();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut out = Vec::new();
-    for table in tables {
-        let mut statement = conn
-            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1"))
-            .unwrap();
-        let width = statement.column_count();
-        let rows = statement
-            .query_map([], |row| {
-                Ok((0..width)
-                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for row in rows {
-            out.push(format!("{table}: {}", row.unwrap()));
-        }
-    }
-    out
+    let (ok, answer, stderr) = upgrade::migrate(db, &[]);
+    assert!(ok, "migrating the 0.6.0 file failed: {stderr}");
+    assert!(!answer.is_null(), "migrate answered no JSON");
+    answer
 }
 
 /// A relay serving the 0.6.0 fixture after `agent-relay migrate` upgraded it.
@@ -573,14 +519,6 @@ fn upgraded_060() -> RelayServer {
     let db = database_060(dir.path());
     migrate(&db);
     RelayServer::start_in(dir, &[])
-}
-
-fn ids(list: &Json) -> Vec<i64> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
 }
 
 const TABLES: [&str; 9] = [

@@ -3,10 +3,13 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod upgrade;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub use serde_json::{Value as Json, json};
 
@@ -50,6 +53,103 @@ impl Reply {
     }
 }
 
+/// The id of the message a reply carries (`{"message": {"id": ...}}`, as a send answers).
+pub fn id_of(reply: &Reply) -> i64 {
+    reply.body["message"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no message in {:?}", reply.body))
+}
+
+/// The ids of a JSON list of records (messages, tasks, pairs...), in order.
+pub fn ids(list: &Json) -> Vec<i64> {
+    item_ids(
+        list.as_array()
+            .unwrap_or_else(|| panic!("not a list: {list}")),
+    )
+}
+
+/// The ids of these records, in order.
+pub fn item_ids(items: &[Json]) -> Vec<i64> {
+    items.iter().map(|m| m["id"].as_i64().unwrap()).collect()
+}
+
+/// The log of a starting `agent-relay serve`, read up to the line that says it is serving.
+pub struct Serving {
+    /// `http://ADDR`, from that line's `listen=ADDR`.
+    pub base: String,
+    /// The lines read, that one included.
+    pub log: Vec<String>,
+    /// The rest of the log. Keep reading it (or drop it and end the process): a server whose
+    /// log pipe is full blocks.
+    pub rest: std::io::Lines<BufReader<ChildStderr>>,
+}
+
+/// Reads the log of `child`, a starting `agent-relay serve` whose stderr is piped, up to the
+/// line `agent-relay serving ... listen=ADDR`. Panics with the exit status and the log so far if
+/// the log ends first.
+pub fn read_until_serving(child: &mut Child) -> Serving {
+    let stderr = child.stderr.take().expect("serve's stderr is piped");
+    let mut rest = BufReader::new(stderr).lines();
+    let mut log = Vec::new();
+    loop {
+        let Some(Ok(line)) = rest.next() else {
+            let status = child.wait().unwrap();
+            panic!(
+                "agent-relay serve exited ({status}) before listening:\n{}",
+                log.join("\n")
+            );
+        };
+        let listen = line
+            .contains("agent-relay serving")
+            .then(|| line.split("listen=").nth(1))
+            .flatten()
+            .and_then(|addr| addr.split_whitespace().next())
+            .map(|addr| format!("http://{addr}"));
+        log.push(line);
+        if let Some(base) = listen {
+            return Serving { base, log, rest };
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the machine's clock.
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A process's resident memory now, in MiB (Linux `/proc`).
+pub fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// The operations of an OpenAPI document: method (as the document spells it), path, operation.
+pub fn operations(doc: &Json) -> Vec<(String, String, &Json)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .iter()
+                .map(move |(method, op)| (method.clone(), path.clone(), op))
+        })
+        .collect()
+}
+
 impl RelayServer {
     pub fn start() -> RelayServer {
         Self::start_with(&[])
@@ -90,17 +190,11 @@ impl RelayServer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let status = child.wait().unwrap();
-                panic!("agent-relay serve exited ({status}) before listening");
-            };
-            if let Some(addr) = line.split("listen=").nth(1) {
-                break format!("http://{}", addr.split_whitespace().next().unwrap());
-            }
-        };
+        let Serving {
+            base,
+            rest: mut lines,
+            ..
+        } = read_until_serving(&mut child);
         // Keep draining the log so the server never blocks on a full pipe.
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = std::sync::Arc::clone(&logs);
@@ -224,6 +318,38 @@ impl RelayServer {
         self.request("DELETE", path, Some(token), None)
     }
 
+    /// Sends a request on another thread, for one that waits (a long-poll, a waiting
+    /// claim-next), with a client that gives it 120 s; the receiver gets the reply and the moment
+    /// it arrived.
+    pub fn request_in_background(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Json>,
+    ) -> mpsc::Receiver<(Reply, Instant)> {
+        let (sender, receiver) = mpsc::channel();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("{}{path}", self.base);
+        let token = token.to_owned();
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap();
+            let mut request = client.request(method, url).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().unwrap();
+            let arrived = Instant::now();
+            let status = response.status().as_u16();
+            let body = serde_json::from_str(&response.text().unwrap()).unwrap_or(Json::Null);
+            let _ = sender.send((Reply { status, body }, arrived));
+        });
+        receiver
+    }
+
     /// Registers an agent as the operator and returns its token.
     pub fn register(&self, card: Json) -> String {
         let reply = self.post("/v1/agents", OPERATOR, card.clone());
@@ -261,13 +387,7 @@ impl RelayServer {
     pub fn inbox_ids(&self, agent: &str, token: &str, query: &str) -> Vec<i64> {
         let reply = self.get(&format!("/v1/agents/{agent}/inbox{query}"), token);
         assert_eq!(reply.status, 200, "inbox of {agent}: {:?}", reply.body);
-        reply
-            .body
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_i64().unwrap())
-            .collect()
+        ids(&reply.body)
     }
 }
 
