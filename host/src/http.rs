@@ -288,8 +288,7 @@ async fn parse(
         body: json.as_ref(),
         named: (!request_parts.is_empty()).then_some(&request_parts),
     };
-    let args =
-        bridge::arguments(request.export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
+    let args = bridge::arguments(request.export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
     Ok((args, deadline))
 }
 

@@ -1,5 +1,5 @@
 //! The plugin-hosting example (`examples/embed.rs`) runs as a test: the library API is exercised
-//! exactly as the README shows it.
+//! exactly as docs/embedding.md shows it.
 
 #[allow(dead_code)]
 #[path = "../../examples/embed.rs"]

@@ -383,7 +383,7 @@ fn thirty_two_large_readers(relay: &RelayServer, alice: &str) -> Vec<u16> {
     })
 }
 
-/// The bound the README states for default flags.
+/// The bound docs/limits.md states for default flags.
 const RESIDENT_BOUND_MIB: u64 = 512;
 
 #[test]
