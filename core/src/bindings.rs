@@ -6,5 +6,5 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::agent_relay::relay::store::{
-    Executed, Rows, Setting, SettingSource, StoreError, Value,
+    Executed, Rows, Setting, SettingSource, SqlDialect, StoreError, Value,
 };

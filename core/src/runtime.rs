@@ -20,7 +20,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, Executed, Rows, Setting, StoreError, Value};
+use crate::bindings::{self, Executed, Rows, Setting, SqlDialect, StoreError, Value};
 use crate::shape::Shape;
 
 /// The export through which the component publishes its input rules (`wit/rules.wit`).
@@ -262,6 +262,12 @@ impl WasiView for CallState {
 }
 
 impl bindings::agent_relay::relay::store::Host for CallState {
+    fn dialect(&mut self) -> SqlDialect {
+        self.session
+            .as_ref()
+            .map_or(SqlDialect::Sqlite, |session| session.dialect())
+    }
+
     fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<Executed, StoreError> {
         self.session()?.execute(&sql, &params)
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::bindings::{Executed, Rows, Setting, SettingSource, StoreError, Value};
+use crate::bindings::{Executed, Rows, Setting, SettingSource, SqlDialect, StoreError, Value};
 
 /// How a call uses the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,10 @@ pub trait Backend: Send + Sync + 'static {
 
 /// One call's transaction.
 pub trait Session: Send {
+    /// The SQL dialect the guest is to write in.
+    fn dialect(&self) -> SqlDialect {
+        SqlDialect::Sqlite
+    }
     /// Runs a statement that writes.
     ///
     /// # Errors
@@ -174,6 +178,10 @@ struct RunSession {
 }
 
 impl Session for RunSession {
+    fn dialect(&self) -> SqlDialect {
+        self.inner.dialect()
+    }
+
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
         self.inner.execute(sql, params)
     }

@@ -224,3 +224,26 @@ macro_rules! stored_enum {
         }
     };
 }
+
+/// The SQL dialect of the store this call runs on (docs/architecture.md, "Two dialects").
+pub use crate::bindings::agent_relay::relay::store::SqlDialect;
+
+/// Which dialect this call's store speaks; asked of the host once per instance (each call has
+/// a fresh one).
+pub fn dialect() -> SqlDialect {
+    thread_local! {
+        static DIALECT: std::cell::Cell<Option<SqlDialect>> = const { std::cell::Cell::new(None) };
+    }
+    DIALECT.with(|known| {
+        known.get().unwrap_or_else(|| {
+            let asked = store::dialect();
+            known.set(Some(asked));
+            asked
+        })
+    })
+}
+
+/// Whether this call's store is PostgreSQL.
+pub fn is_postgres() -> bool {
+    dialect() == SqlDialect::Postgres
+}

@@ -38,6 +38,12 @@ impl From<StoreError> for RelayError {
             StoreError::Full(m) => RelayError::StorageFull(format!("database full: {m}")),
             StoreError::Constraint(m) => RelayError::Internal(format!("constraint failed: {m}")),
             StoreError::Refused(m) => RelayError::Internal(format!("statement refused: {m}")),
+            StoreError::Unavailable(m) => {
+                RelayError::Unavailable(format!("database unreachable: {m}"))
+            }
+            StoreError::Conflict(m) => {
+                RelayError::Unavailable(format!("database conflict, retry: {m}"))
+            }
             StoreError::Other(m) => RelayError::Internal(format!("database error: {m}")),
         }
     }

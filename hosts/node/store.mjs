@@ -257,6 +257,8 @@ export class SqliteStore {
         statement.raw(false);
         return { columns, rows };
       }),
+      // This store is SQLite (better-sqlite3); the guest writes its SQLite forms.
+      dialect: () => 'sqlite',
       getSetting: guard((key) => {
         if (this.runSettings.has(key)) return this.runSettings.get(key);
         const { statement } = this.prepare('SELECT value FROM relay_settings WHERE key = ?');

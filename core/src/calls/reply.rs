@@ -83,6 +83,16 @@ pub fn failure_reply(export: &str, failure: &CallFailure) -> ErrorReply {
                 StoreError::Refused(m) => {
                     ErrorReply::new(500, "internal", format!("statement refused: {m}"))
                 }
+                StoreError::Unavailable(m) => ErrorReply::new(
+                    503,
+                    "unavailable",
+                    format!("the database cannot be reached: {m}"),
+                ),
+                StoreError::Conflict(m) => ErrorReply::new(
+                    503,
+                    "busy",
+                    format!("the call kept losing races with other writers; retry shortly: {m}"),
+                ),
                 StoreError::Other(m) => {
                     ErrorReply::new(500, "internal", format!("the database failed: {m}"))
                 }
