@@ -971,7 +971,7 @@ pub fn ensure_builtins(now: i64) -> Result<(), RelayError> {
             "INSERT INTO agents (id, name, kind, tags, capabilities, ready, status, meta, last_seen, created_at)
              VALUES (?1, ?2, ?1, ?3, '[]', 1, 'online', '{\"builtin\":true}', ?4, ?4)
              ON CONFLICT(id) DO UPDATE SET kind = ?1, status = 'online', ready = 1
-             WHERE kind != ?1 OR status != 'online' OR ready != 1",
+             WHERE agents.kind != ?1 OR agents.status != 'online' OR agents.ready != 1",
             &params![id, name, tags, now],
         )?;
     }
