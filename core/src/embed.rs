@@ -30,6 +30,8 @@ use wasmtime::component::Val;
 use crate::bridge::{self, ErrorReply, Inputs};
 use crate::calls::Calls;
 pub use crate::calls::{CallOptions, Caller};
+use crate::postgres::Postgres;
+pub use crate::postgres::PostgresOptions;
 use crate::runtime::Runtime;
 pub use crate::runtime::{COMPONENT, CONTRACT, Clock, Export, Limits};
 use crate::shape::signature;
@@ -44,6 +46,9 @@ pub struct Options {
     pub limits: Limits,
     /// How the SQLite file is opened (durability, busy timeout, size cap).
     pub sqlite: SqliteOptions,
+    /// How a PostgreSQL database is used (pool size, connect timeout), when the database is a
+    /// `postgres://` URL.
+    pub postgres: PostgresOptions,
     /// Relay settings for this relay's life only (`stale-ttl-ms`, `default-lease-ms`, ...): the
     /// calls see them before the stored ones, and they are never written. Each is checked by
     /// the component's `check-run-setting` at [`Relay::open`].
@@ -82,8 +87,16 @@ impl Relay {
     ///
     /// Before an existing database is upgraded, a consistent backup is written beside it
     /// (`<db>.v<old version>.bak`); a database newer than this relay is refused untouched.
+    ///
+    /// A `postgres://` or `postgresql://` URL instead of a path opens that PostgreSQL database
+    /// (`options.postgres`); [`Relay::path`] then names it without its password.
     pub fn open(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Self> {
         let path = path.as_ref().to_owned();
+        if let Some(url) = path.to_str().filter(|db| crate::postgres::is_url(db)) {
+            let backend = Arc::new(Postgres::open(url, &options.postgres)?);
+            let name = backend.name().to_owned();
+            return Self::open_backend(backend, name, options);
+        }
         let backend = Arc::new(Sqlite::open(&path, options.sqlite.clone())?);
         Self::open_backend(backend, path, options)
     }
@@ -163,9 +176,16 @@ impl Relay {
     /// # Errors
     /// The database cannot be read, or is newer than this relay.
     pub fn inspect(path: impl AsRef<Path>, options: Options) -> anyhow::Result<Json> {
-        let path = path.as_ref().to_owned();
-        anyhow::ensure!(path.exists(), "{} does not exist", path.display());
-        let backend = Arc::new(Sqlite::open(&path, options.sqlite.clone())?);
+        let mut path = path.as_ref().to_owned();
+        let backend: Arc<dyn Backend> =
+            if let Some(url) = path.to_str().filter(|db| crate::postgres::is_url(db)) {
+                let backend = Postgres::open(url, &options.postgres)?;
+                path = PathBuf::from(backend.name());
+                Arc::new(backend)
+            } else {
+                anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+                Arc::new(Sqlite::open(&path, options.sqlite.clone())?)
+            };
         let runtime = runtime(backend, &options)?;
         Self {
             calls: Calls::new(runtime, options.calls),

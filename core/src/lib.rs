@@ -20,6 +20,7 @@ pub mod bindings;
 pub mod bridge;
 pub mod calls;
 pub mod embed;
+pub mod postgres;
 pub mod runtime;
 pub mod shape;
 pub mod sqlite;

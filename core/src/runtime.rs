@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
@@ -314,6 +314,20 @@ pub struct Runtime {
     clock: Clock,
     limits: Limits,
     memory: Arc<MemoryBudget>,
+    /// Calls run again after a lost serialization race.
+    reruns: AtomicU64,
+}
+
+/// How often a call that keeps losing serialization races is run again before it answers 503.
+const CONFLICT_RERUNS: u32 = 12;
+
+/// The wait before re-run `attempt`: a random time up to 2^attempt ms, at most 64 ms, so that
+/// writers that collided do not collide again in step.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let ceiling_us = (1u64 << attempt.min(6)) * 1000;
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    Duration::from_micros(u64::from_le_bytes(bytes) % ceiling_us)
 }
 
 impl Runtime {
@@ -389,6 +403,7 @@ impl Runtime {
             backend,
             clock,
             memory: MemoryBudget::new(limits.calls_memory_bytes),
+            reruns: AtomicU64::new(0),
             limits,
         };
         for (export, at, keywords) in runtime.ask_input_rules()? {
@@ -504,6 +519,35 @@ impl Runtime {
         args: &[Val],
         later: bool,
     ) -> Result<Ran, CallFailure> {
+        let mut attempt = 0;
+        loop {
+            match self.run_once(prepared, args, later) {
+                // Lost a serialization race (PostgreSQL): nothing of the run was kept; run the
+                // whole call again in a fresh instance, a bounded number of times.
+                Err(CallFailure::Store(StoreError::Conflict(why))) if attempt < CONFLICT_RERUNS => {
+                    attempt += 1;
+                    self.reruns.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(attempt, %why, "the call lost a race with another writer; running it again");
+                    std::thread::sleep(conflict_backoff(attempt));
+                    *prepared = self.prepare(prepared.entry)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// How many calls were run again after losing a serialization race (PostgreSQL); for
+    /// `relay-bench`'s retry rate.
+    pub fn conflict_reruns(&self) -> u64 {
+        self.reruns.load(Ordering::Relaxed)
+    }
+
+    fn run_once(
+        &self,
+        prepared: &mut Prepared,
+        args: &[Val],
+        later: bool,
+    ) -> Result<Ran, CallFailure> {
         let Prepared { store, func, entry } = prepared;
         let session = self
             .backend
@@ -518,6 +562,13 @@ impl Runtime {
             .call(&mut *store, args, &mut results)
             .map_err(|e| describe_trap(&e));
         let session = store.data_mut().session.take();
+        // A lost race or a lost connection voids the call, whatever the guest made of it.
+        if let Some(broken) = session.as_ref().and_then(|s| s.broken()) {
+            if let Some(session) = session {
+                let _ = session.finish(false);
+            }
+            return Err(CallFailure::Store(broken));
+        }
         let succeeded = outcome.is_ok() && matches!(results.last(), Some(Val::Result(Ok(_))));
         let wrote = succeeded && session.as_ref().is_some_and(|s| s.wrote());
         let ended = match session {

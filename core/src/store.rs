@@ -109,6 +109,12 @@ pub trait Session: Send {
     fn wrote(&self) -> bool {
         true
     }
+    /// An error that voids the call whatever the guest answered: `conflict` (the transaction
+    /// lost a serialization race: the runtime rolls back and runs the call again in a fresh
+    /// instance) or `unavailable` (the connection went: the call answers 503).
+    fn broken(&self) -> Option<StoreError> {
+        None
+    }
     /// Ends the transaction: commits when `commit` is true, else rolls back.
     ///
     /// # Errors
@@ -230,6 +236,10 @@ impl Session for RunSession {
 
     fn wrote(&self) -> bool {
         self.inner.wrote()
+    }
+
+    fn broken(&self) -> Option<StoreError> {
+        self.inner.broken()
     }
 
     fn finish(self: Box<Self>, commit: bool) -> Result<(), StoreError> {

@@ -48,6 +48,11 @@ pub fn file_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Whether `RELAY_OPERATOR_TOKEN` holds a token.
+pub fn from_environment() -> bool {
+    std::env::var("RELAY_OPERATOR_TOKEN").is_ok_and(|token| !token.trim().is_empty())
+}
+
 /// Loads the operator token (environment first, then the file), generating the file if needed.
 ///
 /// # Errors

@@ -130,6 +130,11 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
 /// over an existing file nor through a symbolic link (docs/security.md).
 pub(super) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
+        !super::is_postgres(&args.db),
+        "`backup` copies a SQLite file; back up a PostgreSQL database with its own tools \
+         (pg_dump, or the managed service's snapshots: docs/operations.md)"
+    );
+    anyhow::ensure!(
         args.db.is_file(),
         "{} does not exist (give the relay's database with --db)",
         args.db.display()

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value as Json;
 
 use agent_relay_core::calls::CallOptions;
-use agent_relay_core::embed::{Options, Relay};
+use agent_relay_core::embed::{Options, PostgresOptions, Relay};
+use agent_relay_core::postgres;
 use agent_relay_core::runtime::{Clock, Limits};
 use agent_relay_core::sqlite::{SqliteOptions, Synchronous};
 
@@ -102,9 +103,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DbArgs {
-    /// The SQLite database file (created when missing).
+    /// The SQLite database file (created when missing), or a PostgreSQL database as a URL,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require]` (the database must exist;
+    /// every relay host sharing it needs the same RELAY_OPERATOR_TOKEN).
     #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
     db: PathBuf,
+    /// PostgreSQL only: connections in this host's pool (plus one that listens for the other
+    /// hosts' writes).
+    #[arg(long, env = "RELAY_DB_POOL", default_value_t = 8)]
+    db_pool: u32,
     /// PRAGMA synchronous: `full` keeps every acknowledged write across a crash or power loss.
     #[arg(long, env = "RELAY_SYNCHRONOUS", default_value = "full", value_parser = synchronous())]
     synchronous: Synchronous,
@@ -246,6 +253,7 @@ fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Re
             max_pages: args.max_db_pages,
             ..SqliteOptions::default()
         },
+        postgres: PostgresOptions::default().with_pool_size(args.db_pool),
         settings: settings.settings.clone(),
         clock,
         calls: CallOptions::default(),
@@ -274,7 +282,7 @@ fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
         tracing::info!(backup = %backup.display(), "the database as it was before the upgrade was backed up");
     }
     if steps > 0 {
-        tracing::info!(db = %args.db.display(), from = %report["fromVersion"], to = %report["toVersion"], "database schema upgraded");
+        tracing::info!(db = %db_path(&args.db).display(), from = %report["fromVersion"], to = %report["toVersion"], "database schema upgraded");
     }
     Ok(relay)
 }
@@ -287,8 +295,17 @@ fn mcp_stdio(args: &McpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How logs name the database: the SQLite file's full path, or the URL without its password.
 fn db_path(path: &Path) -> PathBuf {
+    if let Some(url) = path.to_str().filter(|db| postgres::is_url(db)) {
+        return PathBuf::from(postgres::redact(url));
+    }
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Whether `--db` names a PostgreSQL database rather than a SQLite file.
+fn is_postgres(path: &Path) -> bool {
+    path.to_str().is_some_and(postgres::is_url)
 }
 
 /// `--synchronous`: the names the core's [`Synchronous`] takes, listed in `--help`.

@@ -18,7 +18,7 @@ use agent_relay_core::embed::Options;
 use agent_relay_core::runtime::Clock;
 use agent_relay_core::token;
 
-use super::{DbArgs, RunSettingArgs, db_path, open_with, options};
+use super::{DbArgs, RunSettingArgs, db_path, is_postgres, open_with, options};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -88,6 +88,16 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         ..options(&args.db, &args.run, Clock::default())?
     };
+    // Every host sharing a PostgreSQL database must accept the same operator token: one from
+    // the environment, never one generated beside a file (docs/operations.md).
+    if is_postgres(&args.db.db) && !token::from_environment() {
+        anyhow::bail!(
+            "a relay on PostgreSQL takes its operator token from RELAY_OPERATOR_TOKEN, the same on \
+             every host sharing {}; set it (e.g. `export RELAY_OPERATOR_TOKEN=$(openssl rand -hex 32)`) \
+             and start again",
+            db_path(&args.db.db).display()
+        );
+    }
     let calls = Arc::clone(open_with(&args.db, options)?.calls());
     let (operator_token, source) = token::load_or_create(&args.db.db)?;
     match &source {
