@@ -54,6 +54,9 @@ pub struct PostgresOptions {
     pub pool_size: u32,
     /// How long a call waits for a connection, and a connection attempt for the server.
     pub connect_timeout: Duration,
+    /// Write calls run side by side, each on its own connection (the default), or one after
+    /// another on the write lane as on SQLite (for comparison: docs/benchmarks.md).
+    pub concurrent_writes: bool,
 }
 
 impl Default for PostgresOptions {
@@ -61,11 +64,18 @@ impl Default for PostgresOptions {
         Self {
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            concurrent_writes: true,
         }
     }
 }
 
 impl PostgresOptions {
+    #[must_use]
+    pub fn with_concurrent_writes(mut self, concurrent: bool) -> Self {
+        self.concurrent_writes = concurrent;
+        self
+    }
+
     #[must_use]
     pub fn with_pool_size(mut self, pool_size: u32) -> Self {
         self.pool_size = pool_size.max(1);
@@ -83,6 +93,7 @@ pub fn is_url(db: &str) -> bool {
 /// A relay database on a PostgreSQL server.
 pub struct Postgres {
     pool: r2d2::Pool<Manager>,
+    concurrent_writes: bool,
     shared: Arc<Shared>,
     /// The URL without its password, for messages and logs.
     name: String,
@@ -162,7 +173,12 @@ impl Postgres {
             .name("pg-listen".to_owned())
             .spawn(move || listen(&config, &tls, &listener, &listen_name))
             .context("starting the PostgreSQL listener")?;
-        Ok(Self { pool, shared, name })
+        Ok(Self {
+            pool,
+            concurrent_writes: options.concurrent_writes,
+            shared,
+            name,
+        })
     }
 
     /// The database as logs name it: `postgres://USER@HOST:PORT/DB`, never the password.
@@ -239,6 +255,10 @@ impl Backend for Postgres {
             }
         };
         self.shared.changed.swap(false, Ordering::Relaxed) || backstop
+    }
+
+    fn concurrent_writes(&self) -> bool {
+        self.concurrent_writes
     }
 
     fn prepare_to_serve(&self) -> anyhow::Result<()> {

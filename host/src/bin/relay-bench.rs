@@ -47,6 +47,9 @@ static SYNCHRONOUS: std::sync::OnceLock<Synchronous> = std::sync::OnceLock::new(
 /// on `--hosts N` relay hosts sharing it.
 static POSTGRES: std::sync::OnceLock<(String, usize)> = std::sync::OnceLock::new();
 
+/// `--write-lane`: PostgreSQL hosts run writes on the write lane.
+static WRITE_LANE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// The base URL of worker `i`'s host, from a comma-separated list of hosts.
 fn pick(bases: &str, i: usize) -> String {
     let all: Vec<&str> = bases.split(',').collect();
@@ -150,6 +153,8 @@ Measures the relay against its floor (docs/benchmarks.md) and prints one figure 
   --db URL         run the HTTP figures (only) on PostgreSQL: a fresh database is made on the
                    server URL names (the role needs CREATEDB) and dropped afterwards
   --hosts N        with --db: N relay hosts share that database; clients spread over them
+  --write-lane     with --db: the hosts run writes one at a time on the write lane (as on
+                   SQLite) instead of side by side, for comparison
 Build first: cargo build --release (the HTTP figures start target/release/agent-relay).";
 
 /// The groups of figures, in the order they run.
@@ -189,6 +194,9 @@ fn main() -> anyhow::Result<()> {
                 if only.is_empty() {
                     only.push("http".to_owned());
                 }
+            }
+            "--write-lane" => {
+                let _ = WRITE_LANE.set(true);
             }
             "--hosts" => {
                 let hosts: usize = iter
@@ -732,6 +740,12 @@ fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
+        .args(
+            WRITE_LANE
+                .get()
+                .filter(|lane| **lane)
+                .map(|_| "--db-write-lane"),
+        )
         .env("RELAY_OPERATOR_TOKEN", OPERATOR)
         // Debug for the runtime: each re-run after a lost race is one line, counted below.
         .env("RELAY_LOG", "info,agent_relay_core::runtime=debug")

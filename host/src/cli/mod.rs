@@ -121,6 +121,10 @@ struct DbArgs {
     /// hosts' writes).
     #[arg(long, env = "RELAY_DB_POOL", default_value_t = 8)]
     db_pool: u32,
+    /// PostgreSQL only, for measurements: run write calls one after another on the write lane
+    /// (as on SQLite) instead of side by side on the pool.
+    #[arg(long, hide = true)]
+    db_write_lane: bool,
     /// PRAGMA synchronous: `full` keeps every acknowledged write across a crash or power loss.
     #[arg(long, env = "RELAY_SYNCHRONOUS", default_value = "full", value_parser = synchronous())]
     synchronous: Synchronous,
@@ -263,7 +267,9 @@ fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Re
             max_pages: args.max_db_pages,
             ..SqliteOptions::default()
         },
-        postgres: PostgresOptions::default().with_pool_size(args.db_pool),
+        postgres: PostgresOptions::default()
+            .with_pool_size(args.db_pool)
+            .with_concurrent_writes(!args.db_write_lane),
         settings: settings.settings.clone(),
         clock,
         calls: CallOptions::default(),
