@@ -495,3 +495,93 @@ fn a_relay_copied_to_postgres_and_back_is_unchanged_and_answers_the_same() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn hosts_racing_for_one_registration_one_idempotency_key_and_one_job_have_exactly_one_winner() {
+    let (_database, servers) = hosts(2);
+    for round in 0..5 {
+        // The same new agent registered through both hosts at once: one creates it (and gets
+        // the token), the other finds it there.
+        let id = format!("racer{round}");
+        let answers: Vec<crate::common::Reply> = std::thread::scope(|scope| {
+            let racing: Vec<_> = servers
+                .iter()
+                .map(|server| {
+                    let id = id.clone();
+                    scope.spawn(move || server.post("/v1/agents", OPERATOR, json!({"id": id})))
+                })
+                .collect();
+            racing.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let created: Vec<bool> = answers
+            .iter()
+            .map(|a| {
+                assert!(a.status < 300, "{:?}", a.body);
+                a.body["created"].as_bool().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            created.iter().filter(|c| **c).count(),
+            1,
+            "exactly one host created {id}: {answers:?}"
+        );
+
+        // The same idempotency key through both hosts at once: one message.
+        let key = format!("key-{round}");
+        let pool = format!("pool{round}");
+        let claimers = [format!("a{round}"), format!("b{round}")];
+        for claimer in &claimers {
+            servers[0].register(json!({"id": claimer, "label": pool}));
+        }
+        let sent: Vec<crate::common::Reply> = std::thread::scope(|scope| {
+            let racing: Vec<_> = servers
+                .iter()
+                .map(|server| {
+                    let (key, id, to) = (key.clone(), id.clone(), format!("label:{pool}"));
+                    scope.spawn(move || {
+                        server.send(json!({"from": id, "to": to, "body": "once",
+                            "idempotencyKey": key, "claimable": true}))
+                    })
+                })
+                .collect();
+            racing.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let ids: BTreeSet<i64> = sent.iter().map(id_of).collect();
+        assert_eq!(ids.len(), 1, "one message for one key: {sent:?}");
+        let fresh = sent
+            .iter()
+            .filter(|s| s.body["created"].as_bool() != Some(false))
+            .count();
+        assert_eq!(
+            fresh, 1,
+            "one send created it, the other was told: {sent:?}"
+        );
+
+        // Two agents claim that job at once, each through its own host: one holds it, the
+        // other gets 409.
+        let job = *ids.iter().next().unwrap();
+        let claims: Vec<crate::common::Reply> = std::thread::scope(|scope| {
+            let racing: Vec<_> = servers
+                .iter()
+                .zip(&claimers)
+                .map(|(server, claimer)| {
+                    scope.spawn(move || {
+                        server.post(
+                            &format!("/v1/messages/{job}/claim"),
+                            OPERATOR,
+                            json!({"agentId": claimer}),
+                        )
+                    })
+                })
+                .collect();
+            racing.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let mut statuses: Vec<u16> = claims.iter().map(|c| c.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 409],
+            "one claim wins, the other is 409: {claims:?}"
+        );
+    }
+}
