@@ -42,7 +42,7 @@ pub fn record(
         input::text("subject", subject, MAX_SHORT_TEXT)?;
     }
     let data = input::json_object("data", input.data.as_ref())?;
-    let inserted = db::execute(
+    let id = db::insert_returning_id(
         "INSERT INTO activity_events (operator_id, action, subject, data, created_at)
          VALUES (?, ?, ?, ?, ?)",
         &params![
@@ -55,7 +55,7 @@ pub fn record(
     )?;
     db::query_one(
         &format!("SELECT {ACTIVITY_COLUMNS} FROM activity_events WHERE id = ?"),
-        &params![inserted.last_insert_id],
+        &params![id],
     )?
     .map(|row| event_from_row(&row))
     .transpose()?

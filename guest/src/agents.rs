@@ -122,12 +122,59 @@ pub fn require(id: &str) -> Result<AgentCard, RelayError> {
     load(id)?.ok_or_else(|| not_found(format!("agent {id} is not registered")))
 }
 
+/// A JSON string as PostgreSQL's `jsonb` reads one, as a Postgres regular expression: no raw
+/// control character, only JSON's escapes, no `\u0000` and no lone surrogate half.
+macro_rules! json_string_pattern {
+    () => {
+        r#""([^"\\\x01-\x1f]|\\(["\\/bfnrt]|u([1-9a-cA-CeEfF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}|0[1-9a-fA-F][0-9a-fA-F]{2}|00[1-9a-fA-F][0-9a-fA-F]|000[1-9a-fA-F])))*""#
+    };
+}
+
+/// PostgreSQL: the agent row's list `$column` (a JSON array of strings) holds the parameter.
+macro_rules! postgres_list_has {
+    ($column:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $column,
+            r#" ~ '^[ \t\n\r]*\[[ \t\n\r]*("#,
+            json_string_pattern!(),
+            r#"([ \t\n\r]*,[ \t\n\r]*"#,
+            json_string_pattern!(),
+            r#")*[ \t\n\r]*){0,1}\][ \t\n\r]*$' THEN jsonb_exists(CAST("#,
+            $column,
+            " AS jsonb), ?) ELSE false END"
+        )
+    };
+}
+
 /// SQL conditions on an agent row: it carries the tag, the capability given as the parameter.
 /// A list that is not a JSON array matches nothing (the card reads it as empty).
-pub const HAS_TAG: &str = "CASE WHEN json_valid(tags) \
+const HAS_TAG_SQLITE: &str = "CASE WHEN json_valid(tags) \
      THEN EXISTS (SELECT 1 FROM json_each(agents.tags) WHERE value = ?) ELSE 0 END";
-pub const HAS_CAPABILITY: &str = "CASE WHEN json_valid(capabilities) \
+const HAS_CAPABILITY_SQLITE: &str = "CASE WHEN json_valid(capabilities) \
      THEN EXISTS (SELECT 1 FROM json_each(agents.capabilities) WHERE value = ?) ELSE 0 END";
+/// PostgreSQL: `jsonb_exists` on the list, for a list that is a JSON array of strings (what the
+/// card reads; the pattern lets through no text the `jsonb` cast would refuse, so an odd row
+/// matches nothing instead of failing the call). `jsonb_exists` is the function behind jsonb's
+/// `?` operator, which the guest cannot write (`?` is its placeholder).
+const HAS_TAG_POSTGRES: &str = postgres_list_has!("tags");
+const HAS_CAPABILITY_POSTGRES: &str = postgres_list_has!("capabilities");
+
+pub fn has_tag() -> &'static str {
+    if db::is_postgres() {
+        HAS_TAG_POSTGRES
+    } else {
+        HAS_TAG_SQLITE
+    }
+}
+
+pub fn has_capability() -> &'static str {
+    if db::is_postgres() {
+        HAS_CAPABILITY_POSTGRES
+    } else {
+        HAS_CAPABILITY_SQLITE
+    }
+}
 
 /// The agents matching an SQL condition, in id order, as [`Party`]s: no card is loaded.
 pub fn parties_where(condition: &str, params: &[Value]) -> Result<Vec<Party>, RelayError> {
@@ -176,7 +223,7 @@ pub fn list(caller: &Caller, query: &AgentQuery) -> Result<Vec<AgentCard>, Relay
         values.push(Value::from(status.name()));
     }
     if let Some(tag) = &query.tag {
-        sql.push_str(&format!(" AND {HAS_TAG}"));
+        sql.push_str(&format!(" AND {}", has_tag()));
         values.push(Value::from(tag.as_str()));
     }
     if let Some(after) = &query.after {
@@ -647,7 +694,7 @@ fn refuse_self_promotion(
             existing.id
         )));
     }
-    // `meta.builtin: true` exempts an agent from the reaper (`REAPABLE`), so only the operator
+    // `meta.builtin: true` exempts an agent from the reaper (`reapable`), so only the operator
     // gives it; an agent keeping the one it has is no change.
     let builtin = Some(&Json::Bool(true));
     if meta.get("builtin") == builtin && stored.get("builtin") != builtin {
@@ -752,7 +799,9 @@ pub fn remove(id: &str, now: i64) -> Result<(), RelayError> {
     let agent = require(id)?;
     db::execute(
         "INSERT INTO deleted_agents (id, epoch, deleted_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(id) DO UPDATE SET epoch = MAX(epoch, ?2), deleted_at = ?3",
+         ON CONFLICT(id) DO UPDATE SET
+             epoch = CASE WHEN deleted_agents.epoch > ?2 THEN deleted_agents.epoch ELSE ?2 END,
+             deleted_at = ?3",
         &params![id, agent.epoch, now],
     )?;
     db::execute("DELETE FROM agents WHERE id = ?", &params![id])?;
@@ -859,8 +908,22 @@ pub fn set_label(
 /// The agents the reaper marks offline (and health counts as stale), given the cutoff. It passes
 /// over the built-ins by id and, as 0.6.0 did, every agent whose `meta.builtin` is true (0.6.0
 /// marked its orchestrators' agents so).
-pub const REAPABLE: &str = "status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
+pub fn reapable() -> &'static str {
+    if db::is_postgres() {
+        REAPABLE_POSTGRES
+    } else {
+        REAPABLE_SQLITE
+    }
+}
+
+const REAPABLE_SQLITE: &str =
+    "status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
      AND NOT (json_valid(meta) AND json_type(meta, '$.builtin') IS 'true')";
+/// PostgreSQL: `meta` is read as `jsonb` only when it may mark the agent (an object naming
+/// `builtin`), so the cast meets only the meta texts the relay wrote.
+const REAPABLE_POSTGRES: &str = r#"status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
+     AND NOT (CASE WHEN meta LIKE '%"builtin"%' AND meta ~ '^[ \t\n\r]*[{]'
+              THEN (CAST(meta AS jsonb) -> 'builtin') = 'true'::jsonb ELSE false END)"#;
 
 /// Calls an agent made with its own token are signs of life, as a heartbeat is: its last-seen
 /// moves to its latest call and, if it was offline, it is online again.
@@ -883,7 +946,7 @@ pub fn record_calls(caller: &Caller, seen: &[SeenToken]) -> Result<u32, RelayErr
 pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {
     let cutoff = now - settings::number(settings::STALE_TTL_MS)?;
     let stale: Vec<String> = db::query(
-        &format!("SELECT id FROM agents WHERE {REAPABLE} ORDER BY id"),
+        &format!("SELECT id FROM agents WHERE {} ORDER BY id", reapable()),
         &params![cutoff],
     )?
     .iter()
@@ -891,7 +954,7 @@ pub fn reap_stale(now: i64) -> Result<Vec<String>, RelayError> {
     .collect::<Result<_, _>>()?;
     if !stale.is_empty() {
         db::execute(
-            &format!("UPDATE agents SET status = 'offline' WHERE {REAPABLE}"),
+            &format!("UPDATE agents SET status = 'offline' WHERE {}", reapable()),
             &params![cutoff],
         )?;
     }

@@ -34,7 +34,8 @@ const CHANNEL_SELECT: &str = "SELECT c.id, c.provider, c.account_id, c.display_n
 const BINDING_COLUMNS: &str = "id, channel_id, conversation_key, conversation_id, target_type, \
      target_id, mode, priority, created_at, updated_at";
 
-/// Highest priority first, then the most recently changed, then the most recently inserted.
+/// Highest priority first, then the most recently changed, then the most recently inserted
+/// (`rowid`: SQLite's own; on PostgreSQL an identity column of that name, docs/architecture.md).
 const BINDING_ORDER: &str = "ORDER BY priority DESC, updated_at DESC, rowid DESC";
 
 stored_enum!(RouteTargetType {
@@ -224,14 +225,24 @@ pub fn list(caller: &Caller, query: &PageQuery) -> Result<Vec<ChannelSummary>, R
             &after,
         )?;
         // The list's order as one row value: ready (descending), name, id.
-        sql.push_str(
+        sql.push_str(if db::is_postgres() {
+            " WHERE (-a.ready, lower(c.display_name), c.id) > \
+               (SELECT -a2.ready, lower(c2.display_name), c2.id \
+                FROM channels c2 JOIN agents a2 ON a2.id = c2.agent_id WHERE c2.id = ?)"
+        } else {
             " WHERE (-a.ready, c.display_name COLLATE NOCASE, c.id) > \
                (SELECT -a2.ready, c2.display_name, c2.id \
-                FROM channels c2 JOIN agents a2 ON a2.id = c2.agent_id WHERE c2.id = ?)",
-        );
+                FROM channels c2 JOIN agents a2 ON a2.id = c2.agent_id WHERE c2.id = ?)"
+        });
         values.push(after);
     }
-    sql.push_str(" ORDER BY a.ready DESC, c.display_name COLLATE NOCASE, c.id LIMIT ?");
+    // Names without regard to ASCII case: SQLite's NOCASE; on PostgreSQL `lower` of a "C"
+    // collated column, which folds ASCII letters only, as NOCASE does.
+    sql.push_str(if db::is_postgres() {
+        " ORDER BY a.ready DESC, lower(c.display_name), c.id LIMIT ?"
+    } else {
+        " ORDER BY a.ready DESC, c.display_name COLLATE NOCASE, c.id LIMIT ?"
+    });
     values.push(Value::from(limit));
     db::query_page(&sql, &values)?
         .iter()

@@ -187,6 +187,14 @@ pub fn execute(sql: &str, params: &[Value]) -> Result<Executed, RelayError> {
     Ok(store::execute(sql, params)?)
 }
 
+/// Runs an `INSERT` into a table with an integer `id` and returns the new row's id, by
+/// `RETURNING id` (both dialects have it; Postgres has no last-insert id to ask for).
+pub fn insert_returning_id(sql: &str, params: &[Value]) -> Result<i64, RelayError> {
+    query_one(&format!("{sql} RETURNING id"), params)?
+        .ok_or_else(|| RelayError::Internal("an insert returned no id".to_owned()))?
+        .int("id")
+}
+
 /// A list of strings as stored: a JSON array.
 pub fn to_json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())

@@ -18,13 +18,36 @@ use crate::params;
 const DEFAULT_LIMIT: u32 = 50;
 const DEFAULT_THREAD_LIMIT: u32 = 100;
 
-const MESSAGE_SELECT: &str = "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, \
-     m.body, m.thread_id, m.reply_to, m.claimable, m.claimed_by, m.claimed_at, m.claim_expires_at, \
-     m.attempts, m.completed_by, m.completed_at, m.result, m.dead_lettered_at, m.idempotency_key, m.payload, m.meta, m.created_at, \
-     (SELECT json_group_array(agent_id) FROM \
-        (SELECT agent_id FROM message_reads WHERE message_id = m.id ORDER BY read_at, agent_id)) \
-        AS read_by \
-     FROM messages m";
+/// A message's columns and its readers (`read_by`, a JSON array in the order they read it).
+macro_rules! message_select {
+    ($read_by:literal) => {
+        concat!(
+            "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, m.body, \
+             m.thread_id, m.reply_to, m.claimable, m.claimed_by, m.claimed_at, \
+             m.claim_expires_at, m.attempts, m.completed_by, m.completed_at, m.result, \
+             m.dead_lettered_at, m.idempotency_key, m.payload, m.meta, m.created_at, ",
+            $read_by,
+            " AS read_by FROM messages m"
+        )
+    };
+}
+
+const MESSAGE_SELECT_SQLITE: &str = message_select!(
+    "(SELECT json_group_array(agent_id) FROM \
+       (SELECT agent_id FROM message_reads WHERE message_id = m.id ORDER BY read_at, agent_id))"
+);
+const MESSAGE_SELECT_POSTGRES: &str = message_select!(
+    "(SELECT CAST(COALESCE(json_agg(agent_id ORDER BY read_at, agent_id), '[]') AS TEXT) \
+       FROM message_reads WHERE message_id = m.id)"
+);
+
+fn message_select() -> &'static str {
+    if db::is_postgres() {
+        MESSAGE_SELECT_POSTGRES
+    } else {
+        MESSAGE_SELECT_SQLITE
+    }
+}
 
 /// One page of the messages `filter` selects (a condition over `messages m`), oldest first, at
 /// most `limit` and within the page budget. The page's ids are chosen first and its rows loaded
@@ -37,8 +60,9 @@ fn message_page(
     limit: i64,
 ) -> Result<Vec<Message>, RelayError> {
     let sql = format!(
-        "{MESSAGE_SELECT} WHERE m.id IN \
-         (SELECT m.id FROM messages m WHERE {filter} ORDER BY m.id LIMIT ?) ORDER BY m.id"
+        "{} WHERE m.id IN \
+         (SELECT m.id FROM messages m WHERE {filter} ORDER BY m.id LIMIT ?) ORDER BY m.id",
+        message_select()
     );
     values.push(Value::from(limit));
     db::query_page(&sql, &values)?
@@ -120,9 +144,9 @@ pub fn delivery_set(target: &Target) -> Result<Vec<String>, RelayError> {
     let members = match target {
         Target::Agent(id) => agents::parties(&[id.as_str()])?,
         Target::Label(label) => agents::parties_where("label = ?", &params![label.as_str()])?,
-        Target::Tag(tag) => agents::parties_where(agents::HAS_TAG, &params![tag.as_str()])?,
+        Target::Tag(tag) => agents::parties_where(agents::has_tag(), &params![tag.as_str()])?,
         Target::Capability(cap) => {
-            agents::parties_where(agents::HAS_CAPABILITY, &params![cap.as_str()])?
+            agents::parties_where(agents::has_capability(), &params![cap.as_str()])?
         }
         Target::Broadcast => agents::parties_where("1 = 1", &[])?,
         // Only the orchestrator's registered agent.
@@ -169,10 +193,13 @@ fn message_from_row(row: &Row) -> Result<Message, RelayError> {
 
 /// The message with this id, or 404.
 pub fn load(id: i64) -> Result<Message, RelayError> {
-    db::query_one(&format!("{MESSAGE_SELECT} WHERE m.id = ?"), &params![id])?
-        .map(|row| message_from_row(&row))
-        .transpose()?
-        .ok_or_else(|| not_found(format!("message {id} does not exist")))
+    db::query_one(
+        &format!("{} WHERE m.id = ?", message_select()),
+        &params![id],
+    )?
+    .map(|row| message_from_row(&row))
+    .transpose()?
+    .ok_or_else(|| not_found(format!("message {id} does not exist")))
 }
 
 fn is_channel(party: &Party) -> bool {
@@ -382,7 +409,7 @@ fn compose(
 
 /// Apply: the message is written; a new conversation is its own thread. Returns its id.
 fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result<i64, RelayError> {
-    let id = db::execute(
+    let id = db::insert_returning_id(
         "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
              reply_to, claimable, idempotency_key, payload, meta, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -401,8 +428,7 @@ fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result
             Value::from(row.meta.as_str()),
             Value::from(now),
         ],
-    )?
-    .last_insert_id;
+    )?;
     if row.thread_id.is_none() {
         db::execute(
             "UPDATE messages SET thread_id = id WHERE id = ? AND thread_id IS NULL",
@@ -692,7 +718,7 @@ pub fn inbox(
            AND (m.to_target = ? OR m.from_agent != ?)
            AND NOT (m.claimable = 1 AND m.claimed_by IS NOT NULL AND m.claimed_by != ?
                     AND m.claim_expires_at > ?)
-           AND NOT (m.completed_at IS NOT NULL AND m.completed_by IS NOT ?)
+           AND NOT (m.completed_at IS NOT NULL AND m.completed_by IS DISTINCT FROM ?)
            AND m.id > (SELECT history_from FROM agents WHERE id = ?)"
     );
     let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
@@ -785,7 +811,8 @@ pub fn mark_read(
     )?;
     load_for(&agent, id)?;
     db::execute(
-        "INSERT OR IGNORE INTO message_reads (message_id, agent_id, read_at) VALUES (?, ?, ?)",
+        "INSERT INTO message_reads (message_id, agent_id, read_at) VALUES (?, ?, ?)
+         ON CONFLICT DO NOTHING",
         &params![id, agent.id.as_str(), now],
     )?;
     load(id)

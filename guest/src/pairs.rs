@@ -166,7 +166,7 @@ pub fn create(caller: &Caller, input: &CreatePairInput, now: i64) -> Result<Pair
             row.int("id")?
         )));
     }
-    let inserted = db::execute(
+    let id = db::insert_returning_id(
         "INSERT INTO pair_sessions (requester_id, partner_id, status, topic, created_at, updated_at)
          VALUES (?, ?, 'pending', ?, ?, ?)",
         &params![
@@ -177,7 +177,7 @@ pub fn create(caller: &Caller, input: &CreatePairInput, now: i64) -> Result<Pair
             now
         ],
     )?;
-    let pair = require(inserted.last_insert_id)?;
+    let pair = require(id)?;
     let request = notify(
         &pair,
         &pair.partner_id,

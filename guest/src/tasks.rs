@@ -200,7 +200,7 @@ fn same_task(source: &str, dedupe_key: Option<&str>) -> Result<Option<Task>, Rel
 
 /// A first event makes an open task and sends its claimable message.
 fn create(source: &str, event: &Event, actor: &str, now: i64) -> Result<IngestedEvent, RelayError> {
-    let inserted = db::execute(
+    let id = db::insert_returning_id(
         "INSERT INTO tasks (source, title, body, severity, status, dedupe_key, external_url,
              target, channel, occurrences, created_at, updated_at)
          VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, 1, ?, ?)",
@@ -217,7 +217,6 @@ fn create(source: &str, event: &Event, actor: &str, now: i64) -> Result<Ingested
             now
         ],
     )?;
-    let id = inserted.last_insert_id;
     let message = send_task_message(id, now)?;
     record(
         id,
@@ -543,12 +542,32 @@ fn settle_message(
     follow_status(message_id, status)
 }
 
-/// The task message's payload `status` follows its task.
+/// The task message's payload `status` follows its task (a payload that is no JSON object is
+/// left as it is). SQLite sets it with `json_set`; on PostgreSQL the guest edits the payload
+/// itself (its `jsonb_set` would reorder and respace the stored object).
 fn follow_status(message_id: i64, status: TaskStatus) -> Result<(), RelayError> {
+    if !db::is_postgres() {
+        db::execute(
+            "UPDATE messages SET payload = json_set(payload, '$.status', ?2)
+             WHERE id = ?1 AND json_valid(payload)",
+            &params![message_id, status.name()],
+        )?;
+        return Ok(());
+    }
+    let Some(row) = db::query_one(
+        "SELECT payload FROM messages WHERE id = ?",
+        &params![message_id],
+    )?
+    else {
+        return Ok(());
+    };
+    let Ok(Json::Object(mut payload)) = serde_json::from_str::<Json>(&row.text("payload")?) else {
+        return Ok(());
+    };
+    payload.insert("status".to_owned(), json!(status.name()));
     db::execute(
-        "UPDATE messages SET payload = json_set(payload, '$.status', ?2)
-         WHERE id = ?1 AND json_valid(payload)",
-        &params![message_id, status.name()],
+        "UPDATE messages SET payload = ?2 WHERE id = ?1",
+        &params![message_id, input::to_json_text(&payload)],
     )?;
     Ok(())
 }

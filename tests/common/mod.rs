@@ -230,6 +230,21 @@ impl RelayServer {
         }
     }
 
+    /// Starts a server on an existing database (a SQLite file or a `postgres://` URL) that it
+    /// does not own: several servers may share one (tests/all/hosts.rs).
+    pub fn start_at(db: &str, extra: &[&str]) -> RelayServer {
+        let mut server = Self::launch_on(
+            tempfile::tempdir().unwrap(),
+            std::ffi::OsStr::new(db),
+            extra,
+            Command::new(binary()),
+        );
+        if db.starts_with("postgres") {
+            server.backend = Backend::Postgres;
+        }
+        server
+    }
+
     /// Starts a server on a fresh database under this umask (octal, e.g. `000`), with its
     /// component cache in `cache_home` (as `XDG_CACHE_HOME`).
     pub fn start_under_umask(umask: &str, cache_home: &Path) -> RelayServer {
