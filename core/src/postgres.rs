@@ -595,7 +595,7 @@ impl r2d2::HandleError<postgres::Error> for LogPoolErrors {
 fn ensure_settings_table(client: &mut Client) -> anyhow::Result<()> {
     // Hosts starting together take turns, so CREATE ... IF NOT EXISTS does not race itself.
     client.batch_execute(&format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); \
+        "SET client_min_messages = warning; BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); \
          CREATE TABLE IF NOT EXISTS relay_settings (key TEXT COLLATE \"C\" PRIMARY KEY, value TEXT NOT NULL); \
          COMMIT"
     ))?;
