@@ -21,6 +21,7 @@ mod files;
 mod jobs;
 mod layers;
 mod mcp;
+mod mcp_channel;
 mod messages;
 mod openapi;
 mod operations;
