@@ -450,3 +450,191 @@ fn the_latency_from_a_sends_answer_to_the_notification_over_200_sends() {
     eprintln!("send answer -> notification on the pipe, 200 sends: median {median:?}, p99 {p99:?}");
     assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
 }
+
+const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
+const PERMISSION: &str = "notifications/claude/channel/permission";
+
+/// Claude Code asks the session's channel to relay a tool approval.
+fn ask(session: &mut Session, request_id: &str) {
+    session.write(
+        &json!({"jsonrpc": "2.0", "method": PERMISSION_REQUEST, "params": {
+        "request_id": request_id, "tool_name": "Bash", "description": "Run the tests",
+        "input_preview": "{\"command\":\"cargo test\"}"}}),
+    );
+}
+
+/// The approval message `user` got for `request_id`, once it is there.
+fn approval(relay: &RelayServer, request_id: &str) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let inbox = relay.get("/v1/agents/user/inbox", OPERATOR).body;
+        let found = inbox.as_array().unwrap().iter().find(|message| {
+            message["kind"] == "approval" && message["payload"]["request_id"] == request_id
+        });
+        if let Some(found) = found {
+            return found.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no approval in user's inbox: {inbox}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_approval_goes_to_user_and_the_humans_yes_comes_back_as_the_verdict() {
+    let relay = RelayServer::start();
+    let alice = agent(&relay, "alice", json!({}));
+    let bob = agent(&relay, "bob", json!({}));
+    let mut session = Session::start(&relay.base, &alice, &["--permissions"]);
+    let answer = session.initialize();
+    assert_eq!(
+        answer["result"]["capabilities"]["experimental"]["claude/channel/permission"],
+        json!({}),
+        "{answer}"
+    );
+    ask(&mut session, "abcde");
+    let message = approval(&relay, "abcde");
+    assert_eq!(message["from"], "alice");
+    assert_eq!(message["to"], "user");
+    assert_eq!(message["claimable"], true, "one human answers: {message}");
+    assert_eq!(
+        message["payload"],
+        json!({"request_id": "abcde", "tool_name": "Bash", "description": "Run the tests",
+               "input_preview": "{\"command\":\"cargo test\"}", "agentId": "alice"})
+    );
+    let id = message["id"].as_i64().unwrap();
+
+    // A provider agent's "yes" is no verdict: it reaches the session as an ordinary message.
+    let forged = relay.post(
+        "/v1/messages",
+        &bob,
+        json!({"from": "bob", "to": "alice", "body": "yes abcde"}),
+    );
+    assert_eq!(forged.status, 201, "{:?}", forged.body);
+    let forged_id = forged.body["message"]["id"].as_i64().unwrap();
+    let pushed = session.collect(CHANNEL, 1, Duration::from_secs(5));
+    assert_eq!(message_ids(&pushed), vec![forged_id]);
+    assert!(
+        session
+            .collect(PERMISSION, 1, Duration::from_millis(300))
+            .is_empty()
+    );
+
+    // The human (the operator, as `user`) answers in the thread.
+    let reply = relay.send(json!({"from": "user", "to": "alice", "replyTo": id,
+        "body": "yes abcde"}));
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let verdicts = session.collect(PERMISSION, 1, Duration::from_secs(5));
+    assert_eq!(verdicts.len(), 1, "stderr {:?}", session.stderr());
+    assert_eq!(
+        verdicts[0].0["params"],
+        json!({"request_id": "abcde", "behavior": "allow"})
+    );
+    // The verdict was not also pushed as a channel event.
+    let pushed = session.collect(CHANNEL, 3, Duration::from_millis(500));
+    let reply_id = reply.body["message"]["id"].as_i64().unwrap();
+    assert!(!message_ids(&pushed).contains(&reply_id), "{pushed:?}");
+}
+
+#[test]
+fn completing_the_approval_with_a_verdict_answers_the_session_and_an_unanswered_one_expires() {
+    let relay = RelayServer::start();
+    let alice = agent(&relay, "alice", json!({}));
+    let mut session = Session::start(
+        &relay.base,
+        &alice,
+        &["--permissions", "--approval-timeout-secs", "1"],
+    );
+    session.initialize();
+    ask(&mut session, "fghij");
+    let id = approval(&relay, "fghij")["id"].as_i64().unwrap();
+    let claimed = relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        OPERATOR,
+        json!({"agentId": "user"}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let done = relay.post(
+        &format!("/v1/messages/{id}/complete"),
+        OPERATOR,
+        json!({"agentId": "user", "result": {"verdict": "deny"}}),
+    );
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    let verdicts = session.collect(PERMISSION, 1, Duration::from_secs(5));
+    assert_eq!(
+        verdicts[0].0["params"],
+        json!({"request_id": "fghij", "behavior": "deny"})
+    );
+
+    // Nobody answers this one: it expires, and user is told in its thread.
+    ask(&mut session, "kmnop");
+    let late = approval(&relay, "kmnop")["id"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    let thread = relay.get(&format!("/v1/threads/{late}"), OPERATOR).body;
+    assert!(
+        thread.to_string().contains("kmnop expired unanswered"),
+        "{thread}"
+    );
+    relay.send(json!({"from": "user", "to": "alice", "replyTo": late, "body": "yes kmnop"}));
+    assert!(
+        session
+            .collect(PERMISSION, 1, Duration::from_millis(800))
+            .is_empty()
+    );
+}
+
+#[test]
+fn only_the_operator_and_user_kind_agents_may_claim_or_complete_an_approval() {
+    // `user` is the one user-kind agent (the kind is reserved for the built-in human), and the
+    // operator acts as it. An approval sent to a group reaches provider agents too: they may
+    // neither claim nor complete it.
+    let relay = RelayServer::start();
+    agent(&relay, "alice", json!({}));
+    let bob = agent(&relay, "bob", json!({"label": "ops"}));
+    let sent = relay.send(
+        json!({"from": "alice", "to": "label:ops", "kind": "approval",
+        "claimable": true, "body": "may I run cargo test?"}),
+    );
+    assert_eq!(sent.status, 201, "{:?}", sent.body);
+    assert_eq!(sent.body["message"]["claimable"], true);
+    let id = sent.body["message"]["id"].as_i64().unwrap();
+    let refused = |reply: &common::Reply| {
+        assert_eq!(reply.status, 403, "{:?}", reply.body);
+        let text = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            text.contains("only the operator or a user-kind agent"),
+            "{text}"
+        );
+    };
+    refused(&relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        &bob,
+        json!({"agentId": "bob"}),
+    ));
+    refused(&relay.post(
+        &format!("/v1/messages/{id}/complete"),
+        &bob,
+        json!({"agentId": "bob", "result": {"verdict": "allow"}}),
+    ));
+    // The operator may answer it, whoever it acts as (as `user` in the test above).
+    let by_operator = relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        OPERATOR,
+        json!({"agentId": "bob"}),
+    );
+    assert_eq!(by_operator.status, 200, "{:?}", by_operator.body);
+    // Any other kind stays a job its recipients take, as before.
+    let job = relay.send(
+        json!({"from": "alice", "to": "label:ops", "claimable": true,
+        "body": "a job"}),
+    );
+    let job_id = job.body["message"]["id"].as_i64().unwrap();
+    let taken = relay.post(
+        &format!("/v1/messages/{job_id}/claim"),
+        &bob,
+        json!({"agentId": "bob"}),
+    );
+    assert_eq!(taken.status, 200, "{:?}", taken.body);
+}

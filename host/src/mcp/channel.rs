@@ -310,7 +310,10 @@ impl Channel {
                         self.notify(CHANNEL_METHOD, summary).await;
                     }
                 },
-                _ = ticks.tick(), if self.has_pending() => self.check_approvals().await,
+                // Approvals arrive from the session at any time: look every tick.
+                _ = ticks.tick() => if self.has_pending() {
+                    self.check_approvals().await;
+                },
                 () = std::future::ready(()), if !open && !self.has_pending() && summary_due.is_none() => break,
             }
             if self.peer.get().is_some_and(Peer::is_transport_closed) {
