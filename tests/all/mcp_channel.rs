@@ -638,3 +638,28 @@ fn only_the_operator_and_user_kind_agents_may_claim_or_complete_an_approval() {
     );
     assert_eq!(taken.status, 200, "{:?}", taken.body);
 }
+
+#[test]
+fn a_relay_down_at_start_gets_tool_errors_then_the_channel_once_it_is_up() {
+    let relay = RelayServer::start();
+    agent(&relay, "alice", json!({}));
+    let bob = agent(&relay, "bob", json!({}));
+    let proxy = Proxy::to(&relay.base);
+    proxy.cut();
+    let mut session = Session::start(&proxy.base, &bob, &[]);
+    let answer = session.initialize();
+    assert_eq!(
+        answer["result"]["capabilities"]["experimental"]["claude/channel"],
+        json!({}),
+        "the channel is declared while the relay cannot be asked: {answer}"
+    );
+    let failed = session.call_tool("whoami", json!({}));
+    assert_eq!(failed["isError"], true, "{failed}");
+    assert!(failed.to_string().contains("is it running?"), "{failed}");
+    proxy.restore();
+    let card = session.call_tool("whoami", json!({}));
+    assert_eq!(card["structuredContent"]["id"], "bob", "{card}");
+    let id = send(&relay, "alice", "bob", "you are back");
+    let got = session.collect(CHANNEL, 1, Duration::from_secs(10));
+    assert_eq!(message_ids(&got), vec![id], "stderr {:?}", session.stderr());
+}
