@@ -663,3 +663,29 @@ fn a_relay_down_at_start_gets_tool_errors_then_the_channel_once_it_is_up() {
     let got = session.collect(CHANNEL, 1, Duration::from_secs(10));
     assert_eq!(message_ids(&got), vec![id], "stderr {:?}", session.stderr());
 }
+
+#[test]
+fn unread_mail_is_pushed_at_start_and_mark_read_marks_what_was_pushed() {
+    let relay = RelayServer::start();
+    agent(&relay, "alice", json!({}));
+    let bob = agent(&relay, "bob", json!({}));
+    let read = send(&relay, "alice", "bob", "already read");
+    relay.post(
+        &format!("/v1/messages/{read}/read"),
+        &bob,
+        json!({"agentId": "bob"}),
+    );
+    let waiting = send(&relay, "alice", "bob", "waiting since before the session");
+    let mut session = Session::start(&relay.base, &bob, &["--mark-read"]);
+    session.initialize();
+    let got = session.collect(CHANNEL, 2, Duration::from_secs(2));
+    assert_eq!(message_ids(&got), vec![waiting]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !relay.inbox_ids("bob", &bob, "?unread=true").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the pushed message stayed unread"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
