@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::agents;
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::types::{
-    Caller, ClaimInput, ClaimNextInput, CompleteInput, JsonText, Message, RelayError,
-    SendMessageInput,
+    AgentCard, AgentKind, Caller, ClaimInput, ClaimNextInput, CompleteInput, JsonText, Message,
+    RelayError, SendMessageInput,
 };
 use crate::error::{conflict, forbidden, invalid};
 use crate::input;
@@ -64,6 +64,7 @@ pub fn claim(
             message.to, agent.id
         )));
     }
+    refuse_approval_by(&message, &identity, &agent)?;
     if !message.claimable {
         return Err(conflict(format!("message {id} is not claimable")));
     }
@@ -102,6 +103,26 @@ pub fn claim(
     let claimed = messages::load(id)?;
     tasks::on_message_claimed(&claimed, now)?;
     as_task_left_it(claimed)
+}
+
+/// docs/security.md: an approval is a human's to answer: only the operator and `user`-kind
+/// agents claim or complete one.
+fn refuse_approval_by(
+    message: &Message,
+    identity: &Identity,
+    agent: &AgentCard,
+) -> Result<(), RelayError> {
+    if message.kind == messages::APPROVAL
+        && *identity != Identity::Operator
+        && agent.kind != AgentKind::User
+    {
+        return Err(forbidden(format!(
+            "message {} is an approval for a human; only the operator or a user-kind agent may \
+             answer it, not agent {}",
+            message.id, agent.id
+        )));
+    }
+    Ok(())
 }
 
 /// The message as its task hook left it (read again only when it names a task).
@@ -256,7 +277,7 @@ pub fn complete(
     input: &CompleteInput,
     now: i64,
 ) -> Result<Message, RelayError> {
-    let (_, agent) = agents::acting(
+    let (identity, agent) = agents::acting(
         caller,
         &input.agent_id,
         input.instance_id.as_deref(),
@@ -264,6 +285,7 @@ pub fn complete(
     )?;
     let result = input::json_object("result", input.result.as_ref())?;
     let message = messages::load_for(&agent, id)?;
+    refuse_approval_by(&message, &identity, &agent)?;
     if message.completed_at.is_some() && message.completed_by.as_deref() == Some(&agent.id) {
         return Ok(message);
     }

@@ -236,9 +236,14 @@ fn load_parties(from: &str, target: &Target) -> Result<(Option<Party>, Option<Pa
     Ok((pick(from), direct.and_then(pick)))
 }
 
+/// A tool approval an agent's session asks a human for (docs/channels.md): claimable, so one
+/// human answers it; only the operator and `user`-kind agents may (`claims.rs`).
+pub const APPROVAL: &str = "approval";
+
 /// docs/http-api.md §2: stored claimable only when asked and the kind or the target allows it.
 fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
-    requested && (matches!(kind, "task" | "system" | "channel.event") || target.is_group())
+    requested
+        && (matches!(kind, "task" | "system" | "channel.event" | APPROVAL) || target.is_group())
 }
 
 /// Kinds that mean "the relay says so" (docs/security.md): a dead letter's notice, a pair's

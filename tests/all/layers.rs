@@ -24,7 +24,9 @@ const CORE_LAYERS: &[&[&str]] = &[
 /// server at all (it does not depend on it).
 const SERVER_LAYERS: &[&[&str]] = &[
     &["routes", "connections"],
-    &["push", "openapi", "client", "mcp"],
+    &["push", "openapi", "client"],
+    // `agent-relay mcp` follows the agent's stream with the client's follower (channel.rs).
+    &["mcp"],
     &["http"],
     &["cli"],
 ];

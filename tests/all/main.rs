@@ -22,6 +22,7 @@ mod hosts;
 mod jobs;
 mod layers;
 mod mcp;
+mod mcp_channel;
 mod messages;
 mod openapi;
 mod operations;

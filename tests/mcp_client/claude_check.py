@@ -57,13 +57,23 @@ def main(binary, claude):
                 "type": "http", "url": url, "headers": {"Authorization": "Bearer ${RELAY_TOKEN}"},
             }}}, config)
 
+    def write_channel_json(_token):
+        # The README's "Wake an idle agent" entry: the stdio server as a channel, token from the
+        # environment.
+        with open(mcp_json, "w") as config:
+            json.dump({"mcpServers": {"agent-relay": {
+                "command": binary, "args": ["mcp", "--permissions"],
+                "env": {"RELAY_URL": relay.base, "RELAY_TOKEN": "${RELAY_TOKEN}"},
+            }}}, config)
+
     def remove(form):
-        if form == ".mcp.json":
+        if form.endswith(".mcp.json"):
             os.remove(mcp_json)
         else:
             claude_cli("mcp", "remove", "agent-relay")
 
-    forms = {"http": add_http, "stdio": add_stdio, ".mcp.json": write_mcp_json}
+    forms = {"http": add_http, "stdio": add_stdio, ".mcp.json": write_mcp_json,
+             "channel .mcp.json": write_channel_json}
     passed = failed = 0
     try:
         for form, add in forms.items():
@@ -71,7 +81,7 @@ def main(binary, claude):
                 add(token)
                 seen = len(relay.log)
                 # .mcp.json reads the token from the environment (`${RELAY_TOKEN}`).
-                line = listed("agent-relay", token=token if form == ".mcp.json" else None)
+                line = listed("agent-relay", token=token if form.endswith(".mcp.json") else None)
                 remove(form)
                 time.sleep(0.2)  # the log line of the last request is written after the answer
                 tools_listed = any(TOOLS_LISTED + "alice" in entry for entry in relay.log[seen:])

@@ -180,6 +180,20 @@ struct McpArgs {
     /// The agent's token (or the operator's, to act as `user`).
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Mark each message read as soon as it is pushed to the session (by default a pushed
+    /// message is marked read only when the agent answers, claims or completes it).
+    #[arg(long)]
+    mark_read: bool,
+    /// Push at most this many messages a second; the rest are told in one summary.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    max_per_second: u32,
+    /// Relay Claude Code's tool approvals to the human (`user`) through the relay and hand the
+    /// verdict back (declares `claude/channel/permission`).
+    #[arg(long)]
+    permissions: bool,
+    /// An approval nobody answers in this many seconds expires (the terminal still asks).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    approval_timeout_secs: u64,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -307,7 +321,17 @@ fn mcp_stdio(args: &McpArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    tokio.block_on(crate::mcp::stdio::serve(&args.url, args.token.as_deref()))?;
+    let options = crate::mcp::stdio::StdioOptions {
+        url: args.url.clone(),
+        token: args.token.clone(),
+        channel: crate::mcp::channel::ChannelOptions {
+            mark_read: args.mark_read,
+            per_second: args.max_per_second,
+            permissions: args.permissions,
+            approval_timeout: std::time::Duration::from_secs(args.approval_timeout_secs),
+        },
+    };
+    tokio.block_on(crate::mcp::stdio::serve(&options))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,7 +13,7 @@ mod hooks;
 mod messages;
 mod relay;
 mod tasks;
-mod view;
+pub mod view;
 pub mod watch;
 
 use std::process::ExitCode;

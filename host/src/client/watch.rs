@@ -33,7 +33,23 @@ pub fn run(watch: &Watch) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(follow(watch))
+    let refused = runtime.block_on(follow(watch, &[], "agent-relay watch", |event| {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", event.data).context("writing to stdout")?;
+        stdout.flush().context("writing to stdout")
+    }))?;
+    eprintln!(
+        "agent-relay watch: the relay refused the stream ({}): {}",
+        refused.status, refused.body
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+/// The relay refused the stream with an error a reconnect will not fix.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub body: String,
 }
 
 /// What one connection ended with.
@@ -41,10 +57,22 @@ enum Ended {
     /// Worth reconnecting: the network or the server went away.
     Dropped(String),
     /// The relay answered with an error that a reconnect will not fix.
-    Refused(StatusCode, String),
+    Refused(Refused),
 }
 
-async fn follow(watch: &Watch) -> anyhow::Result<ExitCode> {
+/// Follows the agent's stream (with the extra `query` pairs), handing every message event to
+/// `deliver` in order, exactly once: after a dropped connection it reconnects with backoff and
+/// `Last-Event-ID` set to the last event delivered. Lines about reconnecting go to stderr under
+/// `name`. Returns when the relay refuses the stream.
+///
+/// # Errors
+/// The HTTP client cannot be built, or `deliver` failed.
+pub async fn follow(
+    watch: &Watch,
+    query: &[(&str, String)],
+    name: &str,
+    mut deliver: impl FnMut(&SseEvent) -> anyhow::Result<()>,
+) -> anyhow::Result<Refused> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(SILENCE)
@@ -54,17 +82,14 @@ async fn follow(watch: &Watch) -> anyhow::Result<ExitCode> {
     let mut backoff = Duration::from_millis(250);
     loop {
         let before = last_id;
-        match connect(&client, watch, &mut last_id).await? {
-            Ended::Refused(status, body) => {
-                eprintln!("agent-relay watch: the relay refused the stream ({status}): {body}");
-                return Ok(ExitCode::FAILURE);
-            }
+        match connect(&client, watch, query, &mut last_id, &mut deliver).await? {
+            Ended::Refused(refused) => return Ok(refused),
             Ended::Dropped(cause) => {
                 if last_id != before {
                     backoff = Duration::from_millis(250);
                 }
                 eprintln!(
-                    "agent-relay watch: {cause}; reconnecting in {} ms",
+                    "{name}: {cause}; reconnecting in {} ms",
                     backoff.as_millis()
                 );
                 tokio::time::sleep(backoff).await;
@@ -74,17 +99,26 @@ async fn follow(watch: &Watch) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One connection: prints every message event and moves `last_id` past it.
+/// One connection: delivers every message event and moves `last_id` past it.
 async fn connect(
     client: &reqwest::Client,
     watch: &Watch,
+    query: &[(&str, String)],
     last_id: &mut Option<i64>,
+    deliver: &mut impl FnMut(&SseEvent) -> anyhow::Result<()>,
 ) -> anyhow::Result<Ended> {
-    let url = format!(
+    let mut url = format!(
         "{}/v1/agents/{}/stream",
         watch.url.trim_end_matches('/'),
         watch.agent
     );
+    // The pairs are the caller's own fixed words (`unread=true`), never user text.
+    for (i, (key, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(value);
+    }
     let mut request = client.get(url).header("accept", "text/event-stream");
     if let Some(token) = &watch.token {
         request = request.bearer_auth(token);
@@ -102,11 +136,10 @@ async fn connect(
         return Ok(if status.is_server_error() {
             Ended::Dropped(format!("the relay answered {status}: {body}"))
         } else {
-            Ended::Refused(status, body)
+            Ended::Refused(Refused { status, body })
         });
     }
     let mut events = EventReader::default();
-    let mut stdout = std::io::stdout().lock();
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
@@ -118,11 +151,13 @@ async fn connect(
                 return Ok(if is_transient(&event.data) {
                     Ended::Dropped(format!("the stream stopped: {}", event.data))
                 } else {
-                    Ended::Refused(status, event.data)
+                    Ended::Refused(Refused {
+                        status,
+                        body: event.data,
+                    })
                 });
             }
-            writeln!(stdout, "{}", event.data).context("writing to stdout")?;
-            stdout.flush().context("writing to stdout")?;
+            deliver(&event)?;
             if let Some(id) = event.id.as_deref().and_then(|id| id.parse().ok()) {
                 *last_id = Some(id);
             }

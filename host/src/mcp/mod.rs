@@ -10,6 +10,7 @@
 //! the initialize handshake and the 2026-07-28 per-request one. Answers are plain JSON unless the
 //! call needs a stream.
 
+pub mod channel;
 pub mod stdio;
 pub mod tools;
 

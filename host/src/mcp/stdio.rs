@@ -2,72 +2,50 @@
 //! processes. It holds no relay of its own: every request goes to the running relay's `/mcp`
 //! with the caller's token, so push, group commit and every agent share one server, and the tools
 //! are exactly the ones the server lists.
+//!
+//! With an agent's token it is also a Claude Code channel (`channel.rs`, docs/channels.md): it
+//! declares `experimental["claude/channel"]` and pushes the agent's new messages to the session.
+//! With the operator's token it forwards tools only, and says so on stderr.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientConfig, ListToolsResult, PaginatedRequestParams,
-    ServerConfig, ServerPeerInfo,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ContentBlock,
+    CustomNotification, JsonObject, ListToolsResult, PaginatedRequestParams, ServerConfig,
+    ServerPeerInfo,
 };
-use rmcp::service::{RequestContext, RunningService};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use serde_json::Value as Json;
+use tokio::sync::Mutex;
+
+use super::channel::{self, Channel, ChannelOptions, Identity, Rest, Unknown};
+
+/// The relay's `/mcp`, reached as a client.
+type RelayService = RunningService<RoleClient, ClientConfig>;
 
 /// The stdio server: answers each request by asking the relay.
 struct Forward {
-    relay: RunningService<RoleClient, ClientConfig>,
+    endpoint: String,
+    token: Option<String>,
+    /// The connection to the relay's `/mcp`, made again after the relay went away.
+    relay: Mutex<Option<RelayService>>,
     info: Option<Arc<ServerPeerInfo>>,
+    channel: Option<Arc<Channel>>,
 }
 
-fn relay_failed(error: rmcp::ServiceError) -> McpError {
-    McpError::internal_error(format!("the relay did not answer: {error}"), None)
+fn relay_failed(endpoint: &str, error: impl std::fmt::Display) -> McpError {
+    McpError::internal_error(
+        format!("the relay at {endpoint} did not answer ({error}); is it running?"),
+        None,
+    )
 }
 
-impl ServerHandler for Forward {
-    fn get_info(&self) -> ServerConfig {
-        let mut config = super::config();
-        config.instructions = self
-            .info
-            .as_ref()
-            .and_then(|info| info.instructions.clone());
-        config
-    }
-
-    async fn list_tools(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        self.relay.list_tools(request).await.map_err(relay_failed)
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        self.relay
-            .call_tool_once(request)
-            .await
-            .map_err(relay_failed)
-    }
-}
-
-/// Connects to the relay at `url` (its base address or its `/mcp`) and serves stdin/stdout
-/// until the client closes them.
-///
-/// # Errors
-/// The relay cannot be reached or refuses the token.
-pub async fn serve(url: &str, token: Option<&str>) -> anyhow::Result<()> {
-    let base = url.trim_end_matches('/');
-    let endpoint = if base.ends_with("/mcp") {
-        base.to_owned()
-    } else {
-        format!("{base}/mcp")
-    };
-    let mut config = StreamableHttpClientTransportConfig::with_uri(endpoint.as_str());
+async fn connect(endpoint: &str, token: Option<&str>) -> anyhow::Result<RelayService> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(endpoint);
     if let Some(token) = token {
         config = config.auth_header(token);
     }
@@ -76,14 +54,230 @@ pub async fn serve(url: &str, token: Option<&str>) -> anyhow::Result<()> {
         rmcp::model::ClientCapabilities::default(),
         rmcp::model::Implementation::new("agent-relay-mcp-stdio", env!("CARGO_PKG_VERSION")),
     );
-    let relay = client.serve(transport).await.with_context(|| {
+    client.serve(transport).await.with_context(|| {
         format!("connecting to {endpoint} (is the relay running, and is RELAY_TOKEN valid?)")
-    })?;
-    let info = relay.peer_info();
-    let server = Forward { relay, info }
+    })
+}
+
+impl Forward {
+    /// The relay's peer, connecting again when there is none or it closed.
+    async fn peer(&self) -> Result<rmcp::service::Peer<RoleClient>, McpError> {
+        let mut relay = self.relay.lock().await;
+        if let Some(service) = relay.as_ref()
+            && !service.is_closed()
+            && !service.is_transport_closed()
+        {
+            return Ok(service.peer().clone());
+        }
+        let service = connect(&self.endpoint, self.token.as_deref())
+            .await
+            .map_err(|error| relay_failed(&self.endpoint, format!("{error:#}")))?;
+        let peer = service.peer().clone();
+        *relay = Some(service);
+        Ok(peer)
+    }
+
+    /// Forgets a connection that failed, so the next request connects again.
+    async fn drop_relay(&self) {
+        self.relay.lock().await.take();
+    }
+
+    /// After a tool the agent called succeeded: the pushed message it acted on is read.
+    async fn note_action(&self, request: &CallToolRequestParams, result: &CallToolResponse) {
+        let Some(channel) = &self.channel else {
+            return;
+        };
+        let CallToolResponse::Complete(result) = result else {
+            return;
+        };
+        if result.is_error == Some(true) {
+            return;
+        }
+        let argument = |key: &str| {
+            request
+                .arguments
+                .as_ref()
+                .and_then(|arguments: &JsonObject| arguments.get(key))
+                .and_then(Json::as_i64)
+        };
+        let acted_on = match request.name.as_ref() {
+            "send_message" => argument("replyTo"),
+            "claim_message" | "complete_claim" | "release_claim" => argument("messageId"),
+            _ => None,
+        };
+        if let Some(id) = acted_on {
+            channel.acted_on(id).await;
+        }
+    }
+}
+
+impl ServerHandler for Forward {
+    fn get_info(&self) -> ServerConfig {
+        let mut config = super::config();
+        let relay = self
+            .info
+            .as_ref()
+            .and_then(|info| info.instructions.clone());
+        if let Some(channel) = &self.channel {
+            let experimental = config.capabilities.experimental.get_or_insert_default();
+            experimental.insert(channel::CHANNEL_CAPABILITY.to_owned(), JsonObject::new());
+            if channel.options().permissions {
+                experimental.insert(channel::PERMISSION_CAPABILITY.to_owned(), JsonObject::new());
+            }
+            let own = channel.instructions();
+            config.instructions = Some(match relay {
+                Some(relay) => format!("{relay}\n\n{own}"),
+                None => own,
+            });
+        } else {
+            config.instructions = relay;
+        }
+        config
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let answer = self.peer().await?.list_tools(request).await;
+        if answer.is_err() {
+            self.drop_relay().await;
+        }
+        answer.map_err(|error| relay_failed(&self.endpoint, error))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let peer = match self.peer().await {
+            Ok(peer) => peer,
+            Err(error) => {
+                // A tool result the model reads, not a protocol failure.
+                return Ok(CallToolResult::error(vec![ContentBlock::text(error.message)]).into());
+            }
+        };
+        match peer.call_tool_once(request.clone()).await {
+            Ok(result) => {
+                self.note_action(&request, &result).await;
+                Ok(result)
+            }
+            Err(error) => {
+                self.drop_relay().await;
+                let error = relay_failed(&self.endpoint, error);
+                Ok(CallToolResult::error(vec![ContentBlock::text(error.message)]).into())
+            }
+        }
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        context: NotificationContext<RoleServer>,
+    ) {
+        let Some(channel) = &self.channel else {
+            return;
+        };
+        if notification.method != channel::PERMISSION_REQUEST_METHOD
+            || !channel.options().permissions
+        {
+            return;
+        }
+        channel.attach(context.peer.clone());
+        let params = notification.params.unwrap_or(Json::Null);
+        channel.permission_request(&params).await;
+    }
+}
+
+/// How `agent-relay mcp` runs.
+#[derive(Debug, Clone)]
+pub struct StdioOptions {
+    /// The relay's base address or its `/mcp`.
+    pub url: String,
+    pub token: Option<String>,
+    pub channel: ChannelOptions,
+}
+
+/// Connects to the relay at `url` (its base address or its `/mcp`) and serves stdin/stdout
+/// until the client closes them.
+///
+/// # Errors
+/// The relay refuses the token.
+pub async fn serve(options: &StdioOptions) -> anyhow::Result<()> {
+    let base = options.url.trim_end_matches('/');
+    let (base, endpoint) = match base.strip_suffix("/mcp") {
+        Some(root) => (root.to_owned(), base.to_owned()),
+        None => (base.to_owned(), format!("{base}/mcp")),
+    };
+    let token = options.token.as_deref();
+    let identity = match token {
+        Some(token) => Some(Rest::new(&base, token)?.whoami().await),
+        None => None,
+    };
+    // Whether this token gets a channel: an agent's does; one the relay could not be asked
+    // about yet may (the channel asks again once the relay is up); no other does.
+    let (pushes, known) = match &identity {
+        Some(Ok(Identity::Agent(agent))) => (true, Some(agent.clone())),
+        Some(Ok(Identity::Operator)) => {
+            eprintln!(
+                "agent-relay mcp: RELAY_TOKEN is the operator's, which acts as `user` and has no \
+                 inbox of its own to follow: serving the tools only, no channel messages will \
+                 be pushed (use an agent's token for that)"
+            );
+            (false, None)
+        }
+        Some(Err(Unknown::Refused(status, body))) => anyhow::bail!(
+            "the relay at {base} refused RELAY_TOKEN ({status}): {body}; serving nothing (the \
+             operator can make an agent's token: agent-relay agent token ID)"
+        ),
+        Some(Err(Unknown::Unreachable(error))) => {
+            eprintln!(
+                "agent-relay mcp: the relay at {base} cannot be reached ({error}); the tools \
+                 answer an error until it is up, and the channel starts pushing once it is"
+            );
+            (true, None)
+        }
+        None => {
+            eprintln!(
+                "agent-relay mcp: no RELAY_TOKEN: the relay will refuse every tool, and no \
+                 channel messages are pushed"
+            );
+            (false, None)
+        }
+    };
+    let channel = match token {
+        Some(token) if pushes => Some(Arc::new(Channel::new(
+            Rest::new(&base, token)?,
+            known,
+            &base,
+            token,
+            options.channel.clone(),
+        ))),
+        _ => None,
+    };
+    let relay = if matches!(identity, Some(Err(Unknown::Unreachable(_)))) {
+        None
+    } else {
+        Some(connect(&endpoint, token).await?)
+    };
+    let info = relay.as_ref().and_then(|relay| relay.peer_info());
+    let forward = Forward {
+        endpoint,
+        token: options.token.clone(),
+        relay: Mutex::new(relay),
+        info,
+        channel: channel.clone(),
+    };
+    let server = forward
         .serve(rmcp::transport::stdio())
         .await
         .context("serving MCP on stdio")?;
+    if let Some(channel) = channel {
+        channel.attach(server.peer().clone());
+        tokio::spawn(channel.run());
+    }
     server.waiting().await.context("the stdio server stopped")?;
     Ok(())
 }
