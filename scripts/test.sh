@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
+# One throwaway PostgreSQL cluster for the whole run (installed from Debian's packages when
+# missing): the behaviour suites and the conformance cases run on it as well as on SQLite
+# (docs/testing.md). It is stopped and its directory removed when this script ends, however.
+root="$(pwd)"
+pg_exports="$(tests/postgres/cluster.sh start)"
+eval "$pg_exports"
+trap '"$root/tests/postgres/cluster.sh" stop "$RELAY_TEST_POSTGRES_DIR"' EXIT
 # The guest is tested through the host (it has no native tests): built natively, its cdylib's
 # export names (`agent-relay:relay/commands@0.6.0#...`) break rust-lld's version script.
 cargo_log="$(mktemp)"

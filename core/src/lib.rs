@@ -19,6 +19,7 @@
 pub mod bindings;
 pub mod bridge;
 pub mod calls;
+pub mod copy;
 pub mod embed;
 pub mod postgres;
 pub mod runtime;

@@ -54,6 +54,9 @@ pub struct PostgresOptions {
     pub pool_size: u32,
     /// How long a call waits for a connection, and a connection attempt for the server.
     pub connect_timeout: Duration,
+    /// Write calls run side by side, each on its own connection (the default), or one after
+    /// another on the write lane as on SQLite (for comparison: docs/benchmarks.md).
+    pub concurrent_writes: bool,
 }
 
 impl Default for PostgresOptions {
@@ -61,11 +64,18 @@ impl Default for PostgresOptions {
         Self {
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            concurrent_writes: true,
         }
     }
 }
 
 impl PostgresOptions {
+    #[must_use]
+    pub fn with_concurrent_writes(mut self, concurrent: bool) -> Self {
+        self.concurrent_writes = concurrent;
+        self
+    }
+
     #[must_use]
     pub fn with_pool_size(mut self, pool_size: u32) -> Self {
         self.pool_size = pool_size.max(1);
@@ -83,6 +93,7 @@ pub fn is_url(db: &str) -> bool {
 /// A relay database on a PostgreSQL server.
 pub struct Postgres {
     pool: r2d2::Pool<Manager>,
+    concurrent_writes: bool,
     shared: Arc<Shared>,
     /// The URL without its password, for messages and logs.
     name: String,
@@ -118,19 +129,23 @@ impl Postgres {
     /// A malformed URL, an unreachable server, refused credentials or a missing database: one
     /// line naming the database (without its password) and the cause.
     pub fn open(url: &str, options: &PostgresOptions) -> anyhow::Result<Self> {
-        let mut config: Config = url.parse().map_err(|e| {
+        let (driver_url, tls_wanted, root_cert) = for_driver(url);
+        let mut config: Config = driver_url.parse().map_err(|e| {
             anyhow::anyhow!("{} is not a PostgreSQL URL: {}", redact(url), cause(&e))
         })?;
         let name = describe(&config);
-        // TLS only when the URL asks for it (`sslmode=require`/`prefer`); plain otherwise.
-        if !asks_for_tls(url) {
+        // TLS only when the URL asks for it (`sslmode=require`, `prefer`, `verify-ca`,
+        // `verify-full`); plain otherwise.
+        if tls_wanted {
+            config.ssl_mode(SslMode::Require);
+        } else {
             config.ssl_mode(SslMode::Disable);
         }
         config.connect_timeout(options.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("agent-relay");
         }
-        let tls = tls_connector()?;
+        let tls = tls_connector(root_cert.as_deref())?;
         let manager = Manager {
             config: config.clone(),
             tls: tls.clone(),
@@ -162,7 +177,12 @@ impl Postgres {
             .name("pg-listen".to_owned())
             .spawn(move || listen(&config, &tls, &listener, &listen_name))
             .context("starting the PostgreSQL listener")?;
-        Ok(Self { pool, shared, name })
+        Ok(Self {
+            pool,
+            concurrent_writes: options.concurrent_writes,
+            shared,
+            name,
+        })
     }
 
     /// The database as logs name it: `postgres://USER@HOST:PORT/DB`, never the password.
@@ -239,6 +259,10 @@ impl Backend for Postgres {
             }
         };
         self.shared.changed.swap(false, Ordering::Relaxed) || backstop
+    }
+
+    fn concurrent_writes(&self) -> bool {
+        self.concurrent_writes
     }
 
     fn prepare_to_serve(&self) -> anyhow::Result<()> {
@@ -869,24 +893,58 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Whether the URL's `sslmode` asks for TLS (`prefer` or `require`).
-fn asks_for_tls(url: &str) -> bool {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    query.split('&').any(|pair| {
-        matches!(
-            pair.split_once('='),
-            Some(("sslmode", "require" | "prefer"))
-        )
-    })
+/// The URL as the driver takes it, whether it asks for TLS, and the CA file it names: libpq's
+/// `sslmode=verify-ca|verify-full` become `require` (the certificate is always verified) and
+/// `sslrootcert=FILE` is taken out (the driver does not know it).
+fn for_driver(url: &str) -> (String, bool, Option<std::path::PathBuf>) {
+    let Some((head, query)) = url.split_once('?') else {
+        return (url.to_owned(), false, None);
+    };
+    let mut tls = false;
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", "require" | "prefer" | "verify-ca" | "verify-full")) => {
+                tls = true;
+                kept.push("sslmode=require".to_owned());
+            }
+            Some(("sslrootcert", file)) => root = Some(std::path::PathBuf::from(file)),
+            _ => kept.push(pair.to_owned()),
+        }
+    }
+    let url = if kept.is_empty() {
+        head.to_owned()
+    } else {
+        format!("{head}?{}", kept.join("&"))
+    };
+    (url, tls, root)
 }
 
-/// rustls with the ring provider and the system's root certificates.
-fn tls_connector() -> anyhow::Result<MakeRustlsConnect> {
+/// rustls with the ring provider, trusting the system's root certificates, or only the CA file
+/// the URL names (`sslrootcert`).
+fn tls_connector(root_cert: Option<&std::path::Path>) -> anyhow::Result<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        // A certificate rustls cannot read is skipped, as every TLS client does.
-        let _ = roots.add(cert);
+    match root_cert {
+        Some(file) => {
+            let certs = CertificateDer::pem_file_iter(file)
+                .with_context(|| format!("reading sslrootcert {}", file.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.with_context(|| format!("reading sslrootcert {}", file.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("a certificate in {}", file.display()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A certificate rustls cannot read is skipped, as every TLS client does.
+                let _ = roots.add(cert);
+            }
+        }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -1108,8 +1166,20 @@ mod tests {
             "postgres://relay:***@db.example:5433/relay?sslmode=require"
         );
         assert_eq!(redact("postgres://relay@h/db"), "postgres://relay@h/db");
-        assert!(asks_for_tls("postgres://u@h/db?sslmode=require"));
-        assert!(!asks_for_tls("postgres://u@h/db"));
-        assert!(!asks_for_tls("postgres://u@h/db?sslmode=disable"));
+        assert_eq!(
+            for_driver(
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3"
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&connect_timeout=3".to_owned(),
+                true,
+                Some(std::path::PathBuf::from("/ca.pem"))
+            )
+        );
+        assert_eq!(
+            for_driver("postgres://u@h/db"),
+            ("postgres://u@h/db".to_owned(), false, None)
+        );
+        assert!(!for_driver("postgres://u@h/db?sslmode=disable").1);
     }
 }

@@ -44,6 +44,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether write calls may run side by side, each in its own transaction on its own
+    /// connection (a server database, which resolves their conflicts itself), instead of one
+    /// after another on the write lane with group commit (SQLite: one writer at a time). The
+    /// default is the lane.
+    fn concurrent_writes(&self) -> bool {
+        false
+    }
+
     /// Once the schema is current, the backend's own settings for serving (SQLite turns on
     /// WAL). The default has none.
     ///
@@ -174,6 +182,10 @@ impl Backend for RunSettings {
 
     fn prepare_to_serve(&self) -> anyhow::Result<()> {
         self.backend.prepare_to_serve()
+    }
+
+    fn concurrent_writes(&self) -> bool {
+        self.backend.concurrent_writes()
     }
 }
 

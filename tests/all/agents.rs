@@ -3,11 +3,10 @@
 
 use crate::common;
 
-use common::{OPERATOR, RelayServer, json};
+use common::{Backend, OPERATOR, RelayServer, json};
 
-#[test]
-fn registration_hands_out_a_token_once_and_infers_kind_and_provider_tag() {
-    let relay = RelayServer::start();
+fn registration_hands_out_a_token_once_and_infers_kind_and_provider_tag(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let first = relay.post(
         "/v1/agents",
         OPERATOR,
@@ -60,9 +59,8 @@ fn registration_hands_out_a_token_once_and_infers_kind_and_provider_tag() {
     );
 }
 
-#[test]
-fn registering_a_new_agent_needs_the_operator() {
-    let relay = RelayServer::start();
+fn registering_a_new_agent_needs_the_operator(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let anonymous = relay.request("POST", "/v1/agents", None, Some(&json!({"id": "eve"})));
     assert_eq!(anonymous.status, 401);
@@ -81,9 +79,8 @@ fn registering_a_new_agent_needs_the_operator() {
     );
 }
 
-#[test]
-fn reregistration_keeps_label_machine_rig_and_ready_unless_sent() {
-    let relay = RelayServer::start();
+fn reregistration_keeps_label_machine_rig_and_ready_unless_sent(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "a", "label": "dev", "machine": "m1", "rig": "r1", "ready": false, "tags": ["t"]}));
     let kept = relay.post("/v1/agents", OPERATOR, json!({"id": "a", "name": "A2"}));
     let agent = &kept.body["agent"];
@@ -107,9 +104,8 @@ fn reregistration_keeps_label_machine_rig_and_ready_unless_sent() {
     );
 }
 
-#[test]
-fn channel_agents_must_use_the_canonical_id() {
-    let relay = RelayServer::start();
+fn channel_agents_must_use_the_canonical_id(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let wrong = relay.post(
         "/v1/agents",
         OPERATOR,
@@ -143,9 +139,8 @@ fn channel_agents_must_use_the_canonical_id() {
     assert_eq!(right.body["agent"]["kind"], "channel");
 }
 
-#[test]
-fn builtin_user_and_system_always_exist_and_are_never_reaped() {
-    let relay = RelayServer::start();
+fn builtin_user_and_system_always_exist_and_are_never_reaped(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let user = relay.get("/v1/agents/user", OPERATOR);
     assert_eq!(user.body["kind"], "user");
     assert_eq!(user.body["tags"], json!(["human"]));
@@ -169,9 +164,8 @@ fn builtin_user_and_system_always_exist_and_are_never_reaped() {
     }
 }
 
-#[test]
-fn a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused() {
-    let relay = RelayServer::start();
+fn a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = relay.register(json!({"id": "a", "instanceId": "i1"}));
     assert_eq!(relay.get("/v1/agents/a", OPERATOR).body["epoch"], 1);
     let same = relay.post("/v1/agents", &token, json!({"id": "a", "instanceId": "i1"}));
@@ -212,9 +206,8 @@ fn a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused() {
     assert!(fresh.body["lastSeen"].as_i64() > before["lastSeen"].as_i64());
 }
 
-#[test]
-fn the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back() {
-    let relay = RelayServer::start();
+fn the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = relay.register(json!({"id": "a"}));
     relay.register(json!({"id": "b"}));
     relay.advance(4 * 60 * 1000);
@@ -235,17 +228,15 @@ fn the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back() {
     assert_eq!(back.body["status"], "online");
 }
 
-#[test]
-fn the_stale_ttl_is_a_setting() {
-    let relay = RelayServer::start_with(&["--setting", "stale-ttl-ms=1000"]);
+fn the_stale_ttl_is_a_setting(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "stale-ttl-ms=1000"]);
     relay.register(json!({"id": "a"}));
     relay.advance(1500);
     assert_eq!(relay.reap()["offlineAgents"], json!(["a"]));
 }
 
-#[test]
-fn one_agents_token_cannot_act_as_another() {
-    let relay = RelayServer::start();
+fn one_agents_token_cannot_act_as_another(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let _alice = relay.register(json!({"id": "alice", "label": "x"}));
     let bob = relay.register(json!({"id": "bob", "label": "x"}));
     let job =
@@ -300,9 +291,8 @@ fn one_agents_token_cannot_act_as_another() {
     );
 }
 
-#[test]
-fn agents_are_listed_with_filters_and_deleted_by_the_operator() {
-    let relay = RelayServer::start();
+fn agents_are_listed_with_filters_and_deleted_by_the_operator(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let a = relay.register(json!({"id": "a", "tags": ["gpu"]}));
     relay.register(json!({"id": "b"}));
     relay.put("/v1/agents/b/status", OPERATOR, json!({"status": "busy"}));
@@ -326,9 +316,8 @@ fn agents_are_listed_with_filters_and_deleted_by_the_operator() {
     assert_eq!(relay.delete("/v1/agents/b", OPERATOR).status, 404);
 }
 
-#[test]
-fn status_and_label_are_set_by_the_agent_itself() {
-    let relay = RelayServer::start();
+fn status_and_label_are_set_by_the_agent_itself(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = relay.register(json!({"id": "a", "instanceId": "i"}));
     let busy = relay.put(
         "/v1/agents/a/status",
@@ -352,9 +341,8 @@ fn status_and_label_are_set_by_the_agent_itself() {
     assert_eq!(relay.get("/v1/agents/a", OPERATOR).body["status"], "busy");
 }
 
-#[test]
-fn the_bearer_scheme_is_case_insensitive() {
-    let relay = RelayServer::start();
+fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let client = reqwest::blocking::Client::new();
     let status_with = |authorization: String| {
@@ -422,9 +410,8 @@ fn pair_events(relay: &RelayServer, agent: &str, token: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn deleting_an_agent_releases_its_claims_and_ends_its_pairs() {
-    let relay = RelayServer::start();
+fn deleting_an_agent_releases_its_claims_and_ends_its_pairs(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let gus = relay.register(json!({"id": "gus", "label": "x"}));
     let alice = relay.register(json!({"id": "alice", "label": "x"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -478,9 +465,8 @@ fn deleting_an_agent_releases_its_claims_and_ends_its_pairs() {
     );
 }
 
-#[test]
-fn a_recreated_id_starts_fresh_without_the_old_agents_past() {
-    let relay = RelayServer::start();
+fn a_recreated_id_starts_fresh_without_the_old_agents_past(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let old = relay.register(json!({"id": "gus", "instanceId": "old", "label": "x"}));
     let alice = relay.register(json!({"id": "alice"}));
     let secret = relay.send(json!({"from": "alice", "to": "gus", "body": "the password is 42"}));
@@ -541,9 +527,8 @@ fn a_recreated_id_starts_fresh_without_the_old_agents_past() {
     assert_eq!(relay.inbox_ids("gus", &gus, ""), vec![fresh]);
 }
 
-#[test]
-fn the_operator_may_keep_an_ids_history_and_only_the_operator() {
-    let relay = RelayServer::start();
+fn the_operator_may_keep_an_ids_history_and_only_the_operator(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "gus"}));
     let secret = relay.send(json!({"from": "user", "to": "gus", "body": "kept"}));
     let secret = secret.body["message"]["id"].as_i64().unwrap();
@@ -570,9 +555,8 @@ fn the_operator_may_keep_an_ids_history_and_only_the_operator() {
 
 // --- Group membership locked by the operator ---
 
-#[test]
-fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
-    let relay = RelayServer::start();
+fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice", "label": "frontend", "tags": ["web"],
         "locked": ["label", "tags", "capabilities"]}));
     let job = relay
@@ -630,9 +614,8 @@ fn an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given() {
     assert_eq!(by_operator.status, 200, "{:?}", by_operator.body);
 }
 
-#[test]
-fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
-    let relay = RelayServer::start();
+fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bob = relay.register(json!({"id": "bob", "label": "frontend"}));
 
     let moved = relay.post("/v1/agents", &bob, json!({"id": "bob", "label": "backend"}));
@@ -650,9 +633,8 @@ fn groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields() {
 
 // --- The steps of a registration ---
 
-#[test]
-fn the_kinds_user_and_system_belong_to_the_builtins_alone() {
-    let relay = RelayServer::start();
+fn the_kinds_user_and_system_belong_to_the_builtins_alone(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     for kind in ["user", "system"] {
         let refused = relay.post("/v1/agents", OPERATOR, json!({"id": "bob", "kind": kind}));
         assert_eq!(
@@ -670,9 +652,8 @@ fn the_kinds_user_and_system_belong_to_the_builtins_alone() {
     );
 }
 
-#[test]
-fn a_malformed_registration_is_refused_for_what_it_says_before_who_sends_it() {
-    let relay = RelayServer::start();
+fn a_malformed_registration_is_refused_for_what_it_says_before_who_sends_it(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     let not_hers = relay.post("/v1/agents", &alice, json!({"id": "bob", "tags": ["web"]}));
@@ -698,3 +679,25 @@ fn a_malformed_registration_is_refused_for_what_it_says_before_who_sends_it() {
         assert!(says.contains(field), "the refusal names {field}: {says}");
     }
 }
+
+crate::on_both_backends!(
+    registration_hands_out_a_token_once_and_infers_kind_and_provider_tag,
+    registering_a_new_agent_needs_the_operator,
+    reregistration_keeps_label_machine_rig_and_ready_unless_sent,
+    channel_agents_must_use_the_canonical_id,
+    builtin_user_and_system_always_exist_and_are_never_reaped,
+    a_new_instance_starts_a_new_epoch_and_stale_sessions_are_refused,
+    the_reaper_marks_stale_agents_offline_and_a_heartbeat_brings_them_back,
+    the_stale_ttl_is_a_setting,
+    one_agents_token_cannot_act_as_another,
+    agents_are_listed_with_filters_and_deleted_by_the_operator,
+    status_and_label_are_set_by_the_agent_itself,
+    the_bearer_scheme_is_case_insensitive,
+    deleting_an_agent_releases_its_claims_and_ends_its_pairs,
+    a_recreated_id_starts_fresh_without_the_old_agents_past,
+    the_operator_may_keep_an_ids_history_and_only_the_operator,
+    an_operator_lock_keeps_an_agent_out_of_groups_it_was_not_given,
+    groups_stay_self_declared_without_a_lock_and_a_lock_names_known_fields,
+    the_kinds_user_and_system_belong_to_the_builtins_alone,
+    a_malformed_registration_is_refused_for_what_it_says_before_who_sends_it,
+);

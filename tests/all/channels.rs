@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, RelayServer, cli_call, json};
+use common::{Backend, Json, OPERATOR, RelayServer, cli_call, json};
 
 /// Registers a Telegram channel agent `telegram:bot1` with the given extra meta; returns its token.
 fn register_bridge(relay: &RelayServer, meta: Json) -> String {
@@ -63,9 +63,8 @@ fn channel(relay: &RelayServer) -> Json {
     reply.body
 }
 
-#[test]
-fn channel_agent_with_a_non_canonical_id_is_refused() {
-    let relay = RelayServer::start();
+fn channel_agent_with_a_non_canonical_id_is_refused(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let reply = relay.post(
         "/v1/agents",
         OPERATOR,
@@ -86,9 +85,8 @@ fn channel_agent_with_a_non_canonical_id_is_refused() {
     );
 }
 
-#[test]
-fn channel_record_follows_registration_and_re_registration() {
-    let relay = RelayServer::start();
+fn channel_record_follows_registration_and_re_registration(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_bridge(
         &relay,
         json!({
@@ -155,8 +153,7 @@ fn channel_record_follows_registration_and_re_registration() {
     );
 }
 
-#[test]
-fn meta_target_sets_the_default_binding_with_the_mode_spec_gives() {
+fn meta_target_sets_the_default_binding_with_the_mode_spec_gives(backend: Backend) {
     for (target, json_target, mode) in [
         (
             "alice",
@@ -176,7 +173,7 @@ fn meta_target_sets_the_default_binding_with_the_mode_spec_gives() {
         ),
         ("broadcast", json!({"type": "broadcast"}), "broadcast"),
     ] {
-        let relay = RelayServer::start();
+        let relay = RelayServer::start_on(backend, &[]);
         register_bridge(&relay, json!({"target": target}));
         let summary = channel(&relay);
         assert_eq!(
@@ -198,9 +195,8 @@ fn meta_target_sets_the_default_binding_with_the_mode_spec_gives() {
     }
 }
 
-#[test]
-fn changing_meta_target_replaces_the_default_binding() {
-    let relay = RelayServer::start();
+fn changing_meta_target_replaces_the_default_binding(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_bridge(&relay, json!({"target": "label:support"}));
     relay.post(
         "/v1/agents",
@@ -219,9 +215,8 @@ fn changing_meta_target_replaces_the_default_binding() {
     assert_eq!(channel(&relay)["target"], "broadcast");
 }
 
-#[test]
-fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
-    let relay = RelayServer::start();
+fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_bridge(&relay, json!({}));
     let unknown = relay.put(
         "/v1/channels/slack:nope/bindings",
@@ -292,9 +287,8 @@ fn malformed_bindings_and_unknown_channels_are_refused_with_a_reason() {
     );
 }
 
-#[test]
-fn conversation_binding_beats_the_default() {
-    let relay = RelayServer::start();
+fn conversation_binding_beats_the_default(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_bridge(&relay, json!({"target": "label:support"}));
     put_binding(
         &relay,
@@ -318,9 +312,8 @@ fn conversation_binding_beats_the_default() {
     assert_eq!(none["source"], "default");
 }
 
-#[test]
-fn routes_come_highest_priority_first_then_newest() {
-    let relay = RelayServer::start();
+fn routes_come_highest_priority_first_then_newest(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_bridge(&relay, json!({}));
     put_binding(
         &relay,
@@ -348,9 +341,8 @@ fn routes_come_highest_priority_first_then_newest() {
     );
 }
 
-#[test]
-fn second_binding_for_the_same_conversation_coexists_and_upsert_updates() {
-    let relay = RelayServer::start();
+fn second_binding_for_the_same_conversation_coexists_and_upsert_updates(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_bridge(&relay, json!({}));
     let first = put_binding(
         &relay,
@@ -392,9 +384,8 @@ fn second_binding_for_the_same_conversation_coexists_and_upsert_updates() {
     );
 }
 
-#[test]
-fn deleted_binding_no_longer_routes() {
-    let relay = RelayServer::start();
+fn deleted_binding_no_longer_routes(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_bridge(&relay, json!({"target": "label:support"}));
     let binding = put_binding(
         &relay,
@@ -417,9 +408,8 @@ fn deleted_binding_no_longer_routes() {
     );
 }
 
-#[test]
-fn inbound_to_an_exclusive_agent_route_reaches_that_agent_only() {
-    let relay = RelayServer::start();
+fn inbound_to_an_exclusive_agent_route_reaches_that_agent_only(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bridge = register_bridge(&relay, json!({"target": "alice"}));
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -446,9 +436,8 @@ fn inbound_to_an_exclusive_agent_route_reaches_that_agent_only() {
     assert!(relay.inbox_ids("bob", &bob, "").is_empty());
 }
 
-#[test]
-fn inbound_to_a_claimable_label_route_has_a_single_winner() {
-    let relay = RelayServer::start();
+fn inbound_to_a_claimable_label_route_has_a_single_winner(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bridge = register_bridge(&relay, json!({"target": "label:support"}));
     let alice = relay.register(json!({"id": "alice", "label": "support"}));
     let bob = relay.register(json!({"id": "bob", "label": "support"}));
@@ -483,9 +472,8 @@ fn inbound_to_a_claimable_label_route_has_a_single_winner() {
     );
 }
 
-#[test]
-fn inbound_to_a_broadcast_route_reaches_every_agent() {
-    let relay = RelayServer::start();
+fn inbound_to_a_broadcast_route_reaches_every_agent(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bridge = register_bridge(&relay, json!({"target": "broadcast"}));
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob", "label": "ops"}));
@@ -511,9 +499,8 @@ fn inbound_to_a_broadcast_route_reaches_every_agent() {
     );
 }
 
-#[test]
-fn inbound_sends_one_message_per_route() {
-    let relay = RelayServer::start();
+fn inbound_sends_one_message_per_route(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bridge = register_bridge(&relay, json!({}));
     relay.register(json!({"id": "alice"}));
     put_binding(
@@ -543,9 +530,8 @@ fn inbound_sends_one_message_per_route() {
     );
 }
 
-#[test]
-fn unrouted_inbound_is_a_conflict_and_writes_nothing() {
-    let relay = RelayServer::start();
+fn unrouted_inbound_is_a_conflict_and_writes_nothing(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bridge = register_bridge(&relay, json!({}));
     let alice = relay.register(json!({"id": "alice"}));
     let before = relay.send(json!({"from": "alice", "to": "alice", "body": "marker"}));
@@ -575,18 +561,16 @@ fn unrouted_inbound_is_a_conflict_and_writes_nothing() {
     assert_eq!(relay.inbox_ids("alice", &alice, "").len(), 2);
 }
 
-#[test]
-fn inbound_needs_the_bridges_own_token() {
-    let relay = RelayServer::start();
+fn inbound_needs_the_bridges_own_token(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_bridge(&relay, json!({"target": "broadcast"}));
     let alice = relay.register(json!({"id": "alice"}));
     let reply = inbound(&relay, &alice, json!({"body": "spoofed"}));
     assert_eq!(reply.status, 403, "{:?}", reply.body);
 }
 
-#[test]
-fn outbound_reply_reaches_the_bridge_inbox() {
-    let relay = RelayServer::start();
+fn outbound_reply_reaches_the_bridge_inbox(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let bridge = register_bridge(&relay, json!({"target": "alice"}));
     let alice = relay.register(json!({"id": "alice"}));
     let event = inbound(
@@ -629,9 +613,8 @@ fn register_orchestrator(relay: &RelayServer) -> String {
     reply.body["token"].as_str().unwrap().to_owned()
 }
 
-#[test]
-fn orchestrator_agent_is_created_and_deleted_with_it() {
-    let relay = RelayServer::start();
+fn orchestrator_agent_is_created_and_deleted_with_it(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_orchestrator(&relay);
     let orchestrator = relay.get("/v1/orchestrators/devbox", OPERATOR).body;
     assert_eq!(orchestrator["status"], "online");
@@ -679,9 +662,8 @@ fn orchestrator_agent_is_created_and_deleted_with_it() {
     );
 }
 
-#[test]
-fn orchestrator_status_is_mirrored_to_its_agent() {
-    let relay = RelayServer::start();
+fn orchestrator_status_is_mirrored_to_its_agent(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_orchestrator(&relay);
     for (status, agent_status, ready) in [
         ("draining", "busy", false),
@@ -707,9 +689,8 @@ fn orchestrator_status_is_mirrored_to_its_agent() {
     assert_eq!(bad.status, 400, "{:?}", bad.body);
 }
 
-#[test]
-fn managed_agents_round_trip() {
-    let relay = RelayServer::start();
+fn managed_agents_round_trip(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_orchestrator(&relay);
     let agents = json!([
         {"id": "claude-1", "provider": "claude", "pid": 4242, "cwd": "/srv/agents/api",
@@ -736,9 +717,8 @@ fn managed_agents_round_trip() {
     );
 }
 
-#[test]
-fn spawn_request_becomes_a_spawn_message_to_the_orchestrator() {
-    let relay = RelayServer::start();
+fn spawn_request_becomes_a_spawn_message_to_the_orchestrator(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_orchestrator(&relay);
     let alice = relay.register(json!({"id": "alice"}));
     let reply = relay.post(
@@ -761,9 +741,8 @@ fn spawn_request_becomes_a_spawn_message_to_the_orchestrator() {
     assert_eq!(inbox, vec![message["id"].as_i64().unwrap()]);
 }
 
-#[test]
-fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel() {
-    let relay = RelayServer::start();
+fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     register_orchestrator(&relay);
     let bob = relay.register(json!({"id": "bob"}));
 
@@ -803,9 +782,8 @@ fn an_agent_cannot_make_itself_an_orchestrator_or_a_channel() {
     assert_eq!(card["meta"], json!({}));
 }
 
-#[test]
-fn spawn_requests_reach_only_the_orchestrators_registered_agent() {
-    let relay = RelayServer::start();
+fn spawn_requests_reach_only_the_orchestrators_registered_agent(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let orchestrator = register_orchestrator(&relay);
     let alice = relay.register(json!({"id": "alice"}));
     // Even a card the operator wrote does not make an agent the orchestrator.
@@ -840,9 +818,8 @@ fn spawn_requests_reach_only_the_orchestrators_registered_agent() {
     assert_eq!(read.status, 403, "{:?}", read.body);
 }
 
-#[test]
-fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400() {
-    let relay = RelayServer::start();
+fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_orchestrator(&relay);
     let reply = relay.post(
         "/v1/orchestrators/devbox/spawn",
@@ -869,9 +846,8 @@ fn spawn_for_a_provider_the_orchestrator_does_not_offer_is_400() {
     assert_eq!(unknown.status, 404);
 }
 
-#[test]
-fn stale_orchestrators_are_reaped_when_the_clock_moves() {
-    let relay = RelayServer::start();
+fn stale_orchestrators_are_reaped_when_the_clock_moves(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = register_orchestrator(&relay);
     relay.advance(4 * 60 * 1000);
     let heartbeat = relay.post("/v1/orchestrators/devbox/heartbeat", &token, json!({}));
@@ -932,9 +908,8 @@ fn channel_and_orchestrator_exports_are_callable_from_the_cli() {
     assert_eq!(refused["error"]["code"], "invalid", "{refused}");
 }
 
-#[test]
-fn spawn_requests_come_only_through_the_spawn_route() {
-    let relay = RelayServer::start();
+fn spawn_requests_come_only_through_the_spawn_route(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let orchestrator = register_orchestrator(&relay);
     let alice = relay.register(json!({"id": "alice"}));
     let draining = relay.put(
@@ -976,3 +951,31 @@ fn spawn_requests_come_only_through_the_spawn_route() {
         through_the_route.body
     );
 }
+
+crate::on_both_backends!(
+    channel_agent_with_a_non_canonical_id_is_refused,
+    channel_record_follows_registration_and_re_registration,
+    meta_target_sets_the_default_binding_with_the_mode_spec_gives,
+    changing_meta_target_replaces_the_default_binding,
+    malformed_bindings_and_unknown_channels_are_refused_with_a_reason,
+    conversation_binding_beats_the_default,
+    routes_come_highest_priority_first_then_newest,
+    second_binding_for_the_same_conversation_coexists_and_upsert_updates,
+    deleted_binding_no_longer_routes,
+    inbound_to_an_exclusive_agent_route_reaches_that_agent_only,
+    inbound_to_a_claimable_label_route_has_a_single_winner,
+    inbound_to_a_broadcast_route_reaches_every_agent,
+    inbound_sends_one_message_per_route,
+    unrouted_inbound_is_a_conflict_and_writes_nothing,
+    inbound_needs_the_bridges_own_token,
+    outbound_reply_reaches_the_bridge_inbox,
+    orchestrator_agent_is_created_and_deleted_with_it,
+    orchestrator_status_is_mirrored_to_its_agent,
+    managed_agents_round_trip,
+    spawn_request_becomes_a_spawn_message_to_the_orchestrator,
+    an_agent_cannot_make_itself_an_orchestrator_or_a_channel,
+    spawn_requests_reach_only_the_orchestrators_registered_agent,
+    spawn_for_a_provider_the_orchestrator_does_not_offer_is_400,
+    stale_orchestrators_are_reaped_when_the_clock_moves,
+    spawn_requests_come_only_through_the_spawn_route,
+);

@@ -17,13 +17,22 @@
 //!
 //! Both hosts run the cases on the test component (the guest built with its fault-injection
 //! exports, which the shipped component lacks), so the rollback case can make calls fail.
+//!
+//! The Rust host runs every case on both backends (docs/testing.md): `conformance::sqlite::...`
+//! on a fresh SQLite file per case, whose transcript is the one the Node runner compares with,
+//! and `conformance::postgres::...` on a fresh PostgreSQL database per case, whose transcript
+//! goes to `target/tmp/conformance-postgres/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use agent_relay_core::bridge::ErrorReply;
 use agent_relay_core::embed::{Caller, Clock, Options, Relay};
+use agent_relay_core::postgres::{Postgres, PostgresOptions};
 use serde_json::{Value as Json, json};
+
+use crate::common::{Backend, postgres::Database};
 
 /// The instant both hosts' clocks start at: 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;
@@ -32,8 +41,37 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance")
 }
 
-fn transcripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance")
+/// Where a backend's transcripts go: SQLite's are the ones the Node host compares with.
+fn transcripts_dir(backend: Backend) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(match backend {
+        Backend::Sqlite => "conformance",
+        Backend::Postgres => "conformance-postgres",
+    })
+}
+
+/// A fresh database of `backend` for one case, kept open as long as the relay on it.
+enum Fresh {
+    Sqlite(tempfile::TempDir),
+    Postgres(Database),
+}
+
+impl Fresh {
+    fn new(backend: Backend) -> Fresh {
+        match backend {
+            Backend::Sqlite => Fresh::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Fresh::Postgres(Database::create()),
+        }
+    }
+
+    fn open(&self, options: Options) -> anyhow::Result<Relay> {
+        match self {
+            Fresh::Sqlite(dir) => Relay::open(dir.path().join("relay.db"), options),
+            Fresh::Postgres(database) => {
+                let backend = Postgres::open(&database.url, &PostgresOptions::default())?;
+                Relay::open_backend(Arc::new(backend), database.name(), options)
+            }
+        }
+    }
 }
 
 /// What one case has learned so far: captured values and agents' tokens.
@@ -226,7 +264,7 @@ fn call(relay: &Relay, memory: &Memory, step: &Json) -> Result<Result<Json, Erro
 }
 
 /// Runs one case; returns its transcript, or what went wrong and at which step.
-fn run_case(case: &Json, db: &Path) -> Result<Vec<Json>, String> {
+fn run_case(case: &Json, db: &Fresh) -> Result<Vec<Json>, String> {
     let settings = case["settings"]
         .as_object()
         .map(|s| {
@@ -241,9 +279,8 @@ fn run_case(case: &Json, db: &Path) -> Result<Vec<Json>, String> {
         })
         .unwrap_or_default();
     let clock = Clock::fixed(START_MS);
-    let relay = Relay::open(
-        db,
-        Options {
+    let relay = db
+        .open(Options {
             settings,
             clock: clock.clone(),
             component: Some(
@@ -251,9 +288,8 @@ fn run_case(case: &Json, db: &Path) -> Result<Vec<Json>, String> {
                     .map_err(|e| format!("reading the test component: {e}"))?,
             ),
             ..Options::default()
-        },
-    )
-    .map_err(|e| format!("opening: {e:#}"))?;
+        })
+        .map_err(|e| format!("opening: {e:#}"))?;
     let mut memory = Memory::default();
     let mut transcript = Vec::new();
     for (i, step) in case["steps"]
@@ -352,9 +388,8 @@ fn case_files() -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn every_conformance_case_passes_on_the_rust_host() {
-    let out = transcripts_dir();
+fn every_conformance_case_passes_on_the_rust_host(backend: Backend) {
+    let out = transcripts_dir(backend);
     std::fs::create_dir_all(&out).unwrap();
     let files = case_files();
     assert!(!files.is_empty(), "no cases in {}", cases_dir().display());
@@ -363,8 +398,8 @@ fn every_conformance_case_passes_on_the_rust_host() {
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
         let case: Json = serde_json::from_str(&std::fs::read_to_string(file).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let dir = tempfile::tempdir().unwrap();
-        match run_case(&case, &dir.path().join("relay.db")) {
+        let db = Fresh::new(backend);
+        match run_case(&case, &db) {
             Ok(transcript) => {
                 let text = serde_json::to_string_pretty(&transcript).unwrap();
                 std::fs::write(out.join(format!("{stem}.json")), text + "\n").unwrap();
@@ -379,7 +414,9 @@ fn every_conformance_case_passes_on_the_rust_host() {
     }
     assert!(
         failures.is_empty(),
-        "conformance cases failed on the Rust host:\n{}",
+        "conformance cases failed on the Rust host ({backend:?}):\n{}",
         failures.join("\n")
     );
 }
+
+crate::on_both_backends!(every_conformance_case_passes_on_the_rust_host);

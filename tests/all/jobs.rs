@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Json, OPERATOR, RelayServer, Reply, id_of, ids, json};
+use common::{Backend, Json, OPERATOR, RelayServer, Reply, id_of, ids, json};
 
 /// A relay with alice and bob in the `backend` pool; their tokens.
-fn pool() -> (RelayServer, String, String) {
-    let relay = RelayServer::start();
+fn pool(backend: Backend) -> (RelayServer, String, String) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
     (relay, alice, bob)
@@ -41,9 +41,10 @@ fn message(relay: &RelayServer, id: i64) -> Json {
     reply.body
 }
 
-#[test]
-fn a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out() {
-    let (relay, alice, bob) = pool();
+fn a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out(
+    backend: Backend,
+) {
+    let (relay, alice, bob) = pool(backend);
     let id = job(&relay, "rotate the logs");
     let claimed = act(
         &relay,
@@ -100,9 +101,8 @@ fn a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_r
     assert_eq!(thread.body[0]["completedBy"], "alice", "{:?}", thread.body);
 }
 
-#[test]
-fn only_the_live_holder_completes_and_completing_again_answers_the_same() {
-    let (relay, alice, bob) = pool();
+fn only_the_live_holder_completes_and_completing_again_answers_the_same(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
     let id = job(&relay, "deploy");
     let unclaimed = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
     assert_eq!(
@@ -163,9 +163,8 @@ fn only_the_live_holder_completes_and_completing_again_answers_the_same() {
     assert_eq!(bad.status, 400, "{:?}", bad.body);
 }
 
-#[test]
-fn a_holder_whose_lease_ran_out_and_went_to_another_cannot_complete() {
-    let (relay, alice, bob) = pool();
+fn a_holder_whose_lease_ran_out_and_went_to_another_cannot_complete(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
     let id = job(&relay, "migrate");
     act(
         &relay,
@@ -187,9 +186,10 @@ fn a_holder_whose_lease_ran_out_and_went_to_another_cannot_complete() {
     assert_eq!(done.body["completedBy"], "bob", "{:?}", done.body);
 }
 
-#[test]
-fn claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_when_none() {
-    let (relay, alice, bob) = pool();
+fn claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_when_none(
+    backend: Backend,
+) {
+    let (relay, alice, bob) = pool(backend);
     let chat = relay.send(json!({"from": "user", "to": "label:backend", "body": "fyi"}));
     assert_eq!(chat.status, 201);
     let first = job(&relay, "first");
@@ -250,9 +250,8 @@ fn waiting_claim_next(
     relay.request_in_background("POST", &path, token, Some(body))
 }
 
-#[test]
-fn claim_next_with_wait_wakes_within_200_ms_of_a_matching_send() {
-    let (relay, alice, _bob) = pool();
+fn claim_next_with_wait_wakes_within_200_ms_of_a_matching_send(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
     relay.register(json!({"id": "dave", "label": "frontend"}));
     let waiting = waiting_claim_next(&relay, "alice", &alice, "", json!({"wait": 60}));
     // Let the call reach its wait; were it slower, it would still find the job at once.
@@ -286,9 +285,8 @@ fn claim_next_with_wait_wakes_within_200_ms_of_a_matching_send() {
     );
 }
 
-#[test]
-fn claim_next_with_wait_answers_204_when_the_wait_ends_without_a_job() {
-    let (relay, alice, _bob) = pool();
+fn claim_next_with_wait_answers_204_when_the_wait_ends_without_a_job(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
     let started = Instant::now();
     let waiting = waiting_claim_next(&relay, "alice", &alice, "?wait=1", json!({}));
     let (reply, _) = waiting.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -302,9 +300,8 @@ fn claim_next_with_wait_answers_204_when_the_wait_ends_without_a_job() {
     assert_eq!(bad.status, 400, "{:?}", bad.body);
 }
 
-#[test]
-fn sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal() {
-    let relay = RelayServer::start();
+fn sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let workers: Vec<(String, String)> = (0..16)
         .map(|w| {
             let id = format!("w{w}");
@@ -373,9 +370,10 @@ fn sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal(
     );
 }
 
-#[test]
-fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_puts_it_back() {
-    let (relay, alice, bob) = pool();
+fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_puts_it_back(
+    backend: Backend,
+) {
+    let (relay, alice, bob) = pool(backend);
     let boss = relay.register(json!({"id": "boss"}));
     let sent = relay.post(
         "/v1/messages",
@@ -443,9 +441,10 @@ fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_
     );
 }
 
-#[test]
-fn the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass() {
-    let relay = RelayServer::start_with(&["--setting", "max-attempts=2"]);
+fn the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass(
+    backend: Backend,
+) {
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=2"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let poison = job(&relay, "poison");
     let healthy = job(&relay, "healthy");
@@ -477,9 +476,8 @@ fn the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_on
     );
 }
 
-#[test]
-fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next() {
-    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
+fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let poison = job(&relay, "poison");
     let next = job(&relay, "next");
@@ -493,9 +491,8 @@ fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next() {
     assert!(message(&relay, poison)["deadLetteredAt"].as_i64().is_some());
 }
 
-#[test]
-fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs() {
-    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
+fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let open = job(&relay, "open");
     let claimed = job(&relay, "claimed");
@@ -547,9 +544,8 @@ fn task(relay: &RelayServer, id: i64) -> Json {
     relay.get(&format!("/v1/tasks/{id}"), OPERATOR).body
 }
 
-#[test]
-fn completing_a_task_message_resolves_its_task() {
-    let (relay, alice, _bob) = pool();
+fn completing_a_task_message_resolves_its_task(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
     let (task_id, message_id) = task_event(&relay);
     let claimed = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
     assert_eq!(claimed.body["id"], message_id);
@@ -575,9 +571,8 @@ fn completing_a_task_message_resolves_its_task() {
     assert_eq!(last["data"]["result"], json!({"fix": "abc123"}));
 }
 
-#[test]
-fn a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it() {
-    let relay = RelayServer::start();
+fn a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let tw = relay.register(json!({"id": "t-w", "label": "backend"}));
     let tx = relay.register(json!({"id": "t-x", "label": "backend"}));
     let (task_id, message_id) = task_event(&relay);
@@ -620,9 +615,8 @@ fn a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it()
     assert_eq!(fresh.body["payload"]["status"], "claimed");
 }
 
-#[test]
-fn dismissing_a_claimed_task_completes_its_message_and_ends_the_claim() {
-    let (relay, alice, _bob) = pool();
+fn dismissing_a_claimed_task_completes_its_message_and_ends_the_claim(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
     let (task_id, message_id) = task_event(&relay);
     act(
         &relay,
@@ -657,9 +651,10 @@ fn dismissing_a_claimed_task_completes_its_message_and_ends_the_claim() {
     assert_eq!(task(&relay, task_id)["status"], "dismissed");
 }
 
-#[test]
-fn deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_others() {
-    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
+fn deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_others(
+    backend: Backend,
+) {
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
     let (last, other) = (job(&relay, "last attempt"), job(&relay, "the next one"));
@@ -690,9 +685,8 @@ fn deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_othe
     assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
 }
 
-#[test]
-fn deleting_a_holder_hands_its_jobs_to_the_next_worker() {
-    let (relay, alice, bob) = pool();
+fn deleting_a_holder_hands_its_jobs_to_the_next_worker(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
     let id = job(&relay, "half done");
     assert_eq!(
         claim_next(&relay, "alice", &alice, json!({})).body["id"],
@@ -707,9 +701,8 @@ fn deleting_a_holder_hands_its_jobs_to_the_next_worker() {
     assert_eq!(taken.body["attempts"], 2);
 }
 
-#[test]
-fn a_recreated_id_claims_no_job_sent_to_the_old_one() {
-    let relay = RelayServer::start();
+fn a_recreated_id_claims_no_job_sent_to_the_old_one(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "carol", "label": "backend"}));
     let old = job(&relay, "for the old carol");
     assert_eq!(relay.delete("/v1/agents/carol", OPERATOR).status, 200);
@@ -729,9 +722,8 @@ fn a_recreated_id_claims_no_job_sent_to_the_old_one() {
     );
 }
 
-#[test]
-fn a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good() {
-    let (relay, alice, _bob) = pool();
+fn a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
     for (query, body) in [
         ("?wait=-1", json!({})),
         ("", json!({"wait": -1})),
@@ -755,9 +747,8 @@ fn a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good() 
     assert_eq!(fine.status, 204, "{:?}", fine.body);
 }
 
-#[test]
-fn only_a_jobs_recipients_or_the_operator_claim_it() {
-    let (relay, alice, bob) = pool();
+fn only_a_jobs_recipients_or_the_operator_claim_it(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
     let carol = relay.register(json!({"id": "carol", "label": "frontend"}));
     let for_bob = relay.post(
         "/v1/messages",
@@ -841,3 +832,25 @@ fn only_a_jobs_recipients_or_the_operator_claim_it() {
         by_operator.body
     );
 }
+
+crate::on_both_backends!(
+    a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
+    only_the_live_holder_completes_and_completing_again_answers_the_same,
+    a_holder_whose_lease_ran_out_and_went_to_another_cannot_complete,
+    claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_when_none,
+    claim_next_with_wait_wakes_within_200_ms_of_a_matching_send,
+    claim_next_with_wait_answers_204_when_the_wait_ends_without_a_job,
+    sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal,
+    a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_puts_it_back,
+    the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass,
+    claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next,
+    the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs,
+    completing_a_task_message_resolves_its_task,
+    a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it,
+    dismissing_a_claimed_task_completes_its_message_and_ends_the_claim,
+    deleting_the_holder_of_a_last_attempt_dead_letters_the_job_and_frees_the_others,
+    deleting_a_holder_hands_its_jobs_to_the_next_worker,
+    a_recreated_id_claims_no_job_sent_to_the_old_one,
+    a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good,
+    only_a_jobs_recipients_or_the_operator_claim_it,
+);

@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 const CORE_LAYERS: &[&[&str]] = &[
     &["bindings", "token", "shape"],
     &["store"],
-    &["sqlite", "runtime"],
+    &["sqlite", "postgres", "runtime"],
     &["calls"],
     &["bridge"],
     &["embed"],
+    &["copy"],
 ];
 
 /// The server's modules (`host/src`) from the bottom up, the same way. The whole core is below

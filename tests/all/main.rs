@@ -18,6 +18,7 @@ mod connections;
 mod embed;
 mod faults;
 mod files;
+mod hosts;
 mod jobs;
 mod layers;
 mod mcp;

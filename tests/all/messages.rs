@@ -3,11 +3,10 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, RelayServer, WITH_FAULTS, id_of, json};
+use common::{Backend, Json, OPERATOR, RelayServer, WITH_FAULTS, id_of, json};
 
-#[test]
-fn a_reply_joins_the_thread_of_the_message_it_answers() {
-    let relay = RelayServer::start();
+fn a_reply_joins_the_thread_of_the_message_it_answers(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let first =
         relay.send(json!({"from": "user", "to": "alice", "body": "hello", "subject": "hi"}));
@@ -47,9 +46,8 @@ fn a_reply_joins_the_thread_of_the_message_it_answers() {
     );
 }
 
-#[test]
-fn the_same_idempotency_key_twice_gives_one_message() {
-    let relay = RelayServer::start();
+fn the_same_idempotency_key_twice_gives_one_message(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let message = json!({"from": "user", "to": "alice", "body": "once", "idempotencyKey": "k-1"});
     let first = relay.send(message.clone());
@@ -70,9 +68,8 @@ fn the_same_idempotency_key_twice_gives_one_message() {
     assert_eq!(other_sender.status, 201, "keys are per sender");
 }
 
-#[test]
-fn kinds_are_inferred_when_not_given() {
-    let relay = RelayServer::start();
+fn kinds_are_inferred_when_not_given(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice", "label": "x"}));
     relay.register(json!({"id": "slack:team", "meta": {"kind": "channel", "provider": "slack"}}));
     let kind = |message: Json| {
@@ -104,9 +101,8 @@ fn kinds_are_inferred_when_not_given() {
     );
 }
 
-#[test]
-fn group_targets_reach_exactly_their_delivery_set() {
-    let relay = RelayServer::start();
+fn group_targets_reach_exactly_their_delivery_set(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let a =
         relay.register(json!({"id": "a", "label": "x", "tags": ["t1"], "capabilities": ["rust"]}));
     let b = relay.register(json!({"id": "b", "label": "y", "tags": ["t1"]}));
@@ -175,9 +171,8 @@ fn group_targets_reach_exactly_their_delivery_set() {
     );
 }
 
-#[test]
-fn sending_needs_a_registered_sender_and_an_existing_target() {
-    let relay = RelayServer::start();
+fn sending_needs_a_registered_sender_and_an_existing_target(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "a"}));
     assert_eq!(
         relay
@@ -212,9 +207,8 @@ fn sending_needs_a_registered_sender_and_an_existing_target() {
     );
 }
 
-#[test]
-fn polling_peeks_and_marking_read_records_a_receipt_per_agent() {
-    let relay = RelayServer::start();
+fn polling_peeks_and_marking_read_records_a_receipt_per_agent(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let a = relay.register(json!({"id": "a", "label": "x"}));
     let b = relay.register(json!({"id": "b", "label": "x"}));
     let id = id_of(&relay.send(json!({"from": "user", "to": "label:x", "body": "note"})));
@@ -259,9 +253,8 @@ fn polling_peeks_and_marking_read_records_a_receipt_per_agent() {
     );
 }
 
-#[test]
-fn the_inbox_filters_by_since_kind_channel_thread_and_limit() {
-    let relay = RelayServer::start();
+fn the_inbox_filters_by_since_kind_channel_thread_and_limit(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let a = relay.register(json!({"id": "a"}));
     let m1 = id_of(&relay.send(json!({"from": "user", "to": "a", "body": "1", "channel": "ops"})));
     let m2 = id_of(&relay.send(json!({"from": "user", "to": "a", "body": "2", "kind": "system"})));
@@ -287,9 +280,8 @@ fn the_inbox_filters_by_since_kind_channel_thread_and_limit() {
     }
 }
 
-#[test]
-fn only_tasks_system_channel_events_and_group_targets_are_stored_claimable() {
-    let relay = RelayServer::start();
+fn only_tasks_system_channel_events_and_group_targets_are_stored_claimable(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "a", "label": "x"}));
     let claimable = |message: Json| {
         relay.send(message).body["message"]["claimable"]
@@ -314,8 +306,8 @@ fn only_tasks_system_channel_events_and_group_targets_are_stored_claimable() {
     ));
 }
 
-fn claim_setup() -> (RelayServer, String, String, i64) {
-    let relay = RelayServer::start();
+fn claim_setup(backend: Backend) -> (RelayServer, String, String, i64) {
+    let relay = RelayServer::start_on(backend, &[]);
     let a = relay.register(json!({"id": "a", "label": "w", "instanceId": "ia"}));
     let b = relay.register(json!({"id": "b", "label": "w"}));
     let id = id_of(
@@ -324,9 +316,8 @@ fn claim_setup() -> (RelayServer, String, String, i64) {
     (relay, a, b, id)
 }
 
-#[test]
-fn a_second_claimer_gets_conflict() {
-    let (relay, a, b, id) = claim_setup();
+fn a_second_claimer_gets_conflict(backend: Backend) {
+    let (relay, a, b, id) = claim_setup(backend);
     let first = relay.post(
         &format!("/v1/messages/{id}/claim"),
         &a,
@@ -366,9 +357,8 @@ fn a_second_claimer_gets_conflict() {
     );
 }
 
-#[test]
-fn an_expired_lease_makes_the_message_claimable_again() {
-    let (relay, a, b, id) = claim_setup();
+fn an_expired_lease_makes_the_message_claimable_again(backend: Backend) {
+    let (relay, a, b, id) = claim_setup(backend);
     relay.post(
         &format!("/v1/messages/{id}/claim"),
         &a,
@@ -406,9 +396,8 @@ fn an_expired_lease_makes_the_message_claimable_again() {
     assert_eq!(late.status, 409, "the old holder cannot renew");
 }
 
-#[test]
-fn the_holder_renews_and_releases_and_others_cannot() {
-    let (relay, a, b, id) = claim_setup();
+fn the_holder_renews_and_releases_and_others_cannot(backend: Backend) {
+    let (relay, a, b, id) = claim_setup(backend);
     let claimed = relay.post(
         &format!("/v1/messages/{id}/claim"),
         &a,
@@ -477,9 +466,8 @@ fn the_holder_renews_and_releases_and_others_cannot() {
     }
 }
 
-#[test]
-fn a_stale_epoch_is_refused_and_changes_nothing() {
-    let (relay, a, _b, id) = claim_setup();
+fn a_stale_epoch_is_refused_and_changes_nothing(backend: Backend) {
+    let (relay, a, _b, id) = claim_setup(backend);
     relay.post(
         "/v1/agents",
         &a,
@@ -515,9 +503,8 @@ fn a_stale_epoch_is_refused_and_changes_nothing() {
     assert_eq!(current.status, 200, "{:?}", current.body);
 }
 
-#[test]
-fn the_reaper_releases_expired_claims() {
-    let (relay, a, _b, id) = claim_setup();
+fn the_reaper_releases_expired_claims(backend: Backend) {
+    let (relay, a, _b, id) = claim_setup(backend);
     relay.post(
         &format!("/v1/messages/{id}/claim"),
         &a,
@@ -535,9 +522,9 @@ fn the_reaper_releases_expired_claims() {
     );
 }
 
-#[test]
-fn a_failed_call_rolls_back_everything_it_wrote() {
-    let relay = RelayServer::start_with(
+fn a_failed_call_rolls_back_everything_it_wrote(backend: Backend) {
+    let relay = RelayServer::start_on(
+        backend,
         &[
             &WITH_FAULTS[..],
             &["--call-timeout-ms", "500", "--memory-limit-mib", "32"],
@@ -596,9 +583,8 @@ fn a_failed_call_rolls_back_everything_it_wrote() {
     assert_eq!(user_inbox(&relay), ["after"]);
 }
 
-#[test]
-fn fault_injection_is_refused_unless_switched_on() {
-    let relay = RelayServer::start_with(&WITH_FAULTS[..2]);
+fn fault_injection_is_refused_unless_switched_on(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &WITH_FAULTS[..2]);
     let reply = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,
@@ -607,9 +593,8 @@ fn fault_injection_is_refused_unless_switched_on() {
     assert_eq!(reply.status, 403, "{:?}", reply.body);
 }
 
-#[test]
-fn the_shipped_component_has_no_fault_injection() {
-    let relay = RelayServer::start_with(&["--setting", "fault-injection=on"]);
+fn the_shipped_component_has_no_fault_injection(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "fault-injection=on"]);
     let reply = relay.post(
         "/v1/test/faults/write-then-fail",
         OPERATOR,
@@ -629,9 +614,8 @@ fn the_shipped_component_has_no_fault_injection() {
     );
 }
 
-#[test]
-fn callers_mistakes_get_4xx_json_errors() {
-    let relay = RelayServer::start_with(&["--max-body-bytes", "4096"]);
+fn callers_mistakes_get_4xx_json_errors(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--max-body-bytes", "4096"]);
     let a = relay.register(json!({"id": "a"}));
     let cases: Vec<(&str, common::Reply, u16)> = vec![
         (
@@ -737,11 +721,10 @@ fn callers_mistakes_get_4xx_json_errors() {
     }
 }
 
-#[test]
-fn the_message_a_send_answers_with_is_the_message_stored() {
+fn the_message_a_send_answers_with_is_the_message_stored(backend: Backend) {
     // The send answers with the record it wrote (built from the values it stored, not read
     // back): it must be exactly what reading the message returns, field for field.
-    let relay = RelayServer::start();
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice"}));
     let bridge = relay.register(
         json!({"id": "telegram:bot1", "kind": "channel", "meta": {"provider": "telegram"}}),
@@ -784,9 +767,8 @@ fn the_message_a_send_answers_with_is_the_message_stored() {
     );
 }
 
-#[test]
-fn a_badly_shaped_request_is_refused_with_the_place_of_the_mistake() {
-    let relay = RelayServer::start();
+fn a_badly_shaped_request_is_refused_with_the_place_of_the_mistake(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice"}));
     let cases = [
         (
@@ -833,9 +815,8 @@ fn thread_bodies(reply: &common::Reply) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_recreated_id_reads_none_of_its_predecessors_threads() {
-    let relay = RelayServer::start();
+fn a_recreated_id_reads_none_of_its_predecessors_threads(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let old = relay.register(json!({"id": "dave", "label": "ops"}));
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -933,9 +914,8 @@ fn a_recreated_id_reads_none_of_its_predecessors_threads() {
     );
 }
 
-#[test]
-fn an_idempotency_key_belongs_to_one_identity_of_its_sender() {
-    let relay = RelayServer::start();
+fn an_idempotency_key_belongs_to_one_identity_of_its_sender(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let old = relay.register(json!({"id": "gina"}));
     relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
@@ -986,9 +966,8 @@ fn an_idempotency_key_belongs_to_one_identity_of_its_sender() {
     );
 }
 
-#[test]
-fn an_agent_may_not_send_the_relays_own_kinds() {
-    let relay = RelayServer::start();
+fn an_agent_may_not_send_the_relays_own_kinds(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let bridge = relay
@@ -1045,9 +1024,8 @@ fn an_agent_may_not_send_the_relays_own_kinds() {
     assert_eq!(system.status, 201, "the operator may: {:?}", system.body);
 }
 
-#[test]
-fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one() {
-    let relay = RelayServer::start();
+fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let eve = relay.register(json!({"id": "eve"}));
@@ -1093,9 +1071,8 @@ fn a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one() {
     }
 }
 
-#[test]
-fn a_malformed_send_is_refused_for_what_it_says_before_who_sends_it() {
-    let relay = RelayServer::start();
+fn a_malformed_send_is_refused_for_what_it_says_before_who_sends_it(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     let as_bob = relay.post(
@@ -1137,3 +1114,30 @@ fn a_malformed_send_is_refused_for_what_it_says_before_who_sends_it() {
         assert!(says.contains(field), "the refusal names {field}: {says}");
     }
 }
+
+crate::on_both_backends!(
+    a_reply_joins_the_thread_of_the_message_it_answers,
+    the_same_idempotency_key_twice_gives_one_message,
+    kinds_are_inferred_when_not_given,
+    group_targets_reach_exactly_their_delivery_set,
+    sending_needs_a_registered_sender_and_an_existing_target,
+    polling_peeks_and_marking_read_records_a_receipt_per_agent,
+    the_inbox_filters_by_since_kind_channel_thread_and_limit,
+    only_tasks_system_channel_events_and_group_targets_are_stored_claimable,
+    a_second_claimer_gets_conflict,
+    an_expired_lease_makes_the_message_claimable_again,
+    the_holder_renews_and_releases_and_others_cannot,
+    a_stale_epoch_is_refused_and_changes_nothing,
+    the_reaper_releases_expired_claims,
+    a_failed_call_rolls_back_everything_it_wrote,
+    fault_injection_is_refused_unless_switched_on,
+    the_shipped_component_has_no_fault_injection,
+    callers_mistakes_get_4xx_json_errors,
+    the_message_a_send_answers_with_is_the_message_stored,
+    a_badly_shaped_request_is_refused_with_the_place_of_the_mistake,
+    a_recreated_id_reads_none_of_its_predecessors_threads,
+    an_idempotency_key_belongs_to_one_identity_of_its_sender,
+    an_agent_may_not_send_the_relays_own_kinds,
+    a_reply_to_a_message_one_may_not_read_is_refused_as_a_missing_one,
+    a_malformed_send_is_refused_for_what_it_says_before_who_sends_it,
+);

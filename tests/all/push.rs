@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent_relay::client::watch::{EventReader, SseEvent};
-use common::{Json, OPERATOR, RelayServer, id_of, ids, json};
+use common::{Backend, Json, OPERATOR, RelayServer, id_of, ids, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts a long-poll on another thread; the receiver gets the reply and when it arrived.
@@ -22,9 +22,8 @@ fn long_poll(
     relay.request_in_background("GET", &path, token, None)
 }
 
-#[test]
-fn a_long_poll_answers_at_once_when_the_inbox_has_something() {
-    let relay = RelayServer::start();
+fn a_long_poll_answers_at_once_when_the_inbox_has_something(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let sent = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "waiting"})));
     let started = Instant::now();
@@ -38,9 +37,8 @@ fn a_long_poll_answers_at_once_when_the_inbox_has_something() {
     );
 }
 
-#[test]
-fn a_long_poll_with_nothing_to_deliver_answers_an_empty_list_when_the_wait_ends() {
-    let relay = RelayServer::start();
+fn a_long_poll_with_nothing_to_deliver_answers_an_empty_list_when_the_wait_ends(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let started = Instant::now();
     let reply = relay.get("/v1/agents/alice/inbox?wait=1", &alice);
@@ -57,9 +55,8 @@ fn a_long_poll_with_nothing_to_deliver_answers_an_empty_list_when_the_wait_ends(
     );
 }
 
-#[test]
-fn the_wait_is_cut_to_the_servers_maximum_and_must_be_a_number() {
-    let relay = RelayServer::start_with(&["--max-wait-secs", "1"]);
+fn the_wait_is_cut_to_the_servers_maximum_and_must_be_a_number(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--max-wait-secs", "1"]);
     let alice = relay.register(json!({"id": "alice"}));
     let started = Instant::now();
     let reply = relay.get("/v1/agents/alice/inbox?wait=3600", &alice);
@@ -73,9 +70,8 @@ fn the_wait_is_cut_to_the_servers_maximum_and_must_be_a_number() {
     assert_eq!((bad.status, bad.code()), (400, "invalid"), "{:?}", bad.body);
 }
 
-#[test]
-fn a_long_poll_wakes_within_200_ms_of_a_matching_send_and_not_for_another_agents() {
-    let relay = RelayServer::start();
+fn a_long_poll_wakes_within_200_ms_of_a_matching_send_and_not_for_another_agents(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
     let poll = long_poll(&relay, "/v1/agents/alice/inbox?wait=60".to_owned(), &alice);
@@ -104,9 +100,8 @@ fn a_long_poll_wakes_within_200_ms_of_a_matching_send_and_not_for_another_agents
     );
 }
 
-#[test]
-fn a_long_poll_keeps_the_inbox_filters() {
-    let relay = RelayServer::start();
+fn a_long_poll_keeps_the_inbox_filters(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let first = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "old"})));
     let poll = long_poll(
@@ -126,9 +121,8 @@ fn a_long_poll_keeps_the_inbox_filters() {
     assert_eq!(ids(&reply.body), [system]);
 }
 
-#[test]
-fn a_long_poll_needs_the_agents_token() {
-    let relay = RelayServer::start();
+fn a_long_poll_needs_the_agents_token(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let started = Instant::now();
@@ -216,9 +210,8 @@ fn send_to(relay: &RelayServer, agent: &str, body: &str) -> i64 {
     id_of(&relay.send(json!({"from": "user", "to": agent, "body": body})))
 }
 
-#[test]
-fn a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order() {
-    let relay = RelayServer::start();
+fn a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let before: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
@@ -241,9 +234,8 @@ fn a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order() {
     );
 }
 
-#[test]
-fn a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated() {
-    let relay = RelayServer::start();
+fn a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let sent: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
@@ -267,9 +259,8 @@ fn a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated() {
     assert_eq!(since.status, 401, "the since form is authenticated too");
 }
 
-#[test]
-fn a_stream_needs_the_agents_token_and_is_refused_before_it_starts() {
-    let relay = RelayServer::start();
+fn a_stream_needs_the_agents_token_and_is_refused_before_it_starts(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let other = relay.get("/v1/agents/alice/stream", &bob);
@@ -294,9 +285,8 @@ fn a_stream_needs_the_agents_token_and_is_refused_before_it_starts() {
     assert_eq!(bad_cursor.status, 400);
 }
 
-#[test]
-fn a_stream_does_not_push_a_message_claimed_by_someone_else() {
-    let relay = RelayServer::start();
+fn a_stream_does_not_push_a_message_claimed_by_someone_else(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
     let job = id_of(
@@ -318,11 +308,10 @@ fn a_stream_does_not_push_a_message_claimed_by_someone_else() {
     );
 }
 
-#[test]
-fn a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send() {
+fn a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send(backend: Backend) {
     const WAITERS: usize = 1000;
     // A thousand connections from one address: beyond the default per-address cap (512).
-    let relay = RelayServer::start_with(&["--max-connections-per-peer", "1100"]);
+    let relay = RelayServer::start_on(backend, &["--max-connections-per-peer", "1100"]);
     let alice = relay.register(json!({"id": "alice"}));
     let addr = relay.base.trim_start_matches("http://").to_owned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -376,9 +365,8 @@ fn a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send() {
     }
 }
 
-#[test]
-fn watch_prints_each_message_as_one_json_line() {
-    let relay = RelayServer::start();
+fn watch_prints_each_message_as_one_json_line(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let first = send_to(&relay, "alice", "before");
     let mut watch = Command::new(common::binary())
@@ -427,9 +415,8 @@ fn watch_prints_each_message_as_one_json_line() {
     assert_eq!(printed[0]["body"], "after");
 }
 
-#[test]
-fn watch_with_a_wrong_token_fails() {
-    let relay = RelayServer::start();
+fn watch_with_a_wrong_token_fails(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice"}));
     let output = Command::new(common::binary())
         .args(["watch", "alice", "--url", &relay.base, "--token", "wrong"])
@@ -441,3 +428,19 @@ fn watch_with_a_wrong_token_fails() {
     );
     assert!(output.stdout.is_empty());
 }
+
+crate::on_both_backends!(
+    a_long_poll_answers_at_once_when_the_inbox_has_something,
+    a_long_poll_with_nothing_to_deliver_answers_an_empty_list_when_the_wait_ends,
+    the_wait_is_cut_to_the_servers_maximum_and_must_be_a_number,
+    a_long_poll_wakes_within_200_ms_of_a_matching_send_and_not_for_another_agents,
+    a_long_poll_keeps_the_inbox_filters,
+    a_long_poll_needs_the_agents_token,
+    a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order,
+    a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated,
+    a_stream_needs_the_agents_token_and_is_refused_before_it_starts,
+    a_stream_does_not_push_a_message_claimed_by_someone_else,
+    a_thousand_idle_long_polls_are_held_and_all_woken_by_one_send,
+    watch_prints_each_message_as_one_json_line,
+    watch_with_a_wrong_token_fails,
+);

@@ -3,13 +3,13 @@
 
 use crate::common;
 
-use common::{Json, OPERATOR, RelayServer, json};
+use common::{Backend, Json, OPERATOR, RelayServer, json};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// A relay with one worker agent the tasks go to; returns the worker's token.
-fn relay_with_worker() -> (RelayServer, String) {
-    let relay = RelayServer::start();
+fn relay_with_worker(backend: Backend) -> (RelayServer, String) {
+    let relay = RelayServer::start_on(backend, &[]);
     let token = relay.register(json!({"id": "worker", "tags": ["oncall"]}));
     (relay, token)
 }
@@ -67,9 +67,8 @@ fn build_failed(key: &str) -> Json {
 
 // --- Tasks ---
 
-#[test]
-fn new_event_creates_an_open_task_and_its_claimable_task_message() {
-    let (relay, worker) = relay_with_worker();
+fn new_event_creates_an_open_task_and_its_claimable_task_message(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
 
     let reply = ingest(&relay, "ci", build_failed("main-build"));
 
@@ -107,9 +106,8 @@ fn new_event_creates_an_open_task_and_its_claimable_task_message() {
     );
 }
 
-#[test]
-fn duplicate_event_counts_an_occurrence_and_sends_nothing() {
-    let (relay, worker) = relay_with_worker();
+fn duplicate_event_counts_an_occurrence_and_sends_nothing(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
     let first = ingest(&relay, "ci", build_failed("main-build"));
     let id = first.body["task"]["id"].as_i64().unwrap();
 
@@ -147,9 +145,8 @@ fn duplicate_event_counts_an_occurrence_and_sends_nothing() {
     assert_eq!(other_source.status, 201, "the dedupe key is per source");
 }
 
-#[test]
-fn claiming_renewing_and_releasing_the_message_does_the_same_to_the_task() {
-    let (relay, worker) = relay_with_worker();
+fn claiming_renewing_and_releasing_the_message_does_the_same_to_the_task(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
     let reply = ingest(&relay, "ci", build_failed("k"));
     let id = reply.body["task"]["id"].as_i64().unwrap();
     let message_id = reply.body["message"]["id"].as_i64().unwrap();
@@ -199,9 +196,8 @@ fn claiming_renewing_and_releasing_the_message_does_the_same_to_the_task() {
     assert_eq!(event_kinds(&relay, id), ["created", "claimed", "released"]);
 }
 
-#[test]
-fn reaper_releases_the_task_of_an_expired_claim() {
-    let (relay, worker) = relay_with_worker();
+fn reaper_releases_the_task_of_an_expired_claim(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
     let reply = ingest(&relay, "ci", build_failed("k"));
     let id = reply.body["task"]["id"].as_i64().unwrap();
     let message_id = reply.body["message"]["id"].as_i64().unwrap();
@@ -226,9 +222,10 @@ fn reaper_releases_the_task_of_an_expired_claim() {
     assert_eq!(last["actor"], "system");
 }
 
-#[test]
-fn a_duplicate_keeps_what_it_does_not_send_and_a_reopening_takes_the_event_as_it_is() {
-    let (relay, _worker) = relay_with_worker();
+fn a_duplicate_keeps_what_it_does_not_send_and_a_reopening_takes_the_event_as_it_is(
+    backend: Backend,
+) {
+    let (relay, _worker) = relay_with_worker(backend);
     let first = ingest(&relay, "ci", build_failed("main-build"));
     let id = first.body["task"]["id"].as_i64().unwrap();
     let bare = json!({"title": "Build failed again", "dedupeKey": "main-build",
@@ -268,9 +265,8 @@ fn a_duplicate_keeps_what_it_does_not_send_and_a_reopening_takes_the_event_as_it
     );
 }
 
-#[test]
-fn resolved_task_reopens_with_a_new_message_when_the_event_comes_back() {
-    let (relay, worker) = relay_with_worker();
+fn resolved_task_reopens_with_a_new_message_when_the_event_comes_back(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
     let first = ingest(&relay, "ci", build_failed("main-build"));
     let id = first.body["task"]["id"].as_i64().unwrap();
     let first_message = first.body["message"]["id"].as_i64().unwrap();
@@ -301,9 +297,8 @@ fn resolved_task_reopens_with_a_new_message_when_the_event_comes_back() {
     );
 }
 
-#[test]
-fn task_events_list_the_whole_history_with_actors() {
-    let (relay, worker) = relay_with_worker();
+fn task_events_list_the_whole_history_with_actors(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
     let reply = ingest(&relay, "ci", build_failed("k"));
     let id = reply.body["task"]["id"].as_i64().unwrap();
     let message_id = reply.body["message"]["id"].as_i64().unwrap();
@@ -382,9 +377,8 @@ fn task_events_list_the_whole_history_with_actors() {
     );
 }
 
-#[test]
-fn illegal_status_changes_are_refused() {
-    let (relay, _) = relay_with_worker();
+fn illegal_status_changes_are_refused(backend: Backend) {
+    let (relay, _) = relay_with_worker(backend);
     let id = ingest(&relay, "ci", build_failed("k")).body["task"]["id"]
         .as_i64()
         .unwrap();
@@ -430,8 +424,8 @@ fn illegal_status_changes_are_refused() {
 // --- Who may change a task ---
 
 /// A task sent to two on-call agents, alice and bob; returns (relay, alice, bob, task, message).
-fn task_for_two() -> (RelayServer, String, String, i64, i64) {
-    let relay = RelayServer::start();
+fn task_for_two(backend: Backend) -> (RelayServer, String, String, i64, i64) {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice", "tags": ["oncall"]}));
     let bob = relay.register(json!({"id": "bob", "tags": ["oncall"]}));
     let mut event = build_failed("k");
@@ -451,9 +445,8 @@ fn set_status_as(relay: &RelayServer, token: &str, id: i64, status: &str) -> com
     )
 }
 
-#[test]
-fn another_agent_cannot_resolve_or_dismiss_a_task_someone_else_holds() {
-    let (relay, alice, bob, id, message) = task_for_two();
+fn another_agent_cannot_resolve_or_dismiss_a_task_someone_else_holds(backend: Backend) {
+    let (relay, alice, bob, id, message) = task_for_two(backend);
     let claim = relay.post(
         &format!("/v1/messages/{message}/claim"),
         &alice,
@@ -487,9 +480,8 @@ fn another_agent_cannot_resolve_or_dismiss_a_task_someone_else_holds() {
     assert_eq!(event_kinds(&relay, id), ["created", "claimed", "resolved"]);
 }
 
-#[test]
-fn an_agent_cannot_settle_an_open_task_nor_reopen_one() {
-    let (relay, alice, _bob, id, message) = task_for_two();
+fn an_agent_cannot_settle_an_open_task_nor_reopen_one(backend: Backend) {
+    let (relay, alice, _bob, id, message) = task_for_two(backend);
 
     let open = set_status_as(&relay, &alice, id, "resolved");
     assert_eq!(
@@ -517,9 +509,8 @@ fn an_agent_cannot_settle_an_open_task_nor_reopen_one() {
     assert_eq!(event_kinds(&relay, id), ["created", "dismissed"]);
 }
 
-#[test]
-fn a_holder_whose_lease_ran_out_may_no_longer_change_the_task() {
-    let (relay, alice, _bob, id, message) = task_for_two();
+fn a_holder_whose_lease_ran_out_may_no_longer_change_the_task(backend: Backend) {
+    let (relay, alice, _bob, id, message) = task_for_two(backend);
     let claim = relay.post(
         &format!("/v1/messages/{message}/claim"),
         &alice,
@@ -538,9 +529,8 @@ fn a_holder_whose_lease_ran_out_may_no_longer_change_the_task() {
     assert_eq!(task(&relay, id)["status"], "claimed", "nothing changed");
 }
 
-#[test]
-fn bad_severity_and_empty_title_are_refused_and_write_nothing() {
-    let (relay, worker) = relay_with_worker();
+fn bad_severity_and_empty_title_are_refused_and_write_nothing(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
 
     let bad_severity = ingest(
         &relay,
@@ -575,9 +565,8 @@ fn bad_severity_and_empty_title_are_refused_and_write_nothing() {
     );
 }
 
-#[test]
-fn tasks_list_filters_by_status_severity_and_source() {
-    let (relay, _) = relay_with_worker();
+fn tasks_list_filters_by_status_severity_and_source(backend: Backend) {
+    let (relay, _) = relay_with_worker(backend);
     let a = ingest(
         &relay,
         "ci",
@@ -640,17 +629,16 @@ fn post_signed(
     }
 }
 
-fn relay_with_signed_source() -> RelayServer {
-    let (relay, _) = relay_with_worker();
+fn relay_with_signed_source(backend: Backend) -> RelayServer {
+    let (relay, _) = relay_with_worker(backend);
     let configured = relay.put("/v1/integrations/ci", OPERATOR, json!({"secret": "s3cret"}));
     assert_eq!(configured.status, 200, "configure: {:?}", configured.body);
     assert_eq!(configured.body["signed"], true);
     relay
 }
 
-#[test]
-fn signed_webhook_is_accepted_without_a_token() {
-    let relay = relay_with_signed_source();
+fn signed_webhook_is_accepted_without_a_token(backend: Backend) {
+    let relay = relay_with_signed_source(backend);
     let body = br#"{"title": "Deploy failed", "severity": "critical", "target": "worker"}"#;
 
     let reply = post_signed(&relay, "ci", body, Some(&sign("s3cret", body)));
@@ -663,9 +651,8 @@ fn signed_webhook_is_accepted_without_a_token() {
     assert_eq!(reply.body["task"]["title"], "Deploy failed");
 }
 
-#[test]
-fn unsigned_or_tampered_webhook_is_refused_and_writes_nothing() {
-    let relay = relay_with_signed_source();
+fn unsigned_or_tampered_webhook_is_refused_and_writes_nothing(backend: Backend) {
+    let relay = relay_with_signed_source(backend);
     let body = br#"{"title": "Deploy failed", "target": "worker"}"#;
     let tampered = br#"{"title": "Deploy failed!", "target": "worker"}"#;
 
@@ -704,9 +691,8 @@ fn unsigned_or_tampered_webhook_is_refused_and_writes_nothing() {
     assert_eq!(inbox.body, json!([]), "a refused event sends no message");
 }
 
-#[test]
-fn source_without_secret_needs_the_operator_token() {
-    let (relay, worker) = relay_with_worker();
+fn source_without_secret_needs_the_operator_token(backend: Backend) {
+    let (relay, worker) = relay_with_worker(backend);
     let event = json!({"title": "x", "target": "worker"});
 
     let anonymous = relay.request("POST", "/v1/integrations/ci/events", None, Some(&event));
@@ -737,9 +723,8 @@ fn source_without_secret_needs_the_operator_token() {
     );
 }
 
-#[test]
-fn removing_the_secret_goes_back_to_the_operator_token() {
-    let relay = relay_with_signed_source();
+fn removing_the_secret_goes_back_to_the_operator_token(backend: Backend) {
+    let relay = relay_with_signed_source(backend);
     let body = br#"{"title": "x", "target": "worker"}"#;
     let removed = relay.put("/v1/integrations/ci", OPERATOR, json!({}));
     assert_eq!(removed.body["signed"], false);
@@ -764,8 +749,8 @@ struct Pairing {
     carol: String,
 }
 
-fn pairing() -> Pairing {
-    let relay = RelayServer::start();
+fn pairing(backend: Backend) -> Pairing {
+    let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let bob = relay.register(json!({"id": "bob"}));
     let carol = relay.register(json!({"id": "carol"}));
@@ -830,9 +815,8 @@ fn pair_event(event: &str, from: &str) -> (String, String) {
     (event.to_owned(), from.to_owned())
 }
 
-#[test]
-fn pair_request_accept_message_and_end_notify_the_other_participant() {
-    let p = pairing();
+fn pair_request_accept_message_and_end_notify_the_other_participant(backend: Backend) {
+    let p = pairing(backend);
     let pair = p.create();
 
     let accepted = p.act(pair, &p.bob, "bob", "accept");
@@ -884,9 +868,8 @@ fn pair_request_accept_message_and_end_notify_the_other_participant() {
     );
 }
 
-#[test]
-fn no_pair_message_after_the_pair_ended() {
-    let p = pairing();
+fn no_pair_message_after_the_pair_ended(backend: Backend) {
+    let p = pairing(backend);
     let pair = p.create();
     p.act(pair, &p.bob, "bob", "accept");
     p.act(pair, &p.alice, "alice", "end");
@@ -906,9 +889,8 @@ fn no_pair_message_after_the_pair_ended() {
     );
 }
 
-#[test]
-fn pair_decline_and_cancel_end_a_pending_pair() {
-    let p = pairing();
+fn pair_decline_and_cancel_end_a_pending_pair(backend: Backend) {
+    let p = pairing(backend);
     let declined = p.create();
     let reply = p.act(declined, &p.bob, "bob", "decline");
     assert_eq!(
@@ -943,9 +925,8 @@ fn pair_decline_and_cancel_end_a_pending_pair() {
     );
 }
 
-#[test]
-fn wrong_state_and_wrong_role_pair_actions_are_conflicts() {
-    let p = pairing();
+fn wrong_state_and_wrong_role_pair_actions_are_conflicts(backend: Backend) {
+    let p = pairing(backend);
     let pair = p.create();
 
     for (token, agent, action, why) in [
@@ -997,9 +978,8 @@ fn wrong_state_and_wrong_role_pair_actions_are_conflicts() {
     );
 }
 
-#[test]
-fn outsiders_cannot_act_on_read_or_message_a_pair() {
-    let p = pairing();
+fn outsiders_cannot_act_on_read_or_message_a_pair(backend: Backend) {
+    let p = pairing(backend);
     let pair = p.create();
 
     let act = p.act(pair, &p.carol, "carol", "accept");
@@ -1043,9 +1023,8 @@ fn outsiders_cannot_act_on_read_or_message_a_pair() {
     );
 }
 
-#[test]
-fn a_participant_lists_its_own_pairs() {
-    let p = pairing();
+fn a_participant_lists_its_own_pairs(backend: Backend) {
+    let p = pairing(backend);
     let with_bob = p.create();
     let reply = p.relay.post(
         "/v1/pairs",
@@ -1102,9 +1081,8 @@ fn actions(relay: &RelayServer, query: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn activity_lists_newest_first_filtered_by_operator_and_time_and_paged() {
-    let relay = RelayServer::start();
+fn activity_lists_newest_first_filtered_by_operator_and_time_and_paged(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let start = record(&relay, "ana", "opened-dashboard");
     let t0 = relay.get("/v1/activity", OPERATOR).body[0]["createdAt"]
         .as_i64()
@@ -1157,9 +1135,8 @@ fn activity_lists_newest_first_filtered_by_operator_and_time_and_paged() {
     assert_eq!(event["data"], json!({"n": 1}));
 }
 
-#[test]
-fn activity_needs_an_operator_id_and_the_operator_token() {
-    let relay = RelayServer::start();
+fn activity_needs_an_operator_id_and_the_operator_token(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
     let agent = relay.register(json!({"id": "worker"}));
 
     let no_operator = relay.post("/v1/activity", OPERATOR, json!({"action": "x"}));
@@ -1205,9 +1182,8 @@ fn check<'a>(report: &'a Json, name: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("no {name} check in {report}"))
 }
 
-#[test]
-fn health_is_ok_on_a_fresh_relay_and_open_to_monitors() {
-    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
+fn health_is_ok_on_a_fresh_relay_and_open_to_monitors(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--reap-interval-secs", "3600"]);
     relay.register(json!({"id": "worker"}));
 
     let reply = relay.request("GET", "/v1/health", None, None);
@@ -1241,9 +1217,8 @@ fn health_is_ok_on_a_fresh_relay_and_open_to_monitors() {
     );
 }
 
-#[test]
-fn health_is_degraded_while_an_agent_is_stale_and_ok_once_reaped() {
-    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
+fn health_is_degraded_while_an_agent_is_stale_and_ok_once_reaped(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--reap-interval-secs", "3600"]);
     relay.register(json!({"id": "worker"}));
 
     relay.advance(10 * 60 * 1000);
@@ -1272,9 +1247,8 @@ fn health_is_degraded_while_an_agent_is_stale_and_ok_once_reaped() {
     );
 }
 
-#[test]
-fn health_reports_expired_claims_until_reaped() {
-    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
+fn health_reports_expired_claims_until_reaped(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--reap-interval-secs", "3600"]);
     let worker = relay.register(json!({"id": "worker"}));
     let reply = ingest(&relay, "ci", json!({"title": "x", "target": "worker"}));
     let message_id = reply.body["message"]["id"].as_i64().unwrap();
@@ -1307,9 +1281,8 @@ fn health_reports_expired_claims_until_reaped() {
     );
 }
 
-#[test]
-fn health_is_degraded_while_an_orchestrator_is_offline() {
-    let relay = RelayServer::start_with(&["--reap-interval-secs", "3600"]);
+fn health_is_degraded_while_an_orchestrator_is_offline(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--reap-interval-secs", "3600"]);
     let registered = relay.post(
         "/v1/orchestrators",
         OPERATOR,
@@ -1340,3 +1313,35 @@ fn health_is_degraded_while_an_orchestrator_is_offline() {
         "the detail names it: {orchestrators}"
     );
 }
+
+crate::on_both_backends!(
+    new_event_creates_an_open_task_and_its_claimable_task_message,
+    duplicate_event_counts_an_occurrence_and_sends_nothing,
+    claiming_renewing_and_releasing_the_message_does_the_same_to_the_task,
+    reaper_releases_the_task_of_an_expired_claim,
+    a_duplicate_keeps_what_it_does_not_send_and_a_reopening_takes_the_event_as_it_is,
+    resolved_task_reopens_with_a_new_message_when_the_event_comes_back,
+    task_events_list_the_whole_history_with_actors,
+    illegal_status_changes_are_refused,
+    another_agent_cannot_resolve_or_dismiss_a_task_someone_else_holds,
+    an_agent_cannot_settle_an_open_task_nor_reopen_one,
+    a_holder_whose_lease_ran_out_may_no_longer_change_the_task,
+    bad_severity_and_empty_title_are_refused_and_write_nothing,
+    tasks_list_filters_by_status_severity_and_source,
+    signed_webhook_is_accepted_without_a_token,
+    unsigned_or_tampered_webhook_is_refused_and_writes_nothing,
+    source_without_secret_needs_the_operator_token,
+    removing_the_secret_goes_back_to_the_operator_token,
+    pair_request_accept_message_and_end_notify_the_other_participant,
+    no_pair_message_after_the_pair_ended,
+    pair_decline_and_cancel_end_a_pending_pair,
+    wrong_state_and_wrong_role_pair_actions_are_conflicts,
+    outsiders_cannot_act_on_read_or_message_a_pair,
+    a_participant_lists_its_own_pairs,
+    activity_lists_newest_first_filtered_by_operator_and_time_and_paged,
+    activity_needs_an_operator_id_and_the_operator_token,
+    health_is_ok_on_a_fresh_relay_and_open_to_monitors,
+    health_is_degraded_while_an_agent_is_stale_and_ok_once_reaped,
+    health_reports_expired_claims_until_reaped,
+    health_is_degraded_while_an_orchestrator_is_offline,
+);

@@ -1,8 +1,10 @@
-//! Test harness: a real `agent-relay serve` process on a loopback port with its own SQLite file,
-//! and a small HTTP client. The relay's clock is moved through the test-only clock route.
+//! Test harness: a real `agent-relay serve` process on a loopback port with its own database (a
+//! SQLite file, or a fresh PostgreSQL database: `Backend`), and a small HTTP client. The relay's
+//! clock is moved through the test-only clock route.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod postgres;
 pub mod upgrade;
 
 use std::io::{BufRead, BufReader};
@@ -29,14 +31,55 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_agent-relay"))
 }
 
+/// The database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `relay.db` in the server's temporary directory.
+    Sqlite,
+    /// A database of its own in the cluster `RELAY_TEST_POSTGRES` names (`postgres::Database`).
+    Postgres,
+}
+
+/// Turns test functions taking a `Backend` into two tests each, one per backend, in the calling
+/// module's `sqlite` and `postgres` submodules: `on_both_backends!(a_name, another)` gives
+/// `MODULE::sqlite::a_name` and `MODULE::postgres::a_name`, so `-- messages::` runs a module on
+/// both, `-- postgres::` every Postgres variant. A test function left out of the list is unused,
+/// which the lints refuse.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::common::Backend::Sqlite)
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::common::Backend::Postgres)
+                }
+            )+
+        }
+    };
+}
+
 /// A running relay server.
 pub struct RelayServer {
     pub base: String,
     pub dir: tempfile::TempDir,
+    /// The backend it runs on.
+    pub backend: Backend,
     child: Child,
     client: reqwest::blocking::Client,
     /// The server's log lines after the one that said where it listens.
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its Postgres database, dropped after the server is stopped (`Drop` runs before the fields
+    /// are dropped).
+    database: Option<postgres::Database>,
 }
 
 /// An HTTP answer: status and JSON body (`null` when the body is not JSON).
@@ -166,6 +209,42 @@ impl RelayServer {
         Self::launch(dir, extra, Command::new(binary()))
     }
 
+    /// Starts a server with extra `serve` arguments on a fresh database of `backend`: a new
+    /// SQLite file, or a new database in the test cluster (`RELAY_TEST_POSTGRES`; without it
+    /// this panics saying how to run the test), dropped with the server.
+    pub fn start_on(backend: Backend, extra: &[&str]) -> RelayServer {
+        match backend {
+            Backend::Sqlite => Self::start_with(extra),
+            Backend::Postgres => {
+                let database = postgres::Database::create();
+                let mut server = Self::launch_on(
+                    tempfile::tempdir().unwrap(),
+                    std::ffi::OsStr::new(&database.url),
+                    extra,
+                    Command::new(binary()),
+                );
+                server.backend = Backend::Postgres;
+                server.database = Some(database);
+                server
+            }
+        }
+    }
+
+    /// Starts a server on an existing database (a SQLite file or a `postgres://` URL) that it
+    /// does not own: several servers may share one (tests/all/hosts.rs).
+    pub fn start_at(db: &str, extra: &[&str]) -> RelayServer {
+        let mut server = Self::launch_on(
+            tempfile::tempdir().unwrap(),
+            std::ffi::OsStr::new(db),
+            extra,
+            Command::new(binary()),
+        );
+        if db.starts_with("postgres") {
+            server.backend = Backend::Postgres;
+        }
+        server
+    }
+
     /// Starts a server on a fresh database under this umask (octal, e.g. `000`), with its
     /// component cache in `cache_home` (as `XDG_CACHE_HOME`).
     pub fn start_under_umask(umask: &str, cache_home: &Path) -> RelayServer {
@@ -178,11 +257,20 @@ impl RelayServer {
         Self::launch(tempfile::tempdir().unwrap(), &[], command)
     }
 
-    fn launch(dir: tempfile::TempDir, extra: &[&str], mut command: Command) -> RelayServer {
+    fn launch(dir: tempfile::TempDir, extra: &[&str], command: Command) -> RelayServer {
         let db = dir.path().join("relay.db");
+        Self::launch_on(dir, db.as_os_str(), extra, command)
+    }
+
+    fn launch_on(
+        dir: tempfile::TempDir,
+        db: &std::ffi::OsStr,
+        extra: &[&str],
+        mut command: Command,
+    ) -> RelayServer {
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--test-clock", "--db"])
-            .arg(&db)
+            .arg(db)
             .args(extra)
             .env("RELAY_OPERATOR_TOKEN", OPERATOR)
             .env("RELAY_LOG", "info")
@@ -210,9 +298,11 @@ impl RelayServer {
         RelayServer {
             base,
             dir,
+            backend: Backend::Sqlite,
             child,
             client,
             logs,
+            database: None,
         }
     }
 
@@ -244,12 +334,33 @@ impl RelayServer {
         None
     }
 
+    /// The SQLite file it serves (for a `Backend::Sqlite` server).
     pub fn db_path(&self) -> PathBuf {
+        assert_eq!(
+            self.backend,
+            Backend::Sqlite,
+            "a Postgres server has no database file"
+        );
         self.dir.path().join("relay.db")
     }
 
-    /// Stops the server and hands back its directory (to restart on the same database).
+    /// What `--db` names for another process on the same database: the SQLite file's path, or
+    /// the Postgres database's URL.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match &self.database {
+            Some(database) => database.url.clone().into(),
+            None => self.dir.path().join("relay.db").into_os_string(),
+        }
+    }
+
+    /// Stops the server and hands back its directory (to restart on the same database; a
+    /// SQLite server's only: a Postgres server's database is dropped with it).
     pub fn stop(mut self) -> tempfile::TempDir {
+        assert_eq!(
+            self.backend,
+            Backend::Sqlite,
+            "stop() hands back the SQLite file's directory; a Postgres server's database is dropped with it"
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::tempdir().unwrap();

@@ -272,24 +272,35 @@ impl Calls {
                 )
             })?
             .map_err(|_| ErrorReply::new(503, "unavailable", "the relay is shutting down"))?;
-        let outcome = if export.access == Access::Write {
-            let arriving = self.lane.arriving();
-            // The instance is made here, so the lane only runs the call.
-            let prepared = self
-                .runtime
-                .prepare(export.entry())
-                .map_err(|failure| failure_reply(&export.name, &failure))?;
-            self.lane.run(prepared, args, arriving).await?
-        } else {
-            let calls = Arc::clone(self);
-            let entry = export.entry();
-            let until = std::time::Instant::now() + self.options.queue_timeout;
-            tokio::task::spawn_blocking(move || calls.read(entry, &args, until))
-                .await
-                .map_err(|e| {
-                    ErrorReply::new(500, "internal", format!("the call's thread failed: {e}"))
-                })?
-        };
+        let outcome =
+            if export.access == Access::Write && self.runtime.backend().concurrent_writes() {
+                // A server database: the write runs on a blocking thread of its own, in its own
+                // transaction, and wakes the waiters once committed.
+                let calls = Arc::clone(self);
+                let entry = export.entry();
+                tokio::task::spawn_blocking(move || calls.write_here(entry, &args))
+                    .await
+                    .map_err(|e| {
+                        ErrorReply::new(500, "internal", format!("the call's thread failed: {e}"))
+                    })?
+            } else if export.access == Access::Write {
+                let arriving = self.lane.arriving();
+                // The instance is made here, so the lane only runs the call.
+                let prepared = self
+                    .runtime
+                    .prepare(export.entry())
+                    .map_err(|failure| failure_reply(&export.name, &failure))?;
+                self.lane.run(prepared, args, arriving).await?
+            } else {
+                let calls = Arc::clone(self);
+                let entry = export.entry();
+                let until = std::time::Instant::now() + self.options.queue_timeout;
+                tokio::task::spawn_blocking(move || calls.read(entry, &args, until))
+                    .await
+                    .map_err(|e| {
+                        ErrorReply::new(500, "internal", format!("the call's thread failed: {e}"))
+                    })?
+            };
         drop(permit);
         outcome.map_err(|failure| failure_reply(&export.name, &failure))
     }
@@ -314,6 +325,18 @@ impl Calls {
                 ran => return ran.map(|ran| ran.value),
             }
         }
+    }
+
+    /// Runs a write call on this thread in its own transaction (backends with concurrent
+    /// writes); wakes the waiters when it committed a change.
+    fn write_here(&self, entry: Entry, args: &[Val]) -> Result<Val, CallFailure> {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let ran = self
+            .runtime
+            .prepare(entry)
+            .and_then(|mut prepared| self.runtime.run_committed(&mut prepared, args))?;
+        self.announce(&ran);
+        Ok(ran.value)
     }
 
     /// Runs one export on the calling thread, outside the slots and the lane: for embedders and

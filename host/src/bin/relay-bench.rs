@@ -43,6 +43,19 @@ const OPERATOR: &str = "relay-bench-operator-token";
 /// `--synchronous` says otherwise.
 static SYNCHRONOUS: std::sync::OnceLock<Synchronous> = std::sync::OnceLock::new();
 
+/// `--db URL`: the HTTP figures run against this PostgreSQL server (a fresh database on it),
+/// on `--hosts N` relay hosts sharing it.
+static POSTGRES: std::sync::OnceLock<(String, usize)> = std::sync::OnceLock::new();
+
+/// `--write-lane`: PostgreSQL hosts run writes on the write lane.
+static WRITE_LANE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The base URL of worker `i`'s host, from a comma-separated list of hosts.
+fn pick(bases: &str, i: usize) -> String {
+    let all: Vec<&str> = bases.split(',').collect();
+    all[i % all.len()].to_owned()
+}
+
 fn synchronous() -> Synchronous {
     SYNCHRONOUS.get().copied().unwrap_or(Synchronous::Full)
 }
@@ -137,6 +150,11 @@ Measures the relay against its floor (docs/benchmarks.md) and prints one figure 
   --json PATH      also write the figures as one JSON object
   --synchronous M  PRAGMA synchronous of the in-process figures (default full; HTTP is always full)
   --only GROUP     run one group: instantiate, sends, polls or http (repeatable)
+  --db URL         run the HTTP figures (only) on PostgreSQL: a fresh database is made on the
+                   server URL names (the role needs CREATEDB) and dropped afterwards
+  --hosts N        with --db: N relay hosts share that database; clients spread over them
+  --write-lane     with --db: the hosts run writes one at a time on the write lane (as on
+                   SQLite) instead of side by side, for comparison
 Build first: cargo build --release (the HTTP figures start target/release/agent-relay).";
 
 /// The groups of figures, in the order they run.
@@ -164,6 +182,33 @@ fn main() -> anyhow::Result<()> {
                     GROUPS.join(", ")
                 );
                 only.push(group.clone());
+            }
+            "--db" => {
+                let url = iter.next().context("--db needs a postgres:// URL")?;
+                anyhow::ensure!(
+                    agent_relay_core::postgres::is_url(url),
+                    "--db takes a postgres:// URL (the SQLite figures need no --db)"
+                );
+                let hosts = POSTGRES.get().map_or(1, |(_, hosts)| *hosts);
+                let _ = POSTGRES.set((url.clone(), hosts));
+                if only.is_empty() {
+                    only.push("http".to_owned());
+                }
+            }
+            "--write-lane" => {
+                let _ = WRITE_LANE.set(true);
+            }
+            "--hosts" => {
+                let hosts: usize = iter
+                    .next()
+                    .context("--hosts needs a number")?
+                    .parse()
+                    .context("--hosts needs a number")?;
+                let url = POSTGRES
+                    .get()
+                    .map(|(url, _)| url.clone())
+                    .context("--hosts comes after --db URL")?;
+                let _ = POSTGRES.set((url, hosts.max(1)));
             }
             "--json" => {
                 json_path = Some(PathBuf::from(iter.next().context("--json needs a path")?))
@@ -680,6 +725,8 @@ fn send_input_from(from: &str, to: &str) -> Json {
 struct Server {
     child: Child,
     base: String,
+    /// Calls the server ran again after a lost serialization race (PostgreSQL), from its log.
+    reruns: Arc<AtomicUsize>,
 }
 
 impl Drop for Server {
@@ -693,8 +740,15 @@ fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
+        .args(
+            WRITE_LANE
+                .get()
+                .filter(|lane| **lane)
+                .map(|_| "--db-write-lane"),
+        )
         .env("RELAY_OPERATOR_TOKEN", OPERATOR)
-        .env("RELAY_LOG", "info")
+        // Debug for the runtime: each re-run after a lost race is one line, counted below.
+        .env("RELAY_LOG", "info,agent_relay_core::runtime=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -713,8 +767,20 @@ fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
             );
         }
     };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Ok(Server { child, base })
+    let reruns = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reruns);
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            if line.contains("running it again") {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    Ok(Server {
+        child,
+        base,
+        reruns,
+    })
 }
 
 /// A lean HTTP/1.1 keep-alive client over one TCP connection, so the load generator (which shares
@@ -816,7 +882,7 @@ fn http_sends(
     let started = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|i| {
-            let base = base.to_owned();
+            let base = pick(base, i);
             std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
                 let mut client = LoadClient::connect(&base)?;
                 let body = serde_json::to_vec(
@@ -883,11 +949,37 @@ fn vm_rss_mb(pid: u32) -> f64 {
 }
 
 fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow::Result<()> {
-    let server = start_server(binary, &dir.join("http.db"))?;
-    let base = server.base.clone();
-    let pid = server.child.id();
+    let scratch = match POSTGRES.get() {
+        Some((url, _)) => Some(ScratchDatabase::create(url)?),
+        None => None,
+    };
+    let servers: Vec<Server> = match (&scratch, POSTGRES.get()) {
+        (Some(scratch), Some((_, hosts))) => {
+            println!("  (PostgreSQL: {hosts} relay host(s) on {})", scratch.shown);
+            let mut servers = Vec::new();
+            for _ in 0..*hosts {
+                servers.push(start_server(binary, Path::new(&scratch.url))?);
+            }
+            servers
+        }
+        _ => vec![start_server(binary, &dir.join("http.db"))?],
+    };
+    let base = servers
+        .iter()
+        .map(|s| s.base.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let pid = pids[0];
+    let server_cpu_seconds = || pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>();
+    let reruns = || {
+        servers
+            .iter()
+            .map(|s| s.reruns.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
     let setup = client()?;
-    let agents = format!("{base}/v1/agents");
+    let agents = format!("{}/v1/agents", pick(&base, 0));
     for id in std::iter::once("sink".to_owned()).chain((0..64).map(|i| format!("s{i}"))) {
         let (status, body) = post(&setup, &agents, &json!({"id": id}))?;
         anyhow::ensure!(
@@ -925,10 +1017,10 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
                 }
             })
         };
-        let cpu_before = cpu_seconds(pid);
+        let cpu_before = server_cpu_seconds();
         let client_before = cpu_seconds(std::process::id());
         let (ops, p50, p99, failures) = http_sends(&base, clients, plan.http)?;
-        let server_cpu = cpu_seconds(pid) - cpu_before;
+        let server_cpu = server_cpu_seconds() - cpu_before;
         let client_cpu = cpu_seconds(std::process::id()) - client_before;
         done.store(true, Ordering::Relaxed);
         let _ = sampler.join();
@@ -983,13 +1075,64 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
     }
 
     claims(plan, &base, figures)?;
-    claim_next_jobs(plan, &base, figures)
+    claim_next_jobs(plan, &base, figures, &reruns)?;
+    drop(servers);
+    drop(scratch);
+    Ok(())
+}
+
+/// A database of its own on the PostgreSQL server of `--db`, dropped when done.
+struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+    shown: String,
+}
+
+impl ScratchDatabase {
+    fn create(admin: &str) -> anyhow::Result<Self> {
+        let name = format!("relay_bench_{}", std::process::id());
+        let mut client = postgres::Client::connect(admin, postgres::NoTls).with_context(|| {
+            format!(
+                "connecting to {}",
+                agent_relay_core::postgres::redact(admin)
+            )
+        })?;
+        client.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))?;
+        let (head, query) = admin.split_once('?').map_or((admin, ""), |(h, q)| (h, q));
+        let server = head.rsplit_once('/').map_or(head, |(server, _)| server);
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        let shown = agent_relay_core::postgres::redact(&url);
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            url,
+            shown,
+        })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
 }
 
 /// Queues `backlog` claimable jobs to label:workers.
 fn queue_jobs(base: &str, backlog: usize) -> anyhow::Result<Vec<i64>> {
     let setup = client()?;
-    let url = format!("{base}/v1/messages");
+    let url = format!("{}/v1/messages", pick(base, 0));
     let mut ids = Vec::with_capacity(backlog);
     for i in 0..backlog {
         let body = json!({"from": "sink", "to": "label:workers", "body": format!("job {i}"), "claimable": true});
@@ -1006,8 +1149,14 @@ fn queue_jobs(base: &str, backlog: usize) -> anyhow::Result<Vec<i64>> {
 /// The same backlog as `claims`, taken with claim-next and finished with complete: each worker
 /// asks for the next job until there is none. Counts jobs claimed and completed per second, and
 /// the answers that were neither a job nor "none left" (refusals).
-fn claim_next_jobs(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> {
+fn claim_next_jobs(
+    plan: &Plan,
+    base: &str,
+    figures: &mut Figures,
+    reruns: &dyn Fn() -> usize,
+) -> anyhow::Result<()> {
     let backlog = queue_jobs(base, plan.backlog)?.len();
+    let reruns_before = reruns();
     let completed = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let odd = Arc::new(Mutex::new(None::<String>));
@@ -1020,7 +1169,7 @@ fn claim_next_jobs(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Re
                 Arc::clone(&refused),
                 Arc::clone(&odd),
             );
-            let base = base.to_owned();
+            let base = pick(base, w);
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut client = LoadClient::connect(&base)?;
                 let agent = format!("w{w}");
@@ -1066,6 +1215,16 @@ fn claim_next_jobs(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Re
         eprintln!("  claim-next or complete refused: {odd}");
     }
     let completed = completed.load(Ordering::Relaxed);
+    if POSTGRES.get().is_some() {
+        // Each job is two write calls (claim-next, complete), plus one empty claim-next a worker.
+        let calls = (2 * completed + 16) as f64;
+        let reran = reruns() - reruns_before;
+        figures.put(
+            "claim_next_rerun_rate_16",
+            reran as f64 / calls,
+            format!("calls re-run after a lost serialization race per call ({reran} re-runs, {calls} calls)"),
+        );
+    }
     figures.put(
         "claim_next_ops_16",
         completed as f64 / elapsed,
@@ -1098,7 +1257,7 @@ fn claims(plan: &Plan, base: &str, figures: &mut Figures) -> anyhow::Result<()> 
                 Arc::clone(&conflicts),
                 Arc::clone(&odd),
             );
-            let base = base.to_owned();
+            let base = pick(base, w);
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut client = LoadClient::connect(&base)?;
                 let body =

@@ -146,3 +146,40 @@ pub(super) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(db = %db_path(&args.db).display(), out = %args.out.display(), bytes, elapsed = ?started.elapsed(), "backup written");
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Args)]
+pub(super) struct CopyArgs {
+    /// The relay to copy: a SQLite file or a `postgres://` URL.
+    #[arg(long)]
+    from: PathBuf,
+    /// The new database: a SQLite file that does not exist yet, or a `postgres://` URL of a
+    /// database without the relay's tables.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+/// Copies a relay into a new database and prints each table's rows on both sides.
+pub(super) fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
+    let text = |path: &PathBuf| {
+        path.to_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{} is not UTF-8", path.display()))
+    };
+    let (from, to) = (text(&args.from)?, text(&args.to)?);
+    let started = Instant::now();
+    let options = agent_relay_core::embed::Options::default();
+    let report = agent_relay_core::copy::copy(&from, &to, &options)?;
+    println!(
+        "{:<28} {:>12} {:>12}",
+        "table", "source rows", "copied rows"
+    );
+    for table in &report.tables {
+        println!(
+            "{:<28} {:>12} {:>12}",
+            table.table, table.source_rows, table.target_rows
+        );
+    }
+    let rows: u64 = report.tables.iter().map(|t| t.target_rows).sum();
+    tracing::info!(from = %report.from, to = %report.to, tables = report.tables.len(), rows, elapsed = ?started.elapsed(), "relay copied");
+    Ok(ExitCode::SUCCESS)
+}

@@ -22,7 +22,7 @@ mod serve;
 pub mod settings;
 
 use component::{ComponentArgs, component};
-use database::{BackupArgs, CallArgs, MigrateArgs, backup, call, migrate};
+use database::{BackupArgs, CallArgs, CopyArgs, MigrateArgs, backup, call, copy, migrate};
 use serve::{ServeArgs, serve};
 
 #[derive(Debug, Parser)]
@@ -97,6 +97,15 @@ enum Command {
     /// `agent-relay backup --db agent-relay.db --out backups/relay-$(date +%F).db`; restore by
     /// stopping the relay and putting the copy in the database's place (see docs/operations.md).
     Backup(BackupArgs),
+    /// Copy a relay into a new database: SQLite file to PostgreSQL, or back, or file to file.
+    ///
+    /// Every table, ids and their sequences included, read in one snapshot and written in one
+    /// transaction; the target must be new (a file that does not exist, a database without the
+    /// relay's tables) and the source at the current schema. A relay still serving the source
+    /// goes on: what it writes after the snapshot is not in the copy, so stop it to move.
+    ///
+    /// `agent-relay copy --from agent-relay.db --to postgres://relay@db.internal/relay`
+    Copy(CopyArgs),
     #[command(flatten)]
     Agent(crate::client::Verb),
 }
@@ -112,6 +121,10 @@ struct DbArgs {
     /// hosts' writes).
     #[arg(long, env = "RELAY_DB_POOL", default_value_t = 8)]
     db_pool: u32,
+    /// PostgreSQL only, for measurements: run write calls one after another on the write lane
+    /// (as on SQLite) instead of side by side on the pool.
+    #[arg(long, hide = true)]
+    db_write_lane: bool,
     /// PRAGMA synchronous: `full` keeps every acknowledged write across a crash or power loss.
     #[arg(long, env = "RELAY_SYNCHRONOUS", default_value = "full", value_parser = synchronous())]
     synchronous: Synchronous,
@@ -198,6 +211,7 @@ pub fn main() -> ExitCode {
         }
         Command::Component(args) => component(&args),
         Command::Backup(args) => backup(&args),
+        Command::Copy(args) => copy(&args),
         Command::Agent(verb) => Ok(crate::client::run(verb)),
     };
     result.unwrap_or_else(|error| {
@@ -253,7 +267,9 @@ fn options(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Re
             max_pages: args.max_db_pages,
             ..SqliteOptions::default()
         },
-        postgres: PostgresOptions::default().with_pool_size(args.db_pool),
+        postgres: PostgresOptions::default()
+            .with_pool_size(args.db_pool)
+            .with_concurrent_writes(!args.db_write_lane),
         settings: settings.settings.clone(),
         clock,
         calls: CallOptions::default(),

@@ -1,0 +1,587 @@
+//! Several relay hosts on one PostgreSQL database (docs/operations.md, "Several relays on
+//! PostgreSQL"): jobs shared by workers on every host are each completed exactly once, a send
+//! through one host wakes a long-poll and a stream on the others, a host killed with `kill -9`
+//! loses nothing it acknowledged, the database going away answers 503 and the relay recovers by
+//! itself, and `agent-relay copy` moves a relay from SQLite to PostgreSQL and back unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::common::postgres::Database;
+use crate::common::{Json, OPERATOR, RelayServer, binary, id_of, json};
+
+/// `count` relay hosts serving one fresh database.
+fn hosts(count: usize) -> (Database, Vec<RelayServer>) {
+    let database = Database::create();
+    let servers = (0..count)
+        .map(|_| RelayServer::start_at(&database.url, &[]))
+        .collect();
+    (database, servers)
+}
+
+#[test]
+fn twelve_workers_on_three_hosts_complete_300_jobs_each_exactly_once() {
+    let (_database, servers) = hosts(3);
+    let workers: Vec<(String, String)> = (0..12)
+        .map(|w| {
+            let id = format!("w{w}");
+            // Registered through any host: the token works on every one.
+            let token = servers[w % 3].register(json!({"id": id, "label": "pool"}));
+            (id, token)
+        })
+        .collect();
+    let jobs: BTreeSet<i64> = (0..300)
+        .map(|j| {
+            id_of(
+                &servers[j % 3].send(json!({"from": "user", "to": "label:pool",
+                "body": format!("job {j}"), "claimable": true})),
+            )
+        })
+        .collect();
+    assert_eq!(jobs.len(), 300);
+    let done: Mutex<Vec<(i64, String)>> = Mutex::default();
+    let odd: Mutex<Vec<String>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for (w, (agent, token)) in workers.iter().enumerate() {
+            let base = servers[w % 3].base.clone();
+            let (done, odd) = (&done, &odd);
+            scope.spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                loop {
+                    let next = client
+                        .post(format!("{base}/v1/agents/{agent}/claim-next"))
+                        .bearer_auth(token)
+                        .json(&json!({"leaseMs": 600_000}))
+                        .send()
+                        .unwrap();
+                    match next.status().as_u16() {
+                        204 => return,
+                        200 => {}
+                        status => {
+                            odd.lock().unwrap().push(format!(
+                                "claim-next {status}: {}",
+                                next.text().unwrap_or_default()
+                            ));
+                            return;
+                        }
+                    }
+                    let id = next.json::<Json>().unwrap()["id"].as_i64().unwrap();
+                    let completed = client
+                        .post(format!("{base}/v1/messages/{id}/complete"))
+                        .bearer_auth(token)
+                        .json(&json!({"agentId": agent}))
+                        .send()
+                        .unwrap();
+                    if completed.status().as_u16() == 200 {
+                        done.lock().unwrap().push((id, agent.clone()));
+                    } else {
+                        odd.lock()
+                            .unwrap()
+                            .push(format!("complete {id}: {}", completed.status()));
+                    }
+                }
+            });
+        }
+    });
+    let odd = odd.into_inner().unwrap();
+    assert!(odd.is_empty(), "no refusals: {odd:?}");
+    let done = done.into_inner().unwrap();
+    let completed: BTreeSet<i64> = done.iter().map(|(id, _)| *id).collect();
+    assert_eq!(done.len(), 300, "300 completions, none twice");
+    assert_eq!(completed, jobs, "every job was completed");
+    let by_host: BTreeSet<usize> = done
+        .iter()
+        .map(|(_, agent)| agent[1..].parse::<usize>().unwrap() % 3)
+        .collect();
+    assert_eq!(by_host.len(), 3, "workers on every host took jobs");
+    // Every host sees the same end: each job completed by the worker that finished it.
+    for server in &servers {
+        for (id, agent) in done.iter().step_by(37) {
+            let message = server.get(&format!("/v1/messages/{id}"), OPERATOR);
+            assert_eq!(message.status, 200, "{:?}", message.body);
+            assert_eq!(
+                message.body["completedBy"].as_str(),
+                Some(agent.as_str()),
+                "{:?}",
+                message.body
+            );
+        }
+    }
+}
+
+#[test]
+fn a_send_through_one_host_wakes_a_long_poll_and_a_stream_on_the_others() {
+    let (_database, servers) = hosts(3);
+    let alice = servers[0].register(json!({"id": "alice"}));
+    servers[0].register(json!({"id": "bob"}));
+    // A stream on host C, read on a thread of its own.
+    let (lines, stream_lines) = mpsc::channel::<String>();
+    let stream_url = format!("{}/v1/agents/alice/stream", servers[2].base);
+    let stream_token = alice.clone();
+    std::thread::spawn(move || {
+        let mut response = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .get(stream_url)
+            .bearer_auth(stream_token)
+            .send()
+            .unwrap();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = response.read(&mut buffer) {
+            if n == 0
+                || lines
+                    .send(String::from_utf8_lossy(&buffer[..n]).into_owned())
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    // A long-poll on host B; give it and the stream a moment to be waiting.
+    let poll =
+        servers[1].request_in_background("GET", "/v1/agents/alice/inbox?wait=30", &alice, None);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = servers[0].send(json!({"from": "bob", "to": "alice", "body": "across hosts"}));
+    let acknowledged = Instant::now();
+    let id = id_of(&sent);
+    let (reply, arrived) = poll
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the long-poll on host B never answered");
+    let woke = arrived.saturating_duration_since(acknowledged);
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        crate::common::ids(&reply.body),
+        vec![id],
+        "host B's long-poll got the message sent through host A"
+    );
+    assert!(
+        woke < Duration::from_millis(500),
+        "host B's long-poll woke {woke:?} after host A acknowledged the send, not within 500 ms"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = String::new();
+    while !seen.contains("across hosts") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stream_lines.recv_timeout(left) {
+            Ok(chunk) => seen.push_str(&chunk),
+            Err(_) => panic!("host C's stream never carried the message; it sent: {seen:?}"),
+        }
+    }
+    assert!(
+        seen.contains(&format!("id: {id}")),
+        "the stream's event has the message's id: {seen:?}"
+    );
+}
+
+#[test]
+fn a_host_killed_under_send_load_loses_no_acknowledged_message_and_the_others_keep_answering() {
+    let (_database, mut servers) = hosts(3);
+    for id in ["alice", "bob"] {
+        servers[0].register(json!({"id": id}));
+    }
+    let acknowledged: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..6)
+        .map(|s| {
+            let base = servers[s % 3].base.clone();
+            let (acknowledged, stop) = (Arc::clone(&acknowledged), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut n = 0;
+                let mut failures_after_kill = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("sender {s} message {n}");
+                    n += 1;
+                    let sent = client
+                        .post(format!("{base}/v1/messages"))
+                        .bearer_auth(OPERATOR)
+                        .json(&json!({"from": "bob", "to": "alice", "body": body}))
+                        .send();
+                    match sent {
+                        Ok(reply)
+                            if reply.status().as_u16() == 201 || reply.status().as_u16() == 200 =>
+                        {
+                            let id = reply.json::<Json>().unwrap()["message"]["id"]
+                                .as_i64()
+                                .unwrap();
+                            acknowledged.lock().unwrap().push((body, id));
+                        }
+                        // The killed host's senders see their connection go; nothing acknowledged.
+                        _ => failures_after_kill += 1,
+                    }
+                }
+                failures_after_kill
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_kill = acknowledged.lock().unwrap().len();
+    let killed = servers.remove(0);
+    Command::new("kill")
+        .args(["-9", &killed.pid().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        let _ = sender.join().unwrap();
+    }
+    drop(killed);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(before_kill > 0, "sends were acknowledged before the kill");
+    assert!(
+        acknowledged.len() > before_kill,
+        "the other hosts kept acknowledging sends after the kill ({before_kill} before, {} in all)",
+        acknowledged.len()
+    );
+    // Every acknowledged message is there once, read through a surviving host.
+    let mut stored: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut cursor = 0;
+    loop {
+        let page = servers[1].get(&format!("/v1/messages?limit=500&since={cursor}"), OPERATOR);
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let items = page.body.as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        for item in &items {
+            stored
+                .entry(item["body"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(item["id"].as_i64().unwrap());
+            cursor = cursor.max(item["id"].as_i64().unwrap());
+        }
+    }
+    for (body, id) in &acknowledged {
+        assert_eq!(
+            stored.get(body),
+            Some(&vec![*id]),
+            "acknowledged message {id} ({body}) is stored exactly once"
+        );
+    }
+    assert!(
+        stored.values().all(|ids| ids.len() == 1),
+        "no message is stored twice"
+    );
+}
+
+#[test]
+fn the_database_going_away_answers_503_and_the_relay_recovers_by_itself() {
+    let database = Database::create();
+    let relay = RelayServer::start_at(&database.url, &[]);
+    for id in ["alice", "bob"] {
+        relay.register(json!({"id": id}));
+    }
+    let sent = relay.send(json!({"from": "bob", "to": "alice", "body": "before"}));
+    assert!(sent.status < 300, "{:?}", sent.body);
+    // Take the database away from every connection the relay holds (the pool's and the
+    // listener's) and refuse new ones, as a restarting server would; the rest of the test
+    // cluster goes on serving the other tests.
+    let admin = crate::common::postgres::cluster_url();
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
+            db = database.name()
+        ))
+        .unwrap();
+    let down = relay.send(json!({"from": "bob", "to": "alice", "body": "while down"}));
+    assert_eq!(
+        down.status, 503,
+        "a send while the database is away: {:?}",
+        down.body
+    );
+    assert_eq!(down.code(), "unavailable", "{:?}", down.body);
+    let read = relay.get("/v1/agents/alice/inbox", OPERATOR);
+    assert_eq!(
+        read.status, 503,
+        "a read while the database is away: {:?}",
+        read.body
+    );
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            database.name()
+        ))
+        .unwrap();
+    // Back by itself: later calls succeed without a restart of the relay.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let reply = relay.send(json!({"from": "bob", "to": "alice", "body": "after"}));
+        if reply.status < 300 || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(after.status < 300, "the relay recovered: {:?}", after.body);
+    let inbox = relay.get("/v1/agents/alice/inbox", OPERATOR);
+    let bodies: Vec<&str> = inbox
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["before", "after"],
+        "what was acknowledged is there, the refused send is not"
+    );
+}
+
+/// Every table of a SQLite relay file, row for row, as text.
+fn dump(path: &std::path::Path) -> BTreeMap<String, Vec<String>> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    tables
+        .into_iter()
+        .map(|table| {
+            let mut statement = conn
+                .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1, 2"))
+                .unwrap();
+            let columns = statement.column_count();
+            let mut rows: Vec<String> = statement
+                .query_map([], |row| {
+                    Ok((0..columns)
+                        .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows.sort();
+            (table, rows)
+        })
+        .collect()
+}
+
+fn copy(from: &str, to: &str) -> String {
+    let output = Command::new(binary())
+        .args(["copy", "--from", from, "--to", to])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "copy {from} -> {to}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_relay_copied_to_postgres_and_back_is_unchanged_and_answers_the_same() {
+    // A relay with a bit of everything: agents, a thread, reads, a claimed job, a completed one.
+    let original = RelayServer::start();
+    let alice = original.register(json!({"id": "alice", "label": "pool", "tags": ["rust"]}));
+    let bob = original.register(json!({"id": "bob"}));
+    let first = id_of(&original.post(
+        "/v1/messages",
+        &bob,
+        json!({"from": "bob", "to": "alice", "body": "hello"}),
+    ));
+    original.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "bob", "body": "hi", "replyTo": first}),
+    );
+    original.post(
+        &format!("/v1/messages/{first}/read"),
+        &alice,
+        json!({"agentId": "alice"}),
+    );
+    let jobs: Vec<i64> = (0..3)
+        .map(|j| {
+            id_of(&original.post(
+                "/v1/messages",
+                &bob,
+                json!({"from": "bob", "to": "label:pool", "body": format!("job {j}"), "claimable": true}),
+            ))
+        })
+        .collect();
+    let claim = |relay: &RelayServer| {
+        relay.post(
+            "/v1/agents/alice/claim-next",
+            &alice,
+            json!({"leaseMs": 600_000}),
+        )
+    };
+    let taken = claim(&original).body["id"].as_i64().unwrap();
+    original.post(
+        &format!("/v1/messages/{taken}/complete"),
+        &alice,
+        json!({"agentId": "alice"}),
+    );
+    let held = claim(&original).body["id"].as_i64().unwrap();
+    let views = |relay: &RelayServer| {
+        (
+            relay.get("/v1/agents/alice/inbox", &alice).body,
+            relay.get(&format!("/v1/threads/{first}"), &alice).body,
+            relay.get(&format!("/v1/messages/{held}"), &alice).body,
+            relay.get("/v1/agents", &alice).body,
+        )
+    };
+    let before = views(&original);
+    let dir = original.stop();
+    let source = dir.path().join("relay.db");
+
+    let database = Database::create();
+    let counts = copy(source.to_str().unwrap(), &database.url);
+    assert!(
+        counts.contains("messages"),
+        "copy prints row counts: {counts}"
+    );
+    let back = dir.path().join("back.db");
+    copy(&database.url, back.to_str().unwrap());
+    assert_eq!(
+        dump(&source),
+        dump(&back),
+        "SQLite -> PostgreSQL -> SQLite gives every table's rows back unchanged"
+    );
+
+    // The PostgreSQL copy serves the same state; a new job gets the next id, not an old one.
+    let served = RelayServer::start_at(&database.url, &[]);
+    assert_eq!(
+        views(&served),
+        before,
+        "inbox, thread, claim and agents as before"
+    );
+    let next = claim(&served).body["id"].as_i64().unwrap();
+    assert!(
+        jobs.contains(&next) && next != taken && next != held,
+        "the third job is next"
+    );
+    let newer = id_of(&served.post(
+        "/v1/messages",
+        &bob,
+        json!({"from": "bob", "to": "alice", "body": "after the move"}),
+    ));
+    assert!(
+        newer > *jobs.iter().max().unwrap(),
+        "ids go on after the copied ones"
+    );
+
+    // A copy never lands on a database that holds something.
+    let refused = Command::new(binary())
+        .args([
+            "copy",
+            "--from",
+            source.to_str().unwrap(),
+            "--to",
+            &database.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn hosts_racing_for_one_registration_one_idempotency_key_and_one_job_have_exactly_one_winner() {
+    let (_database, servers) = hosts(2);
+    for round in 0..5 {
+        // The same new agent registered through both hosts at once: one creates it (and gets
+        // the token), the other finds it there.
+        let id = format!("racer{round}");
+        let answers: Vec<crate::common::Reply> = std::thread::scope(|scope| {
+            let racing: Vec<_> = servers
+                .iter()
+                .map(|server| {
+                    let id = id.clone();
+                    scope.spawn(move || server.post("/v1/agents", OPERATOR, json!({"id": id})))
+                })
+                .collect();
+            racing.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let created: Vec<bool> = answers
+            .iter()
+            .map(|a| {
+                assert!(a.status < 300, "{:?}", a.body);
+                a.body["created"].as_bool().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            created.iter().filter(|c| **c).count(),
+            1,
+            "exactly one host created {id}: {answers:?}"
+        );
+
+        // The same idempotency key through both hosts at once: one message.
+        let key = format!("key-{round}");
+        let pool = format!("pool{round}");
+        let claimers = [format!("a{round}"), format!("b{round}")];
+        for claimer in &claimers {
+            servers[0].register(json!({"id": claimer, "label": pool}));
+        }
+        let sent: Vec<crate::common::Reply> = std::thread::scope(|scope| {
+            let racing: Vec<_> = servers
+                .iter()
+                .map(|server| {
+                    let (key, id, to) = (key.clone(), id.clone(), format!("label:{pool}"));
+                    scope.spawn(move || {
+                        server.send(json!({"from": id, "to": to, "body": "once",
+                            "idempotencyKey": key, "claimable": true}))
+                    })
+                })
+                .collect();
+            racing.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let ids: BTreeSet<i64> = sent.iter().map(id_of).collect();
+        assert_eq!(ids.len(), 1, "one message for one key: {sent:?}");
+        let fresh = sent
+            .iter()
+            .filter(|s| s.body["created"].as_bool() != Some(false))
+            .count();
+        assert_eq!(
+            fresh, 1,
+            "one send created it, the other was told: {sent:?}"
+        );
+
+        // Two agents claim that job at once, each through its own host: one holds it, the
+        // other gets 409.
+        let job = *ids.iter().next().unwrap();
+        let claims: Vec<crate::common::Reply> = std::thread::scope(|scope| {
+            let racing: Vec<_> = servers
+                .iter()
+                .zip(&claimers)
+                .map(|(server, claimer)| {
+                    scope.spawn(move || {
+                        server.post(
+                            &format!("/v1/messages/{job}/claim"),
+                            OPERATOR,
+                            json!({"agentId": claimer}),
+                        )
+                    })
+                })
+                .collect();
+            racing.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let mut statuses: Vec<u16> = claims.iter().map(|c| c.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 409],
+            "one claim wins, the other is 409: {claims:?}"
+        );
+    }
+}
