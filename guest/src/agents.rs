@@ -923,7 +923,8 @@ const REAPABLE_SQLITE: &str =
 /// `builtin`), so the cast meets only the meta texts the relay wrote.
 const REAPABLE_POSTGRES: &str = r#"status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
      AND NOT (CASE WHEN meta LIKE '%"builtin"%' AND meta ~ '^[ \t\n\r]*[{]'
-              THEN (CAST(meta AS jsonb) -> 'builtin') = 'true'::jsonb ELSE false END)"#;
+              THEN (CAST(meta AS jsonb) -> 'builtin') IS NOT DISTINCT FROM 'true'::jsonb
+              ELSE false END)"#;
 
 /// Calls an agent made with its own token are signs of life, as a heartbeat is: its last-seen
 /// moves to its latest call and, if it was offline, it is online again.
