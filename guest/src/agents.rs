@@ -923,7 +923,8 @@ const REAPABLE_SQLITE: &str =
 /// `builtin`), so the cast meets only the meta texts the relay wrote.
 const REAPABLE_POSTGRES: &str = r#"status != 'offline' AND last_seen < ? AND id NOT IN ('user', 'system')
      AND NOT (CASE WHEN meta LIKE '%"builtin"%' AND meta ~ '^[ \t\n\r]*[{]'
-              THEN (CAST(meta AS jsonb) -> 'builtin') = 'true'::jsonb ELSE false END)"#;
+              THEN (CAST(meta AS jsonb) -> 'builtin') IS NOT DISTINCT FROM 'true'::jsonb
+              ELSE false END)"#;
 
 /// Calls an agent made with its own token are signs of life, as a heartbeat is: its last-seen
 /// moves to its latest call and, if it was offline, it is online again.
@@ -971,7 +972,7 @@ pub fn ensure_builtins(now: i64) -> Result<(), RelayError> {
             "INSERT INTO agents (id, name, kind, tags, capabilities, ready, status, meta, last_seen, created_at)
              VALUES (?1, ?2, ?1, ?3, '[]', 1, 'online', '{\"builtin\":true}', ?4, ?4)
              ON CONFLICT(id) DO UPDATE SET kind = ?1, status = 'online', ready = 1
-             WHERE kind != ?1 OR status != 'online' OR ready != 1",
+             WHERE agents.kind != ?1 OR agents.status != 'online' OR agents.ready != 1",
             &params![id, name, tags, now],
         )?;
     }

@@ -120,6 +120,7 @@ impl Row {
 
 /// Runs a statement that returns rows.
 pub fn query(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
+    storable(params)?;
     let rows = store::query(sql, params)?;
     let columns: Rc<[String]> = rows.columns.into();
     Ok(rows
@@ -136,6 +137,7 @@ pub fn query(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
 /// `page-bytes` setting), so a page of large rows is cut short instead of running the call out
 /// of memory. The first row always comes; the caller's cursor goes on after the last row.
 pub fn query_page(sql: &str, params: &[Value]) -> Result<Vec<Row>, RelayError> {
+    storable(params)?;
     let budget = crate::settings::page_bytes()?;
     let rows = store::query_page(sql, params, budget)?;
     let columns: Rc<[String]> = rows.columns.into();
@@ -177,6 +179,21 @@ pub fn require_cursor(field: &str, exists: &str, cursor: &Value) -> Result<(), R
     Ok(())
 }
 
+/// PostgreSQL's text cannot hold the NUL character (U+0000), which SQLite stores as any other:
+/// on Postgres a text parameter holding it is the caller's to fix (400), not a database failure
+/// (docs/architecture.md, "Two dialects").
+fn storable(params: &[Value]) -> Result<(), RelayError> {
+    let holds_nul = |value: &Value| matches!(value, Value::Text(text) if text.contains('\0'));
+    if params.iter().any(holds_nul) && is_postgres() {
+        return Err(RelayError::Invalid(
+            "text holding the NUL character (U+0000) cannot be stored in this relay's \
+             PostgreSQL database; leave that character out"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs a statement expected to return at most one row.
 pub fn query_one(sql: &str, params: &[Value]) -> Result<Option<Row>, RelayError> {
     Ok(query(sql, params)?.into_iter().next())
@@ -184,6 +201,7 @@ pub fn query_one(sql: &str, params: &[Value]) -> Result<Option<Row>, RelayError>
 
 /// Runs a statement that writes.
 pub fn execute(sql: &str, params: &[Value]) -> Result<Executed, RelayError> {
+    storable(params)?;
     Ok(store::execute(sql, params)?)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The applied version lives in the relay setting `schema-version`. The host calls `migrate`
 //! inside one write transaction when it opens a database, so a failing step leaves the file as
-//! it was.
+//! it was. On PostgreSQL there are no steps: `migrate` creates the current schema at once
+//! (`POSTGRES_SCHEMA`; docs/architecture.md, "Two dialects").
 
 use crate::bindings::agent_relay::relay::store;
 use crate::bindings::agent_relay::relay::types::{Caller, RelayError, SchemaReport};
