@@ -304,7 +304,10 @@ pub fn claim_next(
         .transpose()?;
     let max_attempts = max_attempts()?;
     loop {
-        let jobs = messages::available_jobs(&agent, kind, channel, now, NEXT_BATCH)?;
+        // On PostgreSQL the jobs found are locked until the call ends: one at a time, so the
+        // call holds none it does not take.
+        let batch = if db::is_postgres() { 1 } else { NEXT_BATCH };
+        let jobs = messages::available_jobs(&agent, kind, channel, now, batch)?;
         if jobs.is_empty() {
             return Ok(None);
         }

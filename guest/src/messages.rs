@@ -878,7 +878,14 @@ pub fn available_jobs(
         sql.push_str(" AND m.channel = ?");
         values.push(Value::from(channel));
     }
-    sql.push_str(" ORDER BY m.id LIMIT ?");
+    // PostgreSQL: each worker takes the oldest job no other call holds, locking it; the jobs
+    // other running calls hold are passed over instead of fought for (a lost race would cost
+    // a serialization failure and a re-run of the whole call). SQLite has one writer at a time.
+    if db::is_postgres() {
+        sql.push_str(" ORDER BY m.id LIMIT ? FOR UPDATE OF m SKIP LOCKED");
+    } else {
+        sql.push_str(" ORDER BY m.id LIMIT ?");
+    }
     values.push(Value::from(i64::from(limit)));
     db::query(&sql, &values)?
         .iter()
