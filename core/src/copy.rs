@@ -142,14 +142,20 @@ fn copy_tables(from: &mut dyn Session, to: &mut dyn Session) -> anyhow::Result<V
         let Some(source) = sources.get(name) else {
             continue;
         };
-        for column in &source.columns {
+        // SQLite's implicit `rowid` is a column of its own on PostgreSQL where the relay
+        // orders by it: carried both ways, so the order survives a move.
+        let mut columns = source.columns.clone();
+        if from.dialect() == SqlDialect::Sqlite && target.columns.iter().any(|c| c == "rowid") {
+            columns.push("rowid".to_owned());
+        }
+        for column in &columns {
+            let sqlite_rowid = to.dialect() == SqlDialect::Sqlite && column == "rowid";
             anyhow::ensure!(
-                target.columns.contains(column),
+                target.columns.contains(column) || sqlite_rowid,
                 "the target's table {name} has no column {column}: is it the same relay version?"
             );
         }
-        let list = source
-            .columns
+        let list = columns
             .iter()
             .map(|c| quoted(c))
             .collect::<Vec<_>>()
@@ -157,7 +163,7 @@ fn copy_tables(from: &mut dyn Session, to: &mut dyn Session) -> anyhow::Result<V
         let rows = from
             .query(&format!("SELECT {list} FROM {}", quoted(name)), &[])
             .map_err(|e| anyhow::anyhow!("reading {name}: {e:?}"))?;
-        let marks = vec!["?"; source.columns.len()].join(", ");
+        let marks = vec!["?"; columns.len()].join(", ");
         let insert = format!("INSERT INTO {} ({list}) VALUES ({marks})", quoted(name));
         for row in &rows.rows {
             run(to, &insert, row).with_context(|| format!("copying a row of {name}"))?;

@@ -215,24 +215,18 @@ impl Drop for Postgres {
 
 impl Backend for Postgres {
     fn begin(&self, access: Access) -> Result<Box<dyn Session>, StoreError> {
-        let mut conn = self
+        let conn = self
             .pool
             .get()
             .map_err(|e| StoreError::Unavailable(format!("no connection to {}: {e}", self.name)))?;
-        let begin = match access {
-            Access::Write if self.shared.migrating.load(Ordering::Relaxed) => format!(
-                "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
-            ),
-            Access::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE".to_owned(),
-            Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_owned(),
-        };
-        if let Err(error) = conn.client.batch_execute(&begin) {
-            conn.tainted = true;
-            return Err(store_error(&error));
-        }
+        // The transaction starts with the call's first statement, so that a call may ask for
+        // READ COMMITTED first (`lock_rows_instead`).
         Ok(Box::new(PgSession {
             conn,
             access,
+            begun: false,
+            read_committed: false,
+            migrating: self.shared.migrating.load(Ordering::Relaxed),
             wrote: false,
             broken: None,
             shared: Arc::clone(&self.shared),
@@ -275,6 +269,12 @@ impl Backend for Postgres {
 struct PgSession {
     conn: r2d2::PooledConnection<Manager>,
     access: Access,
+    /// `BEGIN` was sent (with the call's first statement).
+    begun: bool,
+    /// The call asked for READ COMMITTED (`lock_rows_instead`).
+    read_committed: bool,
+    /// Writes take the migration lock first (the schema is not yet known to be current).
+    migrating: bool,
     wrote: bool,
     /// Set when the transaction cannot stand whatever the guest answers (conflict, lost
     /// connection); every later statement fails the same way.
@@ -283,10 +283,32 @@ struct PgSession {
 }
 
 impl PgSession {
-    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+    /// Starts the transaction before the call's first statement.
+    fn begin_now(&mut self) -> Result<(), StoreError> {
         if let Some(broken) = &self.broken {
             return Err(broken.clone());
         }
+        if self.begun {
+            return Ok(());
+        }
+        let begin = match self.access {
+            Access::Write if self.migrating => format!(
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+            ),
+            Access::Write if self.read_committed => {
+                "BEGIN ISOLATION LEVEL READ COMMITTED".to_owned()
+            }
+            Access::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE".to_owned(),
+            Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_owned(),
+        };
+        let begun = self.conn.client.batch_execute(&begin);
+        begun.map_err(|e| self.failed(&e))?;
+        self.begun = true;
+        Ok(())
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        self.begin_now()?;
         let rewritten = rewrite(sql)?;
         if rewritten.statements > 1 {
             return Err(StoreError::Refused(
@@ -363,12 +385,20 @@ impl Session for PgSession {
         SqlDialect::Postgres
     }
 
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
-        if let Some(broken) = &self.broken {
-            return Err(broken.clone());
+    fn lock_rows_instead(&mut self) -> Result<(), StoreError> {
+        if self.begun {
+            return Err(StoreError::Refused(
+                "lock-rows-instead comes before the call's first statement".to_owned(),
+            ));
         }
+        self.read_committed = true;
+        Ok(())
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
         let rewritten = rewrite(sql)?;
         if rewritten.statements > 1 {
+            self.begin_now()?;
             // Schema scripts: several statements, no parameters, in a write call only.
             if !params.is_empty() {
                 return Err(StoreError::Refused(
@@ -478,6 +508,13 @@ impl Session for PgSession {
     }
 
     fn finish(mut self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        if !self.begun {
+            // No statement ran: there is no transaction to end.
+            return match self.broken.take() {
+                Some(broken) if commit => Err(broken),
+                _ => Ok(()),
+            };
+        }
         if !commit || self.broken.is_some() {
             if self.conn.client.batch_execute("ROLLBACK").is_err() {
                 self.conn.tainted = true;
@@ -558,7 +595,7 @@ impl r2d2::HandleError<postgres::Error> for LogPoolErrors {
 fn ensure_settings_table(client: &mut Client) -> anyhow::Result<()> {
     // Hosts starting together take turns, so CREATE ... IF NOT EXISTS does not race itself.
     client.batch_execute(&format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); \
+        "SET client_min_messages = warning; BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); \
          CREATE TABLE IF NOT EXISTS relay_settings (key TEXT COLLATE \"C\" PRIMARY KEY, value TEXT NOT NULL); \
          COMMIT"
     ))?;

@@ -268,6 +268,10 @@ impl bindings::agent_relay::relay::store::Host for CallState {
             .map_or(SqlDialect::Sqlite, |session| session.dialect())
     }
 
+    fn lock_rows_instead(&mut self) -> Result<(), StoreError> {
+        self.session()?.lock_rows_instead()
+    }
+
     fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<Executed, StoreError> {
         self.session()?.execute(&sql, &params)
     }

@@ -68,6 +68,17 @@ pub trait Session: Send {
     fn dialect(&self) -> SqlDialect {
         SqlDialect::Sqlite
     }
+
+    /// The guest locks the rows it changes (`FOR UPDATE SKIP LOCKED`): a backend that isolates
+    /// calls by aborting the losers of a race may run this call at a weaker level instead
+    /// (PostgreSQL: READ COMMITTED). Only before the call's first statement. The default, for
+    /// a backend whose writers take turns, changes nothing.
+    ///
+    /// # Errors
+    /// The call already ran a statement.
+    fn lock_rows_instead(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Runs a statement that writes.
     ///
     /// # Errors
@@ -198,6 +209,10 @@ struct RunSession {
 impl Session for RunSession {
     fn dialect(&self) -> SqlDialect {
         self.inner.dialect()
+    }
+
+    fn lock_rows_instead(&mut self) -> Result<(), StoreError> {
+        self.inner.lock_rows_instead()
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {

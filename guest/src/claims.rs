@@ -284,12 +284,21 @@ pub fn complete(
 /// Claims the oldest available job in the agent's inbox (see `messages::available_jobs`), in
 /// the one transaction of the call, so two callers never get the same one. Exhausted jobs met on
 /// the way (an expired last attempt) are dead-lettered and skipped. `None` when there is none.
+///
+/// On PostgreSQL the call runs at READ COMMITTED and locks the job it takes (`FOR UPDATE SKIP
+/// LOCKED`, one row at a time): workers claiming side by side skip each other's rows instead of
+/// aborting each other's serializable transactions, and a row someone else claimed since our
+/// snapshot is re-checked when locked, so it is never taken twice (docs/architecture.md, "Two
+/// dialects").
 pub fn claim_next(
     caller: &Caller,
     agent_id: &str,
     input: &ClaimNextInput,
     now: i64,
 ) -> Result<Option<Message>, RelayError> {
+    if db::is_postgres() {
+        db::lock_rows_instead()?;
+    }
     let (_, agent) = agents::acting(caller, agent_id, input.instance_id.as_deref(), input.epoch)?;
     let lease = lease_ms(input.lease_ms)?;
     let kind = input

@@ -274,3 +274,10 @@ pub fn dialect() -> SqlDialect {
 pub fn is_postgres() -> bool {
     dialect() == SqlDialect::Postgres
 }
+
+/// Asks the store to run this call at READ COMMITTED where it would abort the losers of a race
+/// instead (PostgreSQL): for a call whose statements lock the rows they change and re-check them
+/// (`FOR UPDATE SKIP LOCKED`). Before the call's first statement.
+pub fn lock_rows_instead() -> Result<(), RelayError> {
+    store::lock_rows_instead().map_err(RelayError::from)
+}

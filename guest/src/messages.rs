@@ -887,6 +887,11 @@ pub fn available_jobs(
         sql.push_str(" ORDER BY m.id LIMIT ?");
     }
     values.push(Value::from(i64::from(limit)));
+    if db::is_postgres() {
+        // claim-next's transaction is READ COMMITTED there: lock what is taken, skip what
+        // another claimer holds; a row claimed since the snapshot is re-checked and left out.
+        sql.push_str(" FOR UPDATE SKIP LOCKED");
+    }
     db::query(&sql, &values)?
         .iter()
         .map(|row| {

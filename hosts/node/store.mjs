@@ -259,6 +259,8 @@ export class SqliteStore {
       }),
       // This store is SQLite (better-sqlite3); the guest writes its SQLite forms.
       dialect: () => 'sqlite',
+      // One writer at a time already: nothing to weaken.
+      lockRowsInstead: guard(() => undefined),
       getSetting: guard((key) => {
         if (this.runSettings.has(key)) return this.runSettings.get(key);
         const { statement } = this.prepare('SELECT value FROM relay_settings WHERE key = ?');
