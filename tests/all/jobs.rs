@@ -334,7 +334,10 @@ fn sixteen_workers_with_claim_next_get_every_job_exactly_once_without_a_refusal(
                         204 => return,
                         200 => {}
                         status => {
-                            odd.lock().unwrap().push(format!("claim-next {status}"));
+                            let body = next.text().unwrap_or_default();
+                            odd.lock()
+                                .unwrap()
+                                .push(format!("claim-next {status}: {body}"));
                             return;
                         }
                     }
