@@ -207,11 +207,26 @@ pub fn execute(sql: &str, params: &[Value]) -> Result<Executed, RelayError> {
 
 /// Runs an `INSERT` into a table with an integer `id` and returns the new row's id, by
 /// `RETURNING id` (both dialects have it; Postgres has no last-insert id to ask for).
+///
+/// On PostgreSQL, calls that number rows take turns from here to their commit (a transaction
+/// advisory lock): sequences hand out ids before commit, so two calls writing side by side could
+/// otherwise commit id 8 before id 7, and a reader that had seen 8 and asks for what came
+/// `since` it would never see 7 (inboxes, streams and activity resume by id). On SQLite writers
+/// take turns anyway.
 pub fn insert_returning_id(sql: &str, params: &[Value]) -> Result<i64, RelayError> {
+    if is_postgres() {
+        query(
+            "SELECT 1 AS held FROM pg_advisory_xact_lock(?)",
+            &params![NUMBERING_LOCK],
+        )?;
+    }
     query_one(&format!("{sql} RETURNING id"), params)?
         .ok_or_else(|| RelayError::Internal("an insert returned no id".to_owned()))?
         .int("id")
 }
+
+/// The advisory lock that makes numbered inserts commit in id order on PostgreSQL ("relay_id").
+const NUMBERING_LOCK: i64 = 0x7265_6c61_795f_6964;
 
 /// A list of strings as stored: a JSON array.
 pub fn to_json_list(items: &[String]) -> String {

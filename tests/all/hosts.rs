@@ -585,3 +585,65 @@ fn hosts_racing_for_one_registration_one_idempotency_key_and_one_job_have_exactl
         );
     }
 }
+
+#[test]
+fn a_reader_following_since_misses_none_of_the_messages_two_hosts_write_side_by_side() {
+    // Ids are handed out before commit; were two sends to commit out of id order, a reader that
+    // saw the higher id and asks `since` it would never see the lower one.
+    let (_database, servers) = hosts(2);
+    let alice = servers[0].register(json!({"id": "alice"}));
+    servers[0].register(json!({"id": "bob"}));
+    let acknowledged: Mutex<BTreeSet<i64>> = Mutex::default();
+    let seen: Mutex<BTreeSet<i64>> = Mutex::default();
+    let sending = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..8)
+            .map(|s| {
+                let (server, acknowledged) = (&servers[s % 2], &acknowledged);
+                scope.spawn(move || {
+                    for n in 0..40 {
+                        let sent = server.send(
+                            json!({"from": "bob", "to": "alice", "body": format!("{s}/{n}")}),
+                        );
+                        acknowledged.lock().unwrap().insert(id_of(&sent));
+                    }
+                })
+            })
+            .collect();
+        let (reader, seen, sending) = (&servers[1], &seen, &sending);
+        let alice = &alice;
+        scope.spawn(move || {
+            let mut cursor = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let done = !sending.load(Ordering::Relaxed);
+                let page = reader.get(
+                    &format!("/v1/agents/alice/inbox?since={cursor}&limit=500"),
+                    alice,
+                );
+                assert_eq!(page.status, 200, "{:?}", page.body);
+                let ids = crate::common::ids(&page.body);
+                for id in &ids {
+                    seen.lock().unwrap().insert(*id);
+                    cursor = cursor.max(*id);
+                }
+                if done && ids.is_empty() {
+                    return;
+                }
+            }
+        });
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        sending.store(false, Ordering::Relaxed);
+    });
+    let acknowledged = acknowledged.into_inner().unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(acknowledged.len(), 320);
+    let missed: Vec<&i64> = acknowledged.difference(&seen).collect();
+    assert!(
+        missed.is_empty(),
+        "the reader following `since` never saw {} acknowledged messages: {missed:?}",
+        missed.len()
+    );
+}
