@@ -1098,9 +1098,9 @@ impl ScratchDatabase {
                 agent_relay_core::postgres::redact(admin)
             )
         })?;
-        client.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ))?;
+        // Two commands: neither may run inside a transaction block, which one batch would be.
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+        client.batch_execute(&format!("CREATE DATABASE {name}"))?;
         let (head, query) = admin.split_once('?').map_or((admin, ""), |(h, q)| (h, q));
         let server = head.rsplit_once('/').map_or(head, |(server, _)| server);
         let url = if query.is_empty() {
