@@ -165,6 +165,8 @@ fn main() -> anyhow::Result<()> {
     let mut mode = "full";
     let mut json_path = None;
     let mut only: Vec<String> = Vec::new();
+    let mut database: Option<String> = None;
+    let mut hosts = 1;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -189,8 +191,7 @@ fn main() -> anyhow::Result<()> {
                     agent_relay_core::postgres::is_url(url),
                     "--db takes a postgres:// URL (the SQLite figures need no --db)"
                 );
-                let hosts = POSTGRES.get().map_or(1, |(_, hosts)| *hosts);
-                let _ = POSTGRES.set((url.clone(), hosts));
+                database = Some(url.clone());
                 if only.is_empty() {
                     only.push("http".to_owned());
                 }
@@ -199,16 +200,12 @@ fn main() -> anyhow::Result<()> {
                 let _ = WRITE_LANE.set(true);
             }
             "--hosts" => {
-                let hosts: usize = iter
+                let count: usize = iter
                     .next()
                     .context("--hosts needs a number")?
                     .parse()
                     .context("--hosts needs a number")?;
-                let url = POSTGRES
-                    .get()
-                    .map(|(url, _)| url.clone())
-                    .context("--hosts comes after --db URL")?;
-                let _ = POSTGRES.set((url, hosts.max(1)));
+                hosts = count.max(1);
             }
             "--json" => {
                 json_path = Some(PathBuf::from(iter.next().context("--json needs a path")?))
@@ -223,6 +220,12 @@ fn main() -> anyhow::Result<()> {
             }
             other => anyhow::bail!("unknown argument {other}\n{USAGE}"),
         }
+    }
+    match database {
+        Some(url) => {
+            let _ = POSTGRES.set((url, hosts));
+        }
+        None => anyhow::ensure!(hosts == 1, "--hosts goes with --db postgres://..."),
     }
     let mut plan = Plan::new(mode);
     if !only.is_empty() {
