@@ -338,6 +338,117 @@ fn the_database_going_away_answers_503_and_the_relay_recovers_by_itself() {
     );
 }
 
+#[test]
+fn under_send_load_the_database_going_away_loses_nothing_acknowledged() {
+    // Two hosts under a steady send load; the database is taken away from them for a second
+    // (every connection of theirs closed, new ones refused: what a restart does to them, without
+    // restarting the cluster the other tests share) and given back.
+    let database = Database::create();
+    let servers: Vec<RelayServer> = (0..2)
+        .map(|_| RelayServer::start_at(&database.url, &[]))
+        .collect();
+    for id in ["alice", "bob"] {
+        servers[0].register(json!({"id": id}));
+    }
+    let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<u16>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|s| {
+            let base = servers[s % 2].base.clone();
+            let (acknowledged, refused, stop) = (
+                Arc::clone(&acknowledged),
+                Arc::clone(&refused),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let reply = client
+                        .post(format!("{base}/v1/messages"))
+                        .bearer_auth(OPERATOR)
+                        .json(&json!({"from": "bob", "to": "alice", "body": format!("{s}/{n}")}))
+                        .send()
+                        .unwrap();
+                    let status = reply.status().as_u16();
+                    if status < 300 {
+                        let body: Json = reply.json().unwrap();
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(body["message"]["id"].as_i64().unwrap());
+                    } else {
+                        refused.lock().unwrap().push(status);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut admin =
+        postgres::Client::connect(&crate::common::postgres::cluster_url(), postgres::NoTls)
+            .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
+            db = database.name()
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let during = acknowledged.lock().unwrap().len();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            database.name()
+        ))
+        .unwrap();
+    // Back by itself: the senders' later calls succeed again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while acknowledged.lock().unwrap().len() < during + 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let refused = refused.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= during + 20,
+        "sends succeed again once the database is back ({during} before, {} in all)",
+        acknowledged.len()
+    );
+    assert!(!refused.is_empty(), "sends were refused while it was away");
+    assert!(
+        refused.iter().all(|status| *status == 503),
+        "what was refused was refused with 503: {refused:?}"
+    );
+    let mut stored = BTreeSet::new();
+    let mut cursor = 0;
+    loop {
+        let page = servers[1].get(&format!("/v1/messages?limit=500&since={cursor}"), OPERATOR);
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let ids = crate::common::ids(&page.body);
+        if ids.is_empty() {
+            break;
+        }
+        cursor = *ids.iter().max().unwrap();
+        stored.extend(ids);
+    }
+    let lost: Vec<&i64> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+}
+
 /// Every table of a SQLite relay file, row for row, as text.
 fn dump(path: &std::path::Path) -> BTreeMap<String, Vec<String>> {
     let conn = rusqlite::Connection::open(path).unwrap();
