@@ -758,3 +758,52 @@ fn a_reader_following_since_misses_none_of_the_messages_two_hosts_write_side_by_
         missed.len()
     );
 }
+
+#[test]
+fn tls_is_used_when_the_url_asks_for_it_and_the_servers_certificate_is_checked() {
+    let ca = std::env::var("RELAY_TEST_POSTGRES_CA")
+        .expect("RELAY_TEST_POSTGRES_CA: run under tests/postgres/with-cluster.sh (its CA)");
+    let database = Database::create();
+    let ssl_connections = |database: &Database| -> i64 {
+        let mut admin =
+            postgres::Client::connect(&crate::common::postgres::cluster_url(), postgres::NoTls)
+                .unwrap();
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.datname = $1 AND s.ssl",
+                &[&database.name()],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // Plain without sslmode.
+    let plain = RelayServer::start_at(&database.url, &[]);
+    plain.register(json!({"id": "alice"}));
+    assert_eq!(ssl_connections(&database), 0, "no TLS unless the URL asks");
+    drop(plain);
+    // TLS, the certificate checked against the CA the URL names.
+    let url = format!("{}?sslmode=verify-full&sslrootcert={ca}", database.url);
+    let secure = RelayServer::start_at(&url, &[]);
+    let agents = secure.get("/v1/agents", OPERATOR);
+    assert_eq!(agents.status, 200, "{:?}", agents.body);
+    assert!(
+        ssl_connections(&database) >= 1,
+        "the relay's connections use TLS"
+    );
+    drop(secure);
+    // A certificate nobody vouches for (the system's roots do not know the test CA): refused at
+    // start, one line naming the database and the cause, exit code 1.
+    let refused = Command::new(binary())
+        .args(["migrate", "--db"])
+        .arg(format!("{}?sslmode=require", database.url))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to postgres://") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -10,6 +10,7 @@
 # a free loopback port with its unix socket in that directory, and prints
 #   export RELAY_TEST_POSTGRES=postgres://relay@127.0.0.1:PORT/postgres
 #   export RELAY_TEST_POSTGRES_DIR=DIR
+#   export RELAY_TEST_POSTGRES_CA=DIR/tls/ca.crt    (the CA of the server's TLS certificate)
 # The user `relay` may create databases (the harness makes one per server). Durability is off
 # (no fsync): the cluster lives for one run. `stop DIR` stops it and removes DIR; it is safe to
 # call twice, and on a directory whose cluster never started.
@@ -85,6 +86,30 @@ start() {
         log "initdb failed"
         exit 1
     fi
+    # TLS for the tests that connect with sslmode (tests/all/hosts.rs): a CA of the run's own and
+    # a server certificate for 127.0.0.1 it signed. The server also takes plain connections.
+    if ! command -v openssl >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null 2>&1 ||
+                { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null; }
+        else
+            log "openssl is missing: install it (the TLS tests need a certificate)"
+            exit 1
+        fi
+    fi
+    mkdir -p "$dir/tls"
+    (
+        cd "$dir/tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=agent-relay test CA" \
+            -keyout ca.key -out ca.crt >/dev/null 2>&1
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+            -keyout server.key -out server.csr >/dev/null 2>&1
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.crt >/dev/null 2>&1
+        chmod 600 server.key
+    ) || { rm -rf "$dir"; log "could not make the test certificates"; exit 1; }
+    [ "$owner" = "$(id -un)" ] || chown -R "$owner" "$dir/tls"
     local port tries=0
     while :; do
         tries=$((tries + 1))
@@ -92,7 +117,8 @@ start() {
         port_in_use "$port" && continue
         if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
             -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+                -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
+                -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key" \
             start >/dev/null; then
             break
         fi
@@ -108,6 +134,7 @@ start() {
     log "PostgreSQL $("$bin/pg_ctl" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
     echo "export RELAY_TEST_POSTGRES=postgres://relay@127.0.0.1:$port/postgres"
     echo "export RELAY_TEST_POSTGRES_DIR=$dir"
+    echo "export RELAY_TEST_POSTGRES_CA=$dir/tls/ca.crt"
 }
 
 stop() {
