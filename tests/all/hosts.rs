@@ -273,6 +273,25 @@ fn a_host_killed_under_send_load_loses_no_acknowledged_message_and_the_others_ke
     );
 }
 
+/// Takes the database away from every connection the relays hold (the pools' and the
+/// listeners') and refuses new ones, as a restarting server would, or gives it back; the rest of
+/// the test cluster goes on serving the other tests.
+fn away(database: &Database, away: bool) {
+    let mut admin =
+        postgres::Client::connect(&crate::common::postgres::cluster_url(), postgres::NoTls)
+            .unwrap();
+    let sql = if away {
+        format!(
+            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
+            db = database.name()
+        )
+    } else {
+        format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", database.name())
+    };
+    admin.batch_execute(&sql).unwrap();
+}
+
 #[test]
 fn the_database_going_away_answers_503_and_the_relay_recovers_by_itself() {
     let database = Database::create();
@@ -282,18 +301,7 @@ fn the_database_going_away_answers_503_and_the_relay_recovers_by_itself() {
     }
     let sent = relay.send(json!({"from": "bob", "to": "alice", "body": "before"}));
     assert!(sent.status < 300, "{:?}", sent.body);
-    // Take the database away from every connection the relay holds (the pool's and the
-    // listener's) and refuse new ones, as a restarting server would; the rest of the test
-    // cluster goes on serving the other tests.
-    let admin = crate::common::postgres::cluster_url();
-    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    client
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
-            db = database.name()
-        ))
-        .unwrap();
+    away(&database, true);
     let down = relay.send(json!({"from": "bob", "to": "alice", "body": "while down"}));
     assert_eq!(
         down.status, 503,
@@ -307,12 +315,7 @@ fn the_database_going_away_answers_503_and_the_relay_recovers_by_itself() {
         "a read while the database is away: {:?}",
         read.body
     );
-    client
-        .batch_execute(&format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
-            database.name()
-        ))
-        .unwrap();
+    away(&database, false);
     // Back by itself: later calls succeed without a restart of the relay.
     let deadline = Instant::now() + Duration::from_secs(15);
     let after = loop {
@@ -391,24 +394,10 @@ fn under_send_load_the_database_going_away_loses_nothing_acknowledged() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(800));
-    let mut admin =
-        postgres::Client::connect(&crate::common::postgres::cluster_url(), postgres::NoTls)
-            .unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
-            db = database.name()
-        ))
-        .unwrap();
+    away(&database, true);
     std::thread::sleep(Duration::from_millis(1000));
     let during = acknowledged.lock().unwrap().len();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
-            database.name()
-        ))
-        .unwrap();
+    away(&database, false);
     // Back by itself: the senders' later calls succeed again.
     let deadline = Instant::now() + Duration::from_secs(15);
     while acknowledged.lock().unwrap().len() < during + 20 && Instant::now() < deadline {
