@@ -307,16 +307,18 @@ impl PgSession {
         Ok(())
     }
 
+    /// The guest's statement, prepared on this connection: rewritten and checked the first time
+    /// only, then found by the guest's own text.
     fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
         self.begin_now()?;
+        if let Some(statement) = self.conn.statements.get(sql) {
+            return Ok(statement.clone());
+        }
         let rewritten = rewrite(sql)?;
         if rewritten.statements > 1 {
             return Err(StoreError::Refused(
                 "one statement per call of execute or query".to_owned(),
             ));
-        }
-        if let Some(statement) = self.conn.statements.get(&rewritten.sql) {
-            return Ok(statement.clone());
         }
         let prepared = self.conn.client.prepare(&rewritten.sql);
         let statement = prepared.map_err(|e| self.failed(&e))?;
@@ -325,7 +327,7 @@ impl PgSession {
         }
         self.conn
             .statements
-            .insert(rewritten.sql, statement.clone());
+            .insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
 
@@ -396,8 +398,13 @@ impl Session for PgSession {
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Executed, StoreError> {
-        let rewritten = rewrite(sql)?;
-        if rewritten.statements > 1 {
+        // A statement prepared before is one statement; only a new text may be a script.
+        let script = if self.conn.statements.contains_key(sql) {
+            None
+        } else {
+            Some(rewrite(sql)?).filter(|rewritten| rewritten.statements > 1)
+        };
+        if let Some(rewritten) = script {
             self.begin_now()?;
             // Schema scripts: several statements, no parameters, in a write call only.
             if !params.is_empty() {
@@ -422,9 +429,7 @@ impl Session for PgSession {
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let changed = self.conn.client.execute(&statement, &refs);
         let changed = changed.map_err(|e| self.failed(&e))?;
-        if changed > 0 || !is_select(sql) {
-            self.wrote |= self.access == Access::Write && (changed > 0 || is_ddl(sql));
-        }
+        self.wrote |= self.access == Access::Write && (changed > 0 || is_ddl(sql));
         Ok(Executed {
             rows_changed: changed,
             last_insert_id: 0,
@@ -549,6 +554,7 @@ impl Session for PgSession {
 /// A pooled connection and its prepared statements.
 pub struct PgConnection {
     client: Client,
+    /// Statements prepared on this connection, by the guest's own text (before rewriting).
     statements: HashMap<String, Statement>,
     /// Left in an unknown state (a failed rollback): the pool drops it.
     tainted: bool,
