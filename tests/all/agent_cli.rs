@@ -451,10 +451,22 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
                 "--as",
             ],
         ),
-        (&["inbox"], &["--unread", "--since", "--wait", "--kind"]),
+        (
+            &["inbox"],
+            &[
+                "--unread",
+                "--since",
+                "--wait",
+                "--kind",
+                "--state",
+                "completed",
+            ],
+        ),
+        (&["dead"], &["--as", "--json", "agent-relay retry ID"]),
+        (&["retry"], &["--json", "--url"]),
         (&["read"], &["--as"]),
         (&["thread"], &["--json"]),
-        (&["claim"], &["--lease", "--wait"]),
+        (&["claim"], &["--lease", "--wait", "--kind"]),
         (&["renew"], &["--lease"]),
         (&["release"], &["--as"]),
         (&["complete"], &["--result"]),
@@ -923,4 +935,259 @@ fn hooks_finish_within_two_seconds_while_standard_input_stays_open() {
         hook_with_open_stdin(&relay.base, &bob, "claude-stop", &stop_input(false));
     assert!(took < Duration::from_secs(2), "claude-stop took {took:?}");
     assert!(stdout.contains("\"block\""), "{stdout:?}");
+}
+
+/// Sends a job (a claimable message) to the `dev` label as the operator; its id.
+fn job_for_dev(relay: &RelayServer, body: &str, kind: Option<&str>) -> String {
+    let mut args = vec![
+        "send",
+        "label:dev",
+        body,
+        "--claimable",
+        "--as",
+        "user",
+        "--json",
+    ];
+    if let Some(kind) = kind {
+        args.extend(["--kind", kind]);
+    }
+    run(relay, OPERATOR, &args).ok().json()["message"]["id"].to_string()
+}
+
+/// The table row of message `id` in a view.
+fn row<'a>(view: &'a Run, id: &str) -> &'a str {
+    view.stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(id))
+        .unwrap_or_else(|| panic!("no row for #{id}: {view:?}"))
+}
+
+#[test]
+fn a_job_shows_its_holder_and_the_lease_as_asked_and_once_completed_is_never_offered() {
+    let (relay, alice, bob) = two_agents();
+    let id = job_for_dev(&relay, "refactor auth module", None);
+    let open = run(&relay, &alice, &["inbox"]).ok();
+    assert!(
+        open.stdout.lines().next().unwrap().contains("JOB"),
+        "{open:?}"
+    );
+    assert!(row(&open, &id).contains("  open  "), "{open:?}");
+
+    let claimed = run(&relay, &alice, &["claim", &id, "--lease", "10m"]).ok();
+    assert!(
+        claimed.stdout.contains("held by you (10m left)"),
+        "the lease reads as asked, rounded up: {claimed:?}"
+    );
+    let mine = run(&relay, &alice, &["inbox"]).ok();
+    assert!(
+        row(&mine, &id).contains("held by you (10m left)"),
+        "{mine:?}"
+    );
+    let theirs = run(&relay, &bob, &["thread", &id]).ok();
+    assert!(
+        theirs.stdout.contains("claimed by alice (10m left)"),
+        "another agent sees the holder: {theirs:?}"
+    );
+    let short = run(&relay, &alice, &["renew", &id, "--lease", "45s"]).ok();
+    assert_eq!(
+        short.stdout.trim(),
+        format!("renewed #{id}: held by you (45s left)"),
+        "under a minute, seconds: {short:?}"
+    );
+
+    let done = run(&relay, &alice, &["complete", &id]).ok();
+    assert_eq!(
+        done.stdout.trim(),
+        format!("completed #{id}: completed by alice")
+    );
+    let inbox = run(&relay, &alice, &["inbox"]).ok();
+    assert!(row(&inbox, &id).contains("completed by alice"), "{inbox:?}");
+    assert!(!row(&inbox, &id).contains("open"), "{inbox:?}");
+    let thread = run(&relay, &alice, &["thread", &id]).ok();
+    assert!(thread.stdout.contains("completed by alice"), "{thread:?}");
+    assert!(!thread.stdout.contains("claim"), "{thread:?}");
+
+    // A chat message makes the prompt hook speak; the completed job is not in what it says.
+    run(&relay, &bob, &["send", "alice", "lunch?"]).ok();
+    let prompt = run_at(
+        &relay.base,
+        Some(&alice),
+        &["hook", "claude-prompt"],
+        &prompt_input(),
+    )
+    .ok()
+    .json();
+    let context = prompt["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(
+        context.contains("1 unread relay message") && context.contains("lunch?"),
+        "{context}"
+    );
+    assert!(
+        !context.contains(&format!("#{id} ")) && !context.contains("agent-relay claim"),
+        "a completed job is neither shown nor offered: {context}"
+    );
+}
+
+#[test]
+fn the_stop_hook_does_not_block_on_a_completed_job_but_does_on_an_open_one() {
+    let (relay, alice, bob) = two_agents();
+    let id = job_for_dev(&relay, "refactor auth module", None);
+    run(&relay, &alice, &["claim", &id]).ok();
+    // Bob never read it: held by alice, it asks nothing of him.
+    let held_by_other = run_at(
+        &relay.base,
+        Some(&bob),
+        &["hook", "claude-stop"],
+        &stop_input(false),
+    )
+    .ok();
+    assert_eq!(held_by_other.stdout, "", "{held_by_other:?}");
+    run(&relay, &alice, &["complete", &id]).ok();
+    for (agent, token) in [("alice", &alice), ("bob", &bob)] {
+        let stop = run_at(
+            &relay.base,
+            Some(token),
+            &["hook", "claude-stop"],
+            &stop_input(false),
+        )
+        .ok();
+        assert_eq!(
+            stop.stdout, "",
+            "a completed job is no reason for {agent} to keep going: {stop:?}"
+        );
+    }
+    let next = job_for_dev(&relay, "write the migration", None);
+    let stop = run_at(
+        &relay.base,
+        Some(&alice),
+        &["hook", "claude-stop"],
+        &stop_input(false),
+    )
+    .ok()
+    .json();
+    assert_eq!(stop["decision"], "block", "an unread open job: {stop}");
+    let reason = stop["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1 unread relay message")
+            && reason.contains(&format!("#{next} from user"))
+            && reason.contains(&format!("take it with `agent-relay claim {next}`")),
+        "{reason}"
+    );
+    assert!(!reason.contains(&format!("#{id} ")), "{reason}");
+}
+
+#[test]
+fn inbox_state_dead_and_retry_show_and_put_back_a_dead_letter() {
+    let relay = RelayServer::start_with(&["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "dev"}));
+    let poison = job_for_dev(&relay, "poison", None);
+    let other = job_for_dev(&relay, "other", None);
+    run(&relay, &alice, &["claim", &poison]).ok();
+    let released = run(&relay, &alice, &["release", &poison]).ok();
+    assert_eq!(
+        released.stdout.trim(),
+        format!("released #{poison}: dead"),
+        "its only attempt ended: {released:?}"
+    );
+
+    let dead = run(&relay, &alice, &["inbox", "--state", "dead"]).ok();
+    assert!(row(&dead, &poison).contains("  dead  "), "{dead:?}");
+    assert_eq!(dead.stdout.lines().count(), 2, "{dead:?}");
+    let open = run(&relay, &alice, &["inbox", "--state", "open", "--json"])
+        .ok()
+        .json();
+    assert_eq!(common::ids(&open), [other.parse::<i64>().unwrap()]);
+    let none = run(&relay, &alice, &["inbox", "--state", "completed"]).ok();
+    assert_eq!(none.stdout.trim(), "no completed jobs for alice");
+    let bad = run(&relay, &alice, &["inbox", "--state", "finished"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr.contains("open, claimed, completed, dead"),
+        "{bad:?}"
+    );
+
+    let own = run(&relay, &alice, &["dead"]).ok();
+    assert!(row(&own, &poison).contains("dead"), "{own:?}");
+    assert!(own.stdout.contains("agent-relay retry ID"), "{own:?}");
+    let letters = run(&relay, OPERATOR, &["dead", "--json"]).ok().json();
+    assert_eq!(common::ids(&letters), [poison.parse::<i64>().unwrap()]);
+    let shown = run(&relay, OPERATOR, &["dead"]).ok();
+    assert!(row(&shown, &poison).contains("poison"), "{shown:?}");
+
+    let refused = run(&relay, &alice, &["retry", &poison]);
+    assert_eq!(refused.code, 1, "only the operator retries: {refused:?}");
+    let retried = run(&relay, OPERATOR, &["retry", &poison]).ok();
+    assert!(
+        retried
+            .stdout
+            .starts_with(&format!("retried #{poison}: open")),
+        "{retried:?}"
+    );
+    let empty = run(&relay, OPERATOR, &["dead"]).ok();
+    assert_eq!(empty.stdout.trim(), "no dead letters");
+    let again = run(&relay, OPERATOR, &["retry", &poison]);
+    assert_eq!(again.code, 3, "no longer dead: {again:?}");
+    let missing = run(&relay, OPERATOR, &["retry", "999999"]);
+    assert_eq!(missing.code, 4, "{missing:?}");
+    run(&relay, &alice, &["claim", &poison]).ok();
+}
+
+#[test]
+fn claim_kind_takes_only_the_next_job_of_that_kind() {
+    let (relay, alice, _) = two_agents();
+    let _task = job_for_dev(&relay, "first in line", None);
+    let review = job_for_dev(&relay, "review the PR", Some("review"));
+    let taken = run(&relay, &alice, &["claim", "--kind", "review", "--json"])
+        .ok()
+        .json();
+    assert_eq!(taken["id"].to_string(), review, "{taken}");
+    let none = run(&relay, &alice, &["claim", "--kind", "review"]);
+    assert_eq!(none.code, 5, "{none:?}");
+    assert!(
+        none.stderr.contains("no open job of kind review"),
+        "{none:?}"
+    );
+    let both = run(&relay, &alice, &["claim", &review, "--kind", "review"]);
+    assert_eq!(both.code, 2, "--kind is for the next job only: {both:?}");
+}
+
+#[test]
+fn leases_are_durations_and_one_the_relay_does_not_grant_is_a_usage_error() {
+    let (relay, alice, _) = two_agents();
+    let id = job_for_dev(&relay, "long job", None);
+    run(&relay, &alice, &["claim", &id]).ok();
+    let long = run(&relay, &alice, &["renew", &id, "--lease", "48h"]);
+    assert_eq!(long.code, 2, "{long:?}");
+    assert!(
+        long.stderr
+            .contains("the lease must be between 100ms and 24h (asked for 48h"),
+        "{long:?}"
+    );
+    assert!(!long.stderr.contains("172800000"), "{long:?}");
+    let json = run(&relay, &alice, &["renew", &id, "--lease", "48h", "--json"]).json();
+    assert_eq!(json["error"]["code"], "usage", "{json}");
+    // Checked before any call: no relay listens here.
+    for verb in [["claim", "1"], ["renew", "1"]] {
+        let short = run_at(
+            "http://127.0.0.1:9",
+            Some("t"),
+            &[verb[0], verb[1], "--lease", "50ms"],
+            "",
+        );
+        assert_eq!(short.code, 2, "{short:?}");
+        assert!(
+            short
+                .stderr
+                .contains("the lease must be between 100ms and 24h"),
+            "{short:?}"
+        );
+    }
+    // A relay whose operator allows longer leases grants them.
+    let roomy = RelayServer::start_with(&["--setting", "max-lease-ms=172800000"]);
+    let carol = roomy.register(json!({"id": "carol", "label": "dev"}));
+    let id = job_for_dev(&roomy, "long job", None);
+    let granted = run(&roomy, &carol, &["claim", &id, "--lease", "48h"]).ok();
+    assert!(granted.stdout.contains("(48h left)"), "{granted:?}");
 }

@@ -321,3 +321,84 @@ fn tool_input_rules_are_the_ones_the_component_publishes() {
         );
     }
 }
+
+/// Calls one tool over `/mcp` (a stateless request) with `token`; the JSON-RPC result.
+fn call_tool(relay: &RelayServer, token: &str, name: &str, arguments: Json) -> Json {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/mcp", relay.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .bearer_auth(token)
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}}))
+        .send()
+        .unwrap();
+    let body: Json = response.json().unwrap();
+    assert!(body["error"].is_null(), "{name}: {body}");
+    body["result"].clone()
+}
+
+/// The text blocks of a tool result, joined.
+fn text_of(result: &Json) -> String {
+    result["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|block| block["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn tool_results_say_where_each_job_stands_and_offer_only_an_open_one() {
+    let relay = RelayServer::start();
+    let alice = relay.register(json!({"id": "alice", "label": "dev"}));
+    let job = |body: &str| {
+        common::id_of(
+            &relay
+                .send(json!({"from": "user", "to": "label:dev", "body": body, "claimable": true})),
+        )
+    };
+    let done = job("finished work");
+    let open = job("waiting work");
+    let claimed = call_tool(
+        &relay,
+        &alice,
+        "claim_message",
+        json!({"messageId": done, "leaseMs": 600_000}),
+    );
+    let text = text_of(&claimed);
+    assert!(
+        text.contains(&format!("Job {done} from user to label:dev"))
+            && text.contains("held by you (10m left)")
+            && text.contains(&format!("complete_claim messageId={done}")),
+        "{text}"
+    );
+    assert_eq!(claimed["structuredContent"]["claimedBy"], "alice");
+    call_tool(&relay, &alice, "complete_claim", json!({"messageId": done}));
+
+    let inbox = text_of(&call_tool(&relay, &alice, "fetch_inbox", json!({})));
+    assert!(
+        inbox.contains(&format!(
+            "Job {done} from user to label:dev (kind task): completed by alice."
+        )),
+        "{inbox}"
+    );
+    assert!(
+        !inbox.contains(&format!("claim_message messageId={done}")),
+        "a completed job is never offered: {inbox}"
+    );
+    assert!(
+        inbox.contains(&format!(
+            "Job {open} from user to label:dev (kind task): open: take it with claim_message messageId={open}."
+        )),
+        "{inbox}"
+    );
+    let chat = common::id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "hi"})));
+    let thread = call_tool(&relay, &alice, "get_thread", json!({"threadId": chat}));
+    assert_eq!(
+        thread["content"].as_array().unwrap().len(),
+        1,
+        "no job, no words added: {thread}"
+    );
+}

@@ -1,4 +1,5 @@
-//! `claim` (by id, or the next job), `renew`, `release` and `complete`.
+//! `claim` (by id, or the next job), `renew`, `release`, `complete`, and the dead letters:
+//! `dead` and `retry`.
 
 use std::time::Duration;
 
@@ -6,20 +7,28 @@ use clap::Args;
 use serde_json::{Value as Json, json};
 
 use super::relay::{RelayClient, segment};
-use super::{Acting, Exit, Failure, Outcome, emit, millis, parse_duration, parse_object, view};
+use super::{
+    Acting, Connection, Exit, Failure, Outcome, emit, lease_refused, millis, parse_duration,
+    parse_lease, parse_object, view,
+};
 
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
     #[command(flatten)]
     pub acting: Acting,
-    /// The message to claim; without it, the oldest claimable message in the inbox (exit 5 if none).
+    /// The message to claim; without it, the oldest open job in the inbox (exit 5 if none).
     pub id: Option<i64>,
-    /// How long the lease lasts (`30s`, `10m`, `1h`); the relay's default when absent.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// How long the lease lasts (`30s`, `10m`, `1h`; 100ms to 24h unless the relay's
+    /// max-lease-ms allows more); the relay's default (5m) when absent. Renew it before it ends,
+    /// or the job goes back to the queue.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
     pub lease: Option<Duration>,
     /// Without an id: wait this long for a job when none is available.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "id")]
     pub wait: Option<Duration>,
+    /// Without an id: take only a job of this message kind.
+    #[arg(long, conflicts_with = "id")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -28,8 +37,9 @@ pub struct RenewArgs {
     pub acting: Acting,
     /// The claimed message.
     pub id: i64,
-    /// The new lease, from now (`30s`, `10m`, `1h`); the relay's default when absent.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// The new lease, from now (`30s`, `10m`, `1h`; 100ms to 24h unless the relay's
+    /// max-lease-ms allows more); the relay's default (5m) when absent.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
     pub lease: Option<Duration>,
 }
 
@@ -52,6 +62,26 @@ pub struct CompleteArgs {
     pub result: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct DeadArgs {
+    #[command(flatten)]
+    pub acting: Acting,
+    /// Only dead letters after this message id.
+    #[arg(long, value_name = "ID")]
+    pub since: Option<i64>,
+    /// At most this many (default 50, at most 500).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The dead letter to put back.
+    pub id: i64,
+}
+
 /// The body of a lease call: the agent, and the lease when one was asked for.
 fn lease_input(agent: &str, lease: Option<Duration>) -> Json {
     let mut input = json!({"agentId": agent});
@@ -65,15 +95,20 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
     let relay = RelayClient::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
     let answer = match args.id {
-        Some(id) => relay.post(
-            &format!("/v1/messages/{id}/claim"),
-            &lease_input(&agent, args.lease),
-        )?,
+        Some(id) => relay
+            .post(
+                &format!("/v1/messages/{id}/claim"),
+                &lease_input(&agent, args.lease),
+            )
+            .map_err(|failure| lease_refused(failure, args.lease))?,
         None => {
-            // The agent is the path's; the body carries only the lease.
+            // The agent is the path's; the body carries the lease and the kind.
             let mut input = json!({});
             if let Some(lease) = args.lease {
                 input["leaseMs"] = json!(millis(lease));
+            }
+            if let Some(kind) = &args.kind {
+                input["kind"] = json!(kind);
             }
             let wait = args.wait.unwrap_or_default();
             let query = match args.wait {
@@ -81,17 +116,24 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
                 None => Vec::new(),
             };
             let path = format!("/v1/agents/{}/claim-next", segment(&agent));
-            relay.request("POST", &path, &query, Some(&input), wait)?
+            relay
+                .request("POST", &path, &query, Some(&input), wait)
+                .map_err(|failure| lease_refused(failure, args.lease))?
         }
     };
     if answer.status == 204 {
+        let of_kind = args
+            .kind
+            .as_deref()
+            .map(|kind| format!(" of kind {kind}"))
+            .unwrap_or_default();
         return Err(Failure::new(
             Exit::Nothing,
-            format!("nothing to claim for {agent}"),
+            format!("no open job{of_kind} to claim for {agent}"),
         ));
     }
     emit(&args.acting.connection, &answer.body, |message| {
-        format!("claimed:\n{}", view::message(message))
+        format!("claimed:\n{}", view::message(message, Some(&agent)))
     });
     Ok(Exit::Done)
 }
@@ -117,10 +159,11 @@ fn lease_call(
         .post(
             &format!("/v1/messages/{id}/{action}"),
             &lease_input(&agent, lease),
-        )?
+        )
+        .map_err(|failure| lease_refused(failure, lease))?
         .body;
     emit(&acting.connection, &message, |message| {
-        let state = view::claim_state(message, view::now_ms());
+        let state = view::job_state(message, Some(&agent), view::now_ms());
         format!("{done} #{id}: {state}")
     });
     Ok(Exit::Done)
@@ -141,8 +184,62 @@ pub fn complete(args: &CompleteArgs) -> Outcome {
     let message = relay
         .post(&format!("/v1/messages/{}/complete", args.id), &input)?
         .body;
-    emit(&args.acting.connection, &message, |_| {
-        format!("completed #{}", args.id)
+    emit(&args.acting.connection, &message, |message| {
+        let state = view::job_state(message, Some(&agent), view::now_ms());
+        format!("completed #{}: {state}", args.id)
+    });
+    Ok(Exit::Done)
+}
+
+/// The operator's dead letters (`GET /v1/messages?deadLettered=true`), or, for an agent (its
+/// own token, or `--as`), the dead jobs of its inbox (`?state=dead`).
+pub fn dead(args: &DeadArgs) -> Outcome {
+    let relay = RelayClient::connect(&args.acting.connection)?;
+    let operator = args.acting.agent.is_none()
+        && relay.get("/v1/whoami", &[])?.body["operator"].as_bool() == Some(true);
+    let mut query = Vec::new();
+    if let Some(since) = args.since {
+        query.push(("since", since.to_string()));
+    }
+    if let Some(limit) = args.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let (letters, viewer) = if operator {
+        query.push(("deadLettered", "true".to_owned()));
+        (relay.get("/v1/messages", &query)?.body, None)
+    } else {
+        let agent = relay.agent(&args.acting)?;
+        query.push(("state", "dead".to_owned()));
+        let path = format!("/v1/agents/{}/inbox", segment(&agent));
+        (relay.get(&path, &query)?.body, Some(agent))
+    };
+    emit(&args.acting.connection, &letters, |letters| {
+        let empty = match &viewer {
+            Some(agent) => format!("no dead jobs for {agent}"),
+            None => "no dead letters".to_owned(),
+        };
+        let mut out = view::messages(letters, viewer.as_deref(), &empty);
+        if letters.as_array().is_some_and(|l| !l.is_empty()) {
+            out.push_str("(the operator puts one back with `agent-relay retry ID`)\n");
+        }
+        out
+    });
+    Ok(Exit::Done)
+}
+
+/// Operator: puts a dead letter back (`POST /v1/messages/{id}/retry`), open again.
+pub fn retry(args: &RetryArgs) -> Outcome {
+    let relay = RelayClient::connect(&args.connection)?;
+    let path = format!("/v1/messages/{}/retry", args.id);
+    let message = relay
+        .request("POST", &path, &[], None, Duration::ZERO)?
+        .body;
+    emit(&args.connection, &message, |message| {
+        let state = view::job_state(message, None, view::now_ms());
+        format!(
+            "retried #{}: {state}, its attempts reset; agents can claim it again",
+            args.id
+        )
     });
     Ok(Exit::Done)
 }

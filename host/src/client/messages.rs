@@ -53,6 +53,11 @@ pub struct InboxArgs {
     /// Only messages of this kind (chat, task, system, pair, channel.event, spawn).
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only jobs in this state: open (anyone may claim it), claimed (held under a live lease),
+    /// completed, dead (its attempts ran out). Without it: every message, jobs completed by
+    /// others left out.
+    #[arg(long, value_parser = ["open", "claimed", "completed", "dead"])]
+    pub state: Option<String>,
     /// Only messages of this thread.
     #[arg(long, value_name = "ID")]
     pub thread: Option<i64>,
@@ -143,6 +148,9 @@ pub fn inbox(args: &InboxArgs) -> Outcome {
     if let Some(kind) = &args.kind {
         query.push(("kind", kind.clone()));
     }
+    if let Some(state) = &args.state {
+        query.push(("state", state.clone()));
+    }
     if let Some(thread) = args.thread {
         query.push(("threadId", thread.to_string()));
     }
@@ -157,7 +165,11 @@ pub fn inbox(args: &InboxArgs) -> Outcome {
     let messages = relay.request("GET", &path, &query, None, wait)?.body;
     let empty = messages.as_array().is_none_or(Vec::is_empty);
     emit(&args.acting.connection, &messages, |messages| {
-        view::messages(messages, &format!("no messages for {agent}"))
+        let empty = match &args.state {
+            Some(state) => format!("no {state} jobs for {agent}"),
+            None => format!("no messages for {agent}"),
+        };
+        view::messages(messages, Some(&agent), &empty)
     });
     Ok(if empty && args.wait.is_some() {
         Exit::Nothing
@@ -187,12 +199,21 @@ pub fn read(args: &ReadArgs) -> Outcome {
 pub fn thread(args: &ThreadArgs) -> Outcome {
     let relay = RelayClient::connect(&args.connection)?;
     let thread = relay.get(&format!("/v1/threads/{}", args.id), &[])?.body;
+    // Whose view it is, so the token's own claims read "held by you"; only for people.
+    let viewer = if args.connection.json {
+        None
+    } else {
+        relay
+            .get("/v1/whoami", &[])
+            .ok()
+            .and_then(|who| who.body["agent"]["id"].as_str().map(str::to_owned))
+    };
     emit(&args.connection, &thread, |thread| {
         thread
             .as_array()
             .into_iter()
             .flatten()
-            .map(view::message)
+            .map(|message| view::message(message, viewer.as_deref()))
             .collect::<Vec<_>>()
             .join("\n")
     });

@@ -132,7 +132,7 @@ pub enum Verb {
     /// Show a whole thread, in order.
     #[command(after_help = EXIT_CODES)]
     Thread(messages::ThreadArgs),
-    /// Claim a message (take its lease); without an id, take the next job in the inbox.
+    /// Claim a job (take its lease); without an id, take the next open job in the inbox.
     #[command(after_help = EXIT_CODES)]
     Claim(claims::ClaimArgs),
     /// Extend the lease of a message this agent holds.
@@ -144,6 +144,17 @@ pub enum Verb {
     /// Finish a claimed message (it is never offered again), with an optional result.
     #[command(after_help = EXIT_CODES)]
     Complete(claims::CompleteArgs),
+    /// Dead letters: jobs whose attempts ran out. The operator sees every one; an agent, the
+    /// dead jobs of its own inbox.
+    ///
+    /// A job is dead-lettered when its last allowed claim (the relay's max-attempts) ends
+    /// without completion. It is never offered again until the operator puts it back with
+    /// `agent-relay retry ID`.
+    #[command(after_help = EXIT_CODES)]
+    Dead(claims::DeadArgs),
+    /// Operator: put a dead letter back in the queue, open again with its attempts reset.
+    #[command(after_help = EXIT_CODES)]
+    Retry(claims::RetryArgs),
     /// List tasks (from integrations: CI, error trackers, monitors), most recently changed first.
     #[command(after_help = EXIT_CODES)]
     Tasks(tasks::TasksArgs),
@@ -172,6 +183,8 @@ pub fn run(verb: Verb) -> ExitCode {
         Verb::Renew(args) => (args.acting.connection.json, claims::renew(args)),
         Verb::Release(args) => (args.acting.connection.json, claims::release(args)),
         Verb::Complete(args) => (args.acting.connection.json, claims::complete(args)),
+        Verb::Dead(args) => (args.acting.connection.json, claims::dead(args)),
+        Verb::Retry(args) => (args.connection.json, claims::retry(args)),
         Verb::Tasks(args) => (args.connection.json, tasks::list(args)),
         Verb::Task(args) => (args.connection.json, tasks::change(args)),
         Verb::Agent(command) => (command.connection().json, agents::operate(command)),
@@ -208,7 +221,7 @@ fn emit(connection: &Connection, value: &Json, render: impl FnOnce(&Json) -> Str
     }
 }
 
-/// Parses a duration: `30s`, `10m`, `1h`, `500ms`, or plain seconds.
+/// Parses a duration: `30s`, `10m`, `1h`, `2d`, `500ms`, or plain seconds.
 ///
 /// # Errors
 /// Text that is not a positive number with one of those units.
@@ -223,6 +236,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         _ => return Err(format!("{text} is not a duration: use 30s, 10m or 1h")),
     };
     number
@@ -231,6 +245,75 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .filter(|n| n.is_finite() && *n >= 0.0)
         .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
         .ok_or_else(|| format!("{text} is not a duration: use 30s, 10m or 1h"))
+}
+
+/// The shortest lease the relay grants (guest/src/settings.rs, `MIN_LEASE_MS`).
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// The longest lease the relay grants unless its operator set `max-lease-ms` higher.
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// The most `max-lease-ms` may ever be set to (30 days): no relay grants a longer lease.
+pub const LONGEST_MAX_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What a lease may be, in the command line's words.
+fn lease_bounds(max: &str) -> String {
+    format!(
+        "the lease must be between {} and {max}",
+        view::duration(millis(MIN_LEASE))
+    )
+}
+
+/// Parses a `--lease`: a duration (`30s`, `10m`, `1h`) the relay could grant. A lease under
+/// 100ms, or longer than any relay grants (30d), is refused here, before any call; one within
+/// those but beyond this relay's `max-lease-ms` is refused by the relay, in the same words
+/// ([`lease_refused`]).
+///
+/// # Errors
+/// Not a duration, or a lease no relay grants.
+pub fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if lease < MIN_LEASE || lease > LONGEST_MAX_LEASE {
+        let max = view::duration(millis(DEFAULT_MAX_LEASE));
+        return Err(format!(
+            "{} ({max} is the relay's max-lease-ms unless its operator set it higher, up to {})",
+            lease_bounds(&max),
+            format_args!("{}d", LONGEST_MAX_LEASE.as_secs() / 86_400)
+        ));
+    }
+    Ok(lease)
+}
+
+/// The relay's refusal of a lease it does not grant (`leaseMs 172800000 must be between 100
+/// and 86400000`), said in durations as a usage error (exit 2); any other failure unchanged.
+fn lease_refused(failure: Failure, asked: Option<Duration>) -> Failure {
+    let Some(asked) = asked else {
+        return failure;
+    };
+    let refused = failure.body.as_ref().is_some_and(|body| {
+        body["error"]["code"] == "invalid"
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("leaseMs "))
+    });
+    if !refused {
+        return failure;
+    }
+    let message = failure
+        .body
+        .as_ref()
+        .and_then(|b| b["error"]["message"].as_str());
+    let max = message
+        .and_then(|m| m.rsplit(' ').next())
+        .and_then(|max| max.parse::<i64>().ok());
+    let bounds = match max {
+        Some(max) => lease_bounds(&view::duration(max)),
+        None => message.unwrap_or_default().to_owned(),
+    };
+    Failure::usage(format!(
+        "{bounds} (asked for {}; the relay's max-lease-ms sets the longest)",
+        view::duration(millis(asked))
+    ))
 }
 
 /// Parses a free JSON object given on the command line (`--payload`, `--result`).
@@ -259,8 +342,21 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert!(parse_duration("10 minutes").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn leases_no_relay_grants_are_refused_before_any_call() {
+        assert_eq!(parse_lease("100ms"), Ok(MIN_LEASE));
+        assert_eq!(parse_lease("48h"), Ok(Duration::from_secs(172_800)));
+        let short = parse_lease("50ms").expect_err("50ms is under the shortest lease");
+        assert!(
+            short.starts_with("the lease must be between 100ms and 24h"),
+            "{short}"
+        );
+        assert!(parse_lease("31d").is_err());
     }
 }

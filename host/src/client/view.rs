@@ -106,19 +106,86 @@ pub fn cut(text: &str, width: usize) -> String {
     }
 }
 
-/// A message's claim state: `-`, `claimable`, `claimed by X (4m left)`, `lease expired`.
-pub fn claim_state(message: &Json, now: i64) -> String {
+/// Where a job (a claimable message) stands, as the message's JSON says. The views key on
+/// `claimable`, never on the kind, so a job of any kind reads the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job<'a> {
+    /// Nobody holds it (or its holder's lease ran out): it can be claimed.
+    Open,
+    /// Held under a live lease, ending in `left_ms`.
+    Held { holder: &'a str, left_ms: i64 },
+    /// Finished; `by` is absent for a job settled without a known holder (an upgrade).
+    Completed { by: Option<&'a str> },
+    /// Dead-lettered: never offered again until the operator retries it.
+    Dead,
+}
+
+/// The job state of `message` at `now`, or `None` for a message that is not a job.
+pub fn job(message: &Json, now: i64) -> Option<Job<'_>> {
     if !message["claimable"].as_bool().unwrap_or(false) {
-        return "-".to_owned();
+        return None;
     }
-    match message["claimedBy"].as_str() {
-        None => "claimable".to_owned(),
-        Some(holder) => match message["claimExpiresAt"].as_i64() {
-            Some(until) if until > now => {
-                format!("claimed by {holder} ({} left)", span(until - now))
-            }
-            _ => format!("claimed by {holder} (lease over)"),
-        },
+    if message["deadLetteredAt"].as_i64().is_some() {
+        return Some(Job::Dead);
+    }
+    let completed_by = message["completedBy"].as_str();
+    if completed_by.is_some() || message["completedAt"].as_i64().is_some() {
+        return Some(Job::Completed { by: completed_by });
+    }
+    match (
+        message["claimedBy"].as_str(),
+        message["claimExpiresAt"].as_i64(),
+    ) {
+        (Some(holder), Some(until)) if until > now => Some(Job::Held {
+            holder,
+            left_ms: until - now,
+        }),
+        _ => Some(Job::Open),
+    }
+}
+
+/// A job's state in words, `-` for a message that is not a job: `open`, `held by you (10m
+/// left)`, `claimed by bob (45s left)`, `completed by bob`, `dead`. `viewer` is the agent the
+/// view is for (its own claims read "held by you").
+pub fn job_state(message: &Json, viewer: Option<&str>, now: i64) -> String {
+    match job(message, now) {
+        None => "-".to_owned(),
+        Some(Job::Open) => "open".to_owned(),
+        Some(Job::Held { holder, left_ms }) if Some(holder) == viewer => {
+            format!("held by you ({} left)", left(left_ms))
+        }
+        Some(Job::Held { holder, left_ms }) => {
+            format!("claimed by {holder} ({} left)", left(left_ms))
+        }
+        Some(Job::Completed { by: Some(by) }) => format!("completed by {by}"),
+        Some(Job::Completed { by: None }) => "completed".to_owned(),
+        Some(Job::Dead) => "dead".to_owned(),
+    }
+}
+
+/// The time a lease has left, rounded up so a lease reads as it was asked for (`--lease 10m`
+/// shows `10m` at once, not `9m`): seconds under a minute (`45s`), minutes under an hour,
+/// then hours and minutes (`1h30m`, `24h`).
+pub fn left(ms: i64) -> String {
+    let secs = (ms.max(0) + 999) / 1000;
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    let minutes = (secs + 59) / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
+/// A duration in milliseconds as the command line writes one: `100ms`, `90s`, `10m`, `24h`.
+pub fn duration(ms: i64) -> String {
+    match ms {
+        ms if ms >= 3_600_000 && ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms >= 60_000 && ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms >= 1000 && ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -152,8 +219,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A list of messages as a table: id, from, to, age, kind, claim state, subject or first line.
-pub fn messages(list: &Json, empty: &str) -> String {
+/// A list of messages as a table: id, from, to, age, kind, job state, subject or first line.
+/// `viewer` is the agent the list is for.
+pub fn messages(list: &Json, viewer: Option<&str>, empty: &str) -> String {
     let Some(items) = list.as_array().filter(|items| !items.is_empty()) else {
         return empty.to_owned();
     };
@@ -167,19 +235,20 @@ pub fn messages(list: &Json, empty: &str) -> String {
                 text(m, "to").to_owned(),
                 age(m["createdAt"].as_i64().unwrap_or(now), now),
                 text(m, "kind").to_owned(),
-                claim_state(m, now),
+                job_state(m, viewer, now),
                 headline(m, 60),
             ]
         })
         .collect();
     table(
-        &["ID", "FROM", "TO", "AGE", "KIND", "CLAIM", "SUBJECT"],
+        &["ID", "FROM", "TO", "AGE", "KIND", "JOB", "SUBJECT"],
         &rows,
     )
 }
 
-/// One message in full: a header line, the subject, the body, and where it stands.
-pub fn message(message: &Json) -> String {
+/// One message in full: a header line (with where a job stands), the subject, the body.
+/// `viewer` is the agent the view is for, when known.
+pub fn message(message: &Json, viewer: Option<&str>) -> String {
     let now = now_ms();
     let mut out = format!(
         "#{} {} -> {} · {} ago · {}",
@@ -192,7 +261,7 @@ pub fn message(message: &Json) -> String {
     if let Some(reply_to) = message["replyTo"].as_i64() {
         let _ = write!(out, " · reply to #{reply_to}");
     }
-    let state = claim_state(message, now);
+    let state = job_state(message, viewer, now);
     if state != "-" {
         let _ = write!(out, " · {}", one_line(&state));
     }
@@ -328,12 +397,41 @@ mod tests {
     }
 
     #[test]
-    fn claim_state_names_the_holder_and_the_time_left() {
+    fn job_state_names_the_holder_the_time_left_and_the_end() {
         let open = json!({"claimable": true});
-        assert_eq!(claim_state(&open, 0), "claimable");
+        assert_eq!(job_state(&open, None, 0), "open");
         let held = json!({"claimable": true, "claimedBy": "bob", "claimExpiresAt": 300_000});
-        assert_eq!(claim_state(&held, 60_000), "claimed by bob (4m left)");
-        assert_eq!(claim_state(&json!({"claimable": false}), 0), "-");
+        assert_eq!(job_state(&held, None, 60_000), "claimed by bob (4m left)");
+        assert_eq!(
+            job_state(&held, Some("bob"), 60_000),
+            "held by you (4m left)"
+        );
+        assert_eq!(
+            job_state(&held, Some("bob"), 300_000),
+            "open",
+            "the lease ran out"
+        );
+        let done = json!({"claimable": true, "claimedBy": "bob", "claimExpiresAt": 300_000,
+            "completedBy": "bob", "completedAt": 1});
+        assert_eq!(job_state(&done, Some("bob"), 0), "completed by bob");
+        let dead = json!({"claimable": true, "deadLetteredAt": 5});
+        assert_eq!(job_state(&dead, None, 0), "dead");
+        assert_eq!(job_state(&json!({"claimable": false}), None, 0), "-");
+    }
+
+    #[test]
+    fn the_time_left_rounds_up_so_a_lease_reads_as_asked() {
+        assert_eq!(left(600_000 - 40), "10m");
+        assert_eq!(left(45_000), "45s");
+        assert_eq!(left(44_001), "45s");
+        assert_eq!(left(59_999), "1m");
+        assert_eq!(left(60_001), "2m");
+        assert_eq!(left(3_600_000 - 5), "1h");
+        assert_eq!(left(5_400_000), "1h30m");
+        assert_eq!(left(86_400_000), "24h");
+        assert_eq!(duration(100), "100ms");
+        assert_eq!(duration(86_400_000), "24h");
+        assert_eq!(duration(90_000), "90s");
     }
 
     #[test]

@@ -675,7 +675,9 @@ pub fn content(message: &Json) -> String {
     let id = message["id"].as_i64().unwrap_or_default();
     let thread = message["threadId"].as_i64().unwrap_or(id);
     let from = fenced(text("from"), false);
-    let claimable = message["claimable"].as_bool() == Some(true);
+    // Where a job stands when it is pushed: only an open one is offered to be claimed.
+    let now = view::now_ms();
+    let job = view::job(message, now);
     let mut out = format!(
         "Message {id} from {from} to {} (kind {}, thread {thread}",
         fenced(text("to"), false),
@@ -684,11 +686,14 @@ pub fn content(message: &Json) -> String {
     if let Some(parent) = message["replyTo"].as_i64() {
         out.push_str(&format!(", a reply to message {parent}"));
     }
-    out.push_str(if claimable {
-        "; a job: one recipient claims it).\n"
-    } else {
-        ").\n"
-    });
+    match job {
+        Some(view::Job::Open) => out.push_str("; an open job: one recipient claims it).\n"),
+        Some(_) => out.push_str(&format!(
+            "; a job, {}).\n",
+            fenced(&view::job_state(message, None, now), false)
+        )),
+        None => out.push_str(").\n"),
+    }
     if let Some(subject) = message["subject"].as_str() {
         let (shown, left) = cut(subject, MAX_SUBJECT_CHARS);
         let more = if left > 0 { " [...]" } else { "" };
@@ -709,7 +714,7 @@ pub fn content(message: &Json) -> String {
     out.push_str(&format!(
         "Answer with send_message to=\"{from}\" replyTo={id}."
     ));
-    if claimable {
+    if job == Some(view::Job::Open) {
         out.push_str(&format!(
             " Take the job with claim_message messageId={id}, finish it with complete_claim \
              messageId={id}."

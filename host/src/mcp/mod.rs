@@ -35,6 +35,8 @@ use serde_json::Value as Json;
 use agent_relay_core::bridge::{self, ErrorReply};
 use agent_relay_core::calls::{Caller, Calls};
 use agent_relay_core::token::OperatorToken;
+
+use crate::client::view;
 use tools::Acting;
 
 /// The `Host` names `/mcp` always accepts (DNS-rebinding protection refuses others).
@@ -88,7 +90,15 @@ impl RelayTools {
             Err(message) => return failure(&ErrorReply::invalid(message)),
         };
         match run(&self.relay.calls, export, call).await {
-            Ok(answer) => CallToolResult::structured(tools::structured(export, answer)),
+            Ok(answer) => {
+                // The JSON first (clients read it), then the jobs it carries in words.
+                let jobs = tools::summary(&answer, &acting.agent_id, view::now_ms());
+                let mut result = CallToolResult::structured(tools::structured(export, answer));
+                if let Some(jobs) = jobs {
+                    result.content.push(ContentBlock::text(jobs));
+                }
+                result
+            }
             Err(error) => failure(&error),
         }
     }

@@ -15,6 +15,8 @@ use agent_relay_core::runtime::{Export, Runtime};
 use agent_relay_core::shape::{Dialect, Field, Shape, camel_case, json_schema, no_rules};
 use agent_relay_core::store::Access;
 
+use crate::client::view;
+
 /// One tool.
 #[derive(Debug, Clone, Copy)]
 pub struct ToolSpec {
@@ -238,6 +240,50 @@ pub fn structured(export: &Export, answer: Json) -> Json {
         Some(key) => json!({ key: answer }),
         None => answer,
     }
+}
+
+/// The jobs an answer carries, in words for the model, beside the JSON: one line each with where
+/// the job stands (`open`, `held by you (10m left)`, `claimed by bob (4m left)`, `completed by
+/// bob`, `dead`) and, for an open job or one the caller holds, the tool that acts on it next. A
+/// completed job is never offered to be claimed. `None` when the answer carries no job. Only the
+/// relay's own fields are used (ids, names, kind), each escaped to one line; the sender's text
+/// stays in the JSON.
+pub fn summary(answer: &Json, agent: &str, now: i64) -> Option<String> {
+    let carried: Vec<&Json> = match answer {
+        Json::Array(items) => items.iter().collect(),
+        Json::Object(map) if map.contains_key("claimable") => vec![answer],
+        Json::Object(map) => map.get("message").into_iter().collect(),
+        _ => Vec::new(),
+    };
+    let lines: Vec<String> = carried
+        .into_iter()
+        .filter_map(|message| job_line(message, agent, now))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// One job's line of [`summary`].
+fn job_line(message: &Json, agent: &str, now: i64) -> Option<String> {
+    let job = view::job(message, now)?;
+    let id = message["id"].as_i64()?;
+    let field = |key: &str| view::one_line(message[key].as_str().unwrap_or("?"));
+    let state = view::job_state(message, Some(agent), now);
+    let next = match job {
+        view::Job::Open => format!(": take it with claim_message messageId={id}"),
+        view::Job::Held { holder, .. } if holder == agent => format!(
+            ": finish it with complete_claim messageId={id}, keep it with renew_claim, or give \
+             it back with release_claim"
+        ),
+        view::Job::Dead => " (its attempts ran out; only the operator can put it back)".to_owned(),
+        _ => String::new(),
+    };
+    Some(format!(
+        "Job {id} from {} to {} (kind {}): {}{next}.",
+        field("from"),
+        field("to"),
+        field("kind"),
+        view::one_line(&state)
+    ))
 }
 
 /// What the caller of a tool is: the export's `caller` value and the agent it acts as.
