@@ -176,6 +176,9 @@ pub fn release(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL WHERE id = ?",
         &params![id],
     )?;
+    // Given back, it asks nothing more of the one who released it (issue 27: finished work
+    // stops asking); the other recipients still find it unread.
+    messages::record_read(id, &agent.id, now)?;
     let released = messages::load(id)?;
     tasks::on_claim_released(&released, &agent.id, now)?;
     if released.attempts >= max_attempts()? {
@@ -298,6 +301,8 @@ pub fn complete(
          WHERE id = ?1",
         &params![id, agent.id.as_str(), now, input::to_json_text(&result)],
     )?;
+    // Done, it asks nothing more of the one who completed it: read for it.
+    messages::record_read(id, &agent.id, now)?;
     let completed = messages::load(id)?;
     tasks::on_message_completed(&completed, &agent.id, now)?;
     as_task_left_it(completed)

@@ -815,12 +815,18 @@ pub fn mark_read(
         input.epoch,
     )?;
     load_for(&agent, id)?;
+    record_read(id, &agent.id, now)?;
+    load(id)
+}
+
+/// Notes that the agent has read the message (once: reading again keeps the first time).
+pub fn record_read(id: i64, agent_id: &str, now: i64) -> Result<(), RelayError> {
     db::execute(
         "INSERT INTO message_reads (message_id, agent_id, read_at) VALUES (?, ?, ?)
          ON CONFLICT DO NOTHING",
-        &params![id, agent.id.as_str(), now],
+        &params![id, agent_id, now],
     )?;
-    load(id)
+    Ok(())
 }
 
 /// The operator's view of messages, oldest first: all of them, or only (or no) dead letters; a

@@ -836,6 +836,68 @@ fn only_a_jobs_recipients_or_the_operator_claim_it(backend: Backend) {
     );
 }
 
+/// Finished work stops asking (issue 27): completing or releasing a job marks it read for the
+/// one who did it, so its unread inbox (what the hooks count) no longer lists it.
+fn completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
+    let done = job(&relay, "refactor the auth module");
+    let given_back = job(&relay, "rename the flags");
+    for id in [done, given_back] {
+        let claimed = act(&relay, &alice, id, "claim", json!({"agentId": "alice"}));
+        assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    }
+    let unread = relay.inbox_ids("alice", &alice, "?unread=true");
+    assert!(
+        unread.contains(&done) && unread.contains(&given_back),
+        "held jobs are unread until finished: {unread:?}"
+    );
+
+    let completed = act(
+        &relay,
+        &alice,
+        done,
+        "complete",
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(completed.status, 200, "{:?}", completed.body);
+    assert_eq!(
+        completed.body["readBy"],
+        json!(["alice"]),
+        "{}",
+        completed.body
+    );
+    let released = act(
+        &relay,
+        &alice,
+        given_back,
+        "release",
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    assert_eq!(
+        released.body["readBy"],
+        json!(["alice"]),
+        "{}",
+        released.body
+    );
+
+    let unread = relay.inbox_ids("alice", &alice, "?unread=true");
+    assert!(
+        !unread.contains(&done) && !unread.contains(&given_back),
+        "neither asks anything of alice now: {unread:?}"
+    );
+    assert!(
+        relay.inbox_ids("alice", &alice, "").contains(&done),
+        "the completed job is still in her inbox, read"
+    );
+    assert!(
+        relay
+            .inbox_ids("bob", &bob, "?unread=true")
+            .contains(&given_back),
+        "the released job still asks bob, who has not read it"
+    );
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -856,4 +918,5 @@ crate::on_both_backends!(
     a_recreated_id_claims_no_job_sent_to_the_old_one,
     a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good,
     only_a_jobs_recipients_or_the_operator_claim_it,
+    completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it,
 );
