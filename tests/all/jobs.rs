@@ -898,6 +898,109 @@ fn completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it(backend: B
     );
 }
 
+/// Claims stay with an agent that keeps calling (issue 27; docs/http-api.md §2, "Leases follow
+/// the holder"): each call the holder makes with its token, handed to the relay before a reaper
+/// round, extends a live claim whose lease is past its half to the call's time plus the lease
+/// length it was taken with. Held through three lease lengths, the job is offered to nobody else.
+/// A silent holder's job goes to the next worker once its lease has run out.
+fn a_job_stays_with_a_holder_that_keeps_calling_and_leaves_a_silent_one(backend: Backend) {
+    const LEASE: i64 = 60_000;
+    let (relay, alice, bob) = pool(backend);
+    let id = job(&relay, "migrate the schema");
+    let claimed = act(
+        &relay,
+        &alice,
+        id,
+        "claim",
+        json!({"agentId": "alice", "leaseMs": LEASE}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let claimed_at = claimed.body["claimedAt"].as_i64().unwrap();
+
+    let mut moved = 0;
+    while moved <= 3 * LEASE {
+        relay.advance(LEASE / 3);
+        moved += LEASE / 3;
+        // Alice is at work: she looks at her inbox now and then.
+        assert!(relay.inbox_ids("alice", &alice, "").contains(&id));
+        relay.reap();
+        let next = claim_next(&relay, "bob", &bob, json!({}));
+        assert_eq!(
+            next.status, 204,
+            "{moved} ms after the claim, the job is still alice's: {:?}",
+            next.body
+        );
+        let held = message(&relay, id);
+        assert_eq!(held["claimedBy"], "alice", "{moved} ms: {held}");
+        let left = held["claimExpiresAt"].as_i64().unwrap() - claimed_at - moved;
+        assert!(
+            left > 0 && left <= LEASE + 1_000,
+            "{moved} ms: the lease is extended by its own length at most ({left} ms left)"
+        );
+    }
+    let held = message(&relay, id);
+    assert_eq!(
+        held["attempts"], 1,
+        "kept alive, never claimed again: {held}"
+    );
+
+    // Alice falls silent (a crashed session makes no calls): within the lease the job stays...
+    relay.advance(LEASE / 3);
+    relay.reap();
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+    // ...after it, the reaper releases it and bob gets it.
+    relay.advance(LEASE);
+    relay.reap();
+    let next = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(
+        next.status, 200,
+        "the silent holder's job is handed on: {:?}",
+        next.body
+    );
+    assert_eq!(next.body["id"], id);
+    assert_eq!(next.body["claimedBy"], "bob");
+    assert_eq!(next.body["attempts"], 2);
+}
+
+/// The lease length a claim keeps alive is the one it was last taken or renewed with; the
+/// relay's default for one taken without `leaseMs`.
+fn calls_extend_a_claim_by_the_lease_it_was_taken_or_renewed_with(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let id = job(&relay, "index the docs");
+    let claimed = act(&relay, &alice, id, "claim", json!({"agentId": "alice"}));
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let claimed_at = claimed.body["claimedAt"].as_i64().unwrap();
+    // The default lease is five minutes: four minutes in, a call extends it by five.
+    relay.advance(240_000);
+    relay.inbox_ids("alice", &alice, "");
+    relay.reap();
+    let expires = message(&relay, id)["claimExpiresAt"].as_i64().unwrap();
+    let extended = expires - claimed_at;
+    assert!(
+        (540_000..542_000).contains(&extended),
+        "extended to the call plus the default lease: {extended} ms after the claim"
+    );
+
+    let renewed = act(
+        &relay,
+        &alice,
+        id,
+        "renew",
+        json!({"agentId": "alice", "leaseMs": 20_000}),
+    );
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+    let renewed_until = renewed.body["claimExpiresAt"].as_i64().unwrap();
+    relay.advance(15_000);
+    relay.inbox_ids("alice", &alice, "");
+    relay.reap();
+    let expires = message(&relay, id)["claimExpiresAt"].as_i64().unwrap();
+    let extended = expires - renewed_until;
+    assert!(
+        (15_000..17_000).contains(&extended),
+        "extended by the renewed 20 s, from the call 15 s later: {extended} ms"
+    );
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -919,4 +1022,6 @@ crate::on_both_backends!(
     a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good,
     only_a_jobs_recipients_or_the_operator_claim_it,
     completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it,
+    a_job_stays_with_a_holder_that_keeps_calling_and_leaves_a_silent_one,
+    calls_extend_a_claim_by_the_lease_it_was_taken_or_renewed_with,
 );
