@@ -416,10 +416,12 @@ fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_
     assert_eq!(dead.status, 200, "{:?}", dead.body);
     assert_eq!(ids(&dead.body), [id]);
     assert_eq!(relay.inbox_ids("alice", &alice, "?state=dead"), [id]);
+    let seen_by_alice = relay.get("/v1/messages?deadLettered=true", &alice);
+    assert_eq!(seen_by_alice.status, 200, "{:?}", seen_by_alice.body);
     assert_eq!(
-        relay.get("/v1/messages?deadLettered=true", &alice).status,
-        403,
-        "dead letters are the operator's"
+        ids(&seen_by_alice.body),
+        [id],
+        "an agent lists the dead letters it may read (a job of its pool)"
     );
     assert_eq!(
         relay
@@ -1001,6 +1003,137 @@ fn calls_extend_a_claim_by_the_lease_it_was_taken_or_renewed_with(backend: Backe
     );
 }
 
+/// The list of jobs (issue 27; docs/http-api.md §2, "The list of jobs"): `GET /v1/messages`
+/// by state, holder, target and kind, combined; for the operator across every inbox.
+fn the_operator_lists_jobs_by_state_holder_target_and_kind(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let open = job(&relay, "open");
+    let by_alice = job(&relay, "claimed by alice");
+    let by_bob = job(&relay, "claimed by bob");
+    let completed = job(&relay, "completed by alice");
+    let dead = job(&relay, "dead");
+    let for_bob = id_of(
+        &relay.send(json!({"from": "user", "to": "bob", "body": "review", "claimable": true})),
+    );
+    let chat = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "hi"})));
+    let as_alice = json!({"agentId": "alice"});
+    act(&relay, &alice, by_alice, "claim", as_alice.clone());
+    act(&relay, &bob, by_bob, "claim", json!({"agentId": "bob"}));
+    act(&relay, &alice, completed, "claim", as_alice.clone());
+    act(&relay, &alice, completed, "complete", as_alice.clone());
+    act(&relay, &alice, dead, "claim", as_alice.clone());
+    act(&relay, &alice, dead, "release", as_alice);
+    let list = |query: &str| {
+        let reply = relay.get(&format!("/v1/messages{query}"), OPERATOR);
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        reply.body
+    };
+
+    assert_eq!(ids(&list("?state=open")), [open, for_bob]);
+    let claimed = list("?state=claimed");
+    assert_eq!(ids(&claimed), [by_alice, by_bob]);
+    assert_eq!(claimed[0]["claimedBy"], "alice", "{claimed}");
+    assert!(claimed[0]["claimExpiresAt"].as_i64().is_some(), "{claimed}");
+    assert_eq!(ids(&list("?state=completed")), [completed]);
+    assert_eq!(ids(&list("?state=dead")), [dead]);
+    assert_eq!(
+        ids(&list("?deadLettered=true")),
+        [dead],
+        "the old filter still works"
+    );
+    assert_eq!(
+        ids(&list("?holder=alice")),
+        [by_alice, completed],
+        "what alice holds and what she completed"
+    );
+    assert_eq!(ids(&list("?state=claimed&holder=bob")), [by_bob]);
+    assert_eq!(ids(&list("?to=bob")), [for_bob]);
+    assert_eq!(ids(&list("?kind=chat")), [chat]);
+    assert_eq!(ids(&list("?to=label:backend&state=open")), [open]);
+    let everything = list("");
+    assert_eq!(
+        ids(&everything)[..7],
+        [open, by_alice, by_bob, completed, dead, for_bob, chat],
+        "without filters: everything"
+    );
+    assert_eq!(
+        everything[7]["kind"], "system",
+        "and the dead letter's notice to its sender: {everything}"
+    );
+
+    // A lease that ran out is open again, before any reaper round.
+    relay.advance(600_000);
+    assert_eq!(ids(&list("?state=open")), [open, by_alice, by_bob, for_bob]);
+    assert_eq!(ids(&list("?holder=alice")), [completed]);
+}
+
+/// An agent may list messages too, and sees only what it may read one by one: messages to it,
+/// to its groups, and those it sent, never another agent's.
+fn an_agent_lists_only_the_messages_it_may_read(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let carol = relay.register(json!({"id": "carol", "label": "frontend"}));
+    let shared = job(&relay, "for the backend pool");
+    let for_bob = id_of(
+        &relay.send(json!({"from": "user", "to": "bob", "body": "bob's", "claimable": true})),
+    );
+    let for_frontend =
+        id_of(&relay.send(
+            json!({"from": "user", "to": "label:frontend", "body": "css", "claimable": true}),
+        ));
+    let from_alice = id_of(&relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "carol", "body": "a question"}),
+    ));
+    act(&relay, &bob, shared, "claim", json!({"agentId": "bob"}));
+    let list = |token: &str, query: &str| {
+        let reply = relay.get(&format!("/v1/messages{query}"), token);
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        ids(&reply.body)
+    };
+
+    assert_eq!(list(&alice, ""), [shared, from_alice]);
+    assert_eq!(
+        list(&alice, "?state=claimed&holder=bob"),
+        [shared],
+        "a job of her pool that bob holds"
+    );
+    assert_eq!(list(&alice, "?to=bob"), Vec::<i64>::new(), "not bob's own");
+    assert_eq!(list(&alice, "?to=label:frontend"), Vec::<i64>::new());
+    assert_eq!(list(&bob, ""), [shared, for_bob]);
+    assert_eq!(list(&carol, ""), [for_frontend, from_alice]);
+    assert_eq!(list(OPERATOR, "").len(), 4);
+}
+
+/// A filter the relay does not know is a 400 that names the allowed values or the rule.
+fn a_bad_list_filter_is_refused_naming_what_is_allowed(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    relay.register(json!({"id": "alice"}));
+    let bad = relay.get("/v1/messages?state=scheduled", OPERATOR);
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    let message = bad.body["error"]["message"].as_str().unwrap();
+    for allowed in ["open", "claimed", "completed", "dead"] {
+        assert!(message.contains(allowed), "{message}");
+    }
+    for query in ["?holder=", "?to=label:", "?kind=%20x"] {
+        let bad = relay.get(&format!("/v1/messages{query}"), OPERATOR);
+        assert_eq!(bad.status, 400, "{query}: {:?}", bad.body);
+        assert_eq!(
+            bad.body["error"]["code"], "invalid",
+            "{query}: {:?}",
+            bad.body
+        );
+    }
+    let unknown = relay.get("/v1/messages?owner=alice", OPERATOR);
+    assert_eq!(unknown.status, 400, "{:?}", unknown.body);
+    let anonymous = relay.get("/v1/messages", "not-a-token");
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -1024,4 +1157,7 @@ crate::on_both_backends!(
     completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it,
     a_job_stays_with_a_holder_that_keeps_calling_and_leaves_a_silent_one,
     calls_extend_a_claim_by_the_lease_it_was_taken_or_renewed_with,
+    the_operator_lists_jobs_by_state_holder_target_and_kind,
+    an_agent_lists_only_the_messages_it_may_read,
+    a_bad_list_filter_is_refused_naming_what_is_allowed,
 );
