@@ -206,10 +206,19 @@ fn is_channel(party: &Party) -> bool {
     party.kind == AgentKind::Channel
 }
 
-/// docs/http-api.md §2: claimable messages are tasks; anything to or from a channel is a channel event.
+/// The kind a claimable message sent without one gets (docs/http-api.md §2): a job. 0.6.0 named
+/// it `task`, which is also the kind of an integration task's message (`tasks.rs`); `task` stays
+/// accepted on input and readable in old rows (docs/differences-from-0.6.md).
+pub const JOB: &str = "job";
+
+/// The claimable kind 0.6.0 gave jobs, still accepted as one.
+pub const TASK: &str = "task";
+
+/// docs/http-api.md §2: claimable messages are jobs; anything to or from a channel is a channel
+/// event.
 fn infer_kind(input: &SendMessageInput, sender: &Party, direct_target: Option<&Party>) -> String {
     if input.claimable == Some(true) {
-        return "task".to_owned();
+        return JOB.to_owned();
     }
     let to_channel = direct_target.is_some_and(is_channel);
     if is_channel(sender) || to_channel {
@@ -243,7 +252,7 @@ pub const APPROVAL: &str = "approval";
 /// docs/http-api.md §2: stored claimable only when asked and the kind or the target allows it.
 fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
     requested
-        && (matches!(kind, "task" | "system" | "channel.event" | APPROVAL) || target.is_group())
+        && (matches!(kind, JOB | TASK | "system" | "channel.event" | APPROVAL) || target.is_group())
 }
 
 /// Kinds that mean "the relay says so" (docs/security.md): a dead letter's notice, a pair's
@@ -495,8 +504,8 @@ fn refuse_relay_kind(
     sender: &Party,
     direct_target: Option<&Party>,
 ) -> Result<(), RelayError> {
-    const MAY: &str = "a message may be chat, task or a kind of the sender's own \
-         (system, pair, channel.event and spawn come only from the relay)";
+    const MAY: &str = "a message may be chat, job (task, as 0.6.0 named it) or a kind of the \
+         sender's own (system, pair, channel.event and spawn come only from the relay)";
     if kind == "spawn" {
         return Err(forbidden(format!(
             "kind spawn is the relay's own: spawn requests go through \

@@ -209,10 +209,10 @@ fn claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_whe
         next.body["claimExpiresAt"].as_i64().unwrap() - next.body["claimedAt"].as_i64().unwrap(),
         5_000
     );
-    let filtered = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+    let filtered = claim_next(&relay, "alice", &alice, json!({"kind": "job"}));
     assert_eq!(
         filtered.status, 204,
-        "no other task job: {:?}",
+        "no other job of kind job: {:?}",
         filtered.body
     );
     assert_eq!(filtered.body, Json::Null, "204 has no body");
@@ -1134,6 +1134,54 @@ fn a_bad_list_filter_is_refused_naming_what_is_allowed(backend: Backend) {
     assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
 }
 
+/// "task" named two things (issue 27; docs/differences-from-0.6.md): a claimable message sent
+/// without a kind is a `job` now; `task`, 0.6.0's name for it, is still accepted on input, stored
+/// claimable and found by its own name. `kind=job` finds only `job` rows, `kind=task` only
+/// `task` ones (0.6.0's jobs and integration tasks' messages).
+fn a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let new = job(&relay, "new style");
+    assert_eq!(message(&relay, new)["kind"], "job");
+    let old = relay.send(
+        json!({"from": "user", "to": "label:backend", "body": "old style",
+        "kind": "task", "claimable": true}),
+    );
+    assert_eq!(old.status, 201, "{:?}", old.body);
+    let old = id_of(&old);
+    let direct = relay.send(
+        json!({"from": "user", "to": "alice", "body": "old, direct", "kind": "task", "claimable": true}),
+    );
+    let direct = id_of(&direct);
+    for id in [old, direct] {
+        let stored = message(&relay, id);
+        assert_eq!(
+            (&stored["kind"], &stored["claimable"]),
+            (&json!("task"), &json!(true)),
+            "{stored}"
+        );
+    }
+    let listed = |kind: &str| {
+        ids(&relay
+            .get(&format!("/v1/messages?kind={kind}"), OPERATOR)
+            .body)
+    };
+    assert_eq!(listed("job"), [new]);
+    assert_eq!(listed("task"), [old, direct]);
+
+    for expected in [old, direct] {
+        let next = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+        assert_eq!(next.status, 200, "{:?}", next.body);
+        assert_eq!(next.body["id"], expected);
+    }
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({"kind": "task"})).status,
+        204,
+        "kind=task does not take a job"
+    );
+    let next = claim_next(&relay, "alice", &alice, json!({"kind": "job"}));
+    assert_eq!(next.body["id"], new, "{:?}", next.body);
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -1160,4 +1208,5 @@ crate::on_both_backends!(
     the_operator_lists_jobs_by_state_holder_target_and_kind,
     an_agent_lists_only_the_messages_it_may_read,
     a_bad_list_filter_is_refused_naming_what_is_allowed,
+    a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted,
 );
