@@ -229,10 +229,20 @@ fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), Rel
             "message {} is claimed by {holder}, not {agent_id}",
             message.id
         ))),
-        None => Err(conflict(format!(
-            "agent {agent_id} holds no live claim on message {}; claim it again",
-            message.id
-        ))),
+        // A lease that ran out but the reaper has not yet ended still names its holder.
+        None => Err(conflict(match message.claimed_by.as_deref() {
+            Some(expired) if expired == agent_id => format!(
+                "the lease of agent {agent_id} on message {} expired and was released; claim it \
+                 again",
+                message.id
+            ),
+            Some(expired) => format!(
+                "the lease of agent {expired} on message {} expired; nobody holds it now: claim \
+                 it first",
+                message.id
+            ),
+            None => format!("nobody holds message {}: claim it first", message.id),
+        })),
     }
 }
 

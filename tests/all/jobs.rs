@@ -1182,6 +1182,49 @@ fn a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted(backen
     assert_eq!(next.body["id"], new, "{:?}", next.body);
 }
 
+/// Completing a job nobody holds says to claim it first; a holder whose lease ran out is told it
+/// expired and was released (issue 27).
+fn completing_a_job_nobody_holds_says_to_claim_it_first(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let id = job(&relay, "write the changelog");
+    let says = |reply: &Reply| {
+        assert_eq!(reply.status, 409, "{:?}", reply.body);
+        reply.body["error"]["message"].as_str().unwrap().to_owned()
+    };
+    let unclaimed = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
+    assert_eq!(
+        says(&unclaimed),
+        format!("nobody holds message {id}: claim it first")
+    );
+
+    let claimed = act(
+        &relay,
+        &alice,
+        id,
+        "claim",
+        json!({"agentId": "alice", "leaseMs": 1_000}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    relay.advance(2_000);
+    let late = says(&act(
+        &relay,
+        &alice,
+        id,
+        "complete",
+        json!({"agentId": "alice"}),
+    ));
+    assert!(
+        late.contains("expired") && late.contains("claim it again"),
+        "{late}"
+    );
+    relay.reap();
+    let released = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
+    assert_eq!(
+        says(&released),
+        format!("nobody holds message {id}: claim it first")
+    );
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -1209,4 +1252,5 @@ crate::on_both_backends!(
     an_agent_lists_only_the_messages_it_may_read,
     a_bad_list_filter_is_refused_naming_what_is_allowed,
     a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted,
+    completing_a_job_nobody_holds_says_to_claim_it_first,
 );
