@@ -10,7 +10,7 @@ use crate::agents;
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::types::{
     AgentCard, AgentKind, Caller, ClaimInput, ClaimNextInput, CompleteInput, JsonText, Message,
-    RelayError, SendMessageInput,
+    RelayError, SeenToken, SendMessageInput,
 };
 use crate::error::{conflict, forbidden, invalid};
 use crate::input;
@@ -86,7 +86,7 @@ pub fn claim(
     // The write re-checks the lease so a claim can never overlap another, whatever ran before.
     let taken = db::execute(
         "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
-             attempts = attempts + ?5
+             attempts = attempts + ?5, claim_lease_ms = ?6
          WHERE id = ?1 AND claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL
            AND (claimed_by IS NULL OR claimed_by = ?2 OR claim_expires_at <= ?3)",
         &params![
@@ -94,7 +94,8 @@ pub fn claim(
             agent.id.as_str(),
             now,
             now + lease,
-            i64::from(!renewing)
+            i64::from(!renewing),
+            lease
         ],
     )?;
     if taken.rows_changed == 0 {
@@ -150,8 +151,8 @@ pub fn renew(
     let message = messages::load_for(&agent, id)?;
     require_holder(&message, &agent.id, now)?;
     db::execute(
-        "UPDATE messages SET claim_expires_at = ?2 WHERE id = ?1",
-        &params![id, now + lease],
+        "UPDATE messages SET claim_expires_at = ?2, claim_lease_ms = ?3 WHERE id = ?1",
+        &params![id, now + lease, lease],
     )?;
     let renewed = messages::load(id)?;
     tasks::on_claim_renewed(&renewed, now)?;
@@ -176,6 +177,9 @@ pub fn release(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL WHERE id = ?",
         &params![id],
     )?;
+    // Given back, it asks nothing more of the one who released it (issue 27: finished work
+    // stops asking); the other recipients still find it unread.
+    messages::record_read(id, &agent.id, now)?;
     let released = messages::load(id)?;
     tasks::on_claim_released(&released, &agent.id, now)?;
     if released.attempts >= max_attempts()? {
@@ -185,6 +189,39 @@ pub fn release(
     as_task_left_it(released)
 }
 
+/// Leases follow their holder (docs/http-api.md §2, "Leases that follow the holder"): for each
+/// agent token that made calls (the latest at `at`, as the host noted it), every live claim
+/// of that agent whose lease is more than half gone at `at` is extended to `at` plus its lease
+/// length: the one it was last claimed or renewed with, or the `default-lease-ms` setting for a
+/// claim taken before the relay kept it. An agent that makes no calls (a crashed session)
+/// extends nothing: its claims run out and the reaper hands them on. Answers the claims
+/// extended.
+pub fn keep_held(seen: &[SeenToken]) -> Result<u32, RelayError> {
+    let default_lease = settings::number(settings::DEFAULT_LEASE_MS)?
+        .min(settings::number(settings::MAX_LEASE_MS)?);
+    let mut kept = 0u32;
+    for token in seen {
+        let due = db::query(
+            "SELECT m.id FROM messages m JOIN agents a ON a.id = m.claimed_by
+             WHERE a.token_hash = ?1 AND m.claim_expires_at > ?2
+               AND 2 * (m.claim_expires_at - ?2) < COALESCE(m.claim_lease_ms, ?3)
+               AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL",
+            &params![auth::token_hash(&token.token), token.at, default_lease],
+        )?;
+        for row in &due {
+            let id = row.int("id")?;
+            db::execute(
+                "UPDATE messages SET claim_expires_at = ?2 + COALESCE(claim_lease_ms, ?3)
+                 WHERE id = ?1",
+                &params![id, token.at, default_lease],
+            )?;
+            tasks::on_claim_renewed(&messages::load(id)?, token.at)?;
+            kept = kept.saturating_add(1);
+        }
+    }
+    Ok(kept)
+}
+
 fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), RelayError> {
     match live_holder(message, now) {
         Some(holder) if holder == agent_id => Ok(()),
@@ -192,10 +229,20 @@ fn require_holder(message: &Message, agent_id: &str, now: i64) -> Result<(), Rel
             "message {} is claimed by {holder}, not {agent_id}",
             message.id
         ))),
-        None => Err(conflict(format!(
-            "agent {agent_id} holds no live claim on message {}; claim it again",
-            message.id
-        ))),
+        // A lease that ran out but the reaper has not yet ended still names its holder.
+        None => Err(conflict(match message.claimed_by.as_deref() {
+            Some(expired) if expired == agent_id => format!(
+                "the lease of agent {agent_id} on message {} expired and was released; claim it \
+                 again",
+                message.id
+            ),
+            Some(expired) => format!(
+                "the lease of agent {expired} on message {} expired; nobody holds it now: claim \
+                 it first",
+                message.id
+            ),
+            None => format!("nobody holds message {}: claim it first", message.id),
+        })),
     }
 }
 
@@ -298,6 +345,8 @@ pub fn complete(
          WHERE id = ?1",
         &params![id, agent.id.as_str(), now, input::to_json_text(&result)],
     )?;
+    // Done, it asks nothing more of the one who completed it: read for it.
+    messages::record_read(id, &agent.id, now)?;
     let completed = messages::load(id)?;
     tasks::on_message_completed(&completed, &agent.id, now)?;
     as_task_left_it(completed)
@@ -349,9 +398,9 @@ pub fn claim_next(
             }
             db::execute(
                 "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
-                     attempts = attempts + 1
+                     attempts = attempts + 1, claim_lease_ms = ?5
                  WHERE id = ?1",
-                &params![job.id, agent.id.as_str(), now, now + lease],
+                &params![job.id, agent.id.as_str(), now, now + lease, lease],
             )?;
             let claimed = messages::load(job.id)?;
             tasks::on_message_claimed(&claimed, now)?;

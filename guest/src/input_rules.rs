@@ -133,7 +133,15 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
         ),
         ("poll-inbox", vec![("agentId", Id), ("query.limit", Limit)]),
         ("get-thread", limit()),
-        ("list-messages", limit()),
+        (
+            "list-messages",
+            vec![
+                ("query.holder", Id),
+                ("query.to", Target),
+                ("query.kind", Id),
+                ("query.limit", Limit),
+            ],
+        ),
         ("mark-read", claim_input(false)),
         ("claim-message", claim_input(true)),
         ("renew-claim", claim_input(true)),

@@ -206,10 +206,19 @@ fn is_channel(party: &Party) -> bool {
     party.kind == AgentKind::Channel
 }
 
-/// docs/http-api.md §2: claimable messages are tasks; anything to or from a channel is a channel event.
+/// The kind a claimable message sent without one gets (docs/http-api.md §2): a job. 0.6.0 named
+/// it `task`, which is also the kind of an integration task's message (`tasks.rs`); `task` stays
+/// accepted on input and readable in old rows (docs/differences-from-0.6.md).
+pub const JOB: &str = "job";
+
+/// The claimable kind 0.6.0 gave jobs, still accepted as one.
+pub const TASK: &str = "task";
+
+/// docs/http-api.md §2: claimable messages are jobs; anything to or from a channel is a channel
+/// event.
 fn infer_kind(input: &SendMessageInput, sender: &Party, direct_target: Option<&Party>) -> String {
     if input.claimable == Some(true) {
-        return "task".to_owned();
+        return JOB.to_owned();
     }
     let to_channel = direct_target.is_some_and(is_channel);
     if is_channel(sender) || to_channel {
@@ -243,7 +252,7 @@ pub const APPROVAL: &str = "approval";
 /// docs/http-api.md §2: stored claimable only when asked and the kind or the target allows it.
 fn stored_claimable(requested: bool, kind: &str, target: &Target) -> bool {
     requested
-        && (matches!(kind, "task" | "system" | "channel.event" | APPROVAL) || target.is_group())
+        && (matches!(kind, JOB | TASK | "system" | "channel.event" | APPROVAL) || target.is_group())
 }
 
 /// Kinds that mean "the relay says so" (docs/security.md): a dead letter's notice, a pair's
@@ -495,8 +504,8 @@ fn refuse_relay_kind(
     sender: &Party,
     direct_target: Option<&Party>,
 ) -> Result<(), RelayError> {
-    const MAY: &str = "a message may be chat, task or a kind of the sender's own \
-         (system, pair, channel.event and spawn come only from the relay)";
+    const MAY: &str = "a message may be chat, job (task, as 0.6.0 named it) or a kind of the \
+         sender's own (system, pair, channel.event and spawn come only from the relay)";
     if kind == "spawn" {
         return Err(forbidden(format!(
             "kind spawn is the relay's own: spawn requests go through \
@@ -731,24 +740,7 @@ pub fn inbox(
         agent_id, agent_id, agent_id, now, agent_id, agent_id
     ]);
     if let Some(state) = query.state {
-        const JOB: &str = " AND m.claimable = 1 AND m.completed_at IS NULL \
-             AND m.dead_lettered_at IS NULL";
-        match state {
-            JobState::Open => {
-                filter.push_str(JOB);
-                filter.push_str(" AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)");
-                values.push(Value::from(now));
-            }
-            JobState::Claimed => {
-                filter.push_str(JOB);
-                filter.push_str(" AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?");
-                values.push(Value::from(now));
-            }
-            JobState::Completed => filter.push_str(" AND m.completed_at IS NOT NULL"),
-            JobState::Dead => {
-                filter.push_str(" AND m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL");
-            }
-        }
+        filter_state(&mut filter, &mut values, state, now);
     }
     if let Some(since) = query.since {
         filter.push_str(" AND m.id > ?");
@@ -815,21 +807,91 @@ pub fn mark_read(
         input.epoch,
     )?;
     load_for(&agent, id)?;
-    db::execute(
-        "INSERT INTO message_reads (message_id, agent_id, read_at) VALUES (?, ?, ?)
-         ON CONFLICT DO NOTHING",
-        &params![id, agent.id.as_str(), now],
-    )?;
+    record_read(id, &agent.id, now)?;
     load(id)
 }
 
-/// The operator's view of messages, oldest first: all of them, or only (or no) dead letters; a
-/// page like the inbox's (at most `limit`, fewer when the page budget is reached).
-pub fn list(caller: &Caller, query: &MessageQuery) -> Result<Vec<Message>, RelayError> {
-    auth::require_operator(caller)?;
+/// Notes that the agent has read the message (once: reading again keeps the first time).
+pub fn record_read(id: i64, agent_id: &str, now: i64) -> Result<(), RelayError> {
+    db::execute(
+        "INSERT INTO message_reads (message_id, agent_id, read_at) VALUES (?, ?, ?)
+         ON CONFLICT DO NOTHING",
+        &params![id, agent_id, now],
+    )?;
+    Ok(())
+}
+
+/// Narrows a message filter to the jobs in one state at `now` (the inbox's and the list's).
+fn filter_state(filter: &mut String, values: &mut Vec<Value>, state: JobState, now: i64) {
+    const JOB: &str = " AND m.claimable = 1 AND m.completed_at IS NULL \
+         AND m.dead_lettered_at IS NULL";
+    match state {
+        JobState::Open => {
+            filter.push_str(JOB);
+            filter.push_str(" AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)");
+            values.push(Value::from(now));
+        }
+        JobState::Claimed => {
+            filter.push_str(JOB);
+            filter.push_str(" AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?");
+            values.push(Value::from(now));
+        }
+        JobState::Completed => filter.push_str(" AND m.completed_at IS NOT NULL"),
+        JobState::Dead => {
+            filter.push_str(" AND m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL");
+        }
+    }
+}
+
+/// Messages across inboxes, oldest first (docs/http-api.md §2, "The list of jobs"): all of them
+/// for the operator; for an agent, only those it may read one by one (`visible_to`: sent by it
+/// or to a target reaching it, none from before its id was re-created). Filtered by dead
+/// letters, job state, holder (the live holder or the one who completed it), target and kind;
+/// a page like the inbox's (at most `limit`, fewer when the page budget is reached).
+pub fn list(caller: &Caller, query: &MessageQuery, now: i64) -> Result<Vec<Message>, RelayError> {
+    let identity = auth::identify(caller)?;
+    let holder = query
+        .holder
+        .as_deref()
+        .map(|holder| input::id("holder", holder))
+        .transpose()?;
+    query.to.as_deref().map(Target::parse).transpose()?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(|kind| input::id("kind", kind))
+        .transpose()?;
     let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let mut filter = "1 = 1".to_owned();
     let mut values: Vec<Value> = Vec::new();
+    if let Identity::Agent(id) = &identity {
+        let targets = agents::targets_reaching(&agents::require(id)?)?;
+        let placeholders = vec!["?"; targets.len()].join(", ");
+        filter.push_str(&format!(
+            " AND (m.from_agent = ? OR m.to_target IN ({placeholders})) AND m.id > ?"
+        ));
+        values.push(Value::from(id.as_str()));
+        values.extend(targets.into_iter().map(Value::from));
+        values.push(Value::from(agents::history_floor(id)?));
+    }
+    if let Some(state) = query.state {
+        filter_state(&mut filter, &mut values, state, now);
+    }
+    if let Some(holder) = holder {
+        filter.push_str(
+            " AND ((m.claimed_by = ? AND m.claim_expires_at > ? AND m.completed_at IS NULL)
+                   OR m.completed_by = ?)",
+        );
+        values.extend(params![holder, now, holder]);
+    }
+    if let Some(to) = &query.to {
+        filter.push_str(" AND m.to_target = ?");
+        values.push(Value::from(to.as_str()));
+    }
+    if let Some(kind) = kind {
+        filter.push_str(" AND m.kind = ?");
+        values.push(Value::from(kind));
+    }
     match query.dead_lettered {
         Some(true) => {
             filter.push_str(" AND m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL")

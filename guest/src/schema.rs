@@ -253,7 +253,28 @@ const STEPS: &[Step] = &[
         after: upgrade06::typescript_06_data,
         statements: &[],
     },
+    Step {
+        version: 7,
+        name: "the lease length of each claim, kept while its holder calls",
+        before: nothing_before,
+        after: |_| Ok(()),
+        statements: &[LEASE_LENGTH],
+    },
 ];
+
+/// Step 7 (both dialects): the lease length a claim was taken or renewed with, which the
+/// holder's calls extend it by (`claims::keep_held`). Empty on claims taken before it.
+const LEASE_LENGTH: &str = "ALTER TABLE messages ADD COLUMN claim_lease_ms INTEGER";
+
+/// PostgreSQL's upgrade steps, after the version its relays were first created at
+/// (`POSTGRES_FIRST_VERSION`): the statements that bring a Postgres relay of an earlier
+/// version to the current schema, which `POSTGRES_SCHEMA` creates at once.
+const POSTGRES_FIRST_VERSION: u32 = 6;
+const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[(
+    7,
+    "the lease length of each claim, kept while its holder calls",
+    &["ALTER TABLE messages ADD COLUMN IF NOT EXISTS claim_lease_ms BIGINT"],
+)];
 
 /// The current schema in PostgreSQL's words (docs/architecture.md, "Two dialects"): the same
 /// tables, columns, defaults and indexes as the SQLite steps above leave, created in one go (a
@@ -312,7 +333,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
         completed_by TEXT COLLATE "C",
         completed_at BIGINT,
         result TEXT COLLATE "C" NOT NULL DEFAULT '{}',
-        dead_lettered_at BIGINT
+        dead_lettered_at BIGINT,
+        claim_lease_ms BIGINT
     )"#,
     "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
     "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
@@ -494,10 +516,17 @@ pub fn migrate(caller: &Caller, now: i64) -> Result<SchemaReport, RelayError> {
     let latest = check_not_newer(from_version)?;
     let steps = if db::is_postgres() {
         let steps = postgres_steps(from_version)?;
-        if !steps.is_empty() {
-            for statement in POSTGRES_SCHEMA {
-                db::execute(statement, &[])?;
-            }
+        let statements: Vec<&str> = if from_version == 0 {
+            POSTGRES_SCHEMA.to_vec()
+        } else {
+            POSTGRES_STEPS
+                .iter()
+                .filter(|(version, ..)| *version > from_version)
+                .flat_map(|(_, _, statements)| statements.iter().copied())
+                .collect()
+        };
+        for statement in statements {
+            db::execute(statement, &[])?;
         }
         steps
     } else {
@@ -514,9 +543,10 @@ pub fn migrate(caller: &Caller, now: i64) -> Result<SchemaReport, RelayError> {
     })
 }
 
-/// What `migrate` does on PostgreSQL from this version: nothing at the current one, else it
-/// creates the current schema in one step. A Postgres relay is only ever at version 0 (empty)
-/// or the current one; another version has no upgrade path there.
+/// What `migrate` does on PostgreSQL from this version: nothing at the current one; on an
+/// empty database it creates the current schema in one step; from a version Postgres relays
+/// were created at since (`POSTGRES_FIRST_VERSION` on), it runs `POSTGRES_STEPS`. Any other
+/// version has no upgrade path there.
 fn postgres_steps(from_version: u32) -> Result<Vec<String>, RelayError> {
     let latest = latest_version();
     match from_version {
@@ -524,10 +554,15 @@ fn postgres_steps(from_version: u32) -> Result<Vec<String>, RelayError> {
             "{latest}: the current schema, created at once (PostgreSQL)"
         )]),
         version if version == latest => Ok(Vec::new()),
+        version if (POSTGRES_FIRST_VERSION..latest).contains(&version) => Ok(POSTGRES_STEPS
+            .iter()
+            .filter(|(step, ..)| *step > version)
+            .map(|(step, name, _)| format!("{step}: {name} (PostgreSQL)"))
+            .collect()),
         version => Err(conflict(format!(
-            "this PostgreSQL database is at schema version {version}, but a Postgres relay is \
-             created at the current version ({latest}) and has no upgrade steps; copy the relay \
-             into an empty database instead (agent-relay copy)"
+            "this PostgreSQL database is at schema version {version}, but Postgres relays are \
+             created at version {POSTGRES_FIRST_VERSION} or later and have no upgrade steps \
+             before it; copy the relay into an empty database instead (agent-relay copy)"
         ))),
     }
 }

@@ -338,7 +338,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
         SendMessageInput {
             from: agents::SYSTEM.to_owned(),
             to: task.target.clone(),
-            kind: Some("task".to_owned()),
+            kind: Some(messages::TASK.to_owned()),
             channel: task.channel.clone(),
             subject: Some(format!("[{severity}] {}", task.title)),
             body,

@@ -796,3 +796,56 @@ fn tls_is_used_when_the_url_asks_for_it_and_the_servers_certificate_is_checked()
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A Postgres relay created before the lease length was kept (schema 6) is upgraded in place
+/// when served (guest/src/schema.rs, `POSTGRES_STEPS`): the column is added, its old claims
+/// read on, and new claims keep their lease length.
+#[test]
+fn a_postgres_relay_at_schema_6_is_upgraded_in_place() {
+    let database = Database::create();
+    let relay = RelayServer::start_at(&database.url, &[]);
+    let alice = relay.register(json!({"id": "alice"}));
+    let old = id_of(
+        &relay.send(json!({"from": "user", "to": "alice", "body": "old", "claimable": true})),
+    );
+    let claimed = relay.post(
+        &format!("/v1/messages/{old}/claim"),
+        &alice,
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    drop(relay);
+    // As a 0.6 Postgres relay left it: no lease lengths, version 6.
+    let mut client = postgres::Client::connect(&database.url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE messages DROP COLUMN claim_lease_ms; \
+             UPDATE relay_settings SET value = '6' WHERE key = 'schema-version'",
+        )
+        .unwrap();
+
+    let relay = RelayServer::start_at(&database.url, &[]);
+    let held = relay.get(&format!("/v1/messages/{old}"), OPERATOR);
+    assert_eq!(held.body["claimedBy"], "alice", "{:?}", held.body);
+    let new = id_of(
+        &relay.send(json!({"from": "user", "to": "alice", "body": "new", "claimable": true})),
+    );
+    let claimed = relay.post(
+        &format!("/v1/messages/{new}/claim"),
+        &alice,
+        json!({"agentId": "alice", "leaseMs": 60_000}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let rows = client
+        .query("SELECT id, claim_lease_ms FROM messages ORDER BY id", &[])
+        .unwrap();
+    let leases: Vec<(i64, Option<i64>)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(leases, vec![(old, None), (new, Some(60_000))]);
+    let version = client
+        .query_one(
+            "SELECT value FROM relay_settings WHERE key = 'schema-version'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(version.get::<_, String>(0), "7");
+}

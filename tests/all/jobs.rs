@@ -209,10 +209,10 @@ fn claim_next_takes_the_oldest_free_job_matching_the_filters_and_answers_204_whe
         next.body["claimExpiresAt"].as_i64().unwrap() - next.body["claimedAt"].as_i64().unwrap(),
         5_000
     );
-    let filtered = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+    let filtered = claim_next(&relay, "alice", &alice, json!({"kind": "job"}));
     assert_eq!(
         filtered.status, 204,
-        "no other task job: {:?}",
+        "no other job of kind job: {:?}",
         filtered.body
     );
     assert_eq!(filtered.body, Json::Null, "204 has no body");
@@ -416,10 +416,12 @@ fn a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_
     assert_eq!(dead.status, 200, "{:?}", dead.body);
     assert_eq!(ids(&dead.body), [id]);
     assert_eq!(relay.inbox_ids("alice", &alice, "?state=dead"), [id]);
+    let seen_by_alice = relay.get("/v1/messages?deadLettered=true", &alice);
+    assert_eq!(seen_by_alice.status, 200, "{:?}", seen_by_alice.body);
     assert_eq!(
-        relay.get("/v1/messages?deadLettered=true", &alice).status,
-        403,
-        "dead letters are the operator's"
+        ids(&seen_by_alice.body),
+        [id],
+        "an agent lists the dead letters it may read (a job of its pool)"
     );
     assert_eq!(
         relay
@@ -836,6 +838,393 @@ fn only_a_jobs_recipients_or_the_operator_claim_it(backend: Backend) {
     );
 }
 
+/// Finished work stops asking (issue 27): completing or releasing a job marks it read for the
+/// one who did it, so its unread inbox (what the hooks count) no longer lists it.
+fn completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
+    let done = job(&relay, "refactor the auth module");
+    let given_back = job(&relay, "rename the flags");
+    for id in [done, given_back] {
+        let claimed = act(&relay, &alice, id, "claim", json!({"agentId": "alice"}));
+        assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    }
+    let unread = relay.inbox_ids("alice", &alice, "?unread=true");
+    assert!(
+        unread.contains(&done) && unread.contains(&given_back),
+        "held jobs are unread until finished: {unread:?}"
+    );
+
+    let completed = act(
+        &relay,
+        &alice,
+        done,
+        "complete",
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(completed.status, 200, "{:?}", completed.body);
+    assert_eq!(
+        completed.body["readBy"],
+        json!(["alice"]),
+        "{}",
+        completed.body
+    );
+    let released = act(
+        &relay,
+        &alice,
+        given_back,
+        "release",
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    assert_eq!(
+        released.body["readBy"],
+        json!(["alice"]),
+        "{}",
+        released.body
+    );
+
+    let unread = relay.inbox_ids("alice", &alice, "?unread=true");
+    assert!(
+        !unread.contains(&done) && !unread.contains(&given_back),
+        "neither asks anything of alice now: {unread:?}"
+    );
+    assert!(
+        relay.inbox_ids("alice", &alice, "").contains(&done),
+        "the completed job is still in her inbox, read"
+    );
+    assert!(
+        relay
+            .inbox_ids("bob", &bob, "?unread=true")
+            .contains(&given_back),
+        "the released job still asks bob, who has not read it"
+    );
+}
+
+/// Claims stay with an agent that keeps calling (issue 27; docs/http-api.md §2, "Leases follow
+/// the holder"): each call the holder makes with its token, handed to the relay before a reaper
+/// round, extends a live claim whose lease is past its half to the call's time plus the lease
+/// length it was taken with. Held through three lease lengths, the job is offered to nobody else.
+/// A silent holder's job goes to the next worker once its lease has run out.
+fn a_job_stays_with_a_holder_that_keeps_calling_and_leaves_a_silent_one(backend: Backend) {
+    const LEASE: i64 = 60_000;
+    let (relay, alice, bob) = pool(backend);
+    let id = job(&relay, "migrate the schema");
+    let claimed = act(
+        &relay,
+        &alice,
+        id,
+        "claim",
+        json!({"agentId": "alice", "leaseMs": LEASE}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let claimed_at = claimed.body["claimedAt"].as_i64().unwrap();
+
+    let mut moved = 0;
+    while moved <= 3 * LEASE {
+        relay.advance(LEASE / 3);
+        moved += LEASE / 3;
+        // Alice is at work: she looks at her inbox now and then.
+        assert!(relay.inbox_ids("alice", &alice, "").contains(&id));
+        relay.reap();
+        let next = claim_next(&relay, "bob", &bob, json!({}));
+        assert_eq!(
+            next.status, 204,
+            "{moved} ms after the claim, the job is still alice's: {:?}",
+            next.body
+        );
+        let held = message(&relay, id);
+        assert_eq!(held["claimedBy"], "alice", "{moved} ms: {held}");
+        let left = held["claimExpiresAt"].as_i64().unwrap() - claimed_at - moved;
+        assert!(
+            left > 0 && left <= LEASE + 1_000,
+            "{moved} ms: the lease is extended by its own length at most ({left} ms left)"
+        );
+    }
+    let held = message(&relay, id);
+    assert_eq!(
+        held["attempts"], 1,
+        "kept alive, never claimed again: {held}"
+    );
+
+    // Alice falls silent (a crashed session makes no calls): within the lease the job stays...
+    relay.advance(LEASE / 3);
+    relay.reap();
+    assert_eq!(claim_next(&relay, "bob", &bob, json!({})).status, 204);
+    // ...after it, the reaper releases it and bob gets it.
+    relay.advance(LEASE);
+    relay.reap();
+    let next = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(
+        next.status, 200,
+        "the silent holder's job is handed on: {:?}",
+        next.body
+    );
+    assert_eq!(next.body["id"], id);
+    assert_eq!(next.body["claimedBy"], "bob");
+    assert_eq!(next.body["attempts"], 2);
+}
+
+/// The lease length a claim keeps alive is the one it was last taken or renewed with; the
+/// relay's default for one taken without `leaseMs`.
+fn calls_extend_a_claim_by_the_lease_it_was_taken_or_renewed_with(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let id = job(&relay, "index the docs");
+    let claimed = act(&relay, &alice, id, "claim", json!({"agentId": "alice"}));
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let claimed_at = claimed.body["claimedAt"].as_i64().unwrap();
+    // The default lease is five minutes: four minutes in, a call extends it by five.
+    relay.advance(240_000);
+    relay.inbox_ids("alice", &alice, "");
+    relay.reap();
+    let expires = message(&relay, id)["claimExpiresAt"].as_i64().unwrap();
+    let extended = expires - claimed_at;
+    assert!(
+        (540_000..542_000).contains(&extended),
+        "extended to the call plus the default lease: {extended} ms after the claim"
+    );
+
+    let renewed = act(
+        &relay,
+        &alice,
+        id,
+        "renew",
+        json!({"agentId": "alice", "leaseMs": 20_000}),
+    );
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+    let renewed_until = renewed.body["claimExpiresAt"].as_i64().unwrap();
+    relay.advance(15_000);
+    relay.inbox_ids("alice", &alice, "");
+    relay.reap();
+    let expires = message(&relay, id)["claimExpiresAt"].as_i64().unwrap();
+    let extended = expires - renewed_until;
+    assert!(
+        (15_000..17_000).contains(&extended),
+        "extended by the renewed 20 s, from the call 15 s later: {extended} ms"
+    );
+}
+
+/// The list of jobs (issue 27; docs/http-api.md §2, "The list of jobs"): `GET /v1/messages`
+/// by state, holder, target and kind, combined; for the operator across every inbox.
+fn the_operator_lists_jobs_by_state_holder_target_and_kind(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let open = job(&relay, "open");
+    let by_alice = job(&relay, "claimed by alice");
+    let by_bob = job(&relay, "claimed by bob");
+    let completed = job(&relay, "completed by alice");
+    let dead = job(&relay, "dead");
+    let for_bob = id_of(
+        &relay.send(json!({"from": "user", "to": "bob", "body": "review", "claimable": true})),
+    );
+    let chat = id_of(&relay.send(json!({"from": "user", "to": "alice", "body": "hi"})));
+    let as_alice = json!({"agentId": "alice"});
+    act(&relay, &alice, by_alice, "claim", as_alice.clone());
+    act(&relay, &bob, by_bob, "claim", json!({"agentId": "bob"}));
+    act(&relay, &alice, completed, "claim", as_alice.clone());
+    act(&relay, &alice, completed, "complete", as_alice.clone());
+    act(&relay, &alice, dead, "claim", as_alice.clone());
+    act(&relay, &alice, dead, "release", as_alice);
+    let list = |query: &str| {
+        let reply = relay.get(&format!("/v1/messages{query}"), OPERATOR);
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        reply.body
+    };
+
+    assert_eq!(ids(&list("?state=open")), [open, for_bob]);
+    let claimed = list("?state=claimed");
+    assert_eq!(ids(&claimed), [by_alice, by_bob]);
+    assert_eq!(claimed[0]["claimedBy"], "alice", "{claimed}");
+    assert!(claimed[0]["claimExpiresAt"].as_i64().is_some(), "{claimed}");
+    assert_eq!(ids(&list("?state=completed")), [completed]);
+    assert_eq!(ids(&list("?state=dead")), [dead]);
+    assert_eq!(
+        ids(&list("?deadLettered=true")),
+        [dead],
+        "the old filter still works"
+    );
+    assert_eq!(
+        ids(&list("?holder=alice")),
+        [by_alice, completed],
+        "what alice holds and what she completed"
+    );
+    assert_eq!(ids(&list("?state=claimed&holder=bob")), [by_bob]);
+    assert_eq!(ids(&list("?to=bob")), [for_bob]);
+    assert_eq!(ids(&list("?kind=chat")), [chat]);
+    assert_eq!(ids(&list("?to=label:backend&state=open")), [open]);
+    let everything = list("");
+    assert_eq!(
+        ids(&everything)[..7],
+        [open, by_alice, by_bob, completed, dead, for_bob, chat],
+        "without filters: everything"
+    );
+    assert_eq!(
+        everything[7]["kind"], "system",
+        "and the dead letter's notice to its sender: {everything}"
+    );
+
+    // A lease that ran out is open again, before any reaper round.
+    relay.advance(600_000);
+    assert_eq!(ids(&list("?state=open")), [open, by_alice, by_bob, for_bob]);
+    assert_eq!(ids(&list("?holder=alice")), [completed]);
+}
+
+/// An agent may list messages too, and sees only what it may read one by one: messages to it,
+/// to its groups, and those it sent, never another agent's.
+fn an_agent_lists_only_the_messages_it_may_read(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let carol = relay.register(json!({"id": "carol", "label": "frontend"}));
+    let shared = job(&relay, "for the backend pool");
+    let for_bob = id_of(
+        &relay.send(json!({"from": "user", "to": "bob", "body": "bob's", "claimable": true})),
+    );
+    let for_frontend =
+        id_of(&relay.send(
+            json!({"from": "user", "to": "label:frontend", "body": "css", "claimable": true}),
+        ));
+    let from_alice = id_of(&relay.post(
+        "/v1/messages",
+        &alice,
+        json!({"from": "alice", "to": "carol", "body": "a question"}),
+    ));
+    act(&relay, &bob, shared, "claim", json!({"agentId": "bob"}));
+    let list = |token: &str, query: &str| {
+        let reply = relay.get(&format!("/v1/messages{query}"), token);
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        ids(&reply.body)
+    };
+
+    assert_eq!(list(&alice, ""), [shared, from_alice]);
+    assert_eq!(
+        list(&alice, "?state=claimed&holder=bob"),
+        [shared],
+        "a job of her pool that bob holds"
+    );
+    assert_eq!(list(&alice, "?to=bob"), Vec::<i64>::new(), "not bob's own");
+    assert_eq!(list(&alice, "?to=label:frontend"), Vec::<i64>::new());
+    assert_eq!(list(&bob, ""), [shared, for_bob]);
+    assert_eq!(list(&carol, ""), [for_frontend, from_alice]);
+    assert_eq!(list(OPERATOR, "").len(), 4);
+}
+
+/// A filter the relay does not know is a 400 that names the allowed values or the rule.
+fn a_bad_list_filter_is_refused_naming_what_is_allowed(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    relay.register(json!({"id": "alice"}));
+    let bad = relay.get("/v1/messages?state=scheduled", OPERATOR);
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    let message = bad.body["error"]["message"].as_str().unwrap();
+    for allowed in ["open", "claimed", "completed", "dead"] {
+        assert!(message.contains(allowed), "{message}");
+    }
+    for query in ["?holder=", "?to=label:", "?kind=%20x"] {
+        let bad = relay.get(&format!("/v1/messages{query}"), OPERATOR);
+        assert_eq!(bad.status, 400, "{query}: {:?}", bad.body);
+        assert_eq!(
+            bad.body["error"]["code"], "invalid",
+            "{query}: {:?}",
+            bad.body
+        );
+    }
+    let unknown = relay.get("/v1/messages?owner=alice", OPERATOR);
+    assert_eq!(unknown.status, 400, "{:?}", unknown.body);
+    let anonymous = relay.get("/v1/messages", "not-a-token");
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+}
+
+/// "task" named two things (issue 27; docs/differences-from-0.6.md): a claimable message sent
+/// without a kind is a `job` now; `task`, 0.6.0's name for it, is still accepted on input, stored
+/// claimable and found by its own name. `kind=job` finds only `job` rows, `kind=task` only
+/// `task` ones (0.6.0's jobs and integration tasks' messages).
+fn a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let new = job(&relay, "new style");
+    assert_eq!(message(&relay, new)["kind"], "job");
+    let old = relay.send(
+        json!({"from": "user", "to": "label:backend", "body": "old style",
+        "kind": "task", "claimable": true}),
+    );
+    assert_eq!(old.status, 201, "{:?}", old.body);
+    let old = id_of(&old);
+    let direct = relay.send(
+        json!({"from": "user", "to": "alice", "body": "old, direct", "kind": "task", "claimable": true}),
+    );
+    let direct = id_of(&direct);
+    for id in [old, direct] {
+        let stored = message(&relay, id);
+        assert_eq!(
+            (&stored["kind"], &stored["claimable"]),
+            (&json!("task"), &json!(true)),
+            "{stored}"
+        );
+    }
+    let listed = |kind: &str| {
+        ids(&relay
+            .get(&format!("/v1/messages?kind={kind}"), OPERATOR)
+            .body)
+    };
+    assert_eq!(listed("job"), [new]);
+    assert_eq!(listed("task"), [old, direct]);
+
+    for expected in [old, direct] {
+        let next = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+        assert_eq!(next.status, 200, "{:?}", next.body);
+        assert_eq!(next.body["id"], expected);
+    }
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({"kind": "task"})).status,
+        204,
+        "kind=task does not take a job"
+    );
+    let next = claim_next(&relay, "alice", &alice, json!({"kind": "job"}));
+    assert_eq!(next.body["id"], new, "{:?}", next.body);
+}
+
+/// Completing a job nobody holds says to claim it first; a holder whose lease ran out is told it
+/// expired and was released (issue 27).
+fn completing_a_job_nobody_holds_says_to_claim_it_first(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let id = job(&relay, "write the changelog");
+    let says = |reply: &Reply| {
+        assert_eq!(reply.status, 409, "{:?}", reply.body);
+        reply.body["error"]["message"].as_str().unwrap().to_owned()
+    };
+    let unclaimed = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
+    assert_eq!(
+        says(&unclaimed),
+        format!("nobody holds message {id}: claim it first")
+    );
+
+    let claimed = act(
+        &relay,
+        &alice,
+        id,
+        "claim",
+        json!({"agentId": "alice", "leaseMs": 1_000}),
+    );
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    relay.advance(2_000);
+    let late = says(&act(
+        &relay,
+        &alice,
+        id,
+        "complete",
+        json!({"agentId": "alice"}),
+    ));
+    assert!(
+        late.contains("expired") && late.contains("claim it again"),
+        "{late}"
+    );
+    relay.reap();
+    let released = act(&relay, &alice, id, "complete", json!({"agentId": "alice"}));
+    assert_eq!(
+        says(&released),
+        format!("nobody holds message {id}: claim it first")
+    );
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -856,4 +1245,12 @@ crate::on_both_backends!(
     a_recreated_id_claims_no_job_sent_to_the_old_one,
     a_bad_wait_is_refused_in_the_query_or_the_body_even_when_the_other_is_good,
     only_a_jobs_recipients_or_the_operator_claim_it,
+    completing_or_releasing_a_job_marks_it_read_for_the_one_who_did_it,
+    a_job_stays_with_a_holder_that_keeps_calling_and_leaves_a_silent_one,
+    calls_extend_a_claim_by_the_lease_it_was_taken_or_renewed_with,
+    the_operator_lists_jobs_by_state_holder_target_and_kind,
+    an_agent_lists_only_the_messages_it_may_read,
+    a_bad_list_filter_is_refused_naming_what_is_allowed,
+    a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted,
+    completing_a_job_nobody_holds_says_to_claim_it_first,
 );

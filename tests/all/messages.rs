@@ -84,7 +84,7 @@ fn kinds_are_inferred_when_not_given(backend: Backend) {
     );
     assert_eq!(
         kind(json!({"from": "user", "to": "label:x", "body": "a", "claimable": true})),
-        "task"
+        "job"
     );
     assert_eq!(
         kind(json!({"from": "user", "to": "slack:team", "body": "a"})),
@@ -982,7 +982,7 @@ fn an_agent_may_not_send_the_relays_own_kinds(backend: Backend) {
         assert_eq!(refused.code(), "forbidden", "{kind}");
         let says = refused.body["error"]["message"].as_str().unwrap();
         assert!(
-            says.contains(kind) && says.contains("chat") && says.contains("task"),
+            says.contains(kind) && says.contains("chat") && says.contains("job"),
             "{kind}: the refusal names the kinds an agent may send: {says}"
         );
     }

@@ -79,7 +79,10 @@ impl Guest for Relay {
     }
 
     fn record_agent_calls(caller: Caller, seen: Vec<SeenToken>) -> Outcome<u32> {
-        agents::record_calls(&caller, &seen)
+        // The calls refresh their agents, and keep the claims those agents hold.
+        let refreshed = agents::record_calls(&caller, &seen)?;
+        claims::keep_held(&seen)?;
+        Ok(refreshed)
     }
 
     fn reap(caller: Caller) -> Outcome<ReapReport> {

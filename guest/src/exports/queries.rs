@@ -38,6 +38,6 @@ impl Guest for Relay {
     }
 
     fn list_messages(caller: Caller, query: MessageQuery) -> Outcome<Vec<Message>> {
-        messages::list(&caller, &query)
+        messages::list(&caller, &query, now_ms())
     }
 }
