@@ -321,3 +321,29 @@ fn tool_input_rules_are_the_ones_the_component_publishes() {
         );
     }
 }
+
+#[test]
+fn lease_ms_says_its_default_and_bounds_where_the_tool_takes_a_lease() {
+    let (_dir, relay) = embedded();
+    let lease = |tool: &str| {
+        let spec = tools::find(tool).unwrap();
+        let schema = tools::input_schema(spec, relay.runtime().export(spec.export).unwrap());
+        schema["properties"]["leaseMs"].clone()
+    };
+    for tool in ["claim_message", "renew_claim", "claim_next"] {
+        let schema = lease(tool);
+        assert_eq!(schema["minimum"], 100, "{tool}: {schema}");
+        assert_eq!(schema["maximum"], 24 * 60 * 60 * 1000, "{tool}: {schema}");
+        let text = schema["description"].as_str().unwrap_or_default();
+        for words in ["default-lease-ms", "5 minutes", "100 ms", "24 hours"] {
+            assert!(text.contains(words), "{tool}: {words} missing in {schema}");
+        }
+    }
+    for tool in ["mark_read", "release_claim"] {
+        let schema = lease(tool);
+        assert!(
+            schema.get("description").is_none(),
+            "{tool} ignores a lease: {schema}"
+        );
+    }
+}
