@@ -322,6 +322,107 @@ fn tool_input_rules_are_the_ones_the_component_publishes() {
     }
 }
 
+/// One JSON-RPC request to `/mcp` (stateless: no session to carry between requests).
+fn rpc(relay: &RelayServer, token: &str, method: &str, params: Json) -> Json {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/mcp", relay.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .bearer_auth(token)
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().unwrap()
+}
+
+#[test]
+fn mcp_over_http_lists_and_reads_resources_as_the_token_may_and_cannot_subscribe() {
+    let relay = RelayServer::start();
+    let bob = relay.register(json!({"id": "bob"}));
+    relay.register(json!({"id": "carol"}));
+    let to_bob = common::id_of(&relay.send(json!({"from": "carol", "to": "bob", "body": "hi"})));
+    let to_carol = common::id_of(&relay.send(json!({"from": "bob", "to": "carol", "body": "x"})));
+    relay.post(
+        &format!("/v1/messages/{to_carol}/read"),
+        OPERATOR,
+        json!({"agentId": "carol"}),
+    );
+    let secret = common::id_of(&relay.send(json!({"from": "user", "to": "carol", "body": "s"})));
+
+    let initialized = rpc(&relay, &bob, "initialize", initialize()["params"].clone());
+    assert_eq!(
+        initialized["result"]["capabilities"]["resources"],
+        json!({}),
+        "resources without subscribe: {initialized}"
+    );
+    let listed = rpc(&relay, &bob, "resources/list", json!({}));
+    assert_eq!(
+        listed["result"]["resources"][0]["uri"], "relay://agents/bob/inbox",
+        "{listed}"
+    );
+    let inbox = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": "relay://agents/bob/inbox"}),
+    );
+    let text = inbox["result"]["contents"][0]["text"].as_str().unwrap();
+    let messages: Json = serde_json::from_str(text).unwrap();
+    assert_eq!(common::ids(&messages), vec![to_bob], "{inbox}");
+    // Bob's own message to carol is his to read; the operator's message to carol is not.
+    let own = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": format!("relay://messages/{to_carol}")}),
+    );
+    assert!(own["result"]["contents"][0]["text"].is_string(), "{own}");
+    let refused = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": format!("relay://messages/{secret}")}),
+    );
+    assert_eq!(refused["error"]["data"]["status"], 403, "{refused}");
+    assert_eq!(
+        refused["error"]["data"]["error"]["code"], "forbidden",
+        "{refused}"
+    );
+    let missing = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": "relay://messages/999999"}),
+    );
+    assert_eq!(missing["error"]["code"], -32002, "{missing}");
+    // The operator reads any inbox (as the relay lets it).
+    let carols = rpc(
+        &relay,
+        OPERATOR,
+        "resources/read",
+        json!({"uri": "relay://agents/carol/inbox"}),
+    );
+    assert!(
+        carols["result"]["contents"][0]["text"].is_string(),
+        "{carols}"
+    );
+    let subscribe = rpc(
+        &relay,
+        &bob,
+        "resources/subscribe",
+        json!({"uri": "relay://agents/bob/inbox"}),
+    );
+    assert_eq!(subscribe["error"]["code"], -32601, "{subscribe}");
+    assert!(
+        subscribe["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent-relay mcp"),
+        "{subscribe}"
+    );
+}
+
 #[test]
 fn lease_ms_says_its_default_and_bounds_where_the_tool_takes_a_lease() {
     let (_dir, relay) = embedded();

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ContentBlock,
-    CustomNotification, JsonObject, ListToolsResult, PaginatedRequestParams, ServerConfig,
-    ServerPeerInfo,
+    CustomNotification, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerConfig, ServerPeerInfo, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -23,6 +24,7 @@ use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
 use super::channel::{self, Channel, ChannelOptions, Identity, Rest, Unknown};
+use super::resources;
 
 /// The relay's `/mcp`, reached as a client.
 type RelayService = RunningService<RoleClient, ClientConfig>;
@@ -108,6 +110,35 @@ impl Forward {
         if let Some(id) = acted_on {
             channel.acted_on(id).await;
         }
+        // The session's own reads and claims change its inbox resource too.
+        if matches!(
+            request.name.as_ref(),
+            "mark_read"
+                | "claim_message"
+                | "renew_claim"
+                | "release_claim"
+                | "complete_claim"
+                | "claim_next"
+        ) {
+            channel.inbox_changed().await;
+        }
+    }
+
+    /// Asks the relay's `/mcp` and forgets the connection when that failed (the relay went
+    /// away); a refusal by the relay is passed on as it is.
+    async fn forwarded<T>(
+        &self,
+        ask: impl AsyncFnOnce(rmcp::service::Peer<RoleClient>) -> Result<T, rmcp::ServiceError>,
+    ) -> Result<T, McpError> {
+        let answer = ask(self.peer().await?).await;
+        match answer {
+            Ok(answer) => Ok(answer),
+            Err(rmcp::ServiceError::McpError(error)) => Err(error),
+            Err(error) => {
+                self.drop_relay().await;
+                Err(relay_failed(&self.endpoint, error))
+            }
+        }
     }
 }
 
@@ -119,6 +150,10 @@ impl ServerHandler for Forward {
             .as_ref()
             .and_then(|info| info.instructions.clone());
         if let Some(channel) = &self.channel {
+            // The follower tells a subscribed inbox that changed (`resources.rs`).
+            if let Some(resources) = config.capabilities.resources.as_mut() {
+                resources.subscribe = Some(true);
+            }
             let experimental = config.capabilities.experimental.get_or_insert_default();
             experimental.insert(channel::CHANNEL_CAPABILITY.to_owned(), JsonObject::new());
             if channel.options().permissions {
@@ -169,6 +204,70 @@ impl ServerHandler for Forward {
                 let error = relay_failed(&self.endpoint, error);
                 Ok(CallToolResult::error(vec![ContentBlock::text(error.message)]).into())
             }
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.forwarded(async |peer| peer.list_resources(request).await)
+            .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.forwarded(async |peer| peer.list_resource_templates(request).await)
+            .await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.forwarded(async |peer| peer.read_resource_once(request).await)
+            .await
+    }
+
+    #[allow(
+        deprecated,
+        reason = "the subscribe of the protocol eras clients speak today"
+    )]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let Some(channel) = &self.channel else {
+            return Err(McpError::invalid_request(
+                "this session follows no inbox (the token is the operator's, or none): \
+                 nothing can be subscribed; read resources with resources/read",
+                None,
+            ));
+        };
+        channel.attach(context.peer.clone());
+        channel
+            .subscriptions()
+            .subscribe(&request.uri, channel.agent_id())
+    }
+
+    #[allow(
+        deprecated,
+        reason = "the unsubscribe of the protocol eras clients speak today"
+    )]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        match &self.channel {
+            Some(channel) => channel.subscriptions().unsubscribe(&request.uri),
+            None => resources::Target::parse(&request.uri).map(|_| ()),
         }
     }
 
