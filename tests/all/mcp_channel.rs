@@ -834,3 +834,36 @@ fn a_subscribed_inbox_is_told_of_a_new_message_within_500_ms_and_not_after_unsub
         "an update after unsubscribe"
     );
 }
+
+#[test]
+fn an_idle_session_keeps_its_agent_seen() {
+    let relay = RelayServer::start();
+    let bob = agent(&relay, "bob", json!({}));
+    let carol = agent(&relay, "carol", json!({}));
+    let mut kept = Session::start(&relay.base, &bob, &["--keepalive-secs", "1"]);
+    kept.initialize();
+    // The default period (60 s) makes no call within the test.
+    let mut idle = Session::start(&relay.base, &carol, &[]);
+    idle.initialize();
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = |id: &str| relay.get(&format!("/v1/agents/{id}"), OPERATOR).body;
+    let before = seen("bob")["lastSeen"].as_i64().unwrap();
+    // Past the stale time (5 minutes): only a noted call keeps an agent online.
+    let ten_minutes = 10 * 60 * 1000;
+    relay.advance(ten_minutes);
+    std::thread::sleep(Duration::from_millis(2500));
+    relay.reap();
+    let bob_card = seen("bob");
+    assert!(
+        bob_card["lastSeen"].as_i64().unwrap() >= before + ten_minutes,
+        "lastSeen did not move: {bob_card}, before {before}; stderr {:?}",
+        kept.stderr()
+    );
+    assert_eq!(bob_card["status"], "online", "{bob_card}");
+    let carol_card = seen("carol");
+    assert!(
+        carol_card["lastSeen"].as_i64().unwrap() < before + ten_minutes,
+        "{carol_card}"
+    );
+    assert_eq!(carol_card["status"], "offline", "{carol_card}");
+}

@@ -297,6 +297,32 @@ pub struct StdioOptions {
     pub url: String,
     pub token: Option<String>,
     pub channel: ChannelOptions,
+    /// How often an agent's session asks the relay `whoami`, so the relay notes the agent's call
+    /// while the session is alive (docs/channels.md, "Keeping the agent alive").
+    pub keepalive: std::time::Duration,
+}
+
+/// While the session lives, one cheap authenticated call (`GET /v1/whoami`) every `every`: the
+/// relay notes each call of an agent's token as a sign of life (the reaper hands the tokens to
+/// `record-agent-calls`), so an idle session keeps its agent seen and its jobs' claims alive.
+async fn keep_alive(rest: Rest, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match rest.whoami().await {
+            Ok(Identity::Agent(_)) => {}
+            Ok(Identity::Operator) => return,
+            Err(Unknown::Refused(status, body)) if status == 401 => {
+                eprintln!(
+                    "agent-relay mcp: the relay refuses RELAY_TOKEN now ({status}): {body}; the \
+                     session no longer keeps the agent seen"
+                );
+                return;
+            }
+            Err(error) => tracing::debug!(?error, "the keep-alive call failed; trying again"),
+        }
+    }
 }
 
 /// Connects to the relay at `url` (its base address or its `/mcp`) and serves stdin/stdout
@@ -377,6 +403,17 @@ pub async fn serve(options: &StdioOptions) -> anyhow::Result<()> {
         channel.attach(server.peer().clone());
         tokio::spawn(channel.run());
     }
-    server.waiting().await.context("the stdio server stopped")?;
+    let keeping = match token {
+        Some(token) if pushes => Some(tokio::spawn(keep_alive(
+            Rest::new(&base, token)?,
+            options.keepalive,
+        ))),
+        _ => None,
+    };
+    let stopped = server.waiting().await;
+    if let Some(keeping) = keeping {
+        keeping.abort();
+    }
+    stopped.context("the stdio server stopped")?;
     Ok(())
 }
