@@ -279,6 +279,30 @@ async def a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscrib
         assert updates == [], updates
 
 
+async def a_listen_stream_of_the_2026_era_is_told_of_the_own_inbox_only(relay):
+    """Over stdio in the 2026-07-28 era: `subscriptions/listen` honours the own inbox (not
+    another agent's) and its stream tells of a send within 500 ms."""
+    params = StdioServerParameters(
+        command=relay.binary,
+        args=["mcp", "--url", relay.base],
+        env={"RELAY_TOKEN": relay.tokens["carol"], "RELAY_LOG": "warn"},
+    )
+    inbox = "relay://agents/carol/inbox"
+    async with Client(params, mode="auto") as client:
+        async with client.listen(resource_subscriptions=[inbox, "relay://agents/bob/inbox"]) as sub:
+            assert sub.honored.resource_subscriptions == [inbox], sub.honored
+            await asyncio.sleep(0.3)
+            status, sent = relay.rest("POST", "/v1/messages", relay.tokens["alice"],
+                                      {"from": "alice", "to": "carol", "body": "listen"})
+            sent_at = time.perf_counter()
+            assert status == 201, sent
+            async for event in sub:
+                took = time.perf_counter() - sent_at
+                assert str(event.uri) == inbox, event
+                assert took < 0.5, f"took {took:.3f} s"
+                break
+
+
 def the_stdio_server_answers_initialize_in_well_under_a_second(relay):
     initialize = json.dumps({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -331,15 +355,16 @@ async def main(binary):
                     failed += 1
                     print(f"FAIL {name}")
                     traceback.print_exc()
-        try:
-            await asyncio.wait_for(
-                a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscribe(relay), timeout=60)
-            passed += 1
-            print("ok   a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscribe [stdio]")
-        except Exception:
-            failed += 1
-            print("FAIL a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscribe [stdio]")
-            traceback.print_exc()
+        for case in (a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscribe,
+                     a_listen_stream_of_the_2026_era_is_told_of_the_own_inbox_only):
+            try:
+                await asyncio.wait_for(case(relay), timeout=60)
+                passed += 1
+                print(f"ok   {case.__name__} [stdio]")
+            except Exception:
+                failed += 1
+                print(f"FAIL {case.__name__} [stdio]")
+                traceback.print_exc()
         try:
             the_stdio_server_answers_initialize_in_well_under_a_second(relay)
             passed += 1

@@ -13,14 +13,15 @@
 //! with `notifications/resources/updated`. `/mcp` is stateless (no session, no stream of its own
 //! to push on), so it declares resources without `subscribe`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
     ErrorCode, ListResourceTemplatesResult, ListResourcesResult, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ResourceUpdatedNotificationParam,
+    ResourceContents, ResourceTemplate, ResourceUpdatedNotificationParam, SubscriptionFilter,
 };
-use rmcp::service::Peer;
+use rmcp::service::{Peer, SubscriptionSink};
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{Map, Value as Json, json};
 
@@ -190,10 +191,13 @@ pub fn refused(target: &Target, error: &ErrorReply) -> McpError {
     )
 }
 
-/// The resources a stdio session subscribed to, and the agent whose inbox may be subscribed.
+/// What a stdio session subscribed to: URIs by `resources/subscribe` (the handshake era), and
+/// the open `subscriptions/listen` streams (2026-07-28), each told through its own sink.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     uris: Mutex<BTreeSet<String>>,
+    listening: Mutex<BTreeMap<u64, SubscriptionSink>>,
+    next: AtomicU64,
 }
 
 impl Subscriptions {
@@ -241,20 +245,55 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// `agent`'s inbox changed: tells the session when it subscribed to it.
+    /// What `subscriptions/listen` accepts of `requested`: the own inbox, when asked for by its
+    /// URI (`None`: this session follows no inbox, and does not serve the method).
+    pub fn accept(
+        requested: &SubscriptionFilter,
+        agent: Option<&str>,
+    ) -> Option<SubscriptionFilter> {
+        let own = inbox_uri(agent?);
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resource_subscriptions = requested
+            .resource_subscriptions
+            .as_ref()
+            .map(|uris| uris.iter().filter(|uri| **uri == own).cloned().collect());
+        Some(accepted)
+    }
+
+    /// A `subscriptions/listen` stream opened: it is told until [`Self::stop_listening`].
+    pub fn listen(&self, sink: SubscriptionSink) -> u64 {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock_listening().insert(key, sink);
+        key
+    }
+
+    pub fn stop_listening(&self, key: u64) {
+        self.lock_listening().remove(&key);
+    }
+
+    fn lock_listening(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, SubscriptionSink>> {
+        self.listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `agent`'s inbox changed: tells the session when it subscribed to it, by either era's way.
     pub async fn inbox_changed(&self, peer: Option<&Peer<RoleServer>>, agent: &str) {
         let uri = inbox_uri(agent);
-        if !self.lock().contains(&uri) {
-            return;
-        }
-        let Some(peer) = peer else {
-            return;
-        };
-        if let Err(error) = peer
-            .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-            .await
+        let subscribed = self.lock().contains(&uri);
+        if let (true, Some(peer)) = (subscribed, peer)
+            && let Err(error) = peer
+                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri.clone()))
+                .await
         {
             tracing::debug!(%error, "could not tell the session its inbox changed");
+        }
+        let sinks: Vec<SubscriptionSink> = self.lock_listening().values().cloned().collect();
+        for sink in sinks {
+            // A stream that did not ask for this inbox refuses it: nothing to tell there.
+            if let Err(error) = sink.notify_resource_updated(uri.clone()).await {
+                tracing::debug!(%error, "a listening stream was not told of the inbox");
+            }
         }
     }
 }

@@ -14,9 +14,10 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ContentBlock,
     CustomNotification, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ServerConfig, ServerPeerInfo, SubscribeRequestParams, UnsubscribeRequestParams,
+    ServerConfig, ServerPeerInfo, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::service::{NotificationContext, RequestContext, RunningService, SubscriptionContext};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt};
@@ -254,6 +255,27 @@ impl ServerHandler for Forward {
         channel
             .subscriptions()
             .subscribe(&request.uri, channel.agent_id())
+    }
+
+    /// 2026-07-28's `subscriptions/listen`: the own inbox, as `resources/subscribe` gives it.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let channel = self.channel.as_ref()?;
+        resources::Subscriptions::accept(requested, channel.agent_id())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let Some(channel) = &self.channel else {
+            context.cancelled().await;
+            return Ok(());
+        };
+        channel.attach(context.request_context().peer.clone());
+        let key = channel.subscriptions().listen(context.sink().clone());
+        context.cancelled().await;
+        channel.subscriptions().stop_listening(key);
+        Ok(())
     }
 
     #[allow(
