@@ -322,18 +322,136 @@ fn tool_input_rules_are_the_ones_the_component_publishes() {
     }
 }
 
-/// Calls one tool over `/mcp` (a stateless request) with `token`; the JSON-RPC result.
-fn call_tool(relay: &RelayServer, token: &str, name: &str, arguments: Json) -> Json {
+/// One JSON-RPC request to `/mcp` (stateless: no session to carry between requests).
+fn rpc(relay: &RelayServer, token: &str, method: &str, params: Json) -> Json {
     let response = reqwest::blocking::Client::new()
         .post(format!("{}/mcp", relay.base))
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
         .bearer_auth(token)
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments}}))
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}))
         .send()
         .unwrap();
-    let body: Json = response.json().unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().unwrap()
+}
+
+#[test]
+fn mcp_over_http_lists_and_reads_resources_as_the_token_may_and_cannot_subscribe() {
+    let relay = RelayServer::start();
+    let bob = relay.register(json!({"id": "bob"}));
+    relay.register(json!({"id": "carol"}));
+    let to_bob = common::id_of(&relay.send(json!({"from": "carol", "to": "bob", "body": "hi"})));
+    let to_carol = common::id_of(&relay.send(json!({"from": "bob", "to": "carol", "body": "x"})));
+    relay.post(
+        &format!("/v1/messages/{to_carol}/read"),
+        OPERATOR,
+        json!({"agentId": "carol"}),
+    );
+    let secret = common::id_of(&relay.send(json!({"from": "user", "to": "carol", "body": "s"})));
+
+    let initialized = rpc(&relay, &bob, "initialize", initialize()["params"].clone());
+    assert_eq!(
+        initialized["result"]["capabilities"]["resources"],
+        json!({}),
+        "resources without subscribe: {initialized}"
+    );
+    let listed = rpc(&relay, &bob, "resources/list", json!({}));
+    assert_eq!(
+        listed["result"]["resources"][0]["uri"], "relay://agents/bob/inbox",
+        "{listed}"
+    );
+    let inbox = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": "relay://agents/bob/inbox"}),
+    );
+    let text = inbox["result"]["contents"][0]["text"].as_str().unwrap();
+    let messages: Json = serde_json::from_str(text).unwrap();
+    assert_eq!(common::ids(&messages), vec![to_bob], "{inbox}");
+    // Bob's own message to carol is his to read; the operator's message to carol is not.
+    let own = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": format!("relay://messages/{to_carol}")}),
+    );
+    assert!(own["result"]["contents"][0]["text"].is_string(), "{own}");
+    let refused = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": format!("relay://messages/{secret}")}),
+    );
+    assert_eq!(refused["error"]["data"]["status"], 403, "{refused}");
+    assert_eq!(
+        refused["error"]["data"]["error"]["code"], "forbidden",
+        "{refused}"
+    );
+    let missing = rpc(
+        &relay,
+        &bob,
+        "resources/read",
+        json!({"uri": "relay://messages/999999"}),
+    );
+    assert_eq!(missing["error"]["code"], -32002, "{missing}");
+    // The operator reads any inbox (as the relay lets it).
+    let carols = rpc(
+        &relay,
+        OPERATOR,
+        "resources/read",
+        json!({"uri": "relay://agents/carol/inbox"}),
+    );
+    assert!(
+        carols["result"]["contents"][0]["text"].is_string(),
+        "{carols}"
+    );
+    let subscribe = rpc(
+        &relay,
+        &bob,
+        "resources/subscribe",
+        json!({"uri": "relay://agents/bob/inbox"}),
+    );
+    assert_eq!(subscribe["error"]["code"], -32601, "{subscribe}");
+    assert!(
+        subscribe["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent-relay mcp"),
+        "{subscribe}"
+    );
+}
+
+#[test]
+fn lease_ms_says_its_default_and_bounds_where_the_tool_takes_a_lease() {
+    let (_dir, relay) = embedded();
+    let lease = |tool: &str| {
+        let spec = tools::find(tool).unwrap();
+        let schema = tools::input_schema(spec, relay.runtime().export(spec.export).unwrap());
+        schema["properties"]["leaseMs"].clone()
+    };
+    for tool in ["claim_message", "renew_claim", "claim_next"] {
+        let schema = lease(tool);
+        assert_eq!(schema["minimum"], 100, "{tool}: {schema}");
+        assert_eq!(schema["maximum"], 24 * 60 * 60 * 1000, "{tool}: {schema}");
+        let text = schema["description"].as_str().unwrap_or_default();
+        for words in ["default-lease-ms", "5 minutes", "100 ms", "24 hours"] {
+            assert!(text.contains(words), "{tool}: {words} missing in {schema}");
+        }
+    }
+    for tool in ["mark_read", "release_claim"] {
+        let schema = lease(tool);
+        assert!(
+            schema.get("description").is_none(),
+            "{tool} ignores a lease: {schema}"
+        );
+    }
+}
+
+/// Calls one tool over `/mcp` (a stateless request) with `token`; the JSON-RPC result.
+fn call_tool(relay: &RelayServer, token: &str, name: &str, arguments: Json) -> Json {
+    let body = rpc(relay, token, "tools/call", json!({"name": name, "arguments": arguments}));
     assert!(body["error"].is_null(), "{name}: {body}");
     body["result"].clone()
 }

@@ -689,3 +689,181 @@ fn unread_mail_is_pushed_at_start_and_mark_read_marks_what_was_pushed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+const UPDATED: &str = "notifications/resources/updated";
+
+/// The JSON a `resources/read` answer carries as text.
+fn read_json(answer: &Json) -> Json {
+    let contents = &answer["result"]["contents"][0];
+    assert_eq!(contents["mimeType"], "application/json", "{answer}");
+    serde_json::from_str(contents["text"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn resources_list_the_own_inbox_and_read_only_what_the_token_may_see() {
+    let relay = RelayServer::start();
+    agent(&relay, "alice", json!({}));
+    agent(&relay, "carol", json!({}));
+    let bob = agent(&relay, "bob", json!({}));
+    let to_bob = send(&relay, "alice", "bob", "for bob");
+    let to_carol = send(&relay, "alice", "carol", "for carol only");
+    let mut session = Session::start(&relay.base, &bob, &[]);
+    let answer = session.initialize();
+    assert_eq!(
+        answer["result"]["capabilities"]["resources"]["subscribe"], true,
+        "{answer}"
+    );
+
+    let listed = session.request("resources/list", json!({}));
+    let uris: Vec<&str> = listed["result"]["resources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|resource| resource["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, vec!["relay://agents/bob/inbox"], "{listed}");
+    let templates = session.request("resources/templates/list", json!({}));
+    let forms: Vec<&str> = templates["result"]["resourceTemplates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{templates}"))
+        .iter()
+        .map(|template| template["uriTemplate"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        forms,
+        vec![
+            "relay://agents/{id}/inbox",
+            "relay://messages/{id}",
+            "relay://threads/{id}"
+        ]
+    );
+
+    let inbox = session.request("resources/read", json!({"uri": "relay://agents/bob/inbox"}));
+    assert_eq!(common::ids(&read_json(&inbox)), vec![to_bob], "{inbox}");
+    let message = session.request(
+        "resources/read",
+        json!({"uri": format!("relay://messages/{to_bob}")}),
+    );
+    assert_eq!(read_json(&message)["body"], "for bob", "{message}");
+    let thread = session.request(
+        "resources/read",
+        json!({"uri": format!("relay://threads/{to_bob}")}),
+    );
+    assert_eq!(common::ids(&read_json(&thread)), vec![to_bob], "{thread}");
+
+    // Another agent's mail is refused by the relay, with the relay's own code.
+    for uri in [
+        format!("relay://messages/{to_carol}"),
+        "relay://agents/carol/inbox".to_owned(),
+    ] {
+        let refused = session.request("resources/read", json!({"uri": uri}));
+        assert!(refused.get("result").is_none(), "{uri} was read: {refused}");
+        let error = &refused["error"];
+        assert!(error["code"].is_i64(), "{refused}");
+        assert!(
+            matches!(error["data"]["status"].as_i64(), Some(403 | 404)),
+            "{refused}"
+        );
+        assert!(!refused.to_string().contains("for carol only"), "{refused}");
+    }
+    let unknown = session.request("resources/read", json!({"uri": "relay://files/1"}));
+    assert_eq!(unknown["error"]["code"], -32002, "{unknown}");
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("relay://messages/{id}"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn a_subscribed_inbox_is_told_of_a_new_message_within_500_ms_and_not_after_unsubscribe() {
+    let relay = RelayServer::start();
+    agent(&relay, "alice", json!({}));
+    agent(&relay, "carol", json!({}));
+    let bob = agent(&relay, "bob", json!({}));
+    let mut session = Session::start(&relay.base, &bob, &[]);
+    session.initialize();
+    let inbox = "relay://agents/bob/inbox";
+    let other = session.request(
+        "resources/subscribe",
+        json!({"uri": "relay://agents/carol/inbox"}),
+    );
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains(inbox)),
+        "another agent's inbox cannot be subscribed: {other}"
+    );
+    let subscribed = session.request("resources/subscribe", json!({"uri": inbox}));
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let reply = relay.send(json!({"from": "alice", "to": "bob", "body": "news"}));
+    let sent_at = Instant::now();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let got = session.collect(UPDATED, 1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "no update; stderr {:?}", session.stderr());
+    assert_eq!(got[0].0["params"]["uri"], inbox, "{}", got[0].0);
+    let took = got[0].1.duration_since(sent_at);
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    // Mail to another agent changes nothing of bob's.
+    send(&relay, "alice", "carol", "not bob's");
+    assert!(
+        session
+            .collect(UPDATED, 1, Duration::from_millis(700))
+            .is_empty()
+    );
+    // The session's own read changes the inbox too.
+    let id = reply.body["message"]["id"].as_i64().unwrap();
+    let read = session.call_tool("mark_read", json!({"messageId": id}));
+    assert_ne!(read["isError"], json!(true), "{read}");
+    assert_eq!(session.collect(UPDATED, 1, Duration::from_secs(5)).len(), 1);
+
+    let unsubscribed = session.request("resources/unsubscribe", json!({"uri": inbox}));
+    assert_eq!(unsubscribed["result"], json!({}), "{unsubscribed}");
+    let later = send(&relay, "alice", "bob", "after unsubscribe");
+    // The follower saw it (the channel pushed it), and told no resource update.
+    let pushed = session.collect(CHANNEL, 2, Duration::from_secs(5));
+    assert!(message_ids(&pushed).contains(&later), "{pushed:?}");
+    assert!(
+        session
+            .collect(UPDATED, 1, Duration::from_millis(700))
+            .is_empty(),
+        "an update after unsubscribe"
+    );
+}
+
+#[test]
+fn an_idle_session_keeps_its_agent_seen() {
+    let relay = RelayServer::start();
+    let bob = agent(&relay, "bob", json!({}));
+    let carol = agent(&relay, "carol", json!({}));
+    let mut kept = Session::start(&relay.base, &bob, &["--keepalive-secs", "1"]);
+    kept.initialize();
+    // The default period (60 s) makes no call within the test.
+    let mut idle = Session::start(&relay.base, &carol, &[]);
+    idle.initialize();
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = |id: &str| relay.get(&format!("/v1/agents/{id}"), OPERATOR).body;
+    let before = seen("bob")["lastSeen"].as_i64().unwrap();
+    // Past the stale time (5 minutes): only a noted call keeps an agent online.
+    let ten_minutes = 10 * 60 * 1000;
+    relay.advance(ten_minutes);
+    std::thread::sleep(Duration::from_millis(2500));
+    relay.reap();
+    let bob_card = seen("bob");
+    assert!(
+        bob_card["lastSeen"].as_i64().unwrap() >= before + ten_minutes,
+        "lastSeen did not move: {bob_card}, before {before}; stderr {:?}",
+        kept.stderr()
+    );
+    assert_eq!(bob_card["status"], "online", "{bob_card}");
+    let carol_card = seen("carol");
+    assert!(
+        carol_card["lastSeen"].as_i64().unwrap() < before + ten_minutes,
+        "{carol_card}"
+    );
+    assert_eq!(carol_card["status"], "offline", "{carol_card}");
+}

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 import urllib.request
+import warnings
 
 import httpx2
 import jsonschema
@@ -227,6 +228,81 @@ async def no_or_a_wrong_token_gets_401(relay, transport):
             pass
 
 
+async def a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscribe(relay):
+    """Over stdio: the inbox resource listed and read, subscribed, told of a send by another
+    agent within 500 ms, and nothing told once unsubscribed (docs/channels.md, "Resources")."""
+    updates = []
+
+    async def record(message):
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            updates.append((message.params.uri, time.perf_counter()))
+
+    params = StdioServerParameters(
+        command=relay.binary,
+        args=["mcp", "--url", relay.base],
+        env={"RELAY_TOKEN": relay.tokens["carol"], "RELAY_LOG": "warn"},
+    )
+    inbox = "relay://agents/carol/inbox"
+    # The handshake era's resources/subscribe, which this SDK flags as gone from 2026-07-28 on.
+    warnings.filterwarnings("ignore", message="resources/(un)?subscribe is removed")
+    async with Client(params, mode="legacy", message_handler=record) as client:
+        listed = await client.list_resources()
+        assert [str(r.uri) for r in listed.resources] == [inbox], listed
+        await client.subscribe_resource(inbox)
+        await asyncio.sleep(0.3)
+        status, sent = relay.rest("POST", "/v1/messages", relay.tokens["alice"],
+                                  {"from": "alice", "to": "carol", "body": "news for carol"})
+        sent_at = time.perf_counter()
+        assert status == 201, sent
+        while not updates and time.perf_counter() - sent_at < 5:
+            await asyncio.sleep(0.01)
+        assert updates and updates[0][0] == inbox, updates
+        took = updates[0][1] - sent_at
+        assert took < 0.5, f"took {took:.3f} s"
+        read = await client.read_resource(inbox, cache_mode="refresh")
+        messages = json.loads(read.contents[0].text)
+        assert sent["message"]["id"] in [m["id"] for m in messages], messages
+        secret = relay.rest("POST", "/v1/messages", relay.tokens["alice"],
+                            {"from": "alice", "to": "bob", "body": "not carol's"})[1]
+        try:
+            await client.read_resource(f"relay://messages/{secret['message']['id']}")
+            raise AssertionError("carol read a message between alice and bob")
+        except AssertionError:
+            raise
+        except Exception as error:
+            assert "forbidden" in str(error) or "neither" in str(error), error
+        await client.unsubscribe_resource(inbox)
+        updates.clear()
+        relay.rest("POST", "/v1/messages", relay.tokens["alice"],
+                   {"from": "alice", "to": "carol", "body": "after unsubscribe"})
+        await asyncio.sleep(1)
+        assert updates == [], updates
+
+
+async def a_listen_stream_of_the_2026_era_is_told_of_the_own_inbox_only(relay):
+    """Over stdio in the 2026-07-28 era: `subscriptions/listen` honours the own inbox (not
+    another agent's) and its stream tells of a send within 500 ms."""
+    params = StdioServerParameters(
+        command=relay.binary,
+        args=["mcp", "--url", relay.base],
+        env={"RELAY_TOKEN": relay.tokens["carol"], "RELAY_LOG": "warn"},
+    )
+    inbox = "relay://agents/carol/inbox"
+    async with Client(params, mode="auto") as client:
+        async with client.listen(resource_subscriptions=[inbox, "relay://agents/bob/inbox"]) as sub:
+            assert sub.honored.resource_subscriptions == [inbox], sub.honored
+            await asyncio.sleep(0.3)
+            status, sent = relay.rest("POST", "/v1/messages", relay.tokens["alice"],
+                                      {"from": "alice", "to": "carol", "body": "listen"})
+            sent_at = time.perf_counter()
+            assert status == 201, sent
+            async for event in sub:
+                took = time.perf_counter() - sent_at
+                assert str(event.uri) == inbox, event
+                assert took < 0.5, f"took {took:.3f} s"
+                break
+
+
 def the_stdio_server_answers_initialize_in_well_under_a_second(relay):
     initialize = json.dumps({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -279,6 +355,16 @@ async def main(binary):
                     failed += 1
                     print(f"FAIL {name}")
                     traceback.print_exc()
+        for case in (a_subscribed_inbox_resource_is_told_of_a_send_and_not_after_unsubscribe,
+                     a_listen_stream_of_the_2026_era_is_told_of_the_own_inbox_only):
+            try:
+                await asyncio.wait_for(case(relay), timeout=60)
+                passed += 1
+                print(f"ok   {case.__name__} [stdio]")
+            except Exception:
+                failed += 1
+                print(f"FAIL {case.__name__} [stdio]")
+                traceback.print_exc()
         try:
             the_stdio_server_answers_initialize_in_well_under_a_second(relay)
             passed += 1

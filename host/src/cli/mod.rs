@@ -194,6 +194,10 @@ struct McpArgs {
     /// An approval nobody answers in this many seconds expires (the terminal still asks).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     approval_timeout_secs: u64,
+    /// With an agent's token, ask the relay `whoami` this often so it keeps the agent seen
+    /// (tests shorten it).
+    #[arg(long, hide = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive_secs: u64,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -330,6 +334,7 @@ fn mcp_stdio(args: &McpArgs) -> anyhow::Result<ExitCode> {
             permissions: args.permissions,
             approval_timeout: std::time::Duration::from_secs(args.approval_timeout_secs),
         },
+        keepalive: std::time::Duration::from_secs(args.keepalive_secs),
     };
     tokio.block_on(crate::mcp::stdio::serve(&options))?;
     Ok(ExitCode::SUCCESS)

@@ -20,6 +20,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::resources::Subscriptions;
 use crate::client::view;
 use crate::client::watch::{self, SseEvent, Watch};
 
@@ -186,6 +187,8 @@ pub struct Channel {
     pushed: Mutex<HashSet<i64>>,
     /// Which senders are `user`-kind agents (who may answer an approval).
     humans: Mutex<HashMap<String, bool>>,
+    /// The resources the session subscribed to (its own inbox).
+    subscriptions: Subscriptions,
 }
 
 impl Channel {
@@ -207,6 +210,25 @@ impl Channel {
             pending: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashSet::new()),
             humans: Mutex::new(HashMap::new()),
+            subscriptions: Subscriptions::default(),
+        }
+    }
+
+    /// The agent whose inbox the channel follows, once known.
+    pub fn agent_id(&self) -> Option<&str> {
+        self.agent.get().map(String::as_str)
+    }
+
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
+    /// The agent's inbox changed: a session subscribed to it is told.
+    pub async fn inbox_changed(&self) {
+        if let Some(agent) = self.agent_id() {
+            self.subscriptions
+                .inbox_changed(self.peer.get(), agent)
+                .await;
         }
     }
 
@@ -299,6 +321,7 @@ impl Channel {
             tokio::select! {
                 next = queue.recv(), if open => match next {
                     Some(message) => {
+                        self.inbox_changed().await;
                         if !self.take_verdict(&message).await {
                             self.offer(&mut limit, &message).await;
                         }

@@ -11,6 +11,7 @@
 //! call needs a stream.
 
 pub mod channel;
+pub mod resources;
 pub mod stdio;
 pub mod tools;
 
@@ -23,8 +24,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverResult,
-    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    Implementation, InitializeRequestParams, InitializeResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -102,6 +104,31 @@ impl RelayTools {
             Err(error) => failure(&error),
         }
     }
+
+    /// Reads a resource as `acting` (`resources.rs`): the export that reads it, through the
+    /// call runner, so the caller sees what its token may see and nothing more.
+    async fn read(&self, acting: &Acting, uri: &str) -> Result<ReadResourceResponse, McpError> {
+        let target = resources::Target::parse(uri)?;
+        let (name, named) = target.call();
+        let export = self.relay.calls.runtime().export(name).ok_or_else(|| {
+            McpError::internal_error(format!("the component has no {name} export"), None)
+        })?;
+        let inputs = bridge::Inputs {
+            caller: Some(acting.caller.clone()),
+            named: Some(&named),
+            ..bridge::Inputs::default()
+        };
+        let args = bridge::arguments(export, &inputs)
+            .map_err(|error| resources::refused(&target, &ErrorReply::invalid(error.0)))?;
+        let answer = self
+            .relay
+            .calls
+            .run(export, args)
+            .await
+            .and_then(|answer| bridge::outcome(&answer))
+            .map_err(|error| resources::refused(&target, &error))?;
+        Ok(resources::contents(&target, &answer).into())
+    }
 }
 
 /// The one place MCP hands a call to the call runner; a wait holds it like an HTTP long-poll.
@@ -146,10 +173,19 @@ pub fn instructions(agent_id: &str) -> String {
     )
 }
 
+/// What `/mcp` serves: tools, and resources to list and read (no `subscribe`: a stateless
+/// server has no session to tell; `agent-relay mcp` adds it over stdio).
 fn config() -> ServerConfig {
-    ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-        Implementation::new("agent-relay", env!("CARGO_PKG_VERSION")),
+    ServerConfig::new(
+        ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .build(),
     )
+    .with_server_info(Implementation::new(
+        "agent-relay",
+        env!("CARGO_PKG_VERSION"),
+    ))
 }
 
 impl ServerHandler for RelayTools {
@@ -189,6 +225,51 @@ impl ServerHandler for RelayTools {
         let acting = acting(&context)?;
         tracing::debug!(agent = %acting.agent_id, "mcp tools listed");
         Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(resources::listing(&acting(&context)?.agent_id))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let acting = acting(&context)?.clone();
+        self.read(&acting, &request.uri).await
+    }
+
+    #[allow(
+        deprecated,
+        reason = "the subscribe of the protocol eras clients speak today"
+    )]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        Err(McpError::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!(
+                "/mcp is stateless (no session to tell of {}): subscribe through `agent-relay \
+                 mcp` over stdio, or wait with fetch_inbox waitSeconds",
+                request.uri
+            ),
+            None,
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

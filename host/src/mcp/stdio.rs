@@ -12,10 +12,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ContentBlock,
-    CustomNotification, JsonObject, ListToolsResult, PaginatedRequestParams, ServerConfig,
-    ServerPeerInfo,
+    CustomNotification, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerConfig, ServerPeerInfo, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::service::{NotificationContext, RequestContext, RunningService, SubscriptionContext};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt};
@@ -23,6 +25,7 @@ use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
 use super::channel::{self, Channel, ChannelOptions, Identity, Rest, Unknown};
+use super::resources;
 
 /// The relay's `/mcp`, reached as a client.
 type RelayService = RunningService<RoleClient, ClientConfig>;
@@ -108,6 +111,35 @@ impl Forward {
         if let Some(id) = acted_on {
             channel.acted_on(id).await;
         }
+        // The session's own reads and claims change its inbox resource too.
+        if matches!(
+            request.name.as_ref(),
+            "mark_read"
+                | "claim_message"
+                | "renew_claim"
+                | "release_claim"
+                | "complete_claim"
+                | "claim_next"
+        ) {
+            channel.inbox_changed().await;
+        }
+    }
+
+    /// Asks the relay's `/mcp` and forgets the connection when that failed (the relay went
+    /// away); a refusal by the relay is passed on as it is.
+    async fn forwarded<T>(
+        &self,
+        ask: impl AsyncFnOnce(rmcp::service::Peer<RoleClient>) -> Result<T, rmcp::ServiceError>,
+    ) -> Result<T, McpError> {
+        let answer = ask(self.peer().await?).await;
+        match answer {
+            Ok(answer) => Ok(answer),
+            Err(rmcp::ServiceError::McpError(error)) => Err(error),
+            Err(error) => {
+                self.drop_relay().await;
+                Err(relay_failed(&self.endpoint, error))
+            }
+        }
     }
 }
 
@@ -119,6 +151,10 @@ impl ServerHandler for Forward {
             .as_ref()
             .and_then(|info| info.instructions.clone());
         if let Some(channel) = &self.channel {
+            // The follower tells a subscribed inbox that changed (`resources.rs`).
+            if let Some(resources) = config.capabilities.resources.as_mut() {
+                resources.subscribe = Some(true);
+            }
             let experimental = config.capabilities.experimental.get_or_insert_default();
             experimental.insert(channel::CHANNEL_CAPABILITY.to_owned(), JsonObject::new());
             if channel.options().permissions {
@@ -172,6 +208,91 @@ impl ServerHandler for Forward {
         }
     }
 
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.forwarded(async |peer| peer.list_resources(request).await)
+            .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.forwarded(async |peer| peer.list_resource_templates(request).await)
+            .await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.forwarded(async |peer| peer.read_resource_once(request).await)
+            .await
+    }
+
+    #[allow(
+        deprecated,
+        reason = "the subscribe of the protocol eras clients speak today"
+    )]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let Some(channel) = &self.channel else {
+            return Err(McpError::invalid_request(
+                "this session follows no inbox (the token is the operator's, or none): \
+                 nothing can be subscribed; read resources with resources/read",
+                None,
+            ));
+        };
+        channel.attach(context.peer.clone());
+        channel
+            .subscriptions()
+            .subscribe(&request.uri, channel.agent_id())
+    }
+
+    /// 2026-07-28's `subscriptions/listen`: the own inbox, as `resources/subscribe` gives it.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let channel = self.channel.as_ref()?;
+        resources::Subscriptions::accept(requested, channel.agent_id())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let Some(channel) = &self.channel else {
+            context.cancelled().await;
+            return Ok(());
+        };
+        channel.attach(context.request_context().peer.clone());
+        let key = channel.subscriptions().listen(context.sink().clone());
+        context.cancelled().await;
+        channel.subscriptions().stop_listening(key);
+        Ok(())
+    }
+
+    #[allow(
+        deprecated,
+        reason = "the unsubscribe of the protocol eras clients speak today"
+    )]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        match &self.channel {
+            Some(channel) => channel.subscriptions().unsubscribe(&request.uri),
+            None => resources::Target::parse(&request.uri).map(|_| ()),
+        }
+    }
+
     async fn on_custom_notification(
         &self,
         notification: CustomNotification,
@@ -198,6 +319,32 @@ pub struct StdioOptions {
     pub url: String,
     pub token: Option<String>,
     pub channel: ChannelOptions,
+    /// How often an agent's session asks the relay `whoami`, so the relay notes the agent's call
+    /// while the session is alive (docs/channels.md, "Keeping the agent alive").
+    pub keepalive: std::time::Duration,
+}
+
+/// While the session lives, one cheap authenticated call (`GET /v1/whoami`) every `every`: the
+/// relay notes each call of an agent's token as a sign of life (the reaper hands the tokens to
+/// `record-agent-calls`), so an idle session keeps its agent seen and its jobs' claims alive.
+async fn keep_alive(rest: Rest, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match rest.whoami().await {
+            Ok(Identity::Agent(_)) => {}
+            Ok(Identity::Operator) => return,
+            Err(Unknown::Refused(status, body)) if status == 401 => {
+                eprintln!(
+                    "agent-relay mcp: the relay refuses RELAY_TOKEN now ({status}): {body}; the \
+                     session no longer keeps the agent seen"
+                );
+                return;
+            }
+            Err(error) => tracing::debug!(?error, "the keep-alive call failed; trying again"),
+        }
+    }
 }
 
 /// Connects to the relay at `url` (its base address or its `/mcp`) and serves stdin/stdout
@@ -278,6 +425,17 @@ pub async fn serve(options: &StdioOptions) -> anyhow::Result<()> {
         channel.attach(server.peer().clone());
         tokio::spawn(channel.run());
     }
-    server.waiting().await.context("the stdio server stopped")?;
+    let keeping = match token {
+        Some(token) if pushes => Some(tokio::spawn(keep_alive(
+            Rest::new(&base, token)?,
+            options.keepalive,
+        ))),
+        _ => None,
+    };
+    let stopped = server.waiting().await;
+    if let Some(keeping) = keeping {
+        keeping.abort();
+    }
+    stopped.context("the stdio server stopped")?;
     Ok(())
 }

@@ -151,6 +151,22 @@ pub fn read_only(export: &Export) -> bool {
     export.access == Access::Read
 }
 
+/// What an argument means, where its name and type do not say enough for a model to choose a
+/// value. Its bounds come from the component's input rules (`input_schema`).
+fn described(key: &str) -> Option<&'static str> {
+    match key {
+        // The guest's `claims::lease_ms`: the `default-lease-ms` setting when none is given,
+        // from `MIN_LEASE_MS` (100) to the `max-lease-ms` setting (a day by default).
+        "leaseMs" => Some(
+            "How long you hold the job, in milliseconds, before it is open to others again \
+             (renew_claim extends it). Leave it out for the relay's default-lease-ms setting \
+             (5 minutes unless the operator changed it); at least 100 ms, at most the \
+             max-lease-ms setting (24 hours unless the operator changed it).",
+        ),
+        _ => None,
+    }
+}
+
 /// The tool's input schema: its arguments, without the ones the relay fills in, with the
 /// input rules the component publishes for the export (the same walker and rules as the
 /// OpenAPI document).
@@ -162,7 +178,14 @@ pub fn input_schema(spec: &ToolSpec, export: &Export) -> Map<String, Json> {
         if !matches!(shape, Shape::Option(_) | Shape::Json) {
             required.push(Json::String(key.clone()));
         }
-        properties.insert(key, json_schema(shape, &at, Dialect::JsonSchema, &rules));
+        let mut schema = json_schema(shape, &at, Dialect::JsonSchema, &rules);
+        // Described where the export checks it (`release_claim` takes a lease it ignores).
+        if let (Some(text), Some(_), Json::Object(fields)) =
+            (described(&key), export.input_rule(&at), &mut schema)
+        {
+            fields.insert("description".to_owned(), json!(text));
+        }
+        properties.insert(key, schema);
     };
     for (name, shape) in &export.params {
         if name == "caller" || filled(name) {
