@@ -1191,3 +1191,84 @@ fn leases_are_durations_and_one_the_relay_does_not_grant_is_a_usage_error() {
     let granted = run(&roomy, &carol, &["claim", &id, "--lease", "48h"]).ok();
     assert!(granted.stdout.contains("(48h left)"), "{granted:?}");
 }
+
+#[test]
+fn jobs_lists_who_holds_what_and_status_shows_the_relay_on_one_screen() {
+    let (relay, alice, bob) = two_agents();
+    let held = job_for_dev(&relay, "refactor auth", None);
+    let done = job_for_dev(&relay, "fix the build", None);
+    let open = job_for_dev(&relay, "write the docs", None);
+    // A message that is not a job is never listed among the jobs.
+    relay.send(json!({"from": "user", "to": "alice", "body": "hi"}));
+    run(&relay, &alice, &["claim", &held, "--lease", "10m"]).ok();
+    run(&relay, &bob, &["claim", &done]).ok();
+    run(&relay, &bob, &["complete", &done]).ok();
+
+    let live = run(&relay, OPERATOR, &["jobs"]).ok();
+    assert!(live.stdout.starts_with("ID "), "{live:?}");
+    assert!(
+        row(&live, &held).contains("claimed by alice (10m left)"),
+        "{live:?}"
+    );
+    assert!(row(&live, &open).contains("  open  "), "{live:?}");
+    assert_eq!(live.stdout.lines().count(), 3, "open and claimed only: {live:?}");
+    let ids: Vec<&str> = live
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["ID", held.as_str(), open.as_str()], "{live:?}");
+    let completed = run(&relay, OPERATOR, &["jobs", "--state", "completed"]).ok();
+    assert!(
+        row(&completed, &done).contains("completed by bob"),
+        "{completed:?}"
+    );
+    let holding = run(&relay, OPERATOR, &["jobs", "--holder", "alice", "--json"])
+        .ok()
+        .json();
+    assert_eq!(common::ids(&holding), [held.parse::<i64>().unwrap()]);
+    let none = run(&relay, OPERATOR, &["jobs", "--state", "dead"]).ok();
+    assert_eq!(none.stdout.trim(), "no dead jobs");
+    let bad = run(&relay, OPERATOR, &["jobs", "--state", "finished"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    // An agent sees the jobs that reach it: both live jobs went to its label.
+    let mine = run(&relay, &alice, &["jobs", "--json"]).ok().json();
+    assert_eq!(
+        common::ids(&mine),
+        [held.parse::<i64>().unwrap(), open.parse::<i64>().unwrap()]
+    );
+
+    let screen = run(&relay, OPERATOR, &["status"]).ok();
+    let text = &screen.stdout;
+    assert!(text.starts_with("relay: "), "{screen:?}");
+    let alice_row = text
+        .lines()
+        .find(|line| line.starts_with("alice "))
+        .unwrap_or_else(|| panic!("no row for alice: {screen:?}"));
+    assert!(
+        alice_row.contains("online") && alice_row.contains(&format!("#{held} (10m left)")),
+        "{screen:?}"
+    );
+    assert!(
+        text.contains("jobs: 1 open, 1 claimed, 1 completed, 0 dead"),
+        "{screen:?}"
+    );
+    assert!(text.contains("approvals waiting: none"), "{screen:?}");
+
+    relay.send(json!({
+        "from": "alice", "to": "user", "kind": "approval", "claimable": true,
+        "subject": "Approve Bash for alice? (abcde)", "body": "alice asks to use Bash",
+        "payload": {"request_id": "abcde", "tool_name": "Bash", "agentId": "alice"}
+    }));
+    let asked = run(&relay, OPERATOR, &["status"]).ok();
+    assert!(asked.stdout.contains("approvals waiting: 1"), "{asked:?}");
+    assert!(
+        asked
+            .stdout
+            .contains("agent-relay send alice \"yes abcde\" --as user --reply-to"),
+        "{asked:?}"
+    );
+    let document = run(&relay, OPERATOR, &["status", "--json"]).ok().json();
+    assert_eq!(document["jobs"]["open"]["count"], 2, "{document}");
+    assert_eq!(document["held"][0]["claimedBy"], "alice", "{document}");
+}

@@ -10,6 +10,7 @@ mod agents;
 mod call;
 mod claims;
 mod hooks;
+mod jobs;
 mod messages;
 mod relay;
 mod tasks;
@@ -155,7 +156,15 @@ pub enum Verb {
     /// Operator: put a dead letter back in the queue, open again with its attempts reset.
     #[command(after_help = EXIT_CODES)]
     Retry(claims::RetryArgs),
-    /// List tasks (from integrations: CI, error trackers, monitors), most recently changed first.
+    /// List jobs with where each stands and who holds it (default: open and claimed).
+    #[command(after_help = EXIT_CODES)]
+    Jobs(jobs::JobsArgs),
+    /// The relay on one screen: health, agents with the jobs they hold, job counts, approvals
+    /// waiting for a human.
+    #[command(after_help = EXIT_CODES)]
+    Status(jobs::StatusArgs),
+    /// List tasks raised by integrations (CI, error trackers, monitors), most recently changed
+    /// first; jobs handed to agents (`send --claimable`) are listed by `jobs`.
     #[command(after_help = EXIT_CODES)]
     Tasks(tasks::TasksArgs),
     /// Resolve or dismiss a task.
@@ -185,6 +194,8 @@ pub fn run(verb: Verb) -> ExitCode {
         Verb::Complete(args) => (args.acting.connection.json, claims::complete(args)),
         Verb::Dead(args) => (args.acting.connection.json, claims::dead(args)),
         Verb::Retry(args) => (args.connection.json, claims::retry(args)),
+        Verb::Jobs(args) => (args.connection.json, jobs::jobs(args)),
+        Verb::Status(args) => (args.connection.json, jobs::status(args)),
         Verb::Tasks(args) => (args.connection.json, tasks::list(args)),
         Verb::Task(args) => (args.connection.json, tasks::change(args)),
         Verb::Agent(command) => (command.connection().json, agents::operate(command)),

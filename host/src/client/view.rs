@@ -335,7 +335,7 @@ pub fn agent(card: &Json) -> String {
 /// Tasks as a table: id, status, severity, source, age, claimed by, title.
 pub fn tasks(list: &Json) -> String {
     let Some(items) = list.as_array().filter(|items| !items.is_empty()) else {
-        return "no tasks".to_owned();
+        return "no tasks (tasks come from integrations such as CI; jobs sent with `send --claimable` are listed by `agent-relay jobs`)".to_owned();
     };
     let now = now_ms();
     let rows: Vec<Vec<String>> = items
