@@ -237,7 +237,11 @@ pub fn main() -> ExitCode {
     };
     result.unwrap_or_else(|error| {
         eprintln!("agent-relay: {error:#}");
-        if error.downcast_ref::<Usage>().is_some() {
+        if error.downcast_ref::<Usage>().is_some()
+            || error
+                .downcast_ref::<crate::mcp::stdio::TokenRefused>()
+                .is_some()
+        {
             crate::client::Exit::Usage.into()
         } else {
             ExitCode::FAILURE
