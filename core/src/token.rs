@@ -48,6 +48,52 @@ pub fn file_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The shortest operator token taken, in characters. The operator token opens every route; one
+/// a person makes up (`secret`, `test-token`) can be guessed. The generated one has 73.
+pub const MIN_CHARS: usize = 32;
+
+/// Refuses an operator token shorter than [`MIN_CHARS`], saying where it came from and how to
+/// make a good one (never the token itself).
+///
+/// # Errors
+/// The token is too short.
+pub fn check_length(token: &str, source: &Source) -> anyhow::Result<()> {
+    let chars = token.chars().count();
+    if chars >= MIN_CHARS {
+        return Ok(());
+    }
+    let (what, fix) = match source {
+        Source::Environment => (
+            "RELAY_OPERATOR_TOKEN".to_owned(),
+            "set it to a longer one, e.g. `export RELAY_OPERATOR_TOKEN=$(openssl rand -hex 32)`, \
+             or unset it to use the token file beside the database"
+                .to_owned(),
+        ),
+        Source::File(path) | Source::Generated(path) => (
+            format!("the token in {}", path.display()),
+            "remove the file to have a new one generated at start, or set RELAY_OPERATOR_TOKEN \
+             (e.g. `export RELAY_OPERATOR_TOKEN=$(openssl rand -hex 32)`)"
+                .to_owned(),
+        ),
+    };
+    anyhow::bail!(
+        "{what} is {chars} characters long; the operator token must have at least {MIN_CHARS}, \
+         as anyone who guesses it may do anything on the relay: {fix}"
+    )
+}
+
+/// The operator token of `RELAY_OPERATOR_TOKEN`, when it is set, checked for length before
+/// anything is opened.
+///
+/// # Errors
+/// It is set but too short.
+pub fn check_environment() -> anyhow::Result<()> {
+    match std::env::var("RELAY_OPERATOR_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => check_length(token.trim(), &Source::Environment),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `RELAY_OPERATOR_TOKEN` holds a token.
 pub fn from_environment() -> bool {
     std::env::var("RELAY_OPERATOR_TOKEN").is_ok_and(|token| !token.trim().is_empty())
@@ -56,11 +102,13 @@ pub fn from_environment() -> bool {
 /// Loads the operator token (environment first, then the file), generating the file if needed.
 ///
 /// # Errors
-/// The file exists but cannot be read, or cannot be created.
+/// The file exists but cannot be read, or cannot be created; the token is shorter than
+/// [`MIN_CHARS`].
 pub fn load_or_create(db: &Path) -> anyhow::Result<(String, Source)> {
     if let Ok(token) = std::env::var("RELAY_OPERATOR_TOKEN")
         && !token.trim().is_empty()
     {
+        check_length(token.trim(), &Source::Environment)?;
         return Ok((token.trim().to_owned(), Source::Environment));
     }
     let path = file_for(db);
@@ -73,7 +121,9 @@ pub fn load_or_create(db: &Path) -> anyhow::Result<(String, Source)> {
     if path.exists() {
         let token = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        return Ok((token.trim().to_owned(), Source::File(path)));
+        let source = Source::File(path);
+        check_length(token.trim(), &source)?;
+        return Ok((token.trim().to_owned(), source));
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)

@@ -29,6 +29,7 @@ mod operations;
 mod paging;
 mod push;
 mod settings;
+mod setup;
 mod stress;
 mod tasks;
 mod upgrade;

@@ -70,9 +70,9 @@ fn a_backup_of_a_missing_database_creates_nothing() {
     let missing = dir.path().join("nothing-here.db");
     let out = dir.path().join("copy.db");
     let backup = backup_to(&missing, &out);
-    assert!(!backup.status.success());
+    assert_eq!(backup.status.code(), Some(2), "a usage error");
     assert!(
-        String::from_utf8_lossy(&backup.stderr).contains("does not exist"),
+        String::from_utf8_lossy(&backup.stderr).contains("there is no database at"),
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );

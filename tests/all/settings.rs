@@ -70,7 +70,7 @@ fn stored_rows(db: &Path) -> Vec<(String, String)> {
 #[test]
 fn stored_settings_round_trip_with_their_sources() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
 
     let fresh = listed(&settings_json(&db, &["list"]), "max-attempts");
     assert_eq!(
@@ -122,7 +122,7 @@ fn stored_settings_round_trip_with_their_sources() {
 #[test]
 fn a_webhook_secret_is_stored_used_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     let set = settings(&db, &["set", "webhook-secret:ci", "s3cret-value"]);
     assert!(set.status.success(), "{}", text(&set));
 
@@ -188,7 +188,7 @@ fn a_run_setting_changes_that_run_only_and_is_never_written() {
         "with --setting max-attempts=1 the first release dead-letters the job"
     );
     let dir = relay.stop();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     assert_eq!(stored_rows(&db), [], "--setting wrote nothing to the file");
     assert_eq!(
         settings_json(&db, &["get", "max-attempts"])["origin"],
@@ -205,7 +205,7 @@ fn a_run_setting_changes_that_run_only_and_is_never_written() {
 #[test]
 fn a_run_setting_on_call_is_seen_by_that_call_only() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     let out = Command::new(binary())
         .args(["call", "--setting", "stale-ttl-ms=60000", "--db"])
         .arg(&db)
@@ -228,7 +228,7 @@ fn a_run_setting_on_call_is_seen_by_that_call_only() {
 #[test]
 fn fault_injection_cannot_be_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     let refused = settings(&db, &["set", "fault-injection", "on"]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(
@@ -255,7 +255,7 @@ fn fault_injection_cannot_be_stored() {
 fn database_where_an_older_relay_stored_fault_injection() -> (tempfile::TempDir, std::path::PathBuf)
 {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     settings_json(&db, &["list"]);
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -270,7 +270,7 @@ fn database_where_an_older_relay_stored_fault_injection() -> (tempfile::TempDir,
 #[test]
 fn the_database_and_json_may_come_before_or_after_the_command() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     let before = Command::new(binary())
         .args(["settings", "--db"])
         .arg(&db)
@@ -345,7 +345,7 @@ fn opening_the_database_warns_about_a_stored_setting_it_ignores() {
 #[test]
 fn bad_keys_and_values_are_clear_errors_with_a_usage_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
+    let db = common::migrated(dir.path());
     for (args, says) in [
         (&["get", "stale-ttl"][..], "unknown setting"),
         (&["set", "nope", "1"], "unknown setting"),

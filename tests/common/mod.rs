@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::{Value as Json, json};
 
-pub const OPERATOR: &str = "test-operator-token";
+pub const OPERATOR: &str = "test-operator-token-of-the-relay-suite";
 
 /// `serve` arguments that run the test component (the guest built with its fault-injection
 /// exports, which the shipped component lacks) with fault injection switched on.
@@ -509,8 +509,35 @@ impl Drop for RelayServer {
     }
 }
 
-/// Runs `agent-relay call EXPORT ARGS` against a database; returns the exit success and the JSON.
+/// Creates the relay's database at `db` with `agent-relay migrate` (only `serve` and `migrate`
+/// create one; the other commands refuse a missing database).
+pub fn migrate(db: &Path) {
+    let out = Command::new(binary())
+        .args(["migrate", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "migrate {}: {}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new relay database `relay.db` in `dir`, made by `agent-relay migrate`.
+pub fn migrated(dir: &Path) -> PathBuf {
+    let db = dir.join("relay.db");
+    migrate(&db);
+    db
+}
+
+/// Runs `agent-relay call EXPORT ARGS` against a database (created first when missing); returns
+/// the exit success and the JSON.
 pub fn cli_call(db: &Path, export: &str, args: &Json) -> (bool, Json) {
+    if !db.exists() {
+        migrate(db);
+    }
     let output = Command::new(binary())
         .args(["call", "--db"])
         .arg(db)

@@ -1,6 +1,9 @@
 """Claude Code's own CLI against the relay: after the README's `claude mcp add ...` (HTTP and
 stdio) or its `.mcp.json`, `claude mcp list` reports the relay `✔ Connected`, and not connected
 with a wrong token; its health check lists the relay's tools (seen in the relay's debug log).
+Then the README's "Three agents in one checkout": the `.mcp.json` that `agent-relay agent add ID
+--print claude` prints, one file in one directory, connects as each agent whose token is in the
+environment `claude` starts in.
 Claude Code needs no login for this: `claude mcp list` only runs each server's health check (no
 model is called; this machine reaches no model anyway).
 
@@ -15,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from test_mcp import Relay
+from test_mcp import OPERATOR, Relay
 
 CONNECTED = "✔ Connected"
 TOOLS_LISTED = "mcp tools listed agent="
@@ -27,6 +30,8 @@ def main(binary, claude):
     project = tempfile.TemporaryDirectory()
     env = dict(os.environ, HOME=home.name, DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
     env.pop("RELAY_TOKEN", None)
+    # The printed .mcp.json runs `agent-relay` from PATH, as a user's does.
+    env["PATH"] = os.path.dirname(binary) + os.pathsep + env.get("PATH", "")
     # A project's .mcp.json servers wait for the user's approval; this user approves them all.
     os.makedirs(os.path.join(home.name, ".claude"))
     with open(os.path.join(home.name, ".claude", "settings.json"), "w") as settings:
@@ -93,6 +98,34 @@ def main(binary, claude):
                 else:
                     failed += 1
                     print(f"FAIL {name} (tools listed: {tools_listed})")
+        # Several agents in one checkout: the entry the binary prints, written once; each agent's
+        # `claude mcp list` in that directory with its own token connects as that agent.
+        added = {}
+        for agent in ("dana", "erin"):
+            done = subprocess.run(
+                [binary, "agent", "add", agent, "--print", "claude", "--json"],
+                env=dict(env, RELAY_URL=relay.base, RELAY_TOKEN=OPERATOR), capture_output=True, text=True, timeout=60,
+            )
+            added[agent] = json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr}
+        if any("error" in printed for printed in added.values()):
+            failed += 1
+            print(f"FAIL agent add --print claude: {added}")
+        else:
+            with open(mcp_json, "w") as config:
+                json.dump(added["dana"]["claude"]["mcpJson"], config)
+            for agent, printed in added.items():
+                seen = len(relay.log)
+                line = listed("agent-relay", token=printed["token"])
+                time.sleep(0.2)
+                tools_listed = any(TOOLS_LISTED + agent in entry for entry in relay.log[seen:])
+                name = f"the printed .mcp.json shared by two agents, as {agent}: {line.strip()}"
+                if CONNECTED in line and tools_listed:
+                    passed += 1
+                    print(f"ok   {name} (its tools listed)")
+                else:
+                    failed += 1
+                    print(f"FAIL {name} (tools listed: {tools_listed})")
+            os.remove(mcp_json)
     finally:
         relay.stop()
     print(f"claude code checks: {passed} passed, {failed} failed")

@@ -25,7 +25,7 @@ import jsonschema
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-OPERATOR = "mcp-test-operator-token"
+OPERATOR = "mcp-test-operator-token-of-the-python-checks"
 TOOLS = {
     "whoami", "list_agents", "send_message", "fetch_inbox", "mark_read", "get_thread",
     "claim_next", "claim_message", "renew_claim", "release_claim", "complete_claim", "heartbeat",

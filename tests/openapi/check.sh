@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-token="openapi-check-$$-$RANDOM"
+token="openapi-check-operator-token-$$-$RANDOM"
 # A held inbox (`wait=`) is cut to one second, so generated waits cost little.
 RELAY_OPERATOR_TOKEN="$token" RELAY_LOG=info "$relay" serve --listen 127.0.0.1:0 \
     --db "$work/relay.db" --max-wait-secs 1 2>"$work/server.log" &

@@ -44,6 +44,7 @@ runs=(
     "README:Walk-through with curl|GUIDE:Wire up CI or an error tracker|GUIDE:Connect a chat bridge|GUIDE:Run an orchestrator|GUIDE:Push: wake when a message arrives"
     "README:Walk-through with the CLI"
     "README:Wake an idle agent"
+    "README:Three agents in one checkout"
 )
 
 work="$(mktemp -d)"

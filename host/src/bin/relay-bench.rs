@@ -37,7 +37,7 @@ use serde_json::{Map, Value as Json, json};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const OPERATOR: &str = "relay-bench-operator-token";
+const OPERATOR: &str = "relay-bench-operator-token-for-measuring";
 
 /// `PRAGMA synchronous` for the in-process figures (component and floor alike): `full` unless
 /// `--synchronous` says otherwise.

@@ -36,12 +36,7 @@ pub(super) fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
     };
     let bytes = if args.signatures {
         // The signatures come from the component's own types, so a runtime is needed.
-        let runtime = Runtime::with_component(
-            Arc::new(NoStore),
-            Clock::default(),
-            Limits::default().with_instances(1),
-            &component,
-        )?;
+        let runtime = with_component(&component)?;
         let mut text =
             serde_json::to_string_pretty(&embed::signatures(runtime.exports().values()))?;
         text.push('\n');
@@ -59,6 +54,24 @@ pub(super) fn component(args: &ComponentArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The component (the embedded one, or `--component`'s) loaded without a database, for what
+/// its types alone answer: its signatures, `agent-relay call --list`.
+pub(super) fn runtime_without_store(component: Option<&Path>) -> anyhow::Result<Runtime> {
+    match component {
+        Some(path) => with_component(&read_component(path)?),
+        None => with_component(COMPONENT),
+    }
+}
+
+fn with_component(component: &[u8]) -> anyhow::Result<Runtime> {
+    Runtime::with_component(
+        Arc::new(NoStore),
+        Clock::default(),
+        Limits::default().with_instances(1),
+        component,
+    )
 }
 
 /// Writes `bytes` to `path` (created, or replaced when it is a file), never through a symbolic

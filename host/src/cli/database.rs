@@ -14,7 +14,7 @@ use agent_relay_core::embed::Relay;
 use agent_relay_core::runtime::Clock;
 use agent_relay_core::sqlite::SqliteOptions;
 
-use super::{DbArgs, RunSettingArgs, db_path, open, options};
+use super::{DbArgs, RunSettingArgs, db_path, existing_database, open, options};
 
 #[derive(Debug, Args)]
 pub(super) struct BackupArgs {
@@ -60,6 +60,8 @@ pub(super) struct CallArgs {
 
 pub(super) fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
+        // A dry run changes nothing, so it creates nothing either.
+        existing_database(&args.db.db)?;
         let none = RunSettingArgs::default();
         let mut status = Relay::inspect(&args.db.db, options(&args.db, &none, Clock::default())?)?;
         status["dryRun"] = Json::Bool(true);
@@ -86,9 +88,10 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         };
         return crate::client::call_remote(&connection, &args.export.unwrap_or_default(), &parsed);
     }
-    let relay = open(&args.db, &args.run, Clock::default())?;
     if args.list {
-        for export in relay.exports() {
+        // The list is the component's, not the database's: no database is opened for it.
+        let runtime = super::component::runtime_without_store(args.db.component.as_deref())?;
+        for export in runtime.exports().values() {
             let params: Vec<String> = export
                 .params
                 .iter()
@@ -104,6 +107,8 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    existing_database(&args.db.db)?;
+    let relay = open(&args.db, &args.run, Clock::default())?;
     let name = args.export.unwrap_or_default();
     if relay.runtime().export(&name).is_none() {
         anyhow::bail!("no exported function {name}; `agent-relay call --list` shows them");
@@ -134,11 +139,7 @@ pub(super) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         "`backup` copies a SQLite file; back up a PostgreSQL database with its own tools \
          (pg_dump, or the managed service's snapshots: docs/operations.md)"
     );
-    anyhow::ensure!(
-        args.db.is_file(),
-        "{} does not exist (give the relay's database with --db)",
-        args.db.display()
-    );
+    existing_database(&args.db)?;
     let started = Instant::now();
     let source = agent_relay_core::sqlite::Sqlite::open(&args.db, SqliteOptions::default())?;
     source.backup_to(&args.out)?;
@@ -166,6 +167,7 @@ pub(super) fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{} is not UTF-8", path.display()))
     };
     let (from, to) = (text(&args.from)?, text(&args.to)?);
+    super::existing_database_of(&args.from, "--from")?;
     let started = Instant::now();
     let options = agent_relay_core::embed::Options::default();
     let report = agent_relay_core::copy::copy(&from, &to, &options)?;

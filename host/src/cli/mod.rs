@@ -55,6 +55,11 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the relay's HTTP API (creates or upgrades the database first).
+    ///
+    /// The operator token comes from RELAY_OPERATOR_TOKEN (at least 32 characters; the same on
+    /// every host sharing a PostgreSQL database), else from the file `<db>.operator-token`
+    /// beside the database, generated owner-only on first start.
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve(ServeArgs),
     /// Invoke one exported function as the operator and print its JSON result.
     ///
@@ -62,7 +67,8 @@ enum Command {
     /// `agent-relay call send-message '{"input":{"from":"user","to":"alice","body":"hi"}}'`.
     /// `agent-relay call --list` shows every function and its parameters.
     Call(CallArgs),
-    /// Create or upgrade the database schema and print the versions and steps.
+    /// Create or upgrade the database schema and print the versions and steps (with `--dry-run`
+    /// nothing is created or changed).
     Migrate(MigrateArgs),
     /// Read and change the settings stored in the database (as the operator: whoever can open
     /// the file), each with the value in effect and its source.
@@ -112,7 +118,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DbArgs {
-    /// The SQLite database file (created when missing), or a PostgreSQL database as a URL,
+    /// The SQLite database file (only `serve` and `migrate` create a missing one; the other
+    /// commands refuse it), or a PostgreSQL database as a URL,
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require]` (the database must exist;
     /// every relay host sharing it needs the same RELAY_OPERATOR_TOKEN).
     #[arg(long, env = "RELAY_DB", default_value = "agent-relay.db")]
@@ -234,8 +241,113 @@ pub fn main() -> ExitCode {
     };
     result.unwrap_or_else(|error| {
         eprintln!("agent-relay: {error:#}");
-        ExitCode::FAILURE
+        if error.downcast_ref::<Usage>().is_some()
+            || error
+                .downcast_ref::<crate::mcp::stdio::TokenRefused>()
+                .is_some()
+        {
+            crate::client::Exit::Usage.into()
+        } else {
+            ExitCode::FAILURE
+        }
     })
+}
+
+/// What `serve --help` says about the environment, after the flags.
+const SERVE_ENVIRONMENT: &str = "Environment: RELAY_OPERATOR_TOKEN sets the operator token \
+(at least 32 characters, e.g. `openssl rand -hex 32`; then no token file is written); without \
+it the token is read from, or generated into, `<db>.operator-token` beside the database \
+(owner-only). RELAY_DB, RELAY_LISTEN, RELAY_DB_POOL and RELAY_SYNCHRONOUS stand for their flags.";
+
+/// A command called the wrong way (a database that is not there, a missing token): exit code 2,
+/// as the agent verbs' usage errors.
+#[derive(Debug)]
+pub(crate) struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Refuses a SQLite database that is not there, or that this user may not read: every command
+/// but `serve` and `migrate` works on a relay that exists, and creating an empty one where the
+/// operator mistyped a path (or ran in another directory) would hide the mistake. A PostgreSQL
+/// URL is the server's to check.
+///
+/// # Errors
+/// No file at `path` (a [`Usage`] error), or one this user may not read.
+fn existing_database(path: &Path) -> anyhow::Result<()> {
+    existing_database_of(path, "--db or RELAY_DB")
+}
+
+/// As [`existing_database`], naming the flag that gives the database (`copy --from`).
+fn existing_database_of(path: &Path, flag: &str) -> anyhow::Result<()> {
+    if is_postgres(path) {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(Usage(format!(
+            "{} is a folder, not a database: give the relay's database file with {flag}",
+            shown(path).display()
+        ))
+        .into()),
+        Ok(_) => readable(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(Usage(format!(
+            "there is no database at {}: give the relay's database with {flag} (only \
+             `agent-relay serve` and `agent-relay migrate` create one)",
+            shown(path).display()
+        ))
+        .into()),
+        Err(error) => Err(unreachable_database(path, &error)),
+    }
+}
+
+/// For `serve` and `migrate`, which create a missing database: a file this user may not read,
+/// or a folder it may not enter, is named with the cause before SQLite answers with its own
+/// "unable to open database file".
+fn database_access(path: &Path) -> anyhow::Result<()> {
+    if is_postgres(path) {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => readable(path),
+        Ok(_) => existing_database(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(unreachable_database(path, &error)),
+    }
+}
+
+/// Opens the file for reading once, to name the cause when this user may not.
+fn readable(path: &Path) -> anyhow::Result<()> {
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(unreachable_database(path, &error)),
+    }
+}
+
+fn unreachable_database(path: &Path, error: &std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::PermissionDenied {
+        anyhow::anyhow!(
+            "cannot open the database {}: permission denied (it belongs to another user, or its \
+             folder is closed to this one): run the command as the user the relay runs as, \
+             e.g. `sudo -u agent-relay agent-relay ...`",
+            shown(path).display()
+        )
+    } else {
+        anyhow::anyhow!(
+            "cannot open the database {}: {error}",
+            shown(path).display()
+        )
+    }
+}
+
+/// A path as the user should see it in an error: absolute, so a command run in the wrong
+/// directory says where it looked.
+fn shown(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// Logs to standard error, filtered by `--log-level`, `RUST_LOG` or `RELAY_LOG` (first given wins).
@@ -304,6 +416,7 @@ fn open(args: &DbArgs, settings: &RunSettingArgs, clock: Clock) -> anyhow::Resul
 }
 
 fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
+    database_access(&args.db)?;
     let started = Instant::now();
     let relay = Relay::open(&args.db, options)?;
     tracing::debug!(elapsed = ?started.elapsed(), "relay opened");
@@ -322,6 +435,18 @@ fn open_with(args: &DbArgs, options: Options) -> anyhow::Result<Relay> {
 }
 
 fn mcp_stdio(args: &McpArgs) -> anyhow::Result<ExitCode> {
+    if args
+        .token
+        .as_deref()
+        .is_none_or(|token| token.trim().is_empty())
+    {
+        return Err(Usage(
+            "set RELAY_TOKEN to the agent's token (agent-relay agent token ID makes one; in \
+             .mcp.json: \"env\": {\"RELAY_TOKEN\": \"${RELAY_TOKEN}\"} passes the terminal's)"
+                .to_owned(),
+        )
+        .into());
+    }
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -80,6 +80,8 @@ pub(super) struct ServeArgs {
 }
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // A short RELAY_OPERATOR_TOKEN is refused before the database is opened (or created).
+    token::check_environment()?;
     let options = Options {
         calls: CallOptions {
             max_concurrent_calls: args.max_concurrent_calls.max(1),

@@ -34,7 +34,8 @@ pub enum SettingsCommand {
 
 #[derive(Debug, Args)]
 pub struct Output {
-    /// The SQLite database file (created when missing).
+    /// The relay's SQLite database file (it must exist: `agent-relay serve` or `migrate` creates
+    /// it), or a PostgreSQL database as a URL.
     #[arg(
         long,
         global = true,
@@ -67,6 +68,7 @@ pub struct SetArgs {
 /// The database cannot be opened.
 pub fn run(args: &SettingsArgs) -> anyhow::Result<ExitCode> {
     let (command, output) = (&args.command, &args.output);
+    super::existing_database(&output.db)?;
     let relay = Relay::open(&output.db, Options::default())?;
     let answer = match command {
         SettingsCommand::List => relay.call_json("list-relay-settings", &json!({})),

@@ -312,6 +312,27 @@ impl ServerHandler for Forward {
     }
 }
 
+/// The relay refused the token `agent-relay mcp` was started with: a usage error (exit 2),
+/// told in one line instead of the MCP client's transport error.
+#[derive(Debug)]
+pub struct TokenRefused(String);
+
+impl std::fmt::Display for TokenRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TokenRefused {}
+
+/// The relay's own words from an error answer, or the answer as it came.
+fn refusal(body: &str) -> String {
+    serde_json::from_str::<Json>(body)
+        .ok()
+        .and_then(|json| json["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned())
+}
+
 /// How `agent-relay mcp` runs.
 #[derive(Debug, Clone)]
 pub struct StdioOptions {
@@ -375,10 +396,14 @@ pub async fn serve(options: &StdioOptions) -> anyhow::Result<()> {
             );
             (false, None)
         }
-        Some(Err(Unknown::Refused(status, body))) => anyhow::bail!(
-            "the relay at {base} refused RELAY_TOKEN ({status}): {body}; serving nothing (the \
-             operator can make an agent's token: agent-relay agent token ID)"
-        ),
+        Some(Err(Unknown::Refused(status, body))) => {
+            return Err(TokenRefused(format!(
+                "the relay at {base} refused RELAY_TOKEN ({status}: {}): set RELAY_TOKEN to the \
+                 agent's token (agent-relay agent token ID makes one); serving nothing",
+                refusal(body)
+            ))
+            .into());
+        }
         Some(Err(Unknown::Unreachable(error))) => {
             eprintln!(
                 "agent-relay mcp: the relay at {base} cannot be reached ({error}); the tools \
