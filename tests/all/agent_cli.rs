@@ -1210,7 +1210,11 @@ fn jobs_lists_who_holds_what_and_status_shows_the_relay_on_one_screen() {
         "{live:?}"
     );
     assert!(row(&live, &open).contains("  open  "), "{live:?}");
-    assert_eq!(live.stdout.lines().count(), 3, "open and claimed only: {live:?}");
+    assert_eq!(
+        live.stdout.lines().count(),
+        3,
+        "open and claimed only: {live:?}"
+    );
     let ids: Vec<&str> = live
         .stdout
         .lines()

@@ -451,7 +451,12 @@ fn lease_ms_says_its_default_and_bounds_where_the_tool_takes_a_lease() {
 
 /// Calls one tool over `/mcp` (a stateless request) with `token`; the JSON-RPC result.
 fn call_tool(relay: &RelayServer, token: &str, name: &str, arguments: Json) -> Json {
-    let body = rpc(relay, token, "tools/call", json!({"name": name, "arguments": arguments}));
+    let body = rpc(
+        relay,
+        token,
+        "tools/call",
+        json!({"name": name, "arguments": arguments}),
+    );
     assert!(body["error"].is_null(), "{name}: {body}");
     body["result"].clone()
 }

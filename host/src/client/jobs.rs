@@ -171,10 +171,7 @@ pub fn status(args: &StatusArgs) -> Outcome {
     let approvals = page(
         &relay,
         JobState::Open,
-        &[
-            ("to", "user".to_owned()),
-            ("kind", "approval".to_owned()),
-        ],
+        &[("to", "user".to_owned()), ("kind", "approval".to_owned())],
     )?;
     let screen = json!({
         "health": health,
@@ -294,7 +291,9 @@ fn status_screen(screen: &Json) -> String {
         counts.join(", ")
     );
 
-    let approvals = screen["approvals"].as_array().map_or(&[][..], Vec::as_slice);
+    let approvals = screen["approvals"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
     if approvals.is_empty() {
         out.push_str("\napprovals waiting: none\n");
     } else {
