@@ -444,16 +444,26 @@ fn thirty_two_large_inbox_reads_at_once_stay_under_the_memory_bound_and_small_se
 fn under_a_small_memory_budget_large_reads_wait_their_turn_instead_of_failing() {
     let relay = RelayServer::start_with(&["--synchronous", "off", "--calls-memory-mib", "16"]);
     let alice = inbox_of_large_messages(&relay);
-    let statuses = thirty_two_large_readers(&relay, &alice);
-    assert!(
-        statuses.iter().all(|&s| s == 200),
-        "every read answered: {statuses:?}"
-    );
+    // The budget binds only when reads overlap; on a loaded machine one round of readers can run
+    // one after another, so up to five rounds are tried, and every read of every round answers.
+    let refusals = || {
+        relay
+            .logs()
+            .iter()
+            .filter(|line| line.contains("memory allocation of"))
+            .count()
+    };
+    for _ in 0..5 {
+        let statuses = thirty_two_large_readers(&relay, &alice);
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "every read answered: {statuses:?}"
+        );
+        if refusals() > 0 {
+            break;
+        }
+    }
     // The budget did bind: the guest's allocator reports each growth it was refused.
-    let refused = relay
-        .logs()
-        .iter()
-        .filter(|line| line.contains("memory allocation of"))
-        .count();
+    let refused = refusals();
     assert!(refused > 0, "no read ever found the budget spent");
 }
