@@ -135,12 +135,29 @@ fn as_task_left_it(message: Message) -> Result<Message, RelayError> {
     }
 }
 
+/// PostgreSQL: a holder's call on one job (renew, release, complete) runs at READ COMMITTED with
+/// the job's row locked first, so every check after it reads the row as it is now, and two
+/// holders' calls on different jobs never abort each other (under SERIALIZABLE, completing
+/// neighbouring jobs side by side conflicted on the read-receipt index and ran out of re-runs).
+/// SQLite: nothing to do, its writers are serial.
+fn lock_the_job(id: i64) -> Result<(), RelayError> {
+    if db::is_postgres() {
+        db::lock_rows_instead()?;
+        db::query(
+            "SELECT id FROM messages WHERE id = ? FOR UPDATE",
+            &params![id],
+        )?;
+    }
+    Ok(())
+}
+
 pub fn renew(
     caller: &Caller,
     id: i64,
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
+    lock_the_job(id)?;
     let (_, agent) = agents::acting(
         caller,
         &input.agent_id,
@@ -165,6 +182,7 @@ pub fn release(
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
+    lock_the_job(id)?;
     let (_, agent) = agents::acting(
         caller,
         &input.agent_id,
@@ -324,6 +342,7 @@ pub fn complete(
     input: &CompleteInput,
     now: i64,
 ) -> Result<Message, RelayError> {
+    lock_the_job(id)?;
     let (identity, agent) = agents::acting(
         caller,
         &input.agent_id,
