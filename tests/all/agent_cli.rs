@@ -695,24 +695,7 @@ fn claim_without_an_id_takes_the_next_job_and_complete_finishes_it() {
     let (relay, alice, bob) = two_agents();
     let nothing = run(&relay, &alice, &["claim"]);
     assert_eq!(nothing.code, 5, "no job yet: {nothing:?}");
-    let job = |body: &str| {
-        let sent = run(
-            &relay,
-            OPERATOR,
-            &[
-                "send",
-                "label:dev",
-                body,
-                "--claimable",
-                "--as",
-                "user",
-                "--json",
-            ],
-        )
-        .ok()
-        .json();
-        sent["message"]["id"].as_i64().unwrap()
-    };
+    let job = |body: &str| job_for_dev(&relay, body, None).parse::<i64>().unwrap();
     let first = job("first job");
     let second = job("second job");
     let taken = run(&relay, &alice, &["claim", "--lease", "10m", "--json"])

@@ -27,17 +27,12 @@ fn settings_json(db: &Path, args: &[&str]) -> Json {
     let mut with_json = args.to_vec();
     with_json.push("--json");
     let out = settings(db, &with_json);
-    assert!(out.status.success(), "settings {args:?}: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "settings {args:?}: {}",
+        common::described(&out)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The listed setting `key`.
@@ -124,7 +119,7 @@ fn a_webhook_secret_is_stored_used_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let db = common::migrated(dir.path());
     let set = settings(&db, &["set", "webhook-secret:ci", "s3cret-value"]);
-    assert!(set.status.success(), "{}", text(&set));
+    assert!(set.status.success(), "{}", common::described(&set));
 
     for args in [
         &["list"][..],
@@ -133,11 +128,11 @@ fn a_webhook_secret_is_stored_used_and_never_printed() {
         &["get", "webhook-secret:ci", "--json"],
     ] {
         let out = settings(&db, args);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", common::described(&out));
         assert!(
-            !text(&out).contains("s3cret-value"),
+            !common::described(&out).contains("s3cret-value"),
             "settings {args:?} shows the secret: {}",
-            text(&out)
+            common::described(&out)
         );
     }
     let got = settings_json(&db, &["get", "webhook-secret:ci"]);
@@ -150,7 +145,7 @@ fn a_webhook_secret_is_stored_used_and_never_printed() {
     assert!(
         String::from_utf8_lossy(&line.stdout).contains("(set)"),
         "{}",
-        text(&line)
+        common::described(&line)
     );
 
     // The relay uses it: an unsigned event of source ci is refused without the operator token.
@@ -212,7 +207,7 @@ fn a_run_setting_on_call_is_seen_by_that_call_only() {
         .args(["get-relay-setting", r#"{"key":"stale-ttl-ms"}"#])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::described(&out));
     let seen: Json = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (&seen["value"], &seen["origin"]),
@@ -230,11 +225,16 @@ fn fault_injection_cannot_be_stored() {
     let dir = tempfile::tempdir().unwrap();
     let db = common::migrated(dir.path());
     let refused = settings(&db, &["set", "fault-injection", "on"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        common::described(&refused)
+    );
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--setting fault-injection=on"),
         "the refusal says how to give it for one run: {}",
-        text(&refused)
+        common::described(&refused)
     );
     assert_eq!(stored_rows(&db), []);
     // Nor through `call`, the other way to reach the stored settings.
@@ -247,7 +247,7 @@ fn fault_injection_cannot_be_stored() {
         ])
         .output()
         .unwrap();
-    assert!(!called.status.success(), "{}", text(&called));
+    assert!(!called.status.success(), "{}", common::described(&called));
     assert_eq!(stored_rows(&db), []);
 }
 
@@ -278,7 +278,7 @@ fn the_database_and_json_may_come_before_or_after_the_command() {
         .env_remove("RELAY_DB")
         .output()
         .unwrap();
-    assert!(before.status.success(), "{}", text(&before));
+    assert!(before.status.success(), "{}", common::described(&before));
     let stored: Json = serde_json::from_slice(&before.stdout).unwrap();
     assert_eq!(
         (&stored["value"], &stored["origin"]),
@@ -338,7 +338,7 @@ fn opening_the_database_warns_about_a_stored_setting_it_ignores() {
     assert!(
         stderr.contains("WARN") && stderr.contains("fault-injection"),
         "a warning names the ignored setting: {}",
-        text(&out)
+        common::described(&out)
     );
 }
 
@@ -369,21 +369,21 @@ fn bad_keys_and_values_are_clear_errors_with_a_usage_exit() {
             out.status.code(),
             Some(2),
             "settings {args:?}: {}",
-            text(&out)
+            common::described(&out)
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains(says),
             "settings {args:?} should say {says:?}: {}",
-            text(&out)
+            common::described(&out)
         );
-        assert!(!stderr.contains("panicked"), "{}", text(&out));
+        assert!(!stderr.contains("panicked"), "{}", common::described(&out));
     }
     let unknown = settings(&db, &["get", "stale-ttl"]);
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("stale-ttl-ms"),
         "an unknown key's error names the known ones: {}",
-        text(&unknown)
+        common::described(&unknown)
     );
     assert_eq!(stored_rows(&db), []);
 
@@ -401,11 +401,11 @@ fn bad_keys_and_values_are_clear_errors_with_a_usage_exit() {
         .env("RELAY_OPERATOR_TOKEN", OPERATOR)
         .output()
         .unwrap();
-    assert!(!serve.status.success(), "{}", text(&serve));
+    assert!(!serve.status.success(), "{}", common::described(&serve));
     assert!(
         String::from_utf8_lossy(&serve.stderr).contains("--setting max-attempts=-1"),
         "{}",
-        text(&serve)
+        common::described(&serve)
     );
     let call = Command::new(binary())
         .args(["call", "--setting", "no-such-thing=1", "--db"])
@@ -413,11 +413,11 @@ fn bad_keys_and_values_are_clear_errors_with_a_usage_exit() {
         .args(["whoami", "{}"])
         .output()
         .unwrap();
-    assert!(!call.status.success(), "{}", text(&call));
+    assert!(!call.status.success(), "{}", common::described(&call));
     assert!(
         String::from_utf8_lossy(&call.stderr).contains("unknown setting"),
         "{}",
-        text(&call)
+        common::described(&call)
     );
 }
 

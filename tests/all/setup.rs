@@ -12,15 +12,6 @@ use std::process::{Command, Output};
 
 use common::{Json, OPERATOR, RelayServer, binary, json};
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The output of `command`, which must end within 20 s (a `serve` that should refuse to start
 /// but serves instead is killed, and the test fails instead of hanging).
 fn finished(command: &mut Command) -> Output {
@@ -34,7 +25,7 @@ fn finished(command: &mut Command) -> Output {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("still running after 20 s: {}", text(&out));
+            panic!("still running after 20 s: {}", common::described(&out));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -93,7 +84,12 @@ fn admin_commands_refuse_a_missing_database_and_create_none() {
     for args in commands {
         let out = in_dir(dir.path(), args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            common::described(&out)
+        );
         let named = if args.contains(&"elsewhere/relay.db") {
             dir.path().join("elsewhere/relay.db")
         } else {
@@ -103,9 +99,9 @@ fn admin_commands_refuse_a_missing_database_and_create_none() {
             stderr.contains(&format!("there is no database at {}", named.display()))
                 && stderr.contains("`agent-relay serve` and `agent-relay migrate` create one"),
             "{args:?} names the full path and what creates a database: {}",
-            text(&out)
+            common::described(&out)
         );
-        assert!(!stderr.contains("panicked"), "{}", text(&out));
+        assert!(!stderr.contains("panicked"), "{}", common::described(&out));
         assert_eq!(
             files_in(dir.path()),
             Vec::<String>::new(),
@@ -115,22 +111,27 @@ fn admin_commands_refuse_a_missing_database_and_create_none() {
     // A folder where the file should be is named as such.
     std::fs::create_dir(dir.path().join("folder.db")).unwrap();
     let folder = in_dir(dir.path(), &["settings", "list", "--db", "folder.db"]);
-    assert_eq!(folder.status.code(), Some(2), "{}", text(&folder));
+    assert_eq!(
+        folder.status.code(),
+        Some(2),
+        "{}",
+        common::described(&folder)
+    );
     assert!(
         String::from_utf8_lossy(&folder.stderr).contains("is a folder, not a database"),
         "{}",
-        text(&folder)
+        common::described(&folder)
     );
     // `migrate` creates it; then the same commands work on it.
     let made = in_dir(dir.path(), &["migrate"]);
-    assert!(made.status.success(), "{}", text(&made));
+    assert!(made.status.success(), "{}", common::described(&made));
     let listed = in_dir(dir.path(), &["settings", "list"]);
-    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(listed.status.success(), "{}", common::described(&listed));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("max-attempts"));
     let stored = in_dir(dir.path(), &["settings", "set", "max-attempts", "3"]);
-    assert!(stored.status.success(), "{}", text(&stored));
+    assert!(stored.status.success(), "{}", common::described(&stored));
     let backup = in_dir(dir.path(), &["backup", "--out", "copy.db"]);
-    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(backup.status.success(), "{}", common::described(&backup));
     // A PostgreSQL URL is not a file: it is not refused as a missing one.
     let url = in_dir(
         dir.path(),
@@ -141,11 +142,11 @@ fn admin_commands_refuse_a_missing_database_and_create_none() {
             "postgres://relay@127.0.0.1:1/relay",
         ],
     );
-    assert_eq!(url.status.code(), Some(1), "{}", text(&url));
+    assert_eq!(url.status.code(), Some(1), "{}", common::described(&url));
     assert!(
         !String::from_utf8_lossy(&url.stderr).contains("there is no database"),
         "{}",
-        text(&url)
+        common::described(&url)
     );
 }
 
@@ -208,15 +209,23 @@ fn a_database_this_user_may_not_read_is_named_with_the_cause() {
         ] {
             let out = as_another_user(args);
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{args:?}: {}", text(&out));
+            assert!(
+                !out.status.success(),
+                "{args:?}: {}",
+                common::described(&out)
+            );
             assert!(
                 stderr.contains(&format!("cannot open the database {db_arg}"))
                     && stderr.contains("permission denied")
                     && stderr.contains("run the command as the user the relay runs as"),
                 "{args:?} names the path and the cause: {}",
-                text(&out)
+                common::described(&out)
             );
-            assert!(!stderr.contains("Error code 14"), "{}", text(&out));
+            assert!(
+                !stderr.contains("Error code 14"),
+                "{}",
+                common::described(&out)
+            );
         }
     }
     std::fs::set_permissions(closed_dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -233,13 +242,13 @@ fn a_short_operator_token_is_refused_at_start_with_the_reason() {
             .env("RELAY_OPERATOR_TOKEN", "letmein-123"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", common::described(&out));
     assert!(
         stderr.contains("RELAY_OPERATOR_TOKEN is 11 characters long")
             && stderr.contains("at least 32")
             && stderr.contains("openssl rand -hex 32"),
         "{}",
-        text(&out)
+        common::described(&out)
     );
     assert!(!stderr.contains("letmein"), "the token is never printed");
     assert_eq!(
@@ -258,13 +267,13 @@ fn a_short_operator_token_is_refused_at_start_with_the_reason() {
             .env_remove("RELAY_OPERATOR_TOKEN"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", common::described(&out));
     assert!(
         stderr.contains(&format!("the token in {}", file.display()))
             && stderr.contains("at least 32")
             && stderr.contains("remove the file"),
         "{}",
-        text(&out)
+        common::described(&out)
     );
     // `serve --help` says where the operator token comes from.
     let help = Command::new(binary())
@@ -294,16 +303,21 @@ fn mcp_without_a_good_token_says_set_relay_token_and_exits_2() {
         }
         let out = command.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{token:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{token:?}: {}",
+            common::described(&out)
+        );
         assert!(
             stderr.contains("set RELAY_TOKEN") && stderr.contains("agent-relay agent token ID"),
             "{token:?}: {}",
-            text(&out)
+            common::described(&out)
         );
         assert!(
             !stderr.contains("Transport") && !stderr.contains("AuthRequired"),
             "no transport internals: {}",
-            text(&out)
+            common::described(&out)
         );
     }
 }
@@ -319,14 +333,19 @@ fn agent_add_with_an_agents_token_says_where_the_operator_token_is() {
     ] {
         let out = verb(&relay, Some(&alice), args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            common::described(&out)
+        );
         assert!(
             stderr.contains("needs the operator token")
                 && stderr.contains("agent alice's")
                 && stderr.contains("agent-relay.db.operator-token")
                 && stderr.contains("RELAY_OPERATOR_TOKEN"),
             "{args:?}: {}",
-            text(&out)
+            common::described(&out)
         );
     }
     let agents = relay.get("/v1/agents", OPERATOR).body;
@@ -375,7 +394,7 @@ fn agent_add_takes_tags_and_capabilities_and_prints_the_claude_entries_for_a_sha
         let mut args = vec!["agent", "add", id, "--label", "backend"];
         args.extend_from_slice(extra);
         let out = verb(&relay, Some(OPERATOR), &args);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", common::described(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let alice = add(
@@ -431,7 +450,7 @@ fn agent_add_takes_tags_and_capabilities_and_prints_the_claude_entries_for_a_sha
         Some(OPERATOR),
         &["agent", "add", "bob", "--print", "claude", "--json"],
     );
-    assert!(bob_out.status.success(), "{}", text(&bob_out));
+    assert!(bob_out.status.success(), "{}", common::described(&bob_out));
     let bob: Json = serde_json::from_slice(&bob_out.stdout).unwrap();
     assert_eq!(bob["claude"]["mcpJson"], mcp);
     assert_eq!(bob["claude"]["settingsJson"], hooks);
@@ -447,7 +466,11 @@ fn agent_add_takes_tags_and_capabilities_and_prints_the_claude_entries_for_a_sha
         Some(OPERATOR),
         &["agent", "token", "carol", "--print", "claude"],
     );
-    assert!(reissued.status.success(), "{}", text(&reissued));
+    assert!(
+        reissued.status.success(),
+        "{}",
+        common::described(&reissued)
+    );
     assert_eq!(
         block_after(&String::from_utf8_lossy(&reissued.stdout), "# .mcp.json"),
         mcp

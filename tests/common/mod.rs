@@ -156,6 +156,16 @@ pub fn read_until_serving(child: &mut Child) -> Serving {
 }
 
 /// Milliseconds since the Unix epoch, by the machine's clock.
+/// A finished command's exit code and output, for an assertion's message.
+pub fn described(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn now_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
