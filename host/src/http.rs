@@ -31,6 +31,8 @@ pub struct HttpOptions {
     pub max_wait: Duration,
     /// How often an idle event stream sends a keep-alive comment.
     pub keep_alive: Duration,
+    /// Items a reader of `GET /v1/stream` may fall behind by before it is told to reload.
+    pub operator_stream_backlog: usize,
     /// Expose `POST /v1/test/clock` to move the relay's clock (tests only).
     pub test_clock: bool,
     /// Header and idle timeouts, and the caps on open connections.
@@ -45,6 +47,7 @@ impl Default for HttpOptions {
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(300),
             keep_alive: Duration::from_secs(15),
+            operator_stream_backlog: 1000,
             test_clock: false,
             connections: ConnectionLimits::default(),
             mcp_allowed_hosts: Vec::new(),
@@ -405,6 +408,105 @@ fn path_pairs(params: &RawPathParams) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where a stream starts: after `Last-Event-ID`, else after the `since` query parameter (taken
+/// out of the pairs the export sees).
+fn stream_start(
+    headers: &HeaderMap,
+    query: &mut Vec<(String, String)>,
+) -> Result<Option<i64>, ErrorReply> {
+    let since_query = take_pair(query, "since")?;
+    let last_event = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().unwrap_or("").to_owned());
+    match last_event.or(since_query) {
+        Some(text) => Ok(Some(text.trim().parse::<i64>().map_err(|_| {
+            ErrorReply::invalid(format!(
+                "Last-Event-ID (or since) must be a message id, not {text}"
+            ))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The operator's event stream, `GET /v1/stream` (docs/http-api.md §10): every message as it
+/// commits (`event: message`, id = message id, from `list-messages` as the operator sees it), a
+/// `change` event after other commits, `reload` for a reader further behind than
+/// `--operator-stream-backlog`. Without `Last-Event-ID` or `since` it starts at the newest
+/// message. Operator only: no token is 401, an agent's token 403.
+async fn operator_stream(
+    State(app): State<Arc<App>>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let opened = async {
+        let caller = app.caller(&headers)?;
+        refuse_unless_operator(&app, &caller).await?;
+        let Some(export) = app.calls.runtime().export("list-messages").cloned() else {
+            return Err(ErrorReply::new(
+                404,
+                "not_found",
+                "this component has no list-messages export to stream",
+            ));
+        };
+        let export = Arc::new(export);
+        let mut query = query_pairs(raw_query.as_deref());
+        let since = stream_start(&headers, &mut query)?;
+        if let Some((name, _)) = query.first() {
+            return Err(ErrorReply::invalid(format!(
+                "GET /v1/stream takes only since (or Last-Event-ID), not {name}"
+            )));
+        }
+        let caller = caller.to_val();
+        let since = match since {
+            Some(since) => Some(since),
+            None => push::newest_id(&app.calls, &export, &caller).await?,
+        };
+        let request = StreamRequest {
+            export,
+            caller,
+            path: Vec::new(),
+            query,
+            since,
+            keep_alive: app.options.keep_alive,
+            follow: Some(push::Follow {
+                item_event: "message",
+                backlog: app.options.operator_stream_backlog,
+            }),
+        };
+        push::stream(Arc::clone(&app.calls), request).await
+    }
+    .await;
+    opened.unwrap_or_else(|error| {
+        tracing::info!(path = "/v1/stream", status = error.status, code = %error.code, "stream refused");
+        error_response(&error)
+    })
+}
+
+/// Passes the operator; refuses anyone else: 401 without a token or with one the relay does not
+/// know (asked of the relay with `whoami`), 403 with an agent's.
+async fn refuse_unless_operator(app: &App, caller: &Caller) -> Result<(), ErrorReply> {
+    let needs = "the operator event stream needs the operator token";
+    match caller {
+        Caller::Operator => Ok(()),
+        Caller::Anonymous => Err(ErrorReply::new(401, "unauthorized", needs)),
+        Caller::Bearer(_) => {
+            let known = match app.calls.runtime().export("whoami").cloned() {
+                Some(whoami) => app
+                    .calls
+                    .run(&whoami, vec![caller.to_val()])
+                    .await
+                    .is_ok_and(|answer| bridge::outcome(&answer).is_ok()),
+                None => false,
+            };
+            Err(if known {
+                ErrorReply::new(403, "forbidden", format!("{needs}, not an agent's"))
+            } else {
+                ErrorReply::new(401, "unauthorized", needs)
+            })
+        }
+    }
+}
+
 /// An event stream route: starts after `Last-Event-ID` (or the `since` query parameter).
 async fn handle_stream(
     app: Arc<App>,
@@ -416,18 +518,7 @@ async fn handle_stream(
 ) -> Response {
     let opened = async {
         let mut query = query_pairs(raw_query.as_deref());
-        let since_query = take_pair(&mut query, "since")?;
-        let last_event = headers
-            .get("last-event-id")
-            .map(|value| value.to_str().unwrap_or("").to_owned());
-        let since = match last_event.or(since_query) {
-            Some(text) => Some(text.trim().parse::<i64>().map_err(|_| {
-                ErrorReply::invalid(format!(
-                    "Last-Event-ID (or since) must be a message id, not {text}"
-                ))
-            })?),
-            None => None,
-        };
+        let since = stream_start(&headers, &mut query)?;
         let request = StreamRequest {
             export,
             caller: app.caller(&headers)?.to_val(),
@@ -435,6 +526,7 @@ async fn handle_stream(
             query,
             since,
             keep_alive: app.options.keep_alive,
+            follow: None,
         };
         push::stream(Arc::clone(&app.calls), request).await
     }
@@ -553,6 +645,10 @@ pub fn router(app: Arc<App>) -> Router {
             let openapi = Arc::clone(&openapi);
             async move { JsonBody(openapi.as_ref().clone()) }
         }),
+    );
+    router = router.route(
+        "/v1/stream",
+        axum::routing::get(operator_stream).fallback(method_not_allowed),
     );
     if app.options.test_clock {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
