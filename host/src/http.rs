@@ -60,6 +60,8 @@ pub struct App {
     pub calls: Arc<Calls>,
     pub operator: OperatorToken,
     pub options: HttpOptions,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::metrics::Metrics,
     /// Which agent holds a token (by the token's SHA-256), for the request log only.
     callers: Mutex<HashMap<[u8; 32], String>>,
 }
@@ -73,6 +75,7 @@ impl App {
             calls,
             operator,
             options,
+            metrics: crate::metrics::Metrics::default(),
             callers: Mutex::new(HashMap::new()),
         })
     }
@@ -223,6 +226,8 @@ async fn handle(
     let caller = match app.caller(&headers) {
         Ok(caller) => caller,
         Err(error) => {
+            app.metrics
+                .request(route.method, route.path, error.status, started.elapsed());
             tracing::info!(method = route.method, path = route.path, status = error.status, code = %error.code, caller = "unknown", "refused");
             return error_response(&error);
         }
@@ -320,9 +325,14 @@ async fn answer(
     result: Result<Json, ErrorReply>,
 ) -> Response {
     let route = request.route;
+    let status = match &result {
+        Ok(body) => status_of(route, request.export, body),
+        Err(error) => error.status,
+    };
+    app.metrics
+        .request(route.method, route.path, status, elapsed);
     match result {
         Ok(body) => {
-            let status = status_of(route, request.export, &body);
             let who = app.who(request.caller, status).await;
             tracing::info!(
                 method = route.method,
@@ -440,7 +450,12 @@ async fn operator_stream(
 ) -> Response {
     let opened = async {
         let caller = app.caller(&headers)?;
-        refuse_unless_operator(&app, &caller).await?;
+        refuse_unless_operator(
+            &app,
+            &caller,
+            "the operator event stream needs the operator token",
+        )
+        .await?;
         let Some(export) = app.calls.runtime().export("list-messages").cloned() else {
             return Err(ErrorReply::new(
                 404,
@@ -484,8 +499,7 @@ async fn operator_stream(
 
 /// Passes the operator; refuses anyone else: 401 without a token or with one the relay does not
 /// know (asked of the relay with `whoami`), 403 with an agent's.
-async fn refuse_unless_operator(app: &App, caller: &Caller) -> Result<(), ErrorReply> {
-    let needs = "the operator event stream needs the operator token";
+async fn refuse_unless_operator(app: &App, caller: &Caller, needs: &str) -> Result<(), ErrorReply> {
     match caller {
         Caller::Operator => Ok(()),
         Caller::Anonymous => Err(ErrorReply::new(401, "unauthorized", needs)),
@@ -535,6 +549,27 @@ async fn handle_stream(
         tracing::debug!(path = route.path, status = error.status, code = %error.code, "stream refused");
         error_response(&error)
     })
+}
+
+/// `GET /metrics` (docs/operations.md, "Metrics"): the operator's, like the stream.
+async fn metrics_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let allowed = match app.caller(&headers) {
+        Ok(caller) => {
+            refuse_unless_operator(&app, &caller, "the metrics need the operator token").await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = allowed {
+        return error_response(&error);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.page(&app.calls),
+    )
+        .into_response()
 }
 
 async fn advance_clock(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -646,10 +681,15 @@ pub fn router(app: Arc<App>) -> Router {
             async move { JsonBody(openapi.as_ref().clone()) }
         }),
     );
-    router = router.route(
-        "/v1/stream",
-        axum::routing::get(operator_stream).fallback(method_not_allowed),
-    );
+    router = router
+        .route(
+            "/v1/stream",
+            axum::routing::get(operator_stream).fallback(method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(metrics_page).fallback(method_not_allowed),
+        );
     if app.options.test_clock {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
     }

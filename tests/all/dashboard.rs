@@ -1,6 +1,6 @@
 //! What a dashboard lives on (docs/http-api.md §10): the operator's event stream `GET /v1/stream`
 //! (every message as it commits, a `change` after other commits, resuming after
-//! `Last-Event-ID`, `reload` for a reader past its bound, the operator's alone).
+//! `Last-Event-ID`, `reload` for a reader past its bound, the operator's alone) and `GET /metrics`.
 
 use crate::common;
 
@@ -223,7 +223,93 @@ fn a_reader_further_behind_than_the_bound_is_told_to_reload(backend: Backend) {
     assert!(far.ended, "the server closed the stream");
 }
 
+/// The samples of a Prometheus text page, checked line by line: every sample's metric family
+/// was declared by a `# TYPE` line before it, and every value is a number.
+fn samples(page: &str) -> Vec<(String, f64)> {
+    let mut declared: Vec<String> = Vec::new();
+    let mut samples = Vec::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').expect("# TYPE NAME KIND");
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "unexpected type {kind} in {line}"
+            );
+            declared.push(family.to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample is SERIES VALUE");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            declared
+                .iter()
+                .any(|family| name.starts_with(family.as_str())),
+            "{name} has no # TYPE line before it"
+        );
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(name, _)| name == series)
+        .map_or(0.0, |(_, value)| *value)
+}
+
+fn metrics_parse_as_prometheus_text_and_count_a_send(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    let alice = relay.register(json!({"id": "alice"}));
+    let sends = r#"relay_http_requests_total{method="POST",route="/v1/messages",status="201"}"#;
+    let scrape = || {
+        let reply = reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", relay.base))
+            .bearer_auth(OPERATOR)
+            .send()
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        assert!(
+            reply.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text"),
+            "{:?}",
+            reply.headers()
+        );
+        samples(&reply.text().unwrap())
+    };
+    let before = scrape();
+    send_to(&relay, "alice", "counted");
+    let after = scrape();
+    assert_eq!(
+        sample(&after, sends) - sample(&before, sends),
+        1.0,
+        "{after:?}"
+    );
+    let observed = "relay_http_request_duration_seconds_count";
+    assert!(sample(&after, observed) >= 2.0, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .any(|(name, _)| name == "relay_calls_in_flight"),
+        "{after:?}"
+    );
+
+    let agent = relay.get("/metrics", &alice);
+    assert_eq!(agent.status, 403, "{:?}", agent.body);
+    let none = relay.request("GET", "/metrics", None, None);
+    assert_eq!(none.status, 401, "{:?}", none.body);
+}
+
 crate::on_both_backends!(
+    metrics_parse_as_prometheus_text_and_count_a_send,
     the_operator_stream_carries_a_send_within_a_second_and_then_a_change,
     a_resumed_operator_stream_carries_exactly_what_was_missed,
     the_operator_stream_is_the_operators_alone,
