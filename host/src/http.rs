@@ -31,6 +31,8 @@ pub struct HttpOptions {
     pub max_wait: Duration,
     /// How often an idle event stream sends a keep-alive comment.
     pub keep_alive: Duration,
+    /// Items a reader of `GET /v1/stream` may fall behind by before it is told to reload.
+    pub operator_stream_backlog: usize,
     /// Expose `POST /v1/test/clock` to move the relay's clock (tests only).
     pub test_clock: bool,
     /// Header and idle timeouts, and the caps on open connections.
@@ -45,6 +47,7 @@ impl Default for HttpOptions {
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(300),
             keep_alive: Duration::from_secs(15),
+            operator_stream_backlog: 1000,
             test_clock: false,
             connections: ConnectionLimits::default(),
             mcp_allowed_hosts: Vec::new(),
@@ -57,6 +60,8 @@ pub struct App {
     pub calls: Arc<Calls>,
     pub operator: OperatorToken,
     pub options: HttpOptions,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::metrics::Metrics,
     /// Which agent holds a token (by the token's SHA-256), for the request log only.
     callers: Mutex<HashMap<[u8; 32], String>>,
 }
@@ -70,6 +75,7 @@ impl App {
             calls,
             operator,
             options,
+            metrics: crate::metrics::Metrics::default(),
             callers: Mutex::new(HashMap::new()),
         })
     }
@@ -220,6 +226,8 @@ async fn handle(
     let caller = match app.caller(&headers) {
         Ok(caller) => caller,
         Err(error) => {
+            app.metrics
+                .request(route.method, route.path, error.status, started.elapsed());
             tracing::info!(method = route.method, path = route.path, status = error.status, code = %error.code, caller = "unknown", "refused");
             return error_response(&error);
         }
@@ -317,9 +325,14 @@ async fn answer(
     result: Result<Json, ErrorReply>,
 ) -> Response {
     let route = request.route;
+    let status = match &result {
+        Ok(body) => status_of(route, request.export, body),
+        Err(error) => error.status,
+    };
+    app.metrics
+        .request(route.method, route.path, status, elapsed);
     match result {
         Ok(body) => {
-            let status = status_of(route, request.export, &body);
             let who = app.who(request.caller, status).await;
             tracing::info!(
                 method = route.method,
@@ -405,6 +418,109 @@ fn path_pairs(params: &RawPathParams) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where a stream starts: after `Last-Event-ID`, else after the `since` query parameter (taken
+/// out of the pairs the export sees).
+fn stream_start(
+    headers: &HeaderMap,
+    query: &mut Vec<(String, String)>,
+) -> Result<Option<i64>, ErrorReply> {
+    let since_query = take_pair(query, "since")?;
+    let last_event = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().unwrap_or("").to_owned());
+    match last_event.or(since_query) {
+        Some(text) => Ok(Some(text.trim().parse::<i64>().map_err(|_| {
+            ErrorReply::invalid(format!(
+                "Last-Event-ID (or since) must be a message id, not {text}"
+            ))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The operator's event stream, `GET /v1/stream` (docs/http-api.md §10): every message as it
+/// commits (`event: message`, id = message id, from `list-messages` as the operator sees it), a
+/// `change` event after other commits, `reload` for a reader further behind than
+/// `--operator-stream-backlog`. Without `Last-Event-ID` or `since` it starts at the newest
+/// message. Operator only: no token is 401, an agent's token 403.
+async fn operator_stream(
+    State(app): State<Arc<App>>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let opened = async {
+        let caller = app.caller(&headers)?;
+        refuse_unless_operator(
+            &app,
+            &caller,
+            "the operator event stream needs the operator token",
+        )
+        .await?;
+        let Some(export) = app.calls.runtime().export("list-messages").cloned() else {
+            return Err(ErrorReply::new(
+                404,
+                "not_found",
+                "this component has no list-messages export to stream",
+            ));
+        };
+        let export = Arc::new(export);
+        let mut query = query_pairs(raw_query.as_deref());
+        let since = stream_start(&headers, &mut query)?;
+        if let Some((name, _)) = query.first() {
+            return Err(ErrorReply::invalid(format!(
+                "GET /v1/stream takes only since (or Last-Event-ID), not {name}"
+            )));
+        }
+        let caller = caller.to_val();
+        let since = match since {
+            Some(since) => Some(since),
+            None => push::newest_id(&app.calls, &export, &caller).await?,
+        };
+        let request = StreamRequest {
+            export,
+            caller,
+            path: Vec::new(),
+            query,
+            since,
+            keep_alive: app.options.keep_alive,
+            follow: Some(push::Follow {
+                item_event: "message",
+                backlog: app.options.operator_stream_backlog,
+            }),
+        };
+        push::stream(Arc::clone(&app.calls), request).await
+    }
+    .await;
+    opened.unwrap_or_else(|error| {
+        tracing::info!(path = "/v1/stream", status = error.status, code = %error.code, "stream refused");
+        error_response(&error)
+    })
+}
+
+/// Passes the operator; refuses anyone else: 401 without a token or with one the relay does not
+/// know (asked of the relay with `whoami`), 403 with an agent's.
+async fn refuse_unless_operator(app: &App, caller: &Caller, needs: &str) -> Result<(), ErrorReply> {
+    match caller {
+        Caller::Operator => Ok(()),
+        Caller::Anonymous => Err(ErrorReply::new(401, "unauthorized", needs)),
+        Caller::Bearer(_) => {
+            let known = match app.calls.runtime().export("whoami").cloned() {
+                Some(whoami) => app
+                    .calls
+                    .run(&whoami, vec![caller.to_val()])
+                    .await
+                    .is_ok_and(|answer| bridge::outcome(&answer).is_ok()),
+                None => false,
+            };
+            Err(if known {
+                ErrorReply::new(403, "forbidden", format!("{needs}, not an agent's"))
+            } else {
+                ErrorReply::new(401, "unauthorized", needs)
+            })
+        }
+    }
+}
+
 /// An event stream route: starts after `Last-Event-ID` (or the `since` query parameter).
 async fn handle_stream(
     app: Arc<App>,
@@ -416,18 +532,7 @@ async fn handle_stream(
 ) -> Response {
     let opened = async {
         let mut query = query_pairs(raw_query.as_deref());
-        let since_query = take_pair(&mut query, "since")?;
-        let last_event = headers
-            .get("last-event-id")
-            .map(|value| value.to_str().unwrap_or("").to_owned());
-        let since = match last_event.or(since_query) {
-            Some(text) => Some(text.trim().parse::<i64>().map_err(|_| {
-                ErrorReply::invalid(format!(
-                    "Last-Event-ID (or since) must be a message id, not {text}"
-                ))
-            })?),
-            None => None,
-        };
+        let since = stream_start(&headers, &mut query)?;
         let request = StreamRequest {
             export,
             caller: app.caller(&headers)?.to_val(),
@@ -435,6 +540,7 @@ async fn handle_stream(
             query,
             since,
             keep_alive: app.options.keep_alive,
+            follow: None,
         };
         push::stream(Arc::clone(&app.calls), request).await
     }
@@ -443,6 +549,27 @@ async fn handle_stream(
         tracing::debug!(path = route.path, status = error.status, code = %error.code, "stream refused");
         error_response(&error)
     })
+}
+
+/// `GET /metrics` (docs/operations.md, "Metrics"): the operator's, like the stream.
+async fn metrics_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let allowed = match app.caller(&headers) {
+        Ok(caller) => {
+            refuse_unless_operator(&app, &caller, "the metrics need the operator token").await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = allowed {
+        return error_response(&error);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.page(&app.calls),
+    )
+        .into_response()
 }
 
 async fn advance_clock(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -554,6 +681,15 @@ pub fn router(app: Arc<App>) -> Router {
             async move { JsonBody(openapi.as_ref().clone()) }
         }),
     );
+    router = router
+        .route(
+            "/v1/stream",
+            axum::routing::get(operator_stream).fallback(method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(metrics_page).fallback(method_not_allowed),
+        );
     if app.options.test_clock {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
     }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod connections;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod push;
 pub mod routes;

@@ -23,7 +23,7 @@ const CORE_LAYERS: &[&[&str]] = &[
 /// all of them: the server reaches it only as `agent_relay_core::`, and the core cannot reach the
 /// server at all (it does not depend on it).
 const SERVER_LAYERS: &[&[&str]] = &[
-    &["routes", "connections"],
+    &["routes", "connections", "metrics"],
     &["push", "openapi", "client"],
     // `agent-relay mcp` follows the agent's stream with the client's follower (channel.rs).
     &["mcp"],
@@ -41,6 +41,7 @@ const SERVER_ONLY_CRATES: &[&str] = &[
     "clap",
     "tower-http",
     "tracing-subscriber",
+    "prometheus-client",
 ];
 
 /// The guest's modules from the bottom up, the same way. `schema` and its upgrades sit above the

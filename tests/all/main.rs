@@ -15,6 +15,7 @@ mod channels;
 mod cli;
 mod conformance;
 mod connections;
+mod dashboard;
 mod embed;
 mod faults;
 mod files;

@@ -165,6 +165,19 @@ impl Calls {
         &self.options
     }
 
+    /// Calls holding a concurrency slot now (running, or answered by the lane's next commit).
+    pub fn in_flight(&self) -> usize {
+        self.options
+            .max_concurrent_calls
+            .max(1)
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// Waiters (held requests, event streams) subscribed to the commit signal now.
+    pub fn waiters(&self) -> usize {
+        self.commits.waiters()
+    }
+
     /// How many calls have run (every re-run of a held request counts once).
     pub fn runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)

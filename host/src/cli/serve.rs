@@ -47,6 +47,10 @@ pub(super) struct ServeArgs {
     /// How often an idle event stream sends a keep-alive comment, in seconds.
     #[arg(long, default_value_t = 15)]
     keep_alive_secs: u64,
+    /// Messages a reader of the operator stream (`GET /v1/stream`) may fall behind by; past
+    /// it the stream sends `event: reload` and ends, so a slow reader never grows the server.
+    #[arg(long, default_value_t = 1000)]
+    operator_stream_backlog: usize,
     /// Testing only: expose `POST /v1/test/clock {"advanceMs": N}` (operator) to move time.
     #[arg(long)]
     test_clock: bool,
@@ -118,6 +122,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         max_wait: Duration::from_secs(args.max_wait_secs),
         keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
+        operator_stream_backlog: args.operator_stream_backlog,
         test_clock: args.test_clock,
         connections: connection_limits(&args),
         mcp_allowed_hosts: args.mcp_allowed_hosts,
