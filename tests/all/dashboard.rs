@@ -6,93 +6,12 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use agent_relay::client::watch::{EventReader, SseEvent};
+use common::sse::EventStream;
 use common::{Backend, Json, OPERATOR, RelayServer, id_of, json};
 
-/// The operator stream read on the test's side.
-struct Stream {
-    runtime: tokio::runtime::Runtime,
-    response: reqwest::Response,
-    reader: EventReader,
-    ready: std::collections::VecDeque<SseEvent>,
-    ended: bool,
-}
-
-impl Stream {
-    fn open(relay: &RelayServer, last_event_id: Option<i64>) -> Stream {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut request = reqwest::Client::new()
-            .get(format!("{}/v1/stream", relay.base))
-            .bearer_auth(OPERATOR);
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id.to_string());
-        }
-        let response = runtime.block_on(request.send()).unwrap();
-        assert_eq!(response.status(), 200, "the operator stream was refused");
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Stream {
-            runtime,
-            response,
-            reader: EventReader::default(),
-            ready: Default::default(),
-            ended: false,
-        }
-    }
-
-    /// The next event, or `None` when none comes within `within` or the stream ended.
-    fn next(&mut self, within: Duration) -> Option<SseEvent> {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.ready.is_empty() {
-            let response = &mut self.response;
-            let chunk = self
-                .runtime
-                .block_on(async { tokio::time::timeout_at(deadline, response.chunk()).await })
-                .ok()?
-                .unwrap();
-            let Some(chunk) = chunk else {
-                self.ended = true;
-                return None;
-            };
-            self.ready.extend(self.reader.push(&chunk));
-        }
-        self.ready.pop_front()
-    }
-
-    /// The next `message` event within `within` (`change` events passed over), as (id, data).
-    fn next_message(&mut self, within: Duration) -> Option<(i64, Json)> {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self.next(left)?;
-            match event.kind.as_deref() {
-                Some("change") => continue,
-                Some("message") => {
-                    let data: Json = serde_json::from_str(&event.data).unwrap();
-                    let id = data["id"].as_i64().unwrap();
-                    assert_eq!(
-                        event.id,
-                        Some(id.to_string()),
-                        "the event id is the message id"
-                    );
-                    return Some((id, data));
-                }
-                other => panic!("unexpected event {other:?}: {}", event.data),
-            }
-        }
-    }
-
-    fn take_ids(&mut self, count: usize) -> Vec<i64> {
-        (0..count)
-            .map(|n| {
-                self.next_message(Duration::from_secs(30))
-                    .unwrap_or_else(|| panic!("message event {} of {count} never came", n + 1))
-                    .0
-            })
-            .collect()
-    }
+/// The operator stream, resuming after `last_event_id` when given.
+fn operator_stream(relay: &RelayServer, last_event_id: Option<i64>) -> EventStream {
+    EventStream::open(relay, "/v1/stream", OPERATOR, last_event_id)
 }
 
 fn send_to(relay: &RelayServer, agent: &str, body: &str) -> i64 {
@@ -105,7 +24,7 @@ fn the_operator_stream_carries_a_send_within_a_second_and_then_a_change(backend:
     let old: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("old {n}")))
         .collect();
-    let mut stream = Stream::open(&relay, None);
+    let mut stream = operator_stream(&relay, None);
 
     let started = Instant::now();
     let sent = id_of(&relay.send(json!({
@@ -152,7 +71,7 @@ fn a_resumed_operator_stream_carries_exactly_what_was_missed(backend: Backend) {
     let relay = RelayServer::start_on(backend, &[]);
     relay.register(json!({"id": "alice"}));
     relay.register(json!({"id": "bob"}));
-    let mut stream = Stream::open(&relay, None);
+    let mut stream = operator_stream(&relay, None);
     let first = vec![send_to(&relay, "alice", "a1"), send_to(&relay, "bob", "b1")];
     assert_eq!(stream.take_ids(2), first);
     drop(stream);
@@ -162,7 +81,7 @@ fn a_resumed_operator_stream_carries_exactly_what_was_missed(backend: Backend) {
         id_of(&relay.send(json!({"from": "alice", "to": "broadcast", "body": "all"}))),
         send_to(&relay, "alice", "a2"),
     ];
-    let mut resumed = Stream::open(&relay, Some(first[1]));
+    let mut resumed = operator_stream(&relay, Some(first[1]));
     assert_eq!(resumed.take_ids(3), missed, "what was missed, in order");
     assert_eq!(
         resumed.next_message(Duration::from_millis(500)),
@@ -201,14 +120,14 @@ fn a_reader_further_behind_than_the_bound_is_told_to_reload(backend: Backend) {
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
         .collect();
 
-    let mut near = Stream::open(&relay, Some(sent[5]));
+    let mut near = operator_stream(&relay, Some(sent[5]));
     assert_eq!(
         near.take_ids(4),
         sent[6..],
         "four behind is within the bound"
     );
 
-    let mut far = Stream::open(&relay, Some(sent[0]));
+    let mut far = operator_stream(&relay, Some(sent[0]));
     let event = far
         .next(Duration::from_secs(10))
         .expect("a reader nine behind gets an event");

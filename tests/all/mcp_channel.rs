@@ -198,7 +198,7 @@ fn initialize_declares_the_channel_and_a_send_arrives_as_one_notification_with_i
             .contains("<channel"),
         "{answer}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    relay.until_waiters(1);
     let reply = relay.send(json!({"from": "alice", "to": "bob", "subject": "build",
         "body": "the build is red", "claimable": true, "kind": "task"}));
     let sent_at = Instant::now();
@@ -318,7 +318,7 @@ fn more_than_the_rate_limit_is_summarised_in_one_notification() {
     let bob = agent(&relay, "bob", json!({}));
     let mut session = Session::start(&relay.base, &bob, &["--max-per-second", "3"]);
     session.initialize();
-    std::thread::sleep(Duration::from_millis(300));
+    relay.until_waiters(1);
     let ids: Vec<i64> = (0..10)
         .map(|n| send(&relay, "alice", "bob", &format!("n{n}")))
         .collect();
@@ -399,7 +399,7 @@ fn a_hundred_messages_sent_while_the_connection_is_cut_arrive_exactly_once_in_or
     let proxy = Proxy::to(&relay.base);
     let mut session = Session::start(&proxy.base, &bob, &["--max-per-second", "1000"]);
     session.initialize();
-    std::thread::sleep(Duration::from_millis(300));
+    relay.until_waiters(1);
     let mut sent: Vec<i64> = (0..20)
         .map(|n| send(&relay, "alice", "bob", &format!("before {n}")))
         .collect();
@@ -407,6 +407,7 @@ fn a_hundred_messages_sent_while_the_connection_is_cut_arrive_exactly_once_in_or
     assert_eq!(message_ids(&before), sent);
     proxy.cut();
     sent.extend((0..100).map(|n| send(&relay, "alice", "bob", &format!("during {n}"))));
+    // An outage, not a settle wait: the follower's reads fail for a while before it comes back.
     std::thread::sleep(Duration::from_millis(700));
     proxy.restore();
     let after = session.collect(CHANNEL, 101, Duration::from_secs(20));
@@ -436,7 +437,7 @@ fn the_latency_from_a_sends_answer_to_the_notification_over_200_sends() {
     let bob = agent(&relay, "bob", json!({}));
     let mut session = Session::start(&relay.base, &bob, &["--max-per-second", "1000"]);
     session.initialize();
-    std::thread::sleep(Duration::from_millis(300));
+    relay.until_waiters(1);
     let mut took = Vec::new();
     for n in 0..200 {
         let id = send(&relay, "alice", "bob", &format!("ping {n}"));
@@ -571,12 +572,18 @@ fn completing_the_approval_with_a_verdict_answers_the_session_and_an_unanswered_
     // Nobody answers this one: it expires, and user is told in its thread.
     ask(&mut session, "kmnop");
     let late = approval(&relay, "kmnop")["id"].as_i64().unwrap();
-    std::thread::sleep(Duration::from_millis(1800));
-    let thread = relay.get(&format!("/v1/threads/{late}"), OPERATOR).body;
-    assert!(
-        thread.to_string().contains("kmnop expired unanswered"),
-        "{thread}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let thread = relay.get(&format!("/v1/threads/{late}"), OPERATOR).body;
+        if thread.to_string().contains("kmnop expired unanswered") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never told of the expiry: {thread}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     relay.send(json!({"from": "user", "to": "alice", "replyTo": late, "body": "yes kmnop"}));
     assert!(
         session
@@ -798,7 +805,7 @@ fn a_subscribed_inbox_is_told_of_a_new_message_within_500_ms_and_not_after_unsub
     );
     let subscribed = session.request("resources/subscribe", json!({"uri": inbox}));
     assert_eq!(subscribed["result"], json!({}), "{subscribed}");
-    std::thread::sleep(Duration::from_millis(300));
+    relay.until_waiters(1);
 
     let reply = relay.send(json!({"from": "alice", "to": "bob", "body": "news"}));
     let sent_at = Instant::now();
@@ -845,13 +852,26 @@ fn an_idle_session_keeps_its_agent_seen() {
     // The default period (60 s) makes no call within the test.
     let mut idle = Session::start(&relay.base, &carol, &[]);
     idle.initialize();
+    // Both followers' first inbox reads must be behind us before the clock moves (else carol is
+    // seen at the new time); a stream's first read cannot be seen from outside, so this waits.
     std::thread::sleep(Duration::from_millis(300));
     let seen = |id: &str| relay.get(&format!("/v1/agents/{id}"), OPERATOR).body;
     let before = seen("bob")["lastSeen"].as_i64().unwrap();
     // Past the stale time (5 minutes): only a noted call keeps an agent online.
     let ten_minutes = 10 * 60 * 1000;
+    let whoami = r#"relay_http_requests_total{method="GET",route="/v1/whoami",status="200"}"#;
+    let calls_before = relay.metric(whoami).unwrap_or(0.0);
     relay.advance(ten_minutes);
-    std::thread::sleep(Duration::from_millis(2500));
+    // The next keep-alive (every second) is noted at the reaper round after it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metric(whoami).unwrap_or(0.0) <= calls_before {
+        assert!(
+            Instant::now() < deadline,
+            "no keep-alive call in 10 s; stderr {:?}",
+            kept.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     relay.reap();
     let bob_card = seen("bob");
     assert!(

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent_relay::client::watch::{EventReader, SseEvent};
+use common::sse::EventStream;
 use common::{Backend, Json, OPERATOR, RelayServer, id_of, ids, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -136,74 +136,9 @@ fn a_long_poll_needs_the_agents_token(backend: Backend) {
     );
 }
 
-/// A server-sent event stream read on the test's side.
-struct Stream {
-    runtime: tokio::runtime::Runtime,
-    response: reqwest::Response,
-    reader: EventReader,
-    ready: std::collections::VecDeque<SseEvent>,
-}
-
-impl Stream {
-    fn open(relay: &RelayServer, agent: &str, token: &str, last_event_id: Option<i64>) -> Stream {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut request = reqwest::Client::new()
-            .get(format!("{}/v1/agents/{agent}/stream", relay.base))
-            .bearer_auth(token);
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id.to_string());
-        }
-        let response = runtime.block_on(request.send()).unwrap();
-        assert_eq!(response.status(), 200, "the stream was refused");
-        assert_eq!(
-            response.headers()["content-type"],
-            "text/event-stream",
-            "a stream is text/event-stream"
-        );
-        Stream {
-            runtime,
-            response,
-            reader: EventReader::default(),
-            ready: Default::default(),
-        }
-    }
-
-    /// The next event, or `None` when none comes within `within`.
-    fn next(&mut self, within: Duration) -> Option<SseEvent> {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.ready.is_empty() {
-            let response = &mut self.response;
-            let chunk = self
-                .runtime
-                .block_on(async { tokio::time::timeout_at(deadline, response.chunk()).await })
-                .ok()?
-                .unwrap()?;
-            self.ready.extend(self.reader.push(&chunk));
-        }
-        self.ready.pop_front()
-    }
-
-    /// The ids of the next `count` message events, failing if they do not come.
-    fn take_ids(&mut self, count: usize) -> Vec<i64> {
-        (0..count)
-            .map(|n| {
-                let event = self
-                    .next(Duration::from_secs(30))
-                    .unwrap_or_else(|| panic!("event {} of {count} never came", n + 1));
-                let data: Json = serde_json::from_str(&event.data).unwrap();
-                let id = data["id"].as_i64().unwrap();
-                assert_eq!(
-                    event.id,
-                    Some(id.to_string()),
-                    "the event id is the message id"
-                );
-                id
-            })
-            .collect()
-    }
+/// Alice's (or another agent's) event stream, resuming after `last_event_id` when given.
+fn agent_stream(relay: &RelayServer, agent: &str, token: &str, last: Option<i64>) -> EventStream {
+    EventStream::open(relay, &format!("/v1/agents/{agent}/stream"), token, last)
 }
 
 fn send_to(relay: &RelayServer, agent: &str, body: &str) -> i64 {
@@ -216,7 +151,7 @@ fn a_stream_delivers_the_inbox_and_then_each_message_as_it_commits_in_order(back
     let before: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
         .collect();
-    let mut stream = Stream::open(&relay, "alice", &alice, None);
+    let mut stream = agent_stream(&relay, "alice", &alice, None);
     assert_eq!(
         stream.take_ids(3),
         before,
@@ -240,13 +175,13 @@ fn a_stream_resumes_after_last_event_id_with_nothing_lost_or_repeated(backend: B
     let sent: Vec<i64> = (0..3)
         .map(|n| send_to(&relay, "alice", &format!("m{n}")))
         .collect();
-    let mut stream = Stream::open(&relay, "alice", &alice, None);
+    let mut stream = agent_stream(&relay, "alice", &alice, None);
     let seen = stream.take_ids(2);
     drop(stream);
     let mut all = sent.clone();
     all.extend((3..5).map(|n| send_to(&relay, "alice", &format!("m{n}"))));
 
-    let mut resumed = Stream::open(&relay, "alice", &alice, Some(*seen.last().unwrap()));
+    let mut resumed = agent_stream(&relay, "alice", &alice, Some(*seen.last().unwrap()));
     let rest = resumed.take_ids(3);
     assert!(
         resumed.next(Duration::from_millis(500)).is_none(),
@@ -299,7 +234,7 @@ fn a_stream_does_not_push_a_message_claimed_by_someone_else(backend: Backend) {
         json!({"agentId": "bob"}),
     );
     assert_eq!(claim.status, 200, "{:?}", claim.body);
-    let mut stream = Stream::open(&relay, "alice", &alice, None);
+    let mut stream = agent_stream(&relay, "alice", &alice, None);
     let note = send_to(&relay, "alice", "plain note");
     assert_eq!(
         stream.take_ids(1),

@@ -83,13 +83,7 @@ fn admin_commands_refuse_a_missing_database_and_create_none() {
     ];
     for args in commands {
         let out = in_dir(dir.path(), args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            common::described(&out)
-        );
+        let stderr = common::usage_error(&out, &format!("{args:?}"));
         let named = if args.contains(&"elsewhere/relay.db") {
             dir.path().join("elsewhere/relay.db")
         } else {
@@ -111,14 +105,8 @@ fn admin_commands_refuse_a_missing_database_and_create_none() {
     // A folder where the file should be is named as such.
     std::fs::create_dir(dir.path().join("folder.db")).unwrap();
     let folder = in_dir(dir.path(), &["settings", "list", "--db", "folder.db"]);
-    assert_eq!(
-        folder.status.code(),
-        Some(2),
-        "{}",
-        common::described(&folder)
-    );
     assert!(
-        String::from_utf8_lossy(&folder.stderr).contains("is a folder, not a database"),
+        common::usage_error(&folder, "a folder").contains("is a folder, not a database"),
         "{}",
         common::described(&folder)
     );
@@ -302,13 +290,7 @@ fn mcp_without_a_good_token_says_set_relay_token_and_exits_2() {
             command.env("RELAY_TOKEN", token);
         }
         let out = command.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{token:?}: {}",
-            common::described(&out)
-        );
+        let stderr = common::usage_error(&out, &format!("{token:?}"));
         assert!(
             stderr.contains("set RELAY_TOKEN") && stderr.contains("agent-relay agent token ID"),
             "{token:?}: {}",
@@ -332,13 +314,7 @@ fn agent_add_with_an_agents_token_says_where_the_operator_token_is() {
         &["agent", "rm", "alice"],
     ] {
         let out = verb(&relay, Some(&alice), args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            common::described(&out)
-        );
+        let stderr = common::usage_error(&out, &format!("{args:?}"));
         assert!(
             stderr.contains("needs the operator token")
                 && stderr.contains("agent alice's")

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod postgres;
+pub mod sse;
 pub mod upgrade;
 
 use std::io::{BufRead, BufReader};
@@ -155,7 +156,6 @@ pub fn read_until_serving(child: &mut Child) -> Serving {
     }
 }
 
-/// Milliseconds since the Unix epoch, by the machine's clock.
 /// A finished command's exit code and output, for an assertion's message.
 pub fn described(out: &std::process::Output) -> String {
     format!(
@@ -166,6 +166,16 @@ pub fn described(out: &std::process::Output) -> String {
     )
 }
 
+/// The stderr of a command that must have stopped with a usage error: exit 2, no panic.
+/// `what` names the case in the failure message.
+pub fn usage_error(out: &std::process::Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{what}: {}", described(out));
+    assert!(!stderr.contains("panicked"), "{what}: {}", described(out));
+    stderr
+}
+
+/// Milliseconds since the Unix epoch, by the machine's clock.
 pub fn now_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
@@ -420,6 +430,39 @@ impl RelayServer {
         Reply {
             status,
             body: serde_json::from_str(&text).unwrap_or(Json::Null),
+        }
+    }
+
+    /// A sample's value in the operator's `GET /metrics`: the first line that starts with
+    /// `series` (a metric name, with its labels when it has any).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(OPERATOR)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    /// Waits until at least `count` long-polls and event streams wait for commits
+    /// (`relay_waiters`): each has subscribed before its first read, so a send from now on
+    /// reaches it. Fails after 10 s.
+    pub fn until_waiters(&self, count: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let held = self.metric("relay_waiters ").unwrap_or(0.0);
+            if held >= f64::from(count) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{held} waiters after 10 s, not {count}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 

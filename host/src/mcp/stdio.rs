@@ -143,6 +143,11 @@ impl Forward {
     }
 }
 
+/// A relay that cannot be reached, as a tool result the model reads, not a protocol failure.
+fn tool_failure(error: McpError) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(error.message)]).into()
+}
+
 impl ServerHandler for Forward {
     fn get_info(&self) -> ServerConfig {
         let mut config = super::config();
@@ -176,11 +181,8 @@ impl ServerHandler for Forward {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let answer = self.peer().await?.list_tools(request).await;
-        if answer.is_err() {
-            self.drop_relay().await;
-        }
-        answer.map_err(|error| relay_failed(&self.endpoint, error))
+        self.forwarded(async |peer| peer.list_tools(request).await)
+            .await
     }
 
     async fn call_tool(
@@ -191,8 +193,7 @@ impl ServerHandler for Forward {
         let peer = match self.peer().await {
             Ok(peer) => peer,
             Err(error) => {
-                // A tool result the model reads, not a protocol failure.
-                return Ok(CallToolResult::error(vec![ContentBlock::text(error.message)]).into());
+                return Ok(tool_failure(error));
             }
         };
         match peer.call_tool_once(request.clone()).await {
@@ -202,8 +203,7 @@ impl ServerHandler for Forward {
             }
             Err(error) => {
                 self.drop_relay().await;
-                let error = relay_failed(&self.endpoint, error);
-                Ok(CallToolResult::error(vec![ContentBlock::text(error.message)]).into())
+                Ok(tool_failure(relay_failed(&self.endpoint, error)))
             }
         }
     }
