@@ -62,6 +62,23 @@ pub fn record(
     .ok_or_else(|| not_found("the recorded activity event vanished"))
 }
 
+/// An event the relay records of its own accord (a reservation taken or released): `actor` is
+/// the agent that acted, in the feed's `operatorId`.
+pub fn note(
+    actor: &str,
+    action: &str,
+    subject: &str,
+    data: &serde_json::Map<String, serde_json::Value>,
+    now: i64,
+) -> Result<(), RelayError> {
+    db::insert_returning_id(
+        "INSERT INTO activity_events (operator_id, action, subject, data, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+        &params![actor, action, subject, input::to_json_text(data), now],
+    )?;
+    Ok(())
+}
+
 pub fn list(caller: &Caller, query: &ActivityQuery) -> Result<Vec<ActivityEvent>, RelayError> {
     auth::require_operator(caller)?;
     let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;

@@ -42,6 +42,7 @@ mod db;
 mod error;
 #[cfg(feature = "faults")]
 mod faults;
+mod globs;
 mod health;
 mod input;
 mod input_rules;
@@ -50,6 +51,7 @@ mod operator_settings;
 mod orchestrators;
 mod pairs;
 mod reaper;
+mod reservations;
 mod retire;
 mod schema;
 mod settings;

@@ -302,15 +302,19 @@ async fn parse(
 
 /// The status a result calls for: 201 for a creating route's `created: true`, 204 for an
 /// option's `none` (claim-next found no job), 503 when the route says the result reports itself
-/// unavailable, else 200.
+/// unavailable, 409 when it reports itself refused, else 200.
 fn status_of(route: Route, export: &Export, body: &Json) -> u16 {
     let created = route.creates && body.get("created").and_then(Json::as_bool) == Some(true);
     let unavailable = route
         .unavailable_when
         .is_some_and(|(field, value)| body.get(field).and_then(Json::as_str) == Some(value));
+    let refused = route
+        .conflict_when
+        .is_some_and(|(field, value)| body.get(field).and_then(Json::as_str) == Some(value));
     let nothing = body.is_null() && bridge::answers_option(export);
     match (unavailable, created, nothing) {
         (true, _, _) => 503,
+        _ if refused => 409,
         (false, true, _) => 201,
         (false, false, true) => 204,
         (false, false, false) => 200,

@@ -135,9 +135,10 @@ fn responses(route: &Route, export: &Export) -> Json {
         );
     }
     for (status, description) in ERRORS {
-        let schema = match route.unavailable_when {
-            // The result itself, when it reports itself unavailable.
-            Some(_) if *status == "503" => json!({"anyOf": [ok, error]}),
+        let schema = match (route.unavailable_when, route.conflict_when) {
+            // The result itself, when it reports itself unavailable or refused.
+            (Some(_), _) if *status == "503" => json!({"anyOf": [ok, error]}),
+            (_, Some(_)) if *status == "409" => json!({"anyOf": [ok, error]}),
             _ => error.clone(),
         };
         responses.insert(

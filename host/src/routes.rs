@@ -11,7 +11,8 @@
 //! commits; a *streamed* route serves
 //! the export's items as server-sent events, resuming after `Last-Event-ID`. A route may answer
 //! 503 when the result reports itself unavailable (`unavailable_when`), so a monitor sees the
-//! status code. A route whose export the running component lacks is not mounted.
+//! status code, and 409 when the result reports itself refused (`conflict_when`: a reservation
+//! refused with the conflicts that refused it). A route whose export the running component lacks is not mounted.
 
 /// One HTTP route.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,9 @@ pub struct Route {
     pub header: Option<(&'static str, &'static str)>,
     /// `(field, value)`: answer 503 when the result's `field` is the string `value`.
     pub unavailable_when: Option<(&'static str, &'static str)>,
+    /// `(field, value)`: answer 409 (with the result as the body) when the result's `field` is
+    /// the string `value`.
+    pub conflict_when: Option<(&'static str, &'static str)>,
     /// The guest serves callers without credentials here; the OpenAPI document says so.
     pub anonymous: bool,
 }
@@ -47,6 +51,14 @@ impl Route {
     const fn with_header(self, header: &'static str, param: &'static str) -> Route {
         Route {
             header: Some((header, param)),
+            ..self
+        }
+    }
+
+    /// Answers 409 (with the result as the body) when the result's `field` is `value`.
+    const fn conflict_when(self, field: &'static str, value: &'static str) -> Route {
+        Route {
+            conflict_when: Some((field, value)),
             ..self
         }
     }
@@ -77,6 +89,7 @@ const fn route(method: &'static str, path: &'static str, export: &'static str) -
         delivery: Delivery::Once,
         header: None,
         unavailable_when: None,
+        conflict_when: None,
         anonymous: false,
     }
 }
@@ -192,6 +205,21 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/pairs/{pairId}", "get-pair"),
     route("POST", "/v1/pairs/{pairId}/actions", "pair-action"),
     creating("POST", "/v1/pairs/{pairId}/messages", "send-pair-message"),
+    // File reservations and the commit guard's question
+    route("POST", "/v1/reservations", "reserve-paths").conflict_when("outcome", "refused"),
+    route("GET", "/v1/reservations", "list-reservations"),
+    route("POST", "/v1/reservations/check", "check-paths"),
+    route("POST", "/v1/reservations/release", "release-paths"),
+    route(
+        "POST",
+        "/v1/reservations/{reservationId}/renew",
+        "renew-reservation",
+    ),
+    route(
+        "POST",
+        "/v1/reservations/{reservationId}/release",
+        "release-reservation",
+    ),
     // Activity feed and health
     route("POST", "/v1/activity", "record-activity"),
     route("GET", "/v1/activity", "list-activity"),

@@ -50,7 +50,7 @@ const SERVER_ONLY_CRATES: &[&str] = &[
 const GUEST_LAYERS: &[&[&str]] = &[
     &["bindings"],
     &["error", "settings"],
-    &["db", "input"],
+    &["db", "input", "globs"],
     &["auth"],
     &["agents"],
     &["messages"],
@@ -66,6 +66,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
         "orchestrators",
         "pairs",
     ],
+    &["reservations"],
     &["input_rules", "reaper", "retire"],
     &["upgrade"],
     &["upgrade06"],

@@ -29,6 +29,7 @@ mod openapi;
 mod operations;
 mod paging;
 mod push;
+mod reservations;
 mod settings;
 mod setup;
 mod stress;

@@ -139,7 +139,9 @@ fn read_only_tools_say_so() {
             "list_agents",
             "fetch_inbox",
             "get_thread",
-            "list_tasks"
+            "list_tasks",
+            "list_reservations",
+            "check_paths"
         ]
     );
 }

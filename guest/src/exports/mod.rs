@@ -15,6 +15,8 @@ mod orchestrator_queries;
 mod pair_commands;
 mod pair_queries;
 mod queries;
+mod reservation_commands;
+mod reservation_queries;
 mod rule_queries;
 mod settings_commands;
 mod settings_queries;

@@ -127,6 +127,29 @@ pub const TOOLS: &[ToolSpec] = &[
         "set-task-status",
         "Resolve, dismiss or reopen a task.",
     ),
+    tool(
+        "reserve_paths",
+        "reserve-paths",
+        "Reserve paths of a project (gitignore-style globs relative to its top level) under a \
+         lease before you edit them. Answers the reservation and the conflicts: other agents' \
+         live reservations overlapping yours. Exclusive (the default) overlapping another \
+         exclusive one is refused (`outcome: refused`) unless `force`.",
+    ),
+    tool(
+        "release_paths",
+        "release-paths",
+        "Release your reservations of a project: those holding one of `paths`, or all of them.",
+    ),
+    tool(
+        "list_reservations",
+        "list-reservations",
+        "Live reservations, filtered by project, holder or a path they overlap.",
+    ),
+    tool(
+        "check_paths",
+        "check-paths",
+        "Whether paths overlap other agents' live reservations (`blocked`: an exclusive one).",
+    ),
 ];
 
 /// Parameters and record fields the relay fills in with the caller's own agent id.
