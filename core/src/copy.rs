@@ -284,7 +284,8 @@ fn last_id(from: &mut dyn Session, table: &Table, column: &str) -> anyhow::Resul
     Ok(present.max(sequence))
 }
 
-/// The tables of the session's database, by name.
+/// The tables of the session's database, by name: SQLite's virtual tables (a full-text index)
+/// and their shadow tables are left out, as the target's own fill themselves from the rows copied.
 fn tables(session: &mut dyn Session) -> anyhow::Result<BTreeMap<String, Table>> {
     let mut found = BTreeMap::new();
     match session.dialect() {
@@ -292,7 +293,12 @@ fn tables(session: &mut dyn Session) -> anyhow::Result<BTreeMap<String, Table>> 
             let rows = session
                 .query(
                     "SELECT name, sql FROM sqlite_master WHERE type = 'table' \
-                     AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+                     AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+                     AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' \
+                     AND NOT EXISTS (SELECT 1 FROM sqlite_master v WHERE v.type = 'table' \
+                         AND v.sql LIKE 'CREATE VIRTUAL TABLE%' \
+                         AND sqlite_master.name LIKE v.name || '\\_%' ESCAPE '\\') \
+                     ORDER BY name",
                     &[],
                 )
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;

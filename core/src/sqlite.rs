@@ -119,6 +119,8 @@ const GUEST_READ_PRAGMAS: &[&str] = &[
     "max_page_count",
     "freelist_count",
     "user_version",
+    // FTS5 (the message search index) reads it itself when it opens its table.
+    "data_version",
 ];
 
 fn guest_may_run_pragma(name: &str, value: Option<&str>) -> bool {

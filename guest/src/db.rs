@@ -99,6 +99,17 @@ impl Row {
         }
     }
 
+    pub fn real(&self, column: &str) -> Result<f64, RelayError> {
+        match self.value(column)? {
+            Value::Real(r) => Ok(*r),
+            #[allow(clippy::cast_precision_loss)]
+            Value::Integer(n) => Ok(*n as f64),
+            _ => Err(RelayError::Internal(format!(
+                "column {column} is not a number"
+            ))),
+        }
+    }
+
     pub fn flag(&self, column: &str) -> Result<bool, RelayError> {
         Ok(self.opt_int(column)?.unwrap_or(0) != 0)
     }

@@ -54,6 +54,7 @@ mod reaper;
 mod reservations;
 mod retire;
 mod schema;
+mod search;
 mod settings;
 mod tasks;
 mod upgrade;

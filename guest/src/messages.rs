@@ -191,6 +191,48 @@ fn message_from_row(row: &Row) -> Result<Message, RelayError> {
     })
 }
 
+/// The condition over `messages m` (and its values) selecting what `identity` may read one by
+/// one: everything for the operator; for an agent what it sent or what was sent to a target
+/// reaching it, after its history floor.
+pub fn readable_by(identity: &Identity) -> Result<(String, Vec<Value>), RelayError> {
+    let mut filter = "1 = 1".to_owned();
+    let mut values: Vec<Value> = Vec::new();
+    if let Identity::Agent(id) = identity {
+        let targets = agents::targets_reaching(&agents::require(id)?)?;
+        let placeholders = vec!["?"; targets.len()].join(", ");
+        filter.push_str(&format!(
+            " AND (m.from_agent = ? OR m.to_target IN ({placeholders})) AND m.id > ?"
+        ));
+        values.push(Value::from(id.as_str()));
+        values.extend(targets.into_iter().map(Value::from));
+        values.push(Value::from(agents::history_floor(id)?));
+    }
+    Ok((filter, values))
+}
+
+/// The messages with these ids, in the order given, as many as the page budget holds.
+pub fn page_of(ids: &[i64]) -> Result<Vec<Message>, RelayError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    let order: String = (0..ids.len())
+        .map(|i| format!(" WHEN ? THEN {i}"))
+        .collect();
+    let mut values: Vec<Value> = ids.iter().copied().map(Value::from).collect();
+    values.extend(ids.iter().copied().map(Value::from));
+    db::query_page(
+        &format!(
+            "{} WHERE m.id IN ({placeholders}) ORDER BY CASE m.id{order} END",
+            message_select()
+        ),
+        &values,
+    )?
+    .iter()
+    .map(message_from_row)
+    .collect()
+}
+
 /// The message with this id, or 404.
 pub fn load(id: i64) -> Result<Message, RelayError> {
     db::query_one(
@@ -862,18 +904,7 @@ pub fn list(caller: &Caller, query: &MessageQuery, now: i64) -> Result<Vec<Messa
         .map(|kind| input::id("kind", kind))
         .transpose()?;
     let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
-    let mut filter = "1 = 1".to_owned();
-    let mut values: Vec<Value> = Vec::new();
-    if let Identity::Agent(id) = &identity {
-        let targets = agents::targets_reaching(&agents::require(id)?)?;
-        let placeholders = vec!["?"; targets.len()].join(", ");
-        filter.push_str(&format!(
-            " AND (m.from_agent = ? OR m.to_target IN ({placeholders})) AND m.id > ?"
-        ));
-        values.push(Value::from(id.as_str()));
-        values.extend(targets.into_iter().map(Value::from));
-        values.push(Value::from(agents::history_floor(id)?));
-    }
+    let (mut filter, mut values) = readable_by(&identity)?;
     if let Some(state) = query.state {
         filter_state(&mut filter, &mut values, state, now);
     }

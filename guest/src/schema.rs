@@ -263,10 +263,31 @@ const STEPS: &[Step] = &[
     // Step 8 is the job queue's (another branch); this step does not depend on it.
     Step {
         version: 9,
-        name: "file reservations",
+        name: "file reservations and message search",
         before: nothing_before,
         after: |_| Ok(()),
         statements: &[
+            // Full-text search (search.rs): an FTS5 index over the messages' subject and body,
+            // its content read from `messages`, kept in step by triggers in the transaction that
+            // writes the message; built for the messages already there.
+            "CREATE VIRTUAL TABLE IF NOT EXISTS message_search USING fts5(
+            subject, body, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )",
+            "CREATE TRIGGER IF NOT EXISTS message_search_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO message_search(rowid, subject, body) VALUES (new.id, new.subject, new.body);
+        END",
+            "CREATE TRIGGER IF NOT EXISTS message_search_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO message_search(message_search, rowid, subject, body)
+                VALUES ('delete', old.id, old.subject, old.body);
+        END",
+            "CREATE TRIGGER IF NOT EXISTS message_search_update AFTER UPDATE OF subject, body
+            ON messages BEGIN
+            INSERT INTO message_search(message_search, rowid, subject, body)
+                VALUES ('delete', old.id, old.subject, old.body);
+            INSERT INTO message_search(rowid, subject, body) VALUES (new.id, new.subject, new.body);
+        END",
+            "INSERT INTO message_search(message_search) VALUES ('rebuild')",
             "CREATE TABLE IF NOT EXISTS reservations (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             project TEXT NOT NULL,
@@ -292,6 +313,10 @@ const RESERVATIONS_LIVE_INDEX: &str = "CREATE INDEX IF NOT EXISTS idx_reservatio
     ON reservations(project, expires_at) WHERE released_at IS NULL";
 const RESERVATIONS_AGENT_INDEX: &str = "CREATE INDEX IF NOT EXISTS idx_reservations_agent
     ON reservations(agent_id) WHERE released_at IS NULL";
+
+/// Step 9 on PostgreSQL: search (search.rs) reads a `tsvector` of subject and body, indexed.
+const POSTGRES_MESSAGE_SEARCH: &str = "CREATE INDEX IF NOT EXISTS idx_msg_search ON messages
+    USING GIN (to_tsvector('simple', COALESCE(subject, '') || ' ' || body))";
 
 /// Step 9 on PostgreSQL.
 const POSTGRES_RESERVATIONS: &str = r#"CREATE TABLE IF NOT EXISTS reservations (
@@ -325,11 +350,12 @@ const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[
     ),
     (
         9,
-        "file reservations",
+        "file reservations and message search",
         &[
             POSTGRES_RESERVATIONS,
             RESERVATIONS_LIVE_INDEX,
             RESERVATIONS_AGENT_INDEX,
+            POSTGRES_MESSAGE_SEARCH,
         ],
     ),
 ];
@@ -525,6 +551,7 @@ const POSTGRES_SCHEMA: &[&str] = &[
     POSTGRES_RESERVATIONS,
     RESERVATIONS_LIVE_INDEX,
     RESERVATIONS_AGENT_INDEX,
+    POSTGRES_MESSAGE_SEARCH,
 ];
 
 /// The schema version this build writes.

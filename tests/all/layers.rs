@@ -65,6 +65,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
         "operator_settings",
         "orchestrators",
         "pairs",
+        "search",
     ],
     &["reservations"],
     &["input_rules", "reaper", "retire"],

@@ -30,6 +30,7 @@ mod operations;
 mod paging;
 mod push;
 mod reservations;
+mod search;
 mod settings;
 mod setup;
 mod stress;

@@ -141,6 +141,7 @@ fn read_only_tools_say_so() {
             "get_thread",
             "list_tasks",
             "list_reservations",
+            "search_messages",
             "check_paths"
         ]
     );

@@ -30,11 +30,11 @@ TOOLS = {
     "whoami", "list_agents", "send_message", "fetch_inbox", "mark_read", "get_thread",
     "claim_next", "claim_message", "renew_claim", "release_claim", "complete_claim", "heartbeat",
     "set_status", "list_tasks", "set_task_status", "reserve_paths", "release_paths",
-    "list_reservations", "check_paths",
+    "list_reservations", "search_messages", "check_paths",
 }
 READ_ONLY = {
     "whoami", "list_agents", "fetch_inbox", "get_thread", "list_tasks", "list_reservations",
-    "check_paths",
+    "search_messages", "check_paths",
 }
 
 

@@ -18,6 +18,7 @@ mod queries;
 mod reservation_commands;
 mod reservation_queries;
 mod rule_queries;
+mod search_queries;
 mod settings_commands;
 mod settings_queries;
 mod task_commands;

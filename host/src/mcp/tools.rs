@@ -146,6 +146,13 @@ pub const TOOLS: &[ToolSpec] = &[
         "Live reservations, filtered by project, holder or a path they overlap.",
     ),
     tool(
+        "search_messages",
+        "search-messages",
+        "Full-text search over the subject and body of the messages you may read, best first, \
+         with highlighted snippets. `q`: words (all must occur), \"a phrase\", prefix*, -word, \
+         a OR b; page on with `offset`.",
+    ),
+    tool(
         "check_paths",
         "check-paths",
         "Whether paths overlap other agents' live reservations (`blocked`: an exclusive one).",
