@@ -19,6 +19,7 @@ mod dashboard;
 mod embed;
 mod faults;
 mod files;
+mod guard;
 mod hosts;
 mod jobs;
 mod layers;

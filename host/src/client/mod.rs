@@ -13,6 +13,7 @@ mod hooks;
 mod jobs;
 mod messages;
 mod relay;
+mod reserve;
 mod tasks;
 pub mod view;
 pub mod watch;
@@ -170,6 +171,19 @@ pub enum Verb {
     /// Resolve or dismiss a task.
     #[command(after_help = EXIT_CODES)]
     Task(tasks::TaskArgs),
+    /// Reserve paths of this repository under a lease before editing them (others see the
+    /// overlap; the guard refuses their commits touching them).
+    #[command(after_help = EXIT_CODES)]
+    Reserve(reserve::ReserveArgs),
+    /// Release this agent's reservations of the repository (the given patterns, or all).
+    #[command(after_help = EXIT_CODES)]
+    Unreserve(reserve::UnreserveArgs),
+    /// Full-text search over the messages this token may read, best first.
+    #[command(after_help = EXIT_CODES)]
+    Search(reserve::SearchArgs),
+    /// The git pre-commit guard: refuse commits touching paths another agent holds.
+    #[command(subcommand)]
+    Guard(reserve::GuardCommand),
     /// Operator: add an agent and hand out its token, issue a new token, remove an agent.
     #[command(subcommand)]
     Agent(agents::AgentCommand),
@@ -198,6 +212,10 @@ pub fn run(verb: Verb) -> ExitCode {
         Verb::Status(args) => (args.connection.json, jobs::status(args)),
         Verb::Tasks(args) => (args.connection.json, tasks::list(args)),
         Verb::Task(args) => (args.connection.json, tasks::change(args)),
+        Verb::Reserve(args) => (args.acting.connection.json, reserve::reserve(args)),
+        Verb::Unreserve(args) => (args.acting.connection.json, reserve::unreserve(args)),
+        Verb::Search(args) => (args.connection.json, reserve::search(args)),
+        Verb::Guard(command) => (command.json(), reserve::guard(command)),
         Verb::Agent(command) => (command.connection().json, agents::operate(command)),
     };
     match result {
