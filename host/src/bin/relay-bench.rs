@@ -73,6 +73,9 @@ struct Plan {
     poll_small: usize,
     poll_large: usize,
     polls: usize,
+    /// Messages stored for the search figures, and the searches timed.
+    search_messages: usize,
+    searches: usize,
     backlog: usize,
     /// The groups of figures to measure (all unless `--only`).
     groups: Vec<String>,
@@ -89,6 +92,8 @@ impl Plan {
                 poll_small: 1_000,
                 poll_large: 5_000,
                 polls: 5,
+                search_messages: 2_000,
+                searches: 5,
                 backlog: 64,
                 groups: GROUPS.map(String::from).to_vec(),
             },
@@ -100,6 +105,8 @@ impl Plan {
                 poll_small: 1_000,
                 poll_large: 100_000,
                 polls: 21,
+                search_messages: 100_000,
+                searches: 100,
                 backlog: 1_000,
                 groups: GROUPS.map(String::from).to_vec(),
             },
@@ -111,6 +118,8 @@ impl Plan {
                 poll_small: 1_000,
                 poll_large: 1_000_000,
                 polls: 51,
+                search_messages: 100_000,
+                searches: 100,
                 backlog: 5_000,
                 groups: GROUPS.map(String::from).to_vec(),
             },
@@ -149,7 +158,7 @@ Measures the relay against its floor (docs/benchmarks.md) and prints one figure 
   --smoke          a few iterations of everything, for CI (not for timing)
   --json PATH      also write the figures as one JSON object
   --synchronous M  PRAGMA synchronous of the in-process figures (default full; HTTP is always full)
-  --only GROUP     run one group: instantiate, sends, polls or http (repeatable)
+  --only GROUP     run one group: instantiate, sends, polls, search or http (repeatable)
   --db URL         run the HTTP figures (only) on PostgreSQL: a fresh database is made on the
                    server URL names (the role needs CREATEDB) and dropped afterwards
   --hosts N        with --db: N relay hosts share that database; clients spread over them
@@ -158,7 +167,7 @@ Measures the relay against its floor (docs/benchmarks.md) and prints one figure 
 Build first: cargo build --release (the HTTP figures start target/release/agent-relay).";
 
 /// The groups of figures, in the order they run.
-const GROUPS: [&str; 4] = ["instantiate", "sends", "polls", "http"];
+const GROUPS: [&str; 5] = ["instantiate", "sends", "polls", "search", "http"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -267,6 +276,9 @@ fn run(plan: &Plan, dir: &Path, server: &Path, figures: &mut Figures) -> anyhow:
     }
     if wanted("polls") {
         polls(plan, dir, figures)?;
+    }
+    if wanted("search") {
+        search(plan, &dir.join("search.db"), figures)?;
     }
     if wanted("http") {
         http(plan, dir, server, figures)?;
@@ -717,6 +729,87 @@ fn poll_ms(plan: &Plan, path: &Path, total: usize) -> anyhow::Result<f64> {
         anyhow::ensure!(got == 50, "the poll returned {got} messages, not 50");
     }
     Ok(median(samples))
+}
+
+/// Search beside an inbox poll, on one database of `search_messages` messages with varied
+/// bodies (inserted natively; the search index's triggers index them as they go in): the
+/// median of `searches` searches for a word in 1 message of 1,000, for a word in every message
+/// (one page of the best 20), and of as many 50-message polls.
+fn search(plan: &Plan, path: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    let relay = open(path)?;
+    register(&relay, &json!({"id": "p"}))?;
+    register(&relay, &json!({"id": "other"}))?;
+    {
+        let conn = rusqlite::Connection::open(path)?;
+        let mut left = plan.search_messages.saturating_sub(50);
+        let mut next = 0usize;
+        while left > 0 {
+            let batch = left.min(50_000);
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2) \
+                 INSERT INTO messages (from_agent, to_target, kind, subject, body, created_at) \
+                 SELECT 'other', 'user', 'chat', 'status report ' || (i % 97), \
+                   'the build of topic' || (i % 1000) || ' went ' || \
+                   CASE i % 3 WHEN 0 THEN 'green after the cache fix' \
+                     WHEN 1 THEN 'red on the flaky network test' \
+                     ELSE 'slowly but the deploy went out' END, i FROM n",
+                rusqlite::params![i64::try_from(next)?, i64::try_from(next + batch - 1)?],
+            )?;
+            conn.execute_batch("COMMIT")?;
+            next += batch;
+            left -= batch;
+        }
+    }
+    for _ in 0..50 {
+        call(&relay, "send-message", &send_input_from("other", "p"))?;
+    }
+    let timed = |export: &str, args: &Json, expect: usize| -> anyhow::Result<f64> {
+        let mut samples = Vec::with_capacity(plan.searches);
+        for _ in 0..plan.searches {
+            let started = Instant::now();
+            let answer = call(&relay, export, args)?;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            let got = answer.as_array().map_or(0, Vec::len);
+            anyhow::ensure!(got == expect, "{export} answered {got} items, not {expect}");
+        }
+        Ok(median(samples))
+    };
+    let stored = plan.search_messages;
+    let rare = timed(
+        "search-messages",
+        &json!({"query": {"q": "topic123", "limit": 20}}),
+        (plan.search_messages / 1_000).clamp(1, 20),
+    )?;
+    figures.put(
+        "search_ms",
+        rare,
+        format!(
+            "median of {} searches for a word in 1 message of 1,000 (page of 20), {stored} messages",
+            plan.searches
+        ),
+    );
+    let common = timed(
+        "search-messages",
+        &json!({"query": {"q": "build", "limit": 20}}),
+        20,
+    )?;
+    figures.put(
+        "search_common_ms",
+        common,
+        format!("the same for a word in every message (the best 20 of {stored})"),
+    );
+    let poll = timed(
+        "poll-inbox",
+        &json!({"agentId": "p", "query": {"limit": 50}}),
+        50,
+    )?;
+    figures.put(
+        "search_poll_ms",
+        poll,
+        "beside them, the median 50-message poll-inbox on that database",
+    );
+    Ok(())
 }
 
 fn send_input_from(from: &str, to: &str) -> Json {
