@@ -45,6 +45,7 @@ runs=(
     "README:Walk-through with the CLI"
     "README:Wake an idle agent"
     "README:Three agents in one checkout"
+    "README:Several agents in one repository"
 )
 
 work="$(mktemp -d)"

@@ -173,17 +173,17 @@ fn conflict_line(conflict: &Json, now: i64) -> String {
         .map_or_else(String::new, |r| format!(" ({r})"));
     let expires = conflict["expiresAt"].as_i64().unwrap_or(0);
     format!(
-        "{} is held by {}{reason}: {} {}, reservation {}{}",
+        "{} is held by {}{reason} ({}{}, {} left, reservation {})",
         conflict["path"].as_str().unwrap_or(""),
         conflict["agentId"].as_str().unwrap_or(""),
         conflict["held"].as_str().unwrap_or(""),
-        view::left(expires - now),
-        conflict["reservationId"],
         if conflict["exclusive"] == true {
             ""
         } else {
-            " (shared)"
+            ", shared"
         },
+        view::left(expires - now),
+        conflict["reservationId"],
     )
 }
 
@@ -201,8 +201,9 @@ pub fn reserve(args: &ReserveArgs) -> Outcome {
     if let Some(reason) = &args.reason {
         body["reason"] = json!(reason);
     }
+    let answered = relay.post("/v1/reservations", &body);
     let now = view::now_ms();
-    match relay.post("/v1/reservations", &body) {
+    match answered {
         Ok(answer) => {
             emit(&args.acting.connection, &answer.body, |answer| {
                 let reservation = &answer["reservation"];
