@@ -387,25 +387,3 @@ fn walk(n: usize, m: usize, step: impl Fn(usize, usize, &mut dyn FnMut(usize, us
     }
     false
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlaps() {
-        for (a, b, expected) in [
-            ("src/**", "src/a.rs", true),
-            ("docs/*.md", "src/*.md", false),
-            ("src/*.rs", "src/a*", true),
-            ("src/a?.rs", "src/b*", false),
-            ("[a-c]*", "b", true),
-            ("[!a-c]*", "b", false),
-            ("**/*.md", "src/main.rs", false),
-            ("src", "src/main.rs", true),
-        ] {
-            assert_eq!(overlap(a, b), expected, "{a} vs {b}");
-            assert_eq!(overlap(b, a), expected, "{b} vs {a}");
-        }
-    }
-}

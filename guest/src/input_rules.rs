@@ -15,7 +15,7 @@ use crate::bindings::agent_relay::relay::task_types::{TaskSeverity, TaskStatus};
 use crate::bindings::agent_relay::relay::types::AgentKind;
 use crate::db::{self, Stored};
 use crate::input::{ID_PATTERN, MAX_BODY, MAX_ID, MAX_SHORT_TEXT};
-use crate::{orchestrators, settings};
+use crate::{globs, orchestrators, reservations, search, settings};
 
 /// A check the relay makes on one argument.
 #[derive(Debug, Clone)]
@@ -46,6 +46,17 @@ enum Rule {
     /// A channel route target (`channels::checked_target`): a broadcast names no id, every other
     /// type needs one.
     RouteTarget,
+    /// An integer between these bounds (a reservation's `ttlMs`, a search's `offset`).
+    Between(i64, i64),
+    /// A list of this many items, at least and at most.
+    Items(usize, usize),
+    /// A project key (`reservations::parse_project`): a short text, not blank, no control
+    /// characters.
+    Project,
+    /// A reservation pattern (`globs::normalise`): its length.
+    Glob,
+    /// A search query (`search::parse`): its length.
+    Query,
 }
 
 /// The group prefixes of a target that name a group only with something after them
@@ -65,7 +76,8 @@ fn claim_input(lease: bool) -> Vec<(&'static str, Rule)> {
 #[allow(clippy::too_many_lines)] // one table
 fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
     use Rule::{
-        Body, Id, IdWithin, LeaseMs, Limit, NotBlank, OneOf, RouteTarget, Secret, ShortText, Target,
+        Between, Body, Glob, Id, IdWithin, Items, LeaseMs, Limit, NotBlank, OneOf, Project, Query,
+        RouteTarget, Secret, ShortText, Target,
     };
     let limit = || vec![("query.limit", Limit)];
     let registrable_kinds = AgentKind::ALL
@@ -288,6 +300,73 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
             ],
         ),
         ("list-activity", limit()),
+        // Reservations and search.
+        (
+            "reserve-paths",
+            vec![
+                ("input.agentId", Id),
+                ("input.project", Project),
+                ("input.paths", Items(1, reservations::MAX_PATTERNS)),
+                ("input.paths[]", Glob),
+                (
+                    "input.ttlMs",
+                    Between(reservations::MIN_TTL_MS, reservations::MAX_TTL_MS),
+                ),
+                ("input.reason", ShortText),
+                ("input.instanceId", Id),
+            ],
+        ),
+        (
+            "renew-reservation",
+            vec![
+                ("input.agentId", Id),
+                (
+                    "input.ttlMs",
+                    Between(reservations::MIN_TTL_MS, reservations::MAX_TTL_MS),
+                ),
+                ("input.instanceId", Id),
+            ],
+        ),
+        (
+            "release-reservation",
+            vec![("input.agentId", Id), ("input.instanceId", Id)],
+        ),
+        (
+            "release-paths",
+            vec![
+                ("input.agentId", Id),
+                ("input.project", Project),
+                ("input.paths", Items(1, reservations::MAX_PATTERNS)),
+                ("input.paths[]", Glob),
+                ("input.instanceId", Id),
+            ],
+        ),
+        (
+            "list-reservations",
+            vec![
+                ("query.project", Project),
+                ("query.holder", Id),
+                ("query.path", Glob),
+                ("query.limit", Limit),
+            ],
+        ),
+        (
+            "check-paths",
+            vec![
+                ("input.project", Project),
+                ("input.paths", Items(1, reservations::MAX_CHECKED_PATHS)),
+                ("input.paths[]", Glob),
+                ("input.agentId", Id),
+            ],
+        ),
+        (
+            "search-messages",
+            vec![
+                ("query.q", Query),
+                ("query.offset", Between(0, i64::from(search::MAX_OFFSET))),
+                ("query.limit", Between(1, i64::from(search::MAX_LIMIT))),
+            ],
+        ),
     ]
 }
 
@@ -314,6 +393,20 @@ fn keywords(rule: &Rule) -> Json {
             "maximum": settings::default_number(settings::MAX_LEASE_MS),
         }),
         Rule::OneOf(texts) => json!({ "enum": texts }),
+        Rule::Between(min, max) => json!({"minimum": min, "maximum": max}),
+        Rule::Items(min, max) => json!({"minItems": min, "maxItems": max}),
+        Rule::Project => json!({
+            "maxLength": reservations::MAX_PROJECT,
+            "pattern": concat!(
+                "^[^\\x00-\\x1f\\x7f-\\x9f]*",
+                "[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+                "[^\\x00-\\x1f\\x7f-\\x9f]*$"
+            ),
+        }),
+        // Their languages are more than a regular expression says: the lengths only (the
+        // guest names what is wrong with anything else, 400).
+        Rule::Glob => json!({"minLength": 1, "maxLength": globs::MAX_PATTERN}),
+        Rule::Query => json!({"maxLength": search::MAX_QUERY}),
         Rule::RouteTarget => {
             let named: Vec<&str> = RouteTargetType::ALL
                 .iter()

@@ -19,7 +19,7 @@ pub const MAX_QUERY: usize = 500;
 pub const MAX_TERMS: usize = 16;
 pub const MAX_OFFSET: u32 = 10_000;
 const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 100;
 /// What marks a found word in a snippet.
 const MARK: &str = "**";
 
