@@ -19,6 +19,8 @@ pub const MAX_QUERY: usize = 500;
 pub const MAX_TERMS: usize = 16;
 pub const MAX_OFFSET: u32 = 10_000;
 const DEFAULT_LIMIT: u32 = 20;
+/// The most matches one search ranks: the newest of those the caller may read.
+const MAX_RANKED: i64 = 5_000;
 pub const MAX_LIMIT: u32 = 100;
 /// What marks a found word in a snippet.
 const MARK: &str = "**";
@@ -223,23 +225,39 @@ pub fn search(caller: &Caller, query: &SearchQuery) -> Result<Vec<SearchHit>, Re
     } else {
         fts5(&parsed)
     };
-    let mut values = vec![Value::from(text.as_str())];
-    let sql = if postgres {
-        values.push(Value::from(text.as_str()));
-        format!(
-            "SELECT m.id AS id, CAST(ts_rank({PG_DOCUMENT}, to_tsquery('simple', ?)) AS DOUBLE PRECISION) AS score
-             FROM messages m WHERE {PG_DOCUMENT} @@ to_tsquery('simple', ?) AND {filter}
-             ORDER BY score DESC, m.id DESC LIMIT ? OFFSET ?"
+    // The newest `MAX_RANKED` matches the caller may read are ranked; a query matching more
+    // (a word in every message) is bounded by that, not by the size of the relay.
+    let (sql, mut values) = if postgres {
+        (
+            format!(
+                "SELECT c.id AS id, CAST(ts_rank(to_tsvector('simple', COALESCE(c.subject, '') || ' ' || c.body),
+                     to_tsquery('simple', ?)) AS DOUBLE PRECISION) AS score
+                 FROM (SELECT m.id, m.subject, m.body FROM messages m
+                       WHERE {PG_DOCUMENT} @@ to_tsquery('simple', ?) AND {filter}
+                       ORDER BY m.id DESC LIMIT ?) c
+                 ORDER BY score DESC, c.id DESC LIMIT ? OFFSET ?"
+            ),
+            vec![Value::from(text.as_str()), Value::from(text.as_str())],
         )
     } else {
-        format!(
-            "SELECT m.id AS id, -bm25(message_search, 2.0, 1.0) AS score
-             FROM message_search JOIN messages m ON m.id = message_search.rowid
-             WHERE message_search MATCH ? AND {filter}
-             ORDER BY score DESC, m.id DESC LIMIT ? OFFSET ?"
+        (
+            format!(
+                "SELECT m.id AS id, -bm25(message_search, 2.0, 1.0) AS score
+                 FROM message_search JOIN messages m ON m.id = message_search.rowid
+                 WHERE message_search MATCH ?1 AND {filter} AND message_search.rowid >=
+                     (SELECT COALESCE(MIN(id), 0) FROM
+                        (SELECT m.id AS id FROM message_search
+                         JOIN messages m ON m.id = message_search.rowid
+                         WHERE message_search MATCH ?1 AND {filter}
+                         ORDER BY message_search.rowid DESC LIMIT ?))
+                 ORDER BY score DESC, m.id DESC LIMIT ? OFFSET ?"
+            ),
+            // The caller's filter twice: for the matches ranked, and for the newest of them.
+            [vec![Value::from(text.as_str())], filter_values.clone()].concat(),
         )
     };
     values.extend(filter_values);
+    values.push(Value::from(MAX_RANKED));
     values.push(Value::from(limit));
     values.push(Value::from(i64::from(offset)));
     let ranked: Vec<(i64, f64)> = db::query(&sql, &values)?

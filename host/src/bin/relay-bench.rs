@@ -797,7 +797,9 @@ fn search(plan: &Plan, path: &Path, figures: &mut Figures) -> anyhow::Result<()>
     figures.put(
         "search_common_ms",
         common,
-        format!("the same for a word in every message (the best 20 of {stored})"),
+        format!(
+            "the same for a word in every message of {stored} (the best 20 of the newest 5,000)"
+        ),
     );
     let poll = timed(
         "poll-inbox",
