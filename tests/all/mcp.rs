@@ -530,3 +530,66 @@ fn tool_results_say_where_each_job_stands_and_offer_only_an_open_one() {
         "no job, no words added: {thread}"
     );
 }
+
+#[test]
+fn agents_reserve_check_release_and_search_through_their_tools() {
+    let relay = RelayServer::start();
+    let alice = relay.register(json!({"id": "alice"}));
+    let bob = relay.register(json!({"id": "bob"}));
+    let reserved = call_tool(
+        &relay,
+        &alice,
+        "reserve_paths",
+        json!({"project": "shop", "paths": ["src/auth/**"], "reason": "auth refactor"}),
+    );
+    assert_eq!(reserved["isError"], false, "{reserved}");
+    assert_eq!(
+        reserved["structuredContent"]["reservation"]["agentId"], "alice",
+        "{reserved}"
+    );
+    // Bob's tools act as bob: refused, with alice's reservation as the conflict.
+    let refused = call_tool(
+        &relay,
+        &bob,
+        "reserve_paths",
+        json!({"project": "shop", "paths": ["src/auth/login.rs"]}),
+    );
+    assert_eq!(
+        refused["structuredContent"]["outcome"], "refused",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["structuredContent"]["conflicts"][0]["agentId"],
+        "alice"
+    );
+    let checked = call_tool(
+        &relay,
+        &bob,
+        "check_paths",
+        json!({"project": "shop", "paths": ["src/auth/login.rs"]}),
+    );
+    assert_eq!(checked["structuredContent"]["blocked"], true, "{checked}");
+    let listed = call_tool(
+        &relay,
+        &bob,
+        "list_reservations",
+        json!({"project": "shop"}),
+    );
+    assert!(text_of(&listed).contains("src/auth/**"), "{listed}");
+    let released = call_tool(&relay, &alice, "release_paths", json!({"project": "shop"}));
+    assert_eq!(released["isError"], false, "{released}");
+    let checked = call_tool(
+        &relay,
+        &bob,
+        "check_paths",
+        json!({"project": "shop", "paths": ["src/auth/login.rs"]}),
+    );
+    assert_eq!(checked["structuredContent"]["blocked"], false, "{checked}");
+
+    relay.send(json!({"from": "alice", "to": "bob", "body": "the LRU cache stays"}));
+    let found = call_tool(&relay, &bob, "search_messages", json!({"q": "lru"}));
+    assert!(text_of(&found).contains("**LRU**"), "{found}");
+    let bad = call_tool(&relay, &bob, "search_messages", json!({"q": "\"open"}));
+    assert_eq!(bad["isError"], true, "{bad}");
+    assert!(text_of(&bad).contains("unclosed quote"), "{bad}");
+}
