@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+# The commit guard's tests (tests/all/guard.rs) and the README's walk-through commit in real git
+# repositories: git is installed when missing (as root, on Debian).
+if ! command -v git >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git >/dev/null
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
 # One throwaway PostgreSQL cluster for the whole run (installed from Debian's packages when

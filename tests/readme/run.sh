@@ -24,7 +24,7 @@ export STREAM_SECS="${STREAM_SECS:-2}"
 
 # The tools the blocks use; on a clean Debian machine (CI runs as root) they are installed.
 missing=()
-for tool in curl jq openssl timeout; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in curl jq openssl timeout git; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         packages=("${missing[@]/timeout/coreutils}")
