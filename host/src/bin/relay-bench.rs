@@ -1145,6 +1145,7 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
     }
 
     bare(plan, figures)?;
+    cli(plan, binary, &pick(&base, 0), &setup, figures)?;
     claims(plan, &base, figures)?;
     claim_next_jobs(plan, &base, figures, &reruns)?;
     drop(servers);
@@ -1182,6 +1183,66 @@ fn bare(plan: &Plan, figures: &mut Figures) -> anyhow::Result<()> {
         "http_send_vs_bare_16",
         send / ops.max(1.0),
         "http_send_ops_16 / http_bare_ops_16",
+    );
+    Ok(())
+}
+
+/// `cli_inbox_ms`, `hook_prompt_ms`: median whole-process time of `agent-relay inbox` and
+/// `agent-relay hook claude-prompt` (stdin `{}`) as an agent against the running relay at `base`
+/// (50 runs each; 5 in smoke mode), and of `agent-relay --version` for comparison.
+fn cli(
+    plan: &Plan,
+    binary: &Path,
+    base: &str,
+    setup: &reqwest::blocking::Client,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let (status, issued) = post(setup, &format!("{base}/v1/agents/w0/token"), &json!({}))?;
+    anyhow::ensure!(status == 200, "issuing w0's token: {status} {issued}");
+    let token = issued["token"]
+        .as_str()
+        .context("issue-token answered no token")?
+        .to_owned();
+    let runs = if plan.name == "smoke" { 5 } else { 50 };
+    let time = |args: &[&str], stdin: &[u8]| -> anyhow::Result<f64> {
+        use std::io::Write as _;
+        let mut samples = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            let mut child = Command::new(binary)
+                .args(args)
+                .env("RELAY_URL", base)
+                .env("RELAY_TOKEN", &token)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            if let Some(mut input) = child.stdin.take() {
+                input.write_all(stdin)?;
+            }
+            let status = child.wait()?;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(status.success(), "agent-relay {args:?} failed: {status}");
+        }
+        Ok(median(samples))
+    };
+    let version = time(&["--version"], b"")?;
+    let inbox = time(&["inbox"], b"")?;
+    let hook = time(&["hook", "claude-prompt"], b"{}")?;
+    figures.put(
+        "cli_version_ms",
+        version,
+        format!("median whole-process `agent-relay --version`, {runs} runs"),
+    );
+    figures.put(
+        "cli_inbox_ms",
+        inbox,
+        format!("median whole-process `agent-relay inbox` against the running relay, {runs} runs"),
+    );
+    figures.put(
+        "hook_prompt_ms",
+        hook,
+        format!("median whole-process `agent-relay hook claude-prompt`, {runs} runs"),
     );
     Ok(())
 }
