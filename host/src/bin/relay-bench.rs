@@ -140,6 +140,10 @@ impl Figures {
         self.rows.push((key.to_owned(), value, note));
     }
 
+    fn value(&self, key: &str) -> Option<f64> {
+        self.rows.iter().find(|(k, _, _)| k == key).map(|row| row.1)
+    }
+
     fn json(&self) -> Json {
         let map: Map<String, Json> = self
             .rows
@@ -183,6 +187,8 @@ fn main() -> anyhow::Result<()> {
                 println!("{USAGE}");
                 return Ok(());
             }
+            // Internal: the bare server `http_bare_ops_16` measures (started by this binary).
+            BARE_SERVER => return bare_server(),
             "--quick" => mode = "quick",
             "--smoke" => mode = "smoke",
             "--only" => {
@@ -881,6 +887,67 @@ fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
     })
 }
 
+/// The hidden argument that makes this binary the bare server of `http_bare_ops_16`.
+const BARE_SERVER: &str = "--bare-server";
+
+/// A server set up as `agent-relay serve` is (a multi-threaded tokio runtime, the relay's own
+/// connection handling: limits, timeouts, accounting) whose one route `POST /v1/messages`
+/// answers a fixed 201 JSON body without the component or a database: the HTTP front-end's
+/// own limit on this machine. Prints `listen=ADDR` on standard error like the relay.
+fn bare_server() -> anyhow::Result<()> {
+    use agent_relay::connections::{self, ConnectionLimits};
+    let router = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(|_body: axum::body::Bytes| async {
+            (
+                axum::http::StatusCode::CREATED,
+                axum::Json(json!({"id": 1, "created": true, "deliveredTo": ["sink"]})),
+            )
+        }),
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        eprintln!("bare server listen={}", listener.local_addr()?);
+        connections::serve(
+            listener,
+            router,
+            ConnectionLimits::default(),
+            std::future::pending(),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+/// Starts [`bare_server`] (this binary again); its base URL.
+fn start_bare_server() -> anyhow::Result<Server> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg(BARE_SERVER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the bare server")?;
+    let stderr = child.stderr.take().context("the bare server's stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait()?;
+            anyhow::bail!("the bare server exited ({status}) before listening");
+        };
+        if let Some(addr) = line.split("listen=").nth(1) {
+            break format!("http://{}", addr.trim());
+        }
+    };
+    Ok(Server {
+        child,
+        base,
+        reruns: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
 /// A lean HTTP/1.1 keep-alive client over one TCP connection, so the load generator (which shares
 /// the machine's cores with the server) spends a write and a read per request, not a runtime.
 struct LoadClient {
@@ -1172,10 +1239,106 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
         }
     }
 
+    bare(plan, figures)?;
+    cli(plan, binary, &pick(&base, 0), &setup, figures)?;
     claims(plan, &base, figures)?;
     claim_next_jobs(plan, &base, figures, &reruns)?;
     drop(servers);
     drop(scratch);
+    Ok(())
+}
+
+/// `http_bare_ops_16`: the same 16 clients against the bare server, run right after the relay's
+/// own 16-client phase; and `http_send_vs_bare_16`, the relay's share of that limit.
+fn bare(plan: &Plan, figures: &mut Figures) -> anyhow::Result<()> {
+    let server = start_bare_server()?;
+    http_sends(&server.base, 4, Duration::from_millis(100))?;
+    let cpu_before = cpu_seconds(server.child.id());
+    let (ops, _, _, failures) = http_sends(&server.base, 16, plan.http)?;
+    let cpu = cpu_seconds(server.child.id()) - cpu_before;
+    anyhow::ensure!(
+        failures == 0,
+        "the bare server answered {failures} non-201s"
+    );
+    figures.put(
+        "http_bare_ops_16",
+        ops,
+        "the same load against a bare axum route (fixed 201, no component, no database)",
+    );
+    figures.put(
+        "http_bare_cpu_us_16",
+        // At least one tick of /proc's 10 ms clock, so a short run still shows a figure.
+        cpu.max(0.01) * 1e6 / (ops * plan.http.as_secs_f64()).max(1.0),
+        "the bare server's CPU time per answer (user+system, /proc)",
+    );
+    let send = figures
+        .value("http_send_ops_16")
+        .context("http_send_ops_16 is measured before the bare route")?;
+    figures.put(
+        "http_send_vs_bare_16",
+        send / ops.max(1.0),
+        "http_send_ops_16 / http_bare_ops_16",
+    );
+    Ok(())
+}
+
+/// `cli_inbox_ms`, `hook_prompt_ms`: median whole-process time of `agent-relay inbox` and
+/// `agent-relay hook claude-prompt` (stdin `{}`) as an agent against the running relay at `base`
+/// (50 runs each; 5 in smoke mode), and of `agent-relay --version` for comparison.
+fn cli(
+    plan: &Plan,
+    binary: &Path,
+    base: &str,
+    setup: &reqwest::blocking::Client,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let (status, issued) = post(setup, &format!("{base}/v1/agents/w0/token"), &json!({}))?;
+    anyhow::ensure!(status == 200, "issuing w0's token: {status} {issued}");
+    let token = issued["token"]
+        .as_str()
+        .context("issue-token answered no token")?
+        .to_owned();
+    let runs = if plan.name == "smoke" { 5 } else { 50 };
+    let time = |args: &[&str], stdin: &[u8]| -> anyhow::Result<f64> {
+        use std::io::Write as _;
+        let mut samples = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            let mut child = Command::new(binary)
+                .args(args)
+                .env("RELAY_URL", base)
+                .env("RELAY_TOKEN", &token)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            if let Some(mut input) = child.stdin.take() {
+                input.write_all(stdin)?;
+            }
+            let status = child.wait()?;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(status.success(), "agent-relay {args:?} failed: {status}");
+        }
+        Ok(median(samples))
+    };
+    let version = time(&["--version"], b"")?;
+    let inbox = time(&["inbox"], b"")?;
+    let hook = time(&["hook", "claude-prompt"], b"{}")?;
+    figures.put(
+        "cli_version_ms",
+        version,
+        format!("median whole-process `agent-relay --version`, {runs} runs"),
+    );
+    figures.put(
+        "cli_inbox_ms",
+        inbox,
+        format!("median whole-process `agent-relay inbox` against the running relay, {runs} runs"),
+    );
+    figures.put(
+        "hook_prompt_ms",
+        hook,
+        format!("median whole-process `agent-relay hook claude-prompt`, {runs} runs"),
+    );
     Ok(())
 }
 
