@@ -690,6 +690,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/metrics",
             axum::routing::get(metrics_page).fallback(method_not_allowed),
         );
+    // The dashboard page at `/` (static files; the page calls the routes above).
+    router = router.merge(crate::dashboard::router());
     if app.options.test_clock {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
     }
