@@ -147,7 +147,7 @@ def sign_in(watched, relay, token):
     page.click("#sign-in-form button")
 
 
-def screenshot(page, name):
+def screenshot(page, name, full_page=True):
     directory = Path(os.environ.get("SCREENSHOTS", "target/screenshots"))
     directory.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(directory / f"{name}.png"), full_page=full_page)

@@ -218,6 +218,7 @@ def test_screenshots_of_the_main_views(open_page, relay):
         expect(watched.page.locator("#waiting-list")).to_contain_text("Approve Bash")
         expect(watched.page.locator("#jobs-claimed")).to_contain_text("held by bob")
         screenshot(watched.page, f"operator-1280-{scheme}")
+        screenshot(watched.page, f"operator-1280-{scheme}-top", full_page=False)
         assert watched.errors == [], watched.errors
     phone = signed_in_operator(open_page, relay, width=390, height=844, color_scheme="dark")
     expect(phone.page.locator("#jobs-claimed")).to_contain_text("held by bob")
