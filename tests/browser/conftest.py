@@ -29,13 +29,13 @@ CHROMIUM_FLAGS = [
 class Relay:
     """`agent-relay serve` on a free loopback port, a fresh SQLite database, an operator token."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, extra=()):
         self.operator = "browser-test-operator-" + secrets.token_hex(16)
         self.log_path = workdir / "server.log"
         self.log = open(self.log_path, "w")
         env = dict(os.environ, RELAY_OPERATOR_TOKEN=self.operator, RELAY_LOG="info")
         self.process = subprocess.Popen(
-            [os.environ["RELAY_BIN"], "serve", "--listen", "127.0.0.1:0", "--db", str(workdir / "relay.db")],
+            [os.environ["RELAY_BIN"], "serve", "--listen", "127.0.0.1:0", "--db", str(workdir / "relay.db"), *extra],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self.log,

@@ -245,3 +245,38 @@ def test_metrics_parse_and_the_counters_move_after_a_send(relay):
     relay.send({"from": "user", "to": "alice", "body": "and me"})
     assert metric_total(relay, "relay_http_requests_total", **sends) == before + 2
     assert metric_total(relay, "relay_http_request_duration_seconds_count") >= 3
+
+
+def test_metrics_listen_serves_the_metrics_without_a_token_on_its_own_address(tmp_path):
+    import re
+    import urllib.error
+    import urllib.request
+
+    from conftest import Relay
+
+    relay = Relay(tmp_path, extra=["--metrics-listen", "127.0.0.1:0"])
+    try:
+        relay.register({"id": "alice"})
+        relay.send({"from": "user", "to": "alice", "body": "count me"})
+        address = None
+        for _ in range(100):
+            found = re.search(r"metrics=(\S+)", relay.log_path.read_text())
+            if found:
+                address = found.group(1)
+                break
+            time.sleep(0.05)
+        assert address and address != relay.url.split("//")[1], address
+        with urllib.request.urlopen(f"http://{address}/metrics") as response:
+            text = response.read().decode()
+        sends = [s for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == "relay_http_requests_total" and s.labels.get("route") == "/v1/messages"]
+        assert [s.value for s in sends] == [1.0], sends
+        # The main address still wants the operator token, and the open one serves nothing else.
+        for url, code in [(relay.url + "/metrics", 401), (f"http://{address}/v1/agents", 404)]:
+            try:
+                urllib.request.urlopen(url)
+                raise AssertionError(f"{url} answered without a token")
+            except urllib.error.HTTPError as error:
+                assert error.code == code, (url, error.code)
+    finally:
+        relay.stop()
