@@ -403,10 +403,17 @@ async function loadHealth() {
 
 // ---- the operator event stream: fetch + a server-sent-events parser ---------------------------
 
-let reloadTimer = null;
+// The views are read again after a change, at most once a second however busy the relay is.
+let reloadPending = false;
+let lastReload = 0;
 function reloadSoon() {
-  clearTimeout(reloadTimer);
-  reloadTimer = setTimeout(loadOperatorViews, 150);
+  if (reloadPending) return;
+  reloadPending = true;
+  setTimeout(() => {
+    reloadPending = false;
+    lastReload = Date.now();
+    loadOperatorViews();
+  }, Math.max(150, 1000 - (Date.now() - lastReload)));
 }
 
 async function openStream() {
