@@ -133,6 +133,23 @@ def test_a_question_to_user_is_answered_with_a_reply(open_page, relay):
     assert [(m["body"], m.get("replyTo")) for m in inbox] == [("main", question["id"])]
 
 
+def test_channels_show_their_bindings_and_the_route_a_conversation_resolves_to(open_page, relay):
+    relay.register({"id": "alice"})
+    relay.register({"id": "telegram:bot1", "tags": ["channel:telegram"], "meta": {"kind": "channel", "target": "label:backend"}})
+    relay.call("PUT", "/v1/channels/telegram:bot1/bindings",
+               {"conversationId": "c1", "target": {"type": "agent", "id": "alice"}, "mode": "exclusive"}, expect=200)
+    watched = signed_in_operator(open_page, relay)
+    channel = watched.page.locator("#channels-list > li").filter(has_text="telegram:bot1")
+    expect(channel).to_contain_text("default → label:backend")
+    expect(channel).to_contain_text("conversation c1 → alice")
+    channel.get_by_label("Conversation on telegram:bot1").fill("c1")
+    channel.get_by_role("button", name="Route").click()
+    expect(channel).to_contain_text("resolves by its conversation bindings")
+    channel.get_by_label("Conversation on telegram:bot1").fill("other")
+    channel.get_by_role("button", name="Route").click()
+    expect(channel).to_contain_text("resolves by its default bindings")
+
+
 def test_an_xss_body_renders_as_text_and_no_dialog_opens(open_page, relay):
     relay.register({"id": "alice", "label": XSS})
     watched = signed_in_operator(open_page, relay)

@@ -54,7 +54,14 @@ function tick() {
   for (const node of document.querySelectorAll("time[data-at]")) node.textContent = relative(Number(node.dataset.at));
 }
 
+const shown = new WeakMap(); // a list -> the items it shows, as JSON
+
+/** Shows `items` in `list`; nothing is redrawn when they are what it shows already (so what is
+ * being typed or focused in it stays). */
 function fill(list, items, render, empty) {
+  const key = JSON.stringify(items);
+  if (shown.get(list) === key) return;
+  shown.set(list, key);
   list.replaceChildren(...(items.length ? items.map(render) : [el("li", { class: "empty" }, empty)]));
 }
 
@@ -83,12 +90,30 @@ async function api(path, { method = "GET", body } = {}) {
   return data;
 }
 
-/** Runs one view's load without blocking the others; a failure shows in that view. */
+const loading = new Map(); // a view's list -> the load to run after the one under way
+
+/**
+ * Runs one view's load without blocking the others; a failure shows in that view. One load per
+ * view at a time: a load asked for meanwhile runs after it, so an older answer never overwrites
+ * a newer one.
+ */
 function load(list, loader) {
-  loader().catch((error) => {
-    if (error.status === 401) return signOut("The relay no longer accepts this token; sign in again.");
-    list.replaceChildren(el("li", { class: "error" }, `Could not load: ${error.message}`));
-  });
+  if (loading.has(list)) {
+    loading.set(list, loader);
+    return;
+  }
+  loading.set(list, null);
+  loader()
+    .catch((error) => {
+      if (error.status === 401) return signOut("The relay no longer accepts this token; sign in again.");
+      shown.delete(list);
+      list.replaceChildren(el("li", { class: "error" }, `Could not load: ${error.message}`));
+    })
+    .finally(() => {
+      const next = loading.get(list);
+      loading.delete(list);
+      if (next) load(list, next);
+    });
 }
 
 function messageLine(message, { actions = [] } = {}) {
@@ -168,8 +193,11 @@ function loadOperatorViews() {
   load($("health-list"), loadHealth);
 }
 
+const drafts = new Map(); // message id -> the reply being typed
+
 async function loadWaiting() {
   const inbox = await api("/v1/agents/user/inbox?limit=500");
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.reply : undefined;
   const open = inbox.filter((m) => !m.completedAt && !m.deadLetteredAt && (m.claimable ? !m.claimedBy || m.claimedBy === "user" : !m.readBy.includes("user")));
   $("waiting").hidden = open.length === 0;
   fill($("waiting-list"), open.reverse(), (m) => {
@@ -178,12 +206,19 @@ async function loadWaiting() {
       actions.push(el("button", { type: "button", class: "allow", on: { click: () => answerApproval(m, "allow") } }, "Allow"));
       actions.push(el("button", { type: "button", class: "deny", on: { click: () => answerApproval(m, "deny") } }, "Deny"));
     }
-    const reply = el("input", { "aria-label": `Reply to #${m.id}`, placeholder: "Reply" });
+    // What the human is typing survives the view being read again (a draft per message).
+    const reply = el("input", { "aria-label": `Reply to #${m.id}`, placeholder: "Reply", dataset: { reply: m.id },
+      on: { input: () => drafts.set(m.id, reply.value) } });
+    reply.value = drafts.get(m.id) || "";
     const form = el("form", { class: "reply", on: { submit: (event) => { event.preventDefault(); replyTo(m, reply.value); } } }, reply, el("button", { type: "submit" }, "Reply"));
     actions.push(form);
     if (!m.claimable) actions.push(el("button", { type: "button", on: { click: () => markRead(m) } }, "Done"));
     return messageLine(m, { actions });
   }, "");
+  if (focused) {
+    const again = document.querySelector(`#waiting-list input[data-reply="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
 }
 
 async function answerApproval(message, verdict) {
@@ -201,6 +236,7 @@ async function replyTo(message, body) {
   if (!body.trim()) return;
   try {
     await api("/v1/messages", { method: "POST", body: { from: "user", to: message.from, replyTo: message.id, body } });
+    drafts.delete(message.id);
     if (!message.claimable) await api(`/v1/messages/${message.id}/read`, { method: "POST", body: { agentId: "user" } });
     $("live").textContent = `Replied to #${message.id}`;
   } catch (error) {
@@ -365,13 +401,37 @@ async function loadTasks() {
   }, "No tasks: they open when an integration posts to /v1/integrations/SOURCE/events.");
 }
 
+function targetText(target) {
+  if (!target) return "?";
+  if (target.type === "agent") return target.id;
+  if (target.type === "broadcast") return "broadcast";
+  return `${target.type}:${target.id}`;
+}
+
+function bindingLine(b) {
+  return el("li", { class: "line" }, el("span", {}, b.conversationId ? `conversation ${b.conversationId}` : "default"),
+    " → ", el("strong", {}, targetText(b.target)), el("span", { class: "tag" }, b.mode), b.priority ? el("span", { class: "muted" }, `priority ${b.priority}`) : null);
+}
+
 async function loadChannels() {
   const [channels, bindings] = await Promise.all([api("/v1/channels"), api("/v1/bindings")]);
   fill($("channels-list"), channels, (c) => {
     const own = bindings.filter((b) => b.channelId === c.id);
-    return el("li", {}, el("div", { class: "line" }, el("strong", {}, c.id), el("span", { class: `status ${c.status || ""}` }, c.status || "")),
-      el("ul", { class: "items sub" }, own.length ? own.map((b) => el("li", {},
-        `${b.conversationId ?? "*"} → ${b.target ?? b.agentId ?? JSON.stringify(b)}`)) : el("li", { class: "empty" }, "No bindings: PUT /v1/channels/ID/bindings routes a conversation.")));
+    const routes = el("ul", { class: "items sub" });
+    const conversation = el("input", { "aria-label": `Conversation on ${c.id}`, placeholder: "conversation id" });
+    const lookUp = el("form", { class: "reply", on: { submit: (event) => {
+      event.preventDefault();
+      load(routes, async () => {
+        const answer = await api(`/v1/channels/${encodeURIComponent(c.id)}/route?conversationId=${encodeURIComponent(conversation.value.trim())}`);
+        shown.delete(routes);
+        fill(routes, answer.bindings, bindingLine, "No route: an inbound message here would be refused (409).");
+        routes.prepend(el("li", { class: "muted" }, `resolves by its ${answer.source} bindings:`));
+      });
+    } } }, conversation, el("button", { type: "submit" }, "Route"));
+    return el("li", {}, el("div", { class: "line" }, el("strong", {}, c.id), el("span", { class: `status ${c.status || ""}` }, c.status || ""),
+      el("span", { class: "muted" }, c.direction || ""), when(c.lastSeen)),
+      el("ul", { class: "items sub" }, own.length ? own.map(bindingLine) : el("li", { class: "empty" }, "No bindings: PUT /v1/channels/ID/bindings routes a conversation.")),
+      el("div", { class: "actions" }, lookUp), routes);
   }, "No channels: register a channel agent (id PROVIDER:ACCOUNT) to see it here.");
 }
 
