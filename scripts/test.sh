@@ -32,6 +32,11 @@ tests/openapi/check.sh
 # The README's walk-throughs, pasted verbatim into a shell against a fresh server, still work.
 tests/readme/run.sh
 
+# The dashboard page in headless Chromium (Debian's package, installed when missing) driven by
+# Playwright (pinned, cached venv), one browser for the whole run; also /metrics parsed.
+browser_log="$(mktemp)"
+tests/browser/run.sh 2>&1 | tee "$browser_log"
+
 # The second host: the test component (the one the binary embeds plus the fault-injection
 # exports, as the Rust conformance run uses it), transpiled by jco, over better-sqlite3.
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
@@ -59,3 +64,4 @@ node conformance.mjs --compare "$target_dir/tmp/conformance"
 # One closing line for the whole Rust suite.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$cargo_log"
 grep -h -e '^mcp client tests:' -e '^claude code checks:' "$mcp_log"
+grep -h '^browser tests:' "$browser_log"

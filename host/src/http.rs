@@ -566,6 +566,11 @@ async fn metrics_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
     if let Err(error) = allowed {
         return error_response(&error);
     }
+    metrics_answer(&app)
+}
+
+/// The metrics page as an answer (OpenMetrics text).
+fn metrics_answer(app: &App) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -574,6 +579,18 @@ async fn metrics_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
         app.metrics.page(&app.calls),
     )
         .into_response()
+}
+
+/// The router of `--metrics-listen`: `GET /metrics` with no token (docs/operations.md).
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(app): State<Arc<App>>| async move { metrics_answer(&app) })
+                .fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .with_state(app)
 }
 
 async fn advance_clock(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -694,6 +711,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/metrics",
             axum::routing::get(metrics_page).fallback(method_not_allowed),
         );
+    // The dashboard page at `/` (static files; the page calls the routes above).
+    router = router.merge(crate::dashboard::router());
     if app.options.test_clock {
         router = router.route("/v1/test/clock", axum::routing::post(advance_clock));
     }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod connections;
+pub mod dashboard;
 pub mod http;
 pub mod mcp;
 pub mod metrics;

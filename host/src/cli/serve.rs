@@ -51,6 +51,10 @@ pub(super) struct ServeArgs {
     /// it the stream sends `event: reload` and ends, so a slow reader never grows the server.
     #[arg(long, default_value_t = 1000)]
     operator_stream_backlog: usize,
+    /// Also serve `GET /metrics` on this address, open (no token), for a Prometheus that
+    /// scrapes without the operator token; keep it on loopback or a private network.
+    #[arg(long, env = "RELAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Testing only: expose `POST /v1/test/clock {"advanceMs": N}` (operator) to move time.
     #[arg(long)]
     test_clock: bool,
@@ -118,13 +122,14 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "serving beyond loopback: tokens travel in clear text unless a TLS proxy is in front");
     }
+    let limits = connection_limits(&args);
     let options = HttpOptions {
         max_body_bytes: args.max_body_bytes,
         max_wait: Duration::from_secs(args.max_wait_secs),
         keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
         operator_stream_backlog: args.operator_stream_backlog,
         test_clock: args.test_clock,
-        connections: connection_limits(&args),
+        connections: limits,
         mcp_allowed_hosts: args.mcp_allowed_hosts,
     };
     // Calls run on blocking threads, at most `max_concurrent_calls` at once; a pool no larger
@@ -148,6 +153,19 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(db = %db_path(&args.db.db).display(), listen = %listener.local_addr()?, "agent-relay serving");
         tokio::spawn(reaping?);
+        if let Some(address) = args.metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening for metrics on {address}"))?;
+            tracing::info!(metrics = %metrics.local_addr()?, "metrics served without a token");
+            // Ends with the runtime, after the main server has shut down.
+            tokio::spawn(connections::serve(
+                metrics,
+                http::metrics_router(Arc::clone(&app)),
+                limits,
+                std::future::pending(),
+            ));
+        }
         tokio::spawn(
             Arc::clone(&calls).watch_other_writers(Duration::from_millis(
                 args.other_writers_ms.max(10),
