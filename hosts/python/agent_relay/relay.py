@@ -60,6 +60,37 @@ def _caller(caller, bearer):
     raise RelayError("invalid", 400, f"unknown caller {caller!r}")
 
 
+class Helpers:
+    """The typed helpers, shared by `Relay` (in-process) and `RelayClient` (served), over `call`."""
+
+    operator = "operator"
+
+    def register_agent(self, id: str, label: str | None = None, **fields) -> Agent:
+        body = {"id": id, **fields}
+        if label is not None:
+            body["label"] = label
+        out = self.call("register-agent", {"input": body})
+        return Agent(id=out.get("id", id), token=out.get("token"), raw=out)
+
+    def send(self, *, caller="operator", bearer=None, to: str, body, sender: str = "user", **fields) -> Message:
+        """Sends `body` to `to`; `sender` is the message's `from` ("user", as the README's operator examples, by default)."""
+        message = {"from": sender, "to": to, "body": body, **_camel(fields)}
+        out = self.call("send-message", {"input": message}, caller=caller, bearer=bearer)
+        return Message(id=out["message"]["id"], raw=out["message"])
+
+    def claim_next(self, agent_id: str, *, token: str | None = None, **fields) -> Message | None:
+        out = self.call("claim-next", {"agentId": agent_id, "input": _camel(fields)}, bearer=token)
+        msg = out.get("message") if isinstance(out, dict) and "message" in out else out
+        return None if not msg else Message(id=msg.get("id"), raw=msg)
+
+    def complete(self, message_id: int, agent_id: str, *, token: str | None = None, **fields):
+        return self.call("complete-claim", {"messageId": message_id, "input": {"agentId": agent_id, **_camel(fields)}},
+                         bearer=token)
+
+    def poll_inbox(self, agent_id: str, *, token: str | None = None, **query):
+        return self.call("poll-inbox", {"agentId": agent_id, "query": _camel(query)}, bearer=token)
+
+
 class _Ticker:
     """One thread per engine that moves its epoch every TICK_S."""
 
@@ -74,8 +105,7 @@ class _Ticker:
             self.engine.increment_epoch()
 
 
-class Relay:
-    operator = "operator"
+class Relay(Helpers):
 
     def __init__(self, path, *, time_limit_s=DEFAULT_TIME_LIMIT_S, memory_limit=DEFAULT_MEMORY_LIMIT,
                  settings=None, synchronous="FULL", component=None, signatures=None):
@@ -201,32 +231,6 @@ class Relay:
             raise RelayError("internal", 500, f"the component does not export {full}")
         idx = instance.get_export_index(store, signature["name"], iface)
         return instance.get_func(store, idx)
-
-    # Typed helpers for the common operations.
-    def register_agent(self, id: str, label: str | None = None, **fields) -> Agent:
-        body = {"id": id, **fields}
-        if label is not None:
-            body["label"] = label
-        out = self.call("register-agent", {"input": body})
-        return Agent(id=out.get("id", id), token=out.get("token"), raw=out)
-
-    def send(self, *, caller="operator", bearer=None, to: str, body, sender: str = "user", **fields) -> Message:
-        """Sends `body` to `to`; `sender` is the message's `from` ("user", as the README's operator examples, by default)."""
-        message = {"from": sender, "to": to, "body": body, **_camel(fields)}
-        out = self.call("send-message", {"input": message}, caller=caller, bearer=bearer)
-        return Message(id=out["message"]["id"], raw=out["message"])
-
-    def claim_next(self, agent_id: str, *, token: str | None = None, **fields) -> Message | None:
-        out = self.call("claim-next", {"agentId": agent_id, "input": _camel(fields)}, bearer=token)
-        msg = out.get("message") if isinstance(out, dict) and "message" in out else out
-        return None if not msg else Message(id=msg.get("id"), raw=msg)
-
-    def complete(self, message_id: int, agent_id: str, *, token: str | None = None, **fields):
-        return self.call("complete-claim", {"messageId": message_id, "input": {"agentId": agent_id, **_camel(fields)}},
-                         bearer=token)
-
-    def poll_inbox(self, agent_id: str, *, token: str | None = None, **query):
-        return self.call("poll-inbox", {"agentId": agent_id, "query": _camel(query)}, bearer=token)
 
 
 def _camel(fields: dict) -> dict:
