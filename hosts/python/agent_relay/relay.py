@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 TICK_S = 0.01
 DEFAULT_TIME_LIMIT_S = 5.0
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
+# The relay's WIT package version this package speaks (the `package` of signatures.json).
+COMPONENT_VERSION = "0.6.0"
 
 
 class RelayError(Exception):
@@ -115,6 +117,10 @@ class Relay(Helpers):
         signatures = Path(signatures or HERE / "signatures.json")
         sig = json.loads(signatures.read_text())
         self.package = sig.get("package")
+        version = (self.package or "").partition("@")[2]
+        if version != COMPONENT_VERSION:
+            raise RelayError("invalid", 400, f"the component in {component} is agent-relay {version or 'of no version'}; "
+                             f"this package speaks agent-relay {COMPONENT_VERSION}")
         self.signatures = {s["name"]: s for s in sig["exports"]}
         path = str(path)
         if os.path.exists(path):

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import time
@@ -112,3 +113,12 @@ def test_a_trap_rolls_back(tmp_path):
         relay.call("fault-write-then-trap", {"body": "trapped"})
     assert (err.value.kind, err.value.limit) == ("internal", None)
     assert relay.call("list-messages", {}) == []
+
+
+def test_a_component_of_another_version_is_refused(tmp_path):
+    signatures = json.loads((PACKAGE / "signatures.json").read_text())
+    signatures["package"] = "agent-relay:relay@0.5.0"
+    (tmp_path / "signatures.json").write_text(json.dumps(signatures))
+    with pytest.raises(RelayError) as err:
+        Relay.open(tmp_path / "relay.db", signatures=tmp_path / "signatures.json")
+    assert "0.5.0" in err.value.message and "0.6.0" in err.value.message
