@@ -17,7 +17,10 @@ from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Variant
 
 from .bridge import BridgeError, arguments_of, camel, status_of, to_json, which_case
+from . import _speedups
 from .store import SqliteStore, StoreError
+
+_speedups.install()
 
 HERE = Path(__file__).resolve().parent
 TICK_S = 0.01
