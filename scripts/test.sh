@@ -60,8 +60,14 @@ node --test store.test.mjs
 node transpile.mjs
 node example.mjs >/dev/null
 node conformance.mjs --compare "$target_dir/tmp/conformance"
+cd ../..
+
+# The third host: the package hosts/python over wasmtime-py (its own venv from pinned requirements).
+python_log="$(mktemp)"
+hosts/python/test.sh 2>&1 | tee "$python_log"
 
 # One closing line for the whole Rust suite.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$cargo_log"
 grep -h -e '^mcp client tests:' -e '^claude code checks:' "$mcp_log"
 grep -h '^browser tests:' "$browser_log"
+grep -h '^python host tests:' "$python_log"
