@@ -260,6 +260,22 @@ const STEPS: &[Step] = &[
         after: |_| Ok(()),
         statements: &[LEASE_LENGTH],
     },
+    Step {
+        version: 8,
+        name: "job priorities",
+        before: nothing_before,
+        after: |_| Ok(()),
+        statements: JOB_PRIORITY,
+    },
+];
+
+/// Step 8 (both dialects): a job's priority (higher first, default 0) and what claim-next walks
+/// since: the open jobs per target, highest priority first, then oldest.
+const JOB_PRIORITY: &[&str] = &[
+    "ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs_by_priority
+        ON messages(to_target, priority DESC, id)
+        WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
 ];
 
 /// Step 7 (both dialects): the lease length a claim was taken or renewed with, which the
@@ -270,11 +286,23 @@ const LEASE_LENGTH: &str = "ALTER TABLE messages ADD COLUMN claim_lease_ms INTEG
 /// (`POSTGRES_FIRST_VERSION`): the statements that bring a Postgres relay of an earlier
 /// version to the current schema, which `POSTGRES_SCHEMA` creates at once.
 const POSTGRES_FIRST_VERSION: u32 = 6;
-const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[(
-    7,
-    "the lease length of each claim, kept while its holder calls",
-    &["ALTER TABLE messages ADD COLUMN IF NOT EXISTS claim_lease_ms BIGINT"],
-)];
+const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[
+    (
+        7,
+        "the lease length of each claim, kept while its holder calls",
+        &["ALTER TABLE messages ADD COLUMN IF NOT EXISTS claim_lease_ms BIGINT"],
+    ),
+    (
+        8,
+        "job priorities",
+        &[
+            "ALTER TABLE messages ADD COLUMN IF NOT EXISTS priority BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs_by_priority
+                ON messages(to_target, priority DESC, id)
+                WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
+        ],
+    ),
+];
 
 /// The current schema in PostgreSQL's words (docs/architecture.md, "Two dialects"): the same
 /// tables, columns, defaults and indexes as the SQLite steps above leave, created in one go (a
@@ -334,7 +362,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
         completed_at BIGINT,
         result TEXT COLLATE "C" NOT NULL DEFAULT '{}',
         dead_lettered_at BIGINT,
-        claim_lease_ms BIGINT
+        claim_lease_ms BIGINT,
+        priority BIGINT NOT NULL DEFAULT 0
     )"#,
     "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
     "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
@@ -347,6 +376,9 @@ const POSTGRES_SCHEMA: &[&str] = &[
         WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
     "CREATE INDEX IF NOT EXISTS idx_msg_dead_letters ON messages(id)
         WHERE dead_lettered_at IS NOT NULL AND completed_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs_by_priority
+        ON messages(to_target, priority DESC, id)
+        WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
     r#"CREATE TABLE IF NOT EXISTS message_reads (
         message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
         agent_id TEXT COLLATE "C" NOT NULL,
