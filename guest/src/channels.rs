@@ -513,6 +513,7 @@ pub fn route_inbound(
                 body: event.body.clone(),
                 reply_to: None,
                 claimable: Some(binding.mode == BindingMode::Claimable),
+                priority: None,
                 // One message per route: each route's replay key is its own.
                 idempotency_key: event
                     .idempotency_key

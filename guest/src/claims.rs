@@ -460,6 +460,7 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
             ),
             reply_to: Some(message.id),
             claimable: None,
+            priority: None,
             idempotency_key: None,
             payload: Some(JsonText {
                 json: payload.to_string(),

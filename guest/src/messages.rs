@@ -23,7 +23,7 @@ macro_rules! message_select {
     ($read_by:literal) => {
         concat!(
             "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, m.body, \
-             m.thread_id, m.reply_to, m.claimable, m.claimed_by, m.claimed_at, \
+             m.thread_id, m.reply_to, m.claimable, m.priority, m.claimed_by, m.claimed_at, \
              m.claim_expires_at, m.attempts, m.completed_by, m.completed_at, m.result, \
              m.dead_lettered_at, m.idempotency_key, m.payload, m.meta, m.created_at, ",
             $read_by,
@@ -58,10 +58,16 @@ fn message_page(
     filter: &str,
     mut values: Vec<Value>,
     limit: i64,
+    by_priority: bool,
 ) -> Result<Vec<Message>, RelayError> {
+    let order = if by_priority {
+        "m.priority DESC, m.id"
+    } else {
+        "m.id"
+    };
     let sql = format!(
         "{} WHERE m.id IN \
-         (SELECT m.id FROM messages m WHERE {filter} ORDER BY m.id LIMIT ?) ORDER BY m.id",
+         (SELECT m.id FROM messages m WHERE {filter} ORDER BY {order} LIMIT ?) ORDER BY {order}",
         message_select()
     );
     values.push(Value::from(limit));
@@ -175,6 +181,7 @@ fn message_from_row(row: &Row) -> Result<Message, RelayError> {
         thread_id: row.opt_int("thread_id")?.unwrap_or(id),
         reply_to: row.opt_int("reply_to")?,
         claimable: row.flag("claimable")?,
+        priority: row.int("priority")?,
         claimed_by: row.opt_text("claimed_by")?,
         claimed_at: row.opt_int("claimed_at")?,
         claim_expires_at: row.opt_int("claim_expires_at")?,
@@ -431,6 +438,7 @@ struct NewMessage {
     kind: String,
     thread_id: Option<i64>,
     claimable: bool,
+    priority: i64,
     payload: String,
     meta: String,
 }
@@ -453,7 +461,12 @@ fn compose(
         .map(|parent| thread_of_parent(&sending.identity, &input.from, parent, route))
         .transpose()?;
     let requested = input.claimable.unwrap_or(false);
+    let priority = input
+        .priority
+        .map(|p| priority("priority", p))
+        .transpose()?;
     Ok(NewMessage {
+        priority: priority.unwrap_or(0),
         claimable: stored_claimable(requested, &sending.kind, &parsed.target),
         target: parsed.target,
         kind: sending.kind.clone(),
@@ -467,8 +480,8 @@ fn compose(
 fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result<i64, RelayError> {
     let id = db::insert_returning_id(
         "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
-             reply_to, claimable, idempotency_key, payload, meta, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             reply_to, claimable, priority, idempotency_key, payload, meta, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &[
             Value::from(input.from.as_str()),
             Value::from(input.to.as_str()),
@@ -479,6 +492,7 @@ fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result
             Value::from(row.thread_id),
             Value::from(input.reply_to),
             Value::from(row.claimable),
+            Value::from(row.priority),
             Value::from(input.idempotency_key.as_deref()),
             Value::from(row.payload.as_str()),
             Value::from(row.meta.as_str()),
@@ -518,6 +532,7 @@ fn sent_message(id: i64, input: SendMessageInput, row: NewMessage, now: i64) -> 
         thread_id: row.thread_id.unwrap_or(id),
         reply_to: input.reply_to,
         claimable: row.claimable,
+        priority: row.priority,
         claimed_by: None,
         claimed_at: None,
         claim_expires_at: None,
@@ -727,7 +742,7 @@ pub fn thread(
         filter.push_str(" AND m.id > ?");
         page_values.push(Value::from(since));
     }
-    let page = message_page(&filter, page_values, limit)?;
+    let page = message_page(&filter, page_values, limit, false)?;
     if !page.is_empty() {
         return Ok(page);
     }
@@ -804,7 +819,8 @@ pub fn inbox(
         filter.push_str(" AND m.thread_id = ?");
         values.push(Value::from(thread_id));
     }
-    message_page(&filter, values, limit)
+    filter_priority(&mut filter, &mut values, query.min_priority)?;
+    message_page(&filter, values, limit, query.by_priority == Some(true))
 }
 
 /// Whether the message's target reaches the agent (its recipients: whoever the target reaches,
@@ -860,6 +876,34 @@ pub fn record_read(id: i64, agent_id: &str, now: i64) -> Result<(), RelayError> 
          ON CONFLICT DO NOTHING",
         &params![id, agent_id, now],
     )?;
+    Ok(())
+}
+
+/// The highest priority a job may have (docs/http-api.md §2, "Priorities").
+pub const MAX_PRIORITY: i64 = 1000;
+
+/// A priority as given in `field`: 0 to `MAX_PRIORITY`, or a 400 naming the field.
+fn priority(field: &str, value: i64) -> Result<i64, RelayError> {
+    if (0..=MAX_PRIORITY).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(format!(
+            "{field} {value} must be between 0 and {MAX_PRIORITY}"
+        )))
+    }
+}
+
+/// Narrows a message filter to the messages of at least `min` priority (the inbox's and the
+/// list's `minPriority`).
+fn filter_priority(
+    filter: &mut String,
+    values: &mut Vec<Value>,
+    min: Option<i64>,
+) -> Result<(), RelayError> {
+    if let Some(min) = min {
+        filter.push_str(" AND m.priority >= ?");
+        values.push(Value::from(priority("minPriority", min)?));
+    }
     Ok(())
 }
 
@@ -936,7 +980,8 @@ pub fn list(caller: &Caller, query: &MessageQuery, now: i64) -> Result<Vec<Messa
         filter.push_str(" AND m.id > ?");
         values.push(Value::from(since));
     }
-    message_page(&filter, values, limit)
+    filter_priority(&mut filter, &mut values, query.min_priority)?;
+    message_page(&filter, values, limit, query.by_priority == Some(true))
 }
 
 /// A job claim-next may take, as found, with the claims it has had.
@@ -945,7 +990,7 @@ pub struct Job {
     pub attempts: u32,
 }
 
-/// The oldest jobs in the agent's inbox that nobody holds: claimable, not completed, not
+/// The jobs in the agent's inbox that nobody holds, highest priority first, then oldest: claimable, not completed, not
 /// dead-lettered, unclaimed or with an expired lease, matching the filters.
 pub fn available_jobs(
     agent: &AgentCard,
@@ -980,9 +1025,9 @@ pub fn available_jobs(
     // other running calls hold are passed over instead of fought for (a lost race would cost
     // a serialization failure and a re-run of the whole call). SQLite has one writer at a time.
     if db::is_postgres() {
-        sql.push_str(" ORDER BY m.id LIMIT ? FOR UPDATE OF m SKIP LOCKED");
+        sql.push_str(" ORDER BY m.priority DESC, m.id LIMIT ? FOR UPDATE OF m SKIP LOCKED");
     } else {
-        sql.push_str(" ORDER BY m.id LIMIT ?");
+        sql.push_str(" ORDER BY m.priority DESC, m.id LIMIT ?");
     }
     values.push(Value::from(i64::from(limit)));
     if db::is_postgres() {

@@ -386,6 +386,7 @@ pub fn spawn(
                 .unwrap_or_else(|| format!("spawn a {provider} agent")),
             reply_to: None,
             claimable: None,
+            priority: None,
             idempotency_key: input.idempotency_key,
             payload: Some(JsonText {
                 json: input::to_json_text(&payload),

@@ -260,7 +260,13 @@ const STEPS: &[Step] = &[
         after: |_| Ok(()),
         statements: &[LEASE_LENGTH],
     },
-    // Step 8 is the job queue's (another branch); this step does not depend on it.
+    Step {
+        version: 8,
+        name: "job priorities",
+        before: nothing_before,
+        after: |_| Ok(()),
+        statements: JOB_PRIORITY,
+    },
     Step {
         version: 9,
         name: "file reservations and message search",
@@ -308,6 +314,15 @@ const STEPS: &[Step] = &[
     },
 ];
 
+/// Step 8 (both dialects): a job's priority (higher first, default 0) and what claim-next walks
+/// since: the open jobs per target, highest priority first, then oldest.
+const JOB_PRIORITY: &[&str] = &[
+    "ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs_by_priority
+        ON messages(to_target, priority DESC, id)
+        WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
+];
+
 /// Step 9 (both dialects): what the live reservations of a project and of an agent are found by.
 const RESERVATIONS_LIVE_INDEX: &str = "CREATE INDEX IF NOT EXISTS idx_reservations_live
     ON reservations(project, expires_at) WHERE released_at IS NULL";
@@ -347,6 +362,16 @@ const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[
         7,
         "the lease length of each claim, kept while its holder calls",
         &["ALTER TABLE messages ADD COLUMN IF NOT EXISTS claim_lease_ms BIGINT"],
+    ),
+    (
+        8,
+        "job priorities",
+        &[
+            "ALTER TABLE messages ADD COLUMN IF NOT EXISTS priority BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs_by_priority
+                ON messages(to_target, priority DESC, id)
+                WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
+        ],
     ),
     (
         9,
@@ -418,7 +443,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
         completed_at BIGINT,
         result TEXT COLLATE "C" NOT NULL DEFAULT '{}',
         dead_lettered_at BIGINT,
-        claim_lease_ms BIGINT
+        claim_lease_ms BIGINT,
+        priority BIGINT NOT NULL DEFAULT 0
     )"#,
     "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
     "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
@@ -431,6 +457,9 @@ const POSTGRES_SCHEMA: &[&str] = &[
         WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
     "CREATE INDEX IF NOT EXISTS idx_msg_dead_letters ON messages(id)
         WHERE dead_lettered_at IS NOT NULL AND completed_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS idx_msg_open_jobs_by_priority
+        ON messages(to_target, priority DESC, id)
+        WHERE claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL",
     r#"CREATE TABLE IF NOT EXISTS message_reads (
         message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
         agent_id TEXT COLLATE "C" NOT NULL,

@@ -344,6 +344,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
             body,
             reply_to: None,
             claimable: Some(true),
+            priority: None,
             idempotency_key: None,
             payload: Some(crate::bindings::agent_relay::relay::types::JsonText {
                 json: payload.to_string(),

@@ -209,6 +209,33 @@ fn thread_shows_a_conversation_in_order() {
 }
 
 #[test]
+fn send_priority_sets_the_jobs_priority_and_a_bad_one_names_the_field() {
+    let (relay, _alice, _bob) = two_agents();
+    let send = |priority: &str| {
+        run(
+            &relay,
+            OPERATOR,
+            &[
+                "send",
+                "label:dev",
+                "urgent",
+                "--claimable",
+                "--priority",
+                priority,
+                "--as",
+                "user",
+                "--json",
+            ],
+        )
+    };
+    let sent = send("7").ok().json();
+    assert_eq!(sent["message"]["priority"], 7, "{sent}");
+    let bad = send("-1");
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert!(bad.stderr.contains("priority"), "{bad:?}");
+}
+
+#[test]
 fn claims_take_renew_and_release_a_lease_and_a_second_claimer_gets_exit_3() {
     let (relay, alice, bob) = two_agents();
     let job = run(
@@ -445,6 +472,7 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
                 "--subject",
                 "--reply-to",
                 "--claimable",
+                "--priority",
                 "--key",
                 "--payload",
                 "--as",

@@ -819,11 +819,12 @@ fn a_postgres_relay_at_schema_6_is_upgraded_in_place() {
     );
     assert_eq!(claimed.status, 200, "{:?}", claimed.body);
     drop(relay);
-    // As a 0.6 Postgres relay left it: no lease lengths, version 6.
+    // As a 0.6 Postgres relay left it: no lease lengths, no priorities, version 6.
     let mut client = postgres::Client::connect(&database.url, postgres::NoTls).unwrap();
     client
         .batch_execute(
             "ALTER TABLE messages DROP COLUMN claim_lease_ms; \
+             ALTER TABLE messages DROP COLUMN priority; \
              UPDATE relay_settings SET value = '6' WHERE key = 'schema-version'",
         )
         .unwrap();

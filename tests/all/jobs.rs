@@ -1225,6 +1225,104 @@ fn completing_a_job_nobody_holds_says_to_claim_it_first(backend: Backend) {
     );
 }
 
+fn job_at(relay: &RelayServer, body: &str, priority: i64) -> i64 {
+    let sent = relay.send(json!({"from": "user", "to": "label:backend", "body": body,
+        "claimable": true, "priority": priority}));
+    assert_eq!(sent.status, 201, "{:?}", sent.body);
+    assert_eq!(
+        sent.body["message"]["priority"], priority,
+        "{:?}",
+        sent.body
+    );
+    id_of(&sent)
+}
+
+/// Issue 31: claim-next takes the highest priority first, then the oldest, also when 16
+/// workers claim at once; the inbox and the list filter and sort by priority.
+fn claim_next_takes_the_highest_priority_first_then_the_oldest_under_16_workers(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    let workers: Vec<(String, String)> = (0..16)
+        .map(|n| {
+            let id = format!("w{n}");
+            let token = relay.register(json!({"id": id, "label": "backend"}));
+            (id, token)
+        })
+        .collect();
+    let low: Vec<i64> = (0..16).map(|n| job(&relay, &format!("low {n}"))).collect();
+    let high: Vec<i64> = (0..16)
+        .map(|n| job_at(&relay, &format!("high {n}"), 5))
+        .collect();
+    let urgent = job_at(&relay, "urgent", 1000);
+
+    let inbox = relay.get(
+        "/v1/agents/w1/inbox?minPriority=5&byPriority=true&limit=2",
+        &workers[1].1,
+    );
+    assert_eq!(inbox.status, 200, "{:?}", inbox.body);
+    assert_eq!(ids(&inbox.body), vec![urgent, high[0]]);
+
+    let first_round = Mutex::new(BTreeSet::new());
+    std::thread::scope(|scope| {
+        for (id, token) in &workers {
+            let (relay, first_round) = (&relay, &first_round);
+            scope.spawn(move || {
+                let next = claim_next(relay, id, token, json!({}));
+                assert_eq!(next.status, 200, "{:?}", next.body);
+                first_round
+                    .lock()
+                    .unwrap()
+                    .insert(next.body["id"].as_i64().unwrap());
+            });
+        }
+    });
+    let mut expected: BTreeSet<i64> = high[..15].iter().copied().collect();
+    expected.insert(urgent);
+    assert_eq!(
+        first_round.into_inner().unwrap(),
+        expected,
+        "16 workers at once take the 16 highest priorities, the oldest of a priority first"
+    );
+    let (w0, t0) = &workers[0];
+    let next = claim_next(&relay, w0, t0, json!({}));
+    assert_eq!(next.body["id"], high[15], "{:?}", next.body);
+    let next = claim_next(&relay, w0, t0, json!({}));
+    assert_eq!(next.body["id"], low[0], "then the oldest of priority 0");
+
+    let sorted = relay.get("/v1/messages?byPriority=true&limit=3", OPERATOR);
+    assert_eq!(sorted.status, 200, "{:?}", sorted.body);
+    assert_eq!(ids(&sorted.body), vec![urgent, high[0], high[1]]);
+    let at_least = relay.get("/v1/messages?minPriority=6", OPERATOR);
+    assert_eq!(ids(&at_least.body), vec![urgent]);
+}
+
+/// Issue 31, bad input: a negative or huge priority is a 400 naming `priority`, and nothing
+/// is sent; a bad `minPriority` filter names it.
+fn a_negative_or_huge_priority_is_refused_naming_the_field(backend: Backend) {
+    let (relay, alice, _) = pool(backend);
+    for priority in [json!(-1), json!(1001), json!(i64::MAX)] {
+        let sent = relay.send(json!({"from": "user", "to": "label:backend", "body": "x",
+            "claimable": true, "priority": priority}));
+        assert_eq!(sent.status, 400, "{priority}: {:?}", sent.body);
+        assert!(
+            sent.body.to_string().contains("priority"),
+            "names the field: {:?}",
+            sent.body
+        );
+    }
+    assert_eq!(
+        claim_next(&relay, "alice", &alice, json!({})).status,
+        204,
+        "nothing sent"
+    );
+    let bad = relay.get("/v1/messages?minPriority=-3", OPERATOR);
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    assert!(
+        bad.body.to_string().contains("minPriority"),
+        "{:?}",
+        bad.body
+    );
+}
+
 crate::on_both_backends!(
     a_completed_job_is_never_offered_again_before_or_after_its_lease_would_have_run_out,
     only_the_live_holder_completes_and_completing_again_answers_the_same,
@@ -1253,4 +1351,6 @@ crate::on_both_backends!(
     a_bad_list_filter_is_refused_naming_what_is_allowed,
     a_claimable_message_without_a_kind_is_a_job_and_task_is_still_accepted,
     completing_a_job_nobody_holds_says_to_claim_it_first,
+    claim_next_takes_the_highest_priority_first_then_the_oldest_under_16_workers,
+    a_negative_or_huge_priority_is_refused_naming_the_field,
 );

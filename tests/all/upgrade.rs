@@ -84,7 +84,7 @@ fn a_04_database_is_upgraded_row_by_row_with_a_backup() {
     let (dry_ok, dry, _) = migrate(&db, &["--dry-run"]);
     assert!(dry_ok);
     assert_eq!(dry["fromVersion"], 0);
-    assert_eq!(dry["steps"].as_array().unwrap().len(), 8);
+    assert_eq!(dry["steps"].as_array().unwrap().len(), 9);
     assert_eq!(
         count(&db, "messages"),
         before.1,
@@ -317,6 +317,7 @@ fn back_to_schema_3(db: &Path) {
     conn.execute_batch(
         "DROP INDEX idx_msg_open_jobs;
          DROP INDEX idx_msg_dead_letters;
+         DROP INDEX idx_msg_open_jobs_by_priority;
          ALTER TABLE messages DROP COLUMN attempts;
          ALTER TABLE messages DROP COLUMN completed_by;
          ALTER TABLE messages DROP COLUMN completed_at;

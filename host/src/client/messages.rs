@@ -26,6 +26,9 @@ pub struct SendArgs {
     /// Let one agent of a group claim it as a job.
     #[arg(long)]
     pub claimable: bool,
+    /// A job's priority, 0 to 1000 (default 0): higher is claimed first.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
     /// An idempotency key: sending again with the same key returns the first message.
     #[arg(long = "key", value_name = "IDEMPOTENCY_KEY")]
     pub key: Option<String>,
@@ -108,6 +111,7 @@ pub fn send(args: &SendArgs) -> Outcome {
         ("payload", payload),
         ("kind", args.kind.clone().map(Json::from)),
         ("claimable", args.claimable.then_some(Json::Bool(true))),
+        ("priority", args.priority.map(Json::from)),
     ];
     for (key, value) in optional {
         if let Some(value) = value {

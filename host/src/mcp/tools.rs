@@ -63,7 +63,8 @@ pub const TOOLS: &[ToolSpec] = &[
         "send_message",
         "send-message",
         "Send a message as yourself. `to` is an agent id, label:L, tag:T, cap:C, broadcast or \
-         orchestrator:ID; `claimable: true` makes it a job one recipient takes.",
+         orchestrator:ID; `claimable: true` makes it a job one recipient takes, `priority` \
+         (0 to 1000) puts it before jobs of lower priority.",
     ),
     waiting(
         "fetch_inbox",
@@ -99,7 +100,8 @@ pub const TOOLS: &[ToolSpec] = &[
     waiting(
         "claim_next",
         "claim-next",
-        "Take the next open job of your inbox under a lease (null when there is none); \
+        "Take the next open job of your inbox under a lease, highest priority first, then \
+         oldest (null when there is none); \
          `waitSeconds` (at most 60) waits for one.",
     ),
     tool(
