@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Python host's tests: a cached venv from requirements.txt, the component written by build.sh
-# from the built binary (and the fault-injection test component), then pytest. Closing line:
+# from the built binary (and the fault-injection test component), then pytest, the shared conformance
+# cases among them, answer for answer with the Rust host's transcript (written by the Rust tests to
+# $target/tmp/conformance, which scripts/test.sh runs first). Closing line:
 # `python host tests: N passed, M failed`.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,6 +19,7 @@ fi
 "$here/build.sh" "$relay" || exit 1
 export RELAY_BINARY="$relay"
 export RELAY_FAULTS_DIR="$target_dir/tmp/python-host-faults"
+export RELAY_CONFORMANCE_DIR="$target_dir/tmp/conformance"
 mkdir -p "$RELAY_FAULTS_DIR"
 "$relay" component --component "$faults" --out "$RELAY_FAULTS_DIR/relay.wasm" || exit 1
 "$relay" component --component "$faults" --signatures --out "$RELAY_FAULTS_DIR/signatures.json" || exit 1

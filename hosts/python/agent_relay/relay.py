@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
-from wasmtime.component import Component, Linker, Variant
+from wasmtime.component import Component, Linker, Record, Variant
 
 from .bridge import BridgeError, arguments_of, camel, status_of, to_json, which_case
 from . import _speedups
@@ -53,6 +53,48 @@ class Agent:
 class Message:
     id: int
     raw: dict
+
+
+class Clock:
+    """The relay's wall clock: the system clock (or a fixed start) plus an offset that can be
+    moved, as the Node host's `Clock` and the Rust host's `Clock::fixed` (the conformance runs)."""
+
+    def __init__(self, start_ms: int | None = None):
+        self.start_ms = start_ms
+        self.offset_ms = 0
+
+    @classmethod
+    def fixed(cls, start_ms: int) -> "Clock":
+        return cls(start_ms)
+
+    def advance(self, ms: int) -> None:
+        self.offset_ms += ms
+
+    def now_ms(self) -> int:
+        base = self.start_ms if self.start_ms is not None else time.time_ns() // 1_000_000
+        return base + self.offset_ms
+
+    def define(self, linker: Linker, imports) -> None:
+        """Shadows `wasi:clocks/wall-clock` (each version the component imports) with this clock."""
+
+        def now(_store):
+            ms = self.now_ms()
+            d = Record()
+            d.seconds, d.nanoseconds = ms // 1000, (ms % 1000) * 1_000_000
+            return d
+
+        def resolution(_store):
+            d = Record()
+            d.seconds, d.nanoseconds = 0, 1_000_000
+            return d
+
+        linker.allow_shadowing = True
+        with linker.root() as root:
+            for name in imports:
+                if name.startswith("wasi:clocks/wall-clock@"):
+                    with root.add_instance(name) as iface:
+                        iface.add_func("now", now)
+                        iface.add_func("resolution", resolution)
 
 
 def _caller(caller, bearer):
@@ -113,7 +155,8 @@ class _Ticker:
 class Relay(Helpers):
 
     def __init__(self, path, *, time_limit_s=DEFAULT_TIME_LIMIT_S, memory_limit=DEFAULT_MEMORY_LIMIT,
-                 settings=None, synchronous="FULL", component=None, signatures=None):
+                 settings=None, synchronous="FULL", component=None, signatures=None, clock=None):
+        self.clock = clock
         self.time_limit_s = time_limit_s
         self.memory_limit = memory_limit
         component = Path(component or HERE / "relay.wasm")
@@ -146,6 +189,8 @@ class Relay(Helpers):
         with self.linker.root() as root:
             with root.add_instance(self._store_interface()) as iface:
                 self.store.define(iface)
+        if clock is not None:
+            clock.define(self.linker, self.component.type.imports(self.engine))
         self._ticker = _Ticker(self.engine)
         self._exports: dict[str, Any] = {}
 
