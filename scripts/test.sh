@@ -58,6 +58,8 @@ if ! cmp -s package-lock.json node_modules/.installed-from-lock 2>/dev/null; the
 fi
 node --test store.test.mjs
 node transpile.mjs
+# Calls in a worker thread: a looping call stopped past the time limit, memory capped (limits.test.mjs).
+node --test limits.test.mjs
 node example.mjs >/dev/null
 node conformance.mjs --compare "$target_dir/tmp/conformance"
 cd ../..
