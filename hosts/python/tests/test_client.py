@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from agent_relay import RelayClient, RelayError
-from conftest import RELAY_BINARY
+from conftest import readme_example, RELAY_BINARY
 
 TOKEN = "python-host-operator-token-of-the-client-test"
 
@@ -38,15 +38,7 @@ def served(tmp_path):
 
 def test_the_readme_example_against_a_served_relay(served):
     relay = RelayClient(served, TOKEN)
-    alice = relay.register_agent(id="alice", label="backend")
-    assert alice.token
-    relay.send(caller=relay.operator, to="label:backend", body="fix it", claimable=True)
-    job = relay.claim_next("alice", token=alice.token, lease_ms=600_000)
-    assert job.raw["claimedBy"] == "alice"
-    done = relay.complete(job.id, "alice", token=alice.token, result={"pr": "#7"})
-    assert done["result"] == {"pr": "#7"}
-    inbox = relay.call("poll-inbox", {"agentId": "alice", "query": {}}, bearer=alice.token)
-    assert [m["body"] for m in inbox] == ["fix it"]
+    readme_example(relay)
     with pytest.raises(RelayError) as err:
         relay.call("poll-inbox", {"agentId": "alice", "query": {}}, bearer="relay_wrong")
     assert (err.value.kind, err.value.status) == ("unauthorized", 401)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent_relay import Relay, RelayError
-from conftest import FAULTS_DIR, RELAY_BINARY
+from conftest import readme_example, FAULTS_DIR, RELAY_BINARY
 
 PACKAGE = Path(__file__).resolve().parent.parent / "agent_relay"
 
@@ -21,15 +21,7 @@ def test_shipped_component_is_what_the_binary_writes(tmp_path):
 
 def test_readme_example(tmp_path):
     relay = Relay.open(tmp_path / "relay.db")
-    alice = relay.register_agent(id="alice", label="backend")
-    assert alice.token
-    relay.send(caller=relay.operator, to="label:backend", body="fix it", claimable=True)
-    job = relay.claim_next("alice", token=alice.token, lease_ms=600_000)
-    assert job.raw["claimedBy"] == "alice"
-    done = relay.complete(job.id, "alice", token=alice.token, result={"pr": "#7"})
-    assert done["result"] == {"pr": "#7"}
-    inbox = relay.call("poll-inbox", {"agentId": "alice", "query": {}}, bearer=alice.token)
-    assert [m["body"] for m in inbox] == ["fix it"]
+    readme_example(relay)
     relay.close()
     # Committed: a second relay on the same file sees the agent.
     again = Relay.open(tmp_path / "relay.db")
