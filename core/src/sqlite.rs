@@ -17,8 +17,8 @@ use crate::bindings::{Executed, Rows, Setting, SettingSource, StoreError, Value}
 use crate::store::{Access, Backend, PageBudget, Pending, Session};
 
 mod group_commit;
-pub use group_commit::GroupCommitStats;
 use group_commit::Writer;
+pub use group_commit::{BATCH_SIZE_BOUNDS, GroupCommitStats};
 
 /// How hard SQLite works to keep committed writes (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,6 +427,10 @@ fn data_version(sql: &rusqlite::Connection) -> rusqlite::Result<i64> {
 }
 
 impl Backend for Sqlite {
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        Some(self.writer.stats())
+    }
+
     /// A copy beside the file, `<db>.v<version>.bak`, when the database holds tables.
     fn backup_before_migrate(&self, from_version: u64) -> anyhow::Result<Option<PathBuf>> {
         if !self.holds_tables()? {

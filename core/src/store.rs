@@ -60,6 +60,12 @@ pub trait Backend: Send + Sync + 'static {
     fn prepare_to_serve(&self) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// What group commit has done so far, for a backend that commits write calls in batches
+    /// (SQLite); `None` for one that does not (the default: PostgreSQL commits each call).
+    fn group_commit_stats(&self) -> Option<crate::sqlite::GroupCommitStats> {
+        None
+    }
 }
 
 /// One call's transaction.
@@ -197,6 +203,10 @@ impl Backend for RunSettings {
 
     fn concurrent_writes(&self) -> bool {
         self.backend.concurrent_writes()
+    }
+
+    fn group_commit_stats(&self) -> Option<crate::sqlite::GroupCommitStats> {
+        self.backend.group_commit_stats()
     }
 }
 

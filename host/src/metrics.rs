@@ -4,10 +4,12 @@
 //! A request costs one counter increment (after a look-up of its labels) and one histogram
 //! observation; gauges are read from the call runner when the page is scraped.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use agent_relay_core::calls::Calls;
+use agent_relay_core::sqlite::{BATCH_SIZE_BOUNDS, GroupCommitStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -30,7 +33,40 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histogram,
     in_flight: Gauge,
+    queued: Gauge,
     waiters: Gauge,
+    batch_sizes: BatchSizes,
+    memory_in_use: Gauge,
+    memory_budget: Gauge,
+}
+
+/// `relay_group_commit_batch_size`: a histogram written from the counts the SQLite writer keeps
+/// (read at each scrape); empty on a backend without group commit.
+#[derive(Clone, Debug, Default)]
+struct BatchSizes(Arc<Mutex<Option<GroupCommitStats>>>);
+
+impl EncodeMetric for BatchSizes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_default();
+        #[allow(clippy::cast_precision_loss)]
+        let buckets: Vec<(f64, u64)> = BATCH_SIZE_BOUNDS
+            .iter()
+            .map(|bound| *bound as f64)
+            .chain([f64::MAX])
+            .zip(stats.by_size)
+            .collect();
+        #[allow(clippy::cast_precision_loss)]
+        let sum = stats.calls as f64;
+        encoder.encode_histogram::<NoLabelSet>(sum, stats.commits, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl Default for Metrics {
@@ -56,18 +92,46 @@ impl Default for Metrics {
             "Calls holding one of --max-concurrent-calls slots",
             in_flight.clone(),
         );
+        let queued = Gauge::default();
+        registry.register(
+            "calls_queued",
+            "Calls waiting for one of --max-concurrent-calls slots",
+            queued.clone(),
+        );
         let waiters = Gauge::default();
         registry.register(
             "waiters",
             "Held long-polls and open event streams waiting for a commit",
             waiters.clone(),
         );
+        let batch_sizes = BatchSizes::default();
+        registry.register(
+            "group_commit_batch_size",
+            "Write calls each SQLite group commit carried (none on PostgreSQL)",
+            batch_sizes.clone(),
+        );
+        let memory_in_use = Gauge::default();
+        registry.register(
+            "memory_budget_bytes_in_use",
+            "Bytes of linear memory the calls in flight hold from the memory budget",
+            memory_in_use.clone(),
+        );
+        let memory_budget = Gauge::default();
+        registry.register(
+            "memory_budget_bytes",
+            "The memory budget of all calls in flight (--calls-memory-mib)",
+            memory_budget.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             in_flight,
+            queued,
             waiters,
+            batch_sizes,
+            memory_in_use,
+            memory_budget,
         }
     }
 }
@@ -89,8 +153,21 @@ impl Metrics {
     pub fn page(&self, calls: &Calls) -> String {
         self.in_flight
             .set(i64::try_from(calls.in_flight()).unwrap_or(i64::MAX));
+        self.queued
+            .set(i64::try_from(calls.queued()).unwrap_or(i64::MAX));
         self.waiters
             .set(i64::try_from(calls.waiters()).unwrap_or(i64::MAX));
+        let runtime = calls.runtime();
+        *self
+            .batch_sizes
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = runtime.backend().group_commit_stats();
+        let memory = runtime.memory();
+        self.memory_in_use
+            .set(i64::try_from(memory.in_use()).unwrap_or(i64::MAX));
+        self.memory_budget
+            .set(i64::try_from(memory.total()).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);

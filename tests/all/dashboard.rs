@@ -227,7 +227,108 @@ fn metrics_parse_as_prometheus_text_and_count_a_send(backend: Backend) {
     assert_eq!(none.status, 401, "{:?}", none.body);
 }
 
+fn scrape(relay: &RelayServer) -> Vec<(String, f64)> {
+    let reply = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", relay.base))
+        .bearer_auth(OPERATOR)
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    samples(&reply.text().unwrap())
+}
+
+fn has(samples: &[(String, f64)], series: &str) -> bool {
+    samples.iter().any(|(name, _)| name == series)
+}
+
+/// Calls queued, group-commit batch sizes and the memory budget: present, and moving with calls.
+fn queue_batch_and_memory_metrics_move_with_calls(backend: Backend) {
+    let postgres = matches!(backend, Backend::Postgres);
+    let relay = RelayServer::start_on(backend, &["--max-concurrent-calls", "1"]);
+    relay.register(json!({"id": "alice"}));
+    let before = scrape(&relay);
+    for series in [
+        "relay_calls_queued",
+        "relay_group_commit_batch_size_count",
+        "relay_group_commit_batch_size_sum",
+        r#"relay_group_commit_batch_size_bucket{le="+Inf"}"#,
+        "relay_memory_budget_bytes_in_use",
+        "relay_memory_budget_bytes",
+    ] {
+        assert!(has(&before, series), "{series} missing: {before:?}");
+    }
+    assert_eq!(sample(&before, "relay_calls_queued"), 0.0, "{before:?}");
+    let budget = sample(&before, "relay_memory_budget_bytes");
+    assert_eq!(budget, f64::from(256u32 << 20), "{before:?}");
+    let in_use = sample(&before, "relay_memory_budget_bytes_in_use");
+    assert!((0.0..=budget).contains(&in_use), "{before:?}");
+
+    // Eight senders against one slot: calls queue, and the gauges show it (and the memory the
+    // running call holds) while they do.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let base = relay.base.clone();
+    let (peak, peak_memory) = std::thread::scope(|scope| {
+        for n in 0..8 {
+            let (stop, base) = (&stop, &base);
+            scope.spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = client
+                        .post(format!("{base}/v1/messages"))
+                        .bearer_auth(OPERATOR)
+                        .json(&json!({"from": "user", "to": "alice", "body": format!("q{n}")}))
+                        .send();
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut peak, mut peak_memory) = (0.0f64, 0.0f64);
+        while (peak < 1.0 || peak_memory <= 0.0) && Instant::now() < deadline {
+            let now = scrape(&relay);
+            peak = peak.max(sample(&now, "relay_calls_queued"));
+            peak_memory = peak_memory.max(sample(&now, "relay_memory_budget_bytes_in_use"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (peak, peak_memory)
+    });
+    assert!(peak >= 1.0, "no call was ever seen queued");
+    assert!(
+        peak_memory > 0.0 && peak_memory <= budget,
+        "memory in use {peak_memory}, budget {budget}"
+    );
+    // Once the senders are gone, nothing waits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = scrape(&relay);
+    while sample(&after, "relay_calls_queued") > 0.0 && Instant::now() < deadline {
+        after = scrape(&relay);
+    }
+    assert_eq!(sample(&after, "relay_calls_queued"), 0.0, "{after:?}");
+
+    let commits = "relay_group_commit_batch_size_count";
+    let calls = "relay_group_commit_batch_size_sum";
+    let all = r#"relay_group_commit_batch_size_bucket{le="+Inf"}"#;
+    if postgres {
+        // No group commit on PostgreSQL: each write commits on its own.
+        assert_eq!(sample(&after, commits), 0.0, "{after:?}");
+        assert_eq!(sample(&after, calls), 0.0, "{after:?}");
+    } else {
+        assert!(
+            sample(&after, commits) > sample(&before, commits),
+            "{before:?} {after:?}"
+        );
+        assert!(
+            sample(&after, calls) >= sample(&after, commits),
+            "{after:?}"
+        );
+        assert_eq!(sample(&after, all), sample(&after, commits), "{after:?}");
+        let single = r#"relay_group_commit_batch_size_bucket{le="1.0"}"#;
+        assert!(sample(&after, single) <= sample(&after, all), "{after:?}");
+        assert!(has(&after, single), "{after:?}");
+    }
+}
+
 crate::on_both_backends!(
+    queue_batch_and_memory_metrics_move_with_calls,
     metrics_parse_as_prometheus_text_and_count_a_send,
     the_operator_stream_carries_a_send_within_a_second_and_then_a_change,
     a_resumed_operator_stream_carries_exactly_what_was_missed,

@@ -20,7 +20,7 @@ mod reaper;
 mod reply;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -120,6 +120,23 @@ impl Caller {
     }
 }
 
+/// One call counted in [`Calls::queued`] while it waits for a slot (also when its request is
+/// dropped while waiting).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
 /// (RFC 9110 section 11.1).
 fn bearer_token(value: &str) -> Option<&str> {
@@ -140,6 +157,8 @@ pub struct Calls {
     handing_over: AtomicBool,
     /// Calls run so far (each run of a held request counts).
     runs: AtomicU64,
+    /// Calls waiting for a slot now.
+    queued: AtomicUsize,
 }
 
 impl Calls {
@@ -154,6 +173,7 @@ impl Calls {
             lane: Lane::start(this.clone()),
             commits: Commits::default(),
             runs: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
         })
     }
 
@@ -171,6 +191,11 @@ impl Calls {
             .max_concurrent_calls
             .max(1)
             .saturating_sub(self.slots.available_permits())
+    }
+
+    /// Calls waiting for one of the `max_concurrent_calls` slots now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Waiters (held requests, event streams) subscribed to the commit signal now.
@@ -275,8 +300,10 @@ impl Calls {
         // A request waiting for a slot is not about to arrive: the lane must not wait for it
         // (slots free up only as the lane answers).
         drop(arriving);
-        let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire())
-            .await
+        let queued = Queued::enter(&self.queued);
+        let permit = tokio::time::timeout(self.options.queue_timeout, self.slots.acquire()).await;
+        drop(queued);
+        let permit = permit
             .map_err(|_| {
                 ErrorReply::new(
                     503,

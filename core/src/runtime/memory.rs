@@ -29,6 +29,16 @@ impl MemoryBudget {
         })
     }
 
+    /// The budget's bytes.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The bytes the calls in flight hold now.
+    pub fn in_use(&self) -> usize {
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn reserve(&self, bytes: usize) -> bool {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         if used.saturating_add(bytes) > self.total {

@@ -57,7 +57,13 @@ pub(super) struct Writer {
     /// Commits run, and the calls whose writes they carried.
     commits: AtomicU64,
     committed_calls: AtomicU64,
+    /// Commits by the bucket of their size ([`BATCH_SIZE_BOUNDS`], the last: larger).
+    by_size: [AtomicU64; BATCH_SIZE_BUCKETS],
 }
+
+/// The upper bounds of the batch size buckets [`GroupCommitStats::by_size`] counts commits in.
+pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+const BATCH_SIZE_BUCKETS: usize = BATCH_SIZE_BOUNDS.len() + 1;
 
 /// What group commit has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +72,10 @@ pub struct GroupCommitStats {
     pub commits: u64,
     /// Write calls kept by those commits.
     pub calls: u64,
+    /// Those commits by how many calls each carried: `by_size[i]` counts the commits of more
+    /// calls than `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` (the last
+    /// entry: more than the last bound). Not cumulative.
+    pub by_size: [u64; BATCH_SIZE_BUCKETS],
 }
 
 /// How one call's savepoint ended.
@@ -95,6 +105,7 @@ impl Writer {
             waiting: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
             committed_calls: AtomicU64::new(0),
+            by_size: Default::default(),
         }
     }
 
@@ -102,6 +113,7 @@ impl Writer {
         GroupCommitStats {
             commits: self.commits.load(Ordering::Relaxed),
             calls: self.committed_calls.load(Ordering::Relaxed),
+            by_size: std::array::from_fn(|i| self.by_size[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -341,6 +353,11 @@ impl Writer {
             self.commits.fetch_add(1, Ordering::Relaxed);
             self.committed_calls
                 .fetch_add(members as u64, Ordering::Relaxed);
+            let bucket = BATCH_SIZE_BOUNDS
+                .iter()
+                .position(|bound| members as u64 <= *bound)
+                .unwrap_or(BATCH_SIZE_BOUNDS.len());
+            self.by_size[bucket].fetch_add(1, Ordering::Relaxed);
             tracing::trace!(calls = members, "committed a batch");
         }
         let mut state = self.lock();
