@@ -14,11 +14,10 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params_from_iter, types};
 
 use crate::bindings::{Executed, Rows, Setting, SettingSource, StoreError, Value};
-use crate::store::{Access, Backend, PageBudget, Pending, Session};
+use crate::store::{Access, Backend, GroupCommitStats, PageBudget, Pending, Session};
 
 mod group_commit;
 use group_commit::Writer;
-pub use group_commit::{BATCH_SIZE_BOUNDS, GroupCommitStats};
 
 /// How hard SQLite works to keep committed writes (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

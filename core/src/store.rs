@@ -63,9 +63,26 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What group commit has done so far, for a backend that commits write calls in batches
     /// (SQLite); `None` for one that does not (the default: PostgreSQL commits each call).
-    fn group_commit_stats(&self) -> Option<crate::sqlite::GroupCommitStats> {
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         None
     }
+}
+
+/// The upper bounds of the batch size buckets [`GroupCommitStats::by_size`] counts commits in.
+pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+pub(crate) const BATCH_SIZE_BUCKETS: usize = BATCH_SIZE_BOUNDS.len() + 1;
+
+/// What group commit has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Successful commits of a batch.
+    pub commits: u64,
+    /// Write calls kept by those commits.
+    pub calls: u64,
+    /// Those commits by how many calls each carried: `by_size[i]` counts the commits of more
+    /// calls than `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` (the last
+    /// entry: more than the last bound). Not cumulative.
+    pub by_size: [u64; BATCH_SIZE_BUCKETS],
 }
 
 /// One call's transaction.
@@ -205,7 +222,7 @@ impl Backend for RunSettings {
         self.backend.concurrent_writes()
     }
 
-    fn group_commit_stats(&self) -> Option<crate::sqlite::GroupCommitStats> {
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         self.backend.group_commit_stats()
     }
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use agent_relay_core::calls::Calls;
-use agent_relay_core::sqlite::{BATCH_SIZE_BOUNDS, GroupCommitStats};
+use agent_relay_core::store::{BATCH_SIZE_BOUNDS, GroupCommitStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

@@ -18,6 +18,7 @@ use super::{
     host_statement, store_error,
 };
 use crate::bindings::StoreError;
+use crate::store::{BATCH_SIZE_BOUNDS, BATCH_SIZE_BUCKETS, GroupCommitStats};
 
 /// The most calls one commit covers, and the longest a batch stays open; whichever comes first.
 const MAX_BATCH_CALLS: usize = 64;
@@ -59,23 +60,6 @@ pub(super) struct Writer {
     committed_calls: AtomicU64,
     /// Commits by the bucket of their size ([`BATCH_SIZE_BOUNDS`], the last: larger).
     by_size: [AtomicU64; BATCH_SIZE_BUCKETS],
-}
-
-/// The upper bounds of the batch size buckets [`GroupCommitStats::by_size`] counts commits in.
-pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
-const BATCH_SIZE_BUCKETS: usize = BATCH_SIZE_BOUNDS.len() + 1;
-
-/// What group commit has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GroupCommitStats {
-    /// Successful commits of a batch.
-    pub commits: u64,
-    /// Write calls kept by those commits.
-    pub calls: u64,
-    /// Those commits by how many calls each carried: `by_size[i]` counts the commits of more
-    /// calls than `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` (the last
-    /// entry: more than the last bound). Not cumulative.
-    pub by_size: [u64; BATCH_SIZE_BUCKETS],
 }
 
 /// How one call's savepoint ended.
