@@ -80,6 +80,8 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
         RouteTarget, Secret, ShortText, Target,
     };
     let limit = || vec![("query.limit", Limit)];
+    // A job's priority and the lists' filter on it (messages::MAX_PRIORITY).
+    let priority = || Between(0, crate::messages::MAX_PRIORITY);
     let registrable_kinds = AgentKind::ALL
         .iter()
         .filter(|kind| !BUILT_IN_KINDS.contains(kind))
@@ -141,9 +143,17 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
                 ("input.subject", ShortText),
                 ("input.body", Body),
                 ("input.idempotencyKey", Id),
+                ("input.priority", priority()),
             ],
         ),
-        ("poll-inbox", vec![("agentId", Id), ("query.limit", Limit)]),
+        (
+            "poll-inbox",
+            vec![
+                ("agentId", Id),
+                ("query.limit", Limit),
+                ("query.minPriority", priority()),
+            ],
+        ),
         ("get-thread", limit()),
         (
             "list-messages",
@@ -152,6 +162,7 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
                 ("query.to", Target),
                 ("query.kind", Id),
                 ("query.limit", Limit),
+                ("query.minPriority", priority()),
             ],
         ),
         ("mark-read", claim_input(false)),
