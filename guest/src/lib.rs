@@ -56,6 +56,7 @@ mod retire;
 mod schema;
 mod search;
 mod settings;
+mod stats;
 mod tasks;
 mod upgrade;
 mod upgrade06;

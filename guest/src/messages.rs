@@ -909,23 +909,31 @@ fn filter_priority(
 
 /// Narrows a message filter to the jobs in one state at `now` (the inbox's and the list's).
 fn filter_state(filter: &mut String, values: &mut Vec<Value>, state: JobState, now: i64) {
-    const JOB: &str = " AND m.claimable = 1 AND m.completed_at IS NULL \
-         AND m.dead_lettered_at IS NULL";
+    let (condition, params) = job_state_condition(state, now);
+    filter.push_str(" AND ");
+    filter.push_str(condition);
+    values.extend(params);
+}
+
+/// The condition over `messages m` that selects the jobs in one state at `now`, and its
+/// parameters: the one definition of the states, for the filters and the counts (`stats`).
+pub fn job_state_condition(state: JobState, now: i64) -> (&'static str, Vec<Value>) {
     match state {
-        JobState::Open => {
-            filter.push_str(JOB);
-            filter.push_str(" AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)");
-            values.push(Value::from(now));
-        }
-        JobState::Claimed => {
-            filter.push_str(JOB);
-            filter.push_str(" AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?");
-            values.push(Value::from(now));
-        }
-        JobState::Completed => filter.push_str(" AND m.completed_at IS NOT NULL"),
-        JobState::Dead => {
-            filter.push_str(" AND m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL");
-        }
+        JobState::Open => (
+            "(m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL \
+             AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?))",
+            vec![Value::from(now)],
+        ),
+        JobState::Claimed => (
+            "(m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL \
+             AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?)",
+            vec![Value::from(now)],
+        ),
+        JobState::Completed => ("(m.completed_at IS NOT NULL)", Vec::new()),
+        JobState::Dead => (
+            "(m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL)",
+            Vec::new(),
+        ),
     }
 }
 

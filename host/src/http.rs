@@ -566,17 +566,18 @@ async fn metrics_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
     if let Err(error) = allowed {
         return error_response(&error);
     }
-    metrics_answer(&app)
+    metrics_answer(&app).await
 }
 
 /// The metrics page as an answer (OpenMetrics text).
-fn metrics_answer(app: &App) -> Response {
+async fn metrics_answer(app: &App) -> Response {
+    let page = app.metrics.page(&app.calls).await;
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.page(&app.calls),
+        page,
     )
         .into_response()
 }
@@ -586,8 +587,10 @@ pub fn metrics_router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            axum::routing::get(|State(app): State<Arc<App>>| async move { metrics_answer(&app) })
-                .fallback(method_not_allowed),
+            axum::routing::get(
+                |State(app): State<Arc<App>>| async move { metrics_answer(&app).await },
+            )
+            .fallback(method_not_allowed),
         )
         .fallback(not_found)
         .with_state(app)

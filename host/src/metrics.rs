@@ -2,10 +2,13 @@
 //! the `prometheus-client` crate (docs/operations.md, "Metrics").
 //!
 //! A request costs one counter increment (after a look-up of its labels) and one histogram
-//! observation; gauges are read from the call runner when the page is scraped.
+//! observation; gauges are read from the call runner when the page is scraped. The relay's
+//! counts (agents by status, messages and jobs by state) are the guest's: a scrape asks for them
+//! with `get-stats` through the call runner, as the operator, at most once per
+//! [`COUNT_EVERY`]; a scrape in between shows the last counts.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -16,7 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use agent_relay_core::calls::Calls;
+use agent_relay_core::bridge;
+use agent_relay_core::calls::{Caller, Calls};
 use agent_relay_core::store::{BATCH_SIZE_BOUNDS, GroupCommitStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +29,22 @@ struct RequestLabels {
     /// The route's path template (`/v1/agents/{agentId}/inbox`), never the path as sent.
     route: &'static str,
     status: u16,
+}
+
+/// The export that counts what the relay holds.
+const STATS: &str = "get-stats";
+
+/// A scrape asks the relay for its counts at most this often.
+pub const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
 }
 
 /// The server's metrics and the registry that writes them.
@@ -38,6 +58,11 @@ pub struct Metrics {
     batch_sizes: BatchSizes,
     memory_in_use: Gauge,
     memory_budget: Gauge,
+    agents: Family<StatusLabel, Gauge>,
+    messages: Family<StateLabel, Gauge>,
+    jobs: Family<StateLabel, Gauge>,
+    /// When the counts were last asked for (held while asking, so scrapes side by side ask once).
+    counted: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// `relay_group_commit_batch_size`: a histogram written from the counts the SQLite writer keeps
@@ -122,6 +147,24 @@ impl Default for Metrics {
             "The memory budget of all calls in flight (--calls-memory-mib)",
             memory_budget.clone(),
         );
+        let agents = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "agents",
+            "Agents by status (counted by the relay at most once a second)",
+            agents.clone(),
+        );
+        let messages = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "messages",
+            "Messages that are not jobs: unread (no recipient read them yet) or read",
+            messages.clone(),
+        );
+        let jobs = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Jobs (claimable messages) by state, as GET /v1/messages?state= selects them",
+            jobs.clone(),
+        );
         Self {
             registry,
             requests,
@@ -132,6 +175,10 @@ impl Default for Metrics {
             batch_sizes,
             memory_in_use,
             memory_budget,
+            agents,
+            messages,
+            jobs,
+            counted: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -149,8 +196,10 @@ impl Metrics {
         self.latency.observe(took.as_secs_f64());
     }
 
-    /// The page: the gauges read from `calls` now, then every metric.
-    pub fn page(&self, calls: &Calls) -> String {
+    /// The page: the gauges read from `calls` now (and the relay's counts, when the last are
+    /// older than [`COUNT_EVERY`]), then every metric.
+    pub async fn page(&self, calls: &Arc<Calls>) -> String {
+        self.count(calls).await;
         self.in_flight
             .set(i64::try_from(calls.in_flight()).unwrap_or(i64::MAX));
         self.queued
@@ -172,5 +221,49 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+
+    /// Asks the relay for its counts unless it was asked within [`COUNT_EVERY`]. A failed count
+    /// (the relay overloaded, shutting down) leaves the last counts shown until the next try.
+    async fn count(&self, calls: &Arc<Calls>) {
+        let mut counted = self.counted.lock().await;
+        if counted.is_some_and(|at| at.elapsed() < COUNT_EVERY) {
+            return;
+        }
+        *counted = Some(Instant::now());
+        let Some(export) = calls.runtime().export(STATS).cloned() else {
+            return;
+        };
+        let answer = calls
+            .run(&export, vec![Caller::Operator.to_val()])
+            .await
+            .and_then(|value| bridge::outcome(&value));
+        match answer {
+            Ok(stats) => {
+                set_each(&stats["agents"], |status, n| {
+                    self.agents.get_or_create(&StatusLabel { status }).set(n);
+                });
+                set_each(&stats["messages"], |state, n| {
+                    self.messages.get_or_create(&StateLabel { state }).set(n);
+                });
+                set_each(&stats["jobs"], |state, n| {
+                    self.jobs.get_or_create(&StateLabel { state }).set(n);
+                });
+            }
+            Err(error) => {
+                tracing::debug!(code = %error.code, message = %error.message, "counting for the metrics failed; the last counts stay");
+            }
+        }
+    }
+}
+
+/// Each `name: count` of a JSON object of counts.
+fn set_each(counts: &serde_json::Value, mut set: impl FnMut(String, i64)) {
+    if let Some(counts) = counts.as_object() {
+        for (name, count) in counts {
+            if let Some(n) = count.as_i64() {
+                set(name.clone(), n);
+            }
+        }
     }
 }

@@ -227,6 +227,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/health", "health")
         .unavailable_when("status", "error")
         .anonymous(),
+    route("GET", "/v1/stats", "get-stats"),
     // Maintenance (beyond docs/http-api.md §9): run the reaper now.
     route("POST", "/v1/reap", "reap"),
     // Fault injection: only the test component has these exports (and refuses them unless the

@@ -142,84 +142,17 @@ fn a_reader_further_behind_than_the_bound_is_told_to_reload(backend: Backend) {
     assert!(far.ended, "the server closed the stream");
 }
 
-/// The samples of a Prometheus text page, checked line by line: every sample's metric family
-/// was declared by a `# TYPE` line before it, and every value is a number.
-fn samples(page: &str) -> Vec<(String, f64)> {
-    let mut declared: Vec<String> = Vec::new();
-    let mut samples = Vec::new();
-    for line in page.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (family, kind) = rest.split_once(' ').expect("# TYPE NAME KIND");
-            assert!(
-                ["counter", "gauge", "histogram"].contains(&kind),
-                "unexpected type {kind} in {line}"
-            );
-            declared.push(family.to_owned());
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("a sample is SERIES VALUE");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("not a number: {line}"));
-        let name = series.split('{').next().unwrap();
-        assert!(
-            declared
-                .iter()
-                .any(|family| name.starts_with(family.as_str())),
-            "{name} has no # TYPE line before it"
-        );
-        samples.push((series.to_owned(), value));
-    }
-    samples
-}
-
-fn sample(samples: &[(String, f64)], series: &str) -> f64 {
-    samples
-        .iter()
-        .find(|(name, _)| name == series)
-        .map_or(0.0, |(_, value)| *value)
-}
-
 fn metrics_parse_as_prometheus_text_and_count_a_send(backend: Backend) {
     let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice"}));
     let sends = r#"relay_http_requests_total{method="POST",route="/v1/messages",status="201"}"#;
-    let scrape = || {
-        let reply = reqwest::blocking::Client::new()
-            .get(format!("{}/metrics", relay.base))
-            .bearer_auth(OPERATOR)
-            .send()
-            .unwrap();
-        assert_eq!(reply.status(), 200);
-        assert!(
-            reply.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("application/openmetrics-text"),
-            "{:?}",
-            reply.headers()
-        );
-        samples(&reply.text().unwrap())
-    };
-    let before = scrape();
+    let before = relay.scrape();
     send_to(&relay, "alice", "counted");
-    let after = scrape();
-    assert_eq!(
-        sample(&after, sends) - sample(&before, sends),
-        1.0,
-        "{after:?}"
-    );
+    let after = relay.scrape();
+    assert_eq!(after.value(sends) - before.value(sends), 1.0, "{after:?}");
     let observed = "relay_http_request_duration_seconds_count";
-    assert!(sample(&after, observed) >= 2.0, "{after:?}");
-    assert!(
-        after
-            .iter()
-            .any(|(name, _)| name == "relay_calls_in_flight"),
-        "{after:?}"
-    );
+    assert!(after.value(observed) >= 2.0, "{after:?}");
+    assert!(after.has("relay_calls_in_flight"), "{after:?}");
 
     let agent = relay.get("/metrics", &alice);
     assert_eq!(agent.status, 403, "{:?}", agent.body);
@@ -227,18 +160,189 @@ fn metrics_parse_as_prometheus_text_and_count_a_send(backend: Backend) {
     assert_eq!(none.status, 401, "{:?}", none.body);
 }
 
-fn scrape(relay: &RelayServer) -> Vec<(String, f64)> {
-    let reply = reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", relay.base))
-        .bearer_auth(OPERATOR)
-        .send()
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    samples(&reply.text().unwrap())
+/// The counts of `GET /v1/stats` as the gauges name them: `(series, value)`.
+fn stats_series(stats: &Json) -> Vec<(String, f64)> {
+    let mut series = Vec::new();
+    for (family, label) in [
+        ("agents", "status"),
+        ("messages", "state"),
+        ("jobs", "state"),
+    ] {
+        for (name, count) in stats[family].as_object().expect("an object of counts") {
+            series.push((
+                format!("relay_{family}{{{label}=\"{name}\"}}"),
+                count.as_f64().expect("a count"),
+            ));
+        }
+    }
+    series
 }
 
-fn has(samples: &[(String, f64)], series: &str) -> bool {
-    samples.iter().any(|(name, _)| name == series)
+/// Scrapes until every series of `expected` has its value (the counts are asked for at most
+/// once a second); fails after 5 s with the last page.
+fn until_counted(relay: &RelayServer, expected: &[(&str, f64)]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = relay.scrape();
+        if expected
+            .iter()
+            .all(|(series, value)| page.get(series) == Some(*value))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {expected:?} after 5 s: {page:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET /v1/stats` counts agents by status, messages read or not and jobs by state, as the
+/// listings select them; `/metrics` shows the same counts as gauges and follows a send, a
+/// claim, a completion, a dead letter and a lease running out.
+fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
+    // One claim without completion dead-letters a job.
+    let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
+    let alice = relay.register(json!({"id": "alice"}));
+    relay.register(json!({"id": "bob", "status": "busy"}));
+    let stats = relay.get("/v1/stats", OPERATOR);
+    assert_eq!(stats.status, 200, "{:?}", stats.body);
+    // alice, bob and the built-in agents (user, system).
+    let agents_online = stats.body["agents"]["online"].as_f64().unwrap();
+    assert!(agents_online >= 1.0, "{:?}", stats.body);
+    assert_eq!(stats.body["agents"]["busy"], 1, "{:?}", stats.body);
+    assert_eq!(
+        stats.body["jobs"],
+        json!({"open": 0, "claimed": 0, "completed": 0, "dead": 0})
+    );
+    assert_eq!(stats.body["messages"], json!({"unread": 0, "read": 0}));
+    let page = relay.scrape();
+    for (series, value) in stats_series(&stats.body) {
+        assert_eq!(page.get(&series), Some(value), "{series}: {page:?}");
+    }
+
+    let chat = send_to(&relay, "alice", "hello");
+    send_to(&relay, "alice", "unread");
+    let read = relay.post(
+        &format!("/v1/messages/{chat}/read"),
+        &alice,
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    let job = |body: &str| {
+        id_of(&relay.send(json!({"from": "user", "to": "alice", "body": body, "claimable": true})))
+    };
+    let done = job("done");
+    let held = job("held");
+    job("open");
+    for id in [done, held] {
+        let claimed = relay.post(
+            &format!("/v1/messages/{id}/claim"),
+            &alice,
+            json!({"agentId": "alice", "leaseMs": 60_000}),
+        );
+        assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    }
+    let completed = relay.post(
+        &format!("/v1/messages/{done}/complete"),
+        &alice,
+        json!({"agentId": "alice"}),
+    );
+    assert_eq!(completed.status, 200, "{:?}", completed.body);
+
+    let stats = relay.get("/v1/stats", OPERATOR).body;
+    assert_eq!(
+        stats["messages"],
+        json!({"unread": 1, "read": 1}),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["jobs"],
+        json!({"open": 1, "claimed": 1, "completed": 1, "dead": 0}),
+        "{stats}"
+    );
+    // The counts are the listings' lengths.
+    for state in ["open", "claimed", "completed", "dead"] {
+        let listed = relay.get(&format!("/v1/messages?state={state}"), OPERATOR);
+        assert_eq!(
+            listed.body.as_array().unwrap().len() as i64,
+            stats["jobs"][state].as_i64().unwrap(),
+            "{state}: {:?}",
+            listed.body
+        );
+    }
+    until_counted(
+        &relay,
+        &[
+            (r#"relay_jobs{state="open"}"#, 1.0),
+            (r#"relay_jobs{state="claimed"}"#, 1.0),
+            (r#"relay_jobs{state="completed"}"#, 1.0),
+            (r#"relay_messages{state="unread"}"#, 1.0),
+            (r#"relay_messages{state="read"}"#, 1.0),
+        ],
+    );
+
+    // A lease that ran out makes its job open again, counted at the relay's time.
+    relay.advance(61_000);
+    let stats = relay.get("/v1/stats", OPERATOR).body;
+    assert_eq!(stats["jobs"]["open"], 2, "{stats}");
+    assert_eq!(stats["jobs"]["claimed"], 0, "{stats}");
+    until_counted(
+        &relay,
+        &[
+            (r#"relay_jobs{state="open"}"#, 2.0),
+            (r#"relay_jobs{state="claimed"}"#, 0.0),
+        ],
+    );
+
+    // The reaper dead-letters it: it had its one attempt.
+    relay.reap();
+    let stats = relay.get("/v1/stats", OPERATOR).body;
+    assert_eq!(
+        stats["jobs"],
+        json!({"open": 1, "claimed": 0, "completed": 1, "dead": 1}),
+        "{stats}"
+    );
+    until_counted(
+        &relay,
+        &[
+            (r#"relay_jobs{state="open"}"#, 1.0),
+            (r#"relay_jobs{state="dead"}"#, 1.0),
+        ],
+    );
+
+    // The operator's alone.
+    let agent = relay.get("/v1/stats", &alice);
+    assert_eq!(agent.status, 403, "{:?}", agent.body);
+    let none = relay.request("GET", "/v1/stats", None, None);
+    assert_eq!(none.status, 401, "{:?}", none.body);
+}
+
+/// However often it is scraped, `/metrics` asks the relay for its counts at most once a second:
+/// scrapes within a second of a count show that count, and a later one shows the new.
+fn metrics_count_at_most_once_a_second(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    relay.register(json!({"id": "alice"}));
+    let open = r#"relay_jobs{state="open"}"#;
+    let first = relay.scrape();
+    let counted_at = Instant::now();
+    assert_eq!(first.get(open), Some(0.0), "{first:?}");
+    relay.send(json!({"from": "user", "to": "alice", "body": "j", "claimable": true}));
+    let mut again = 0;
+    while counted_at.elapsed() < Duration::from_millis(800) {
+        let page = relay.scrape();
+        if counted_at.elapsed() < Duration::from_millis(900) {
+            assert_eq!(
+                page.get(open),
+                Some(0.0),
+                "counted again within a second: {page:?}"
+            );
+            again += 1;
+        }
+    }
+    assert!(again > 0, "no scrape within a second of the first");
+    until_counted(&relay, &[(open, 1.0)]);
 }
 
 /// Calls queued, group-commit batch sizes and the memory budget: present, and moving with calls.
@@ -246,7 +350,7 @@ fn queue_batch_and_memory_metrics_move_with_calls(backend: Backend) {
     let postgres = matches!(backend, Backend::Postgres);
     let relay = RelayServer::start_on(backend, &["--max-concurrent-calls", "1"]);
     relay.register(json!({"id": "alice"}));
-    let before = scrape(&relay);
+    let before = relay.scrape();
     for series in [
         "relay_calls_queued",
         "relay_group_commit_batch_size_count",
@@ -255,12 +359,12 @@ fn queue_batch_and_memory_metrics_move_with_calls(backend: Backend) {
         "relay_memory_budget_bytes_in_use",
         "relay_memory_budget_bytes",
     ] {
-        assert!(has(&before, series), "{series} missing: {before:?}");
+        assert!(before.has(series), "{series} missing: {before:?}");
     }
-    assert_eq!(sample(&before, "relay_calls_queued"), 0.0, "{before:?}");
-    let budget = sample(&before, "relay_memory_budget_bytes");
+    assert_eq!(before.value("relay_calls_queued"), 0.0, "{before:?}");
+    let budget = before.value("relay_memory_budget_bytes");
     assert_eq!(budget, f64::from(256u32 << 20), "{before:?}");
-    let in_use = sample(&before, "relay_memory_budget_bytes_in_use");
+    let in_use = before.value("relay_memory_budget_bytes_in_use");
     assert!((0.0..=budget).contains(&in_use), "{before:?}");
 
     // Eight senders against one slot: calls queue, and the gauges show it (and the memory the
@@ -284,9 +388,9 @@ fn queue_batch_and_memory_metrics_move_with_calls(backend: Backend) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut peak, mut peak_memory) = (0.0f64, 0.0f64);
         while (peak < 1.0 || peak_memory <= 0.0) && Instant::now() < deadline {
-            let now = scrape(&relay);
-            peak = peak.max(sample(&now, "relay_calls_queued"));
-            peak_memory = peak_memory.max(sample(&now, "relay_memory_budget_bytes_in_use"));
+            let now = relay.scrape();
+            peak = peak.max(now.value("relay_calls_queued"));
+            peak_memory = peak_memory.max(now.value("relay_memory_budget_bytes_in_use"));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (peak, peak_memory)
@@ -298,36 +402,35 @@ fn queue_batch_and_memory_metrics_move_with_calls(backend: Backend) {
     );
     // Once the senders are gone, nothing waits.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after = scrape(&relay);
-    while sample(&after, "relay_calls_queued") > 0.0 && Instant::now() < deadline {
-        after = scrape(&relay);
+    let mut after = relay.scrape();
+    while after.value("relay_calls_queued") > 0.0 && Instant::now() < deadline {
+        after = relay.scrape();
     }
-    assert_eq!(sample(&after, "relay_calls_queued"), 0.0, "{after:?}");
+    assert_eq!(after.value("relay_calls_queued"), 0.0, "{after:?}");
 
     let commits = "relay_group_commit_batch_size_count";
     let calls = "relay_group_commit_batch_size_sum";
     let all = r#"relay_group_commit_batch_size_bucket{le="+Inf"}"#;
     if postgres {
         // No group commit on PostgreSQL: each write commits on its own.
-        assert_eq!(sample(&after, commits), 0.0, "{after:?}");
-        assert_eq!(sample(&after, calls), 0.0, "{after:?}");
+        assert_eq!(after.value(commits), 0.0, "{after:?}");
+        assert_eq!(after.value(calls), 0.0, "{after:?}");
     } else {
         assert!(
-            sample(&after, commits) > sample(&before, commits),
+            after.value(commits) > before.value(commits),
             "{before:?} {after:?}"
         );
-        assert!(
-            sample(&after, calls) >= sample(&after, commits),
-            "{after:?}"
-        );
-        assert_eq!(sample(&after, all), sample(&after, commits), "{after:?}");
+        assert!(after.value(calls) >= after.value(commits), "{after:?}");
+        assert_eq!(after.value(all), after.value(commits), "{after:?}");
         let single = r#"relay_group_commit_batch_size_bucket{le="1.0"}"#;
-        assert!(sample(&after, single) <= sample(&after, all), "{after:?}");
-        assert!(has(&after, single), "{after:?}");
+        assert!(after.value(single) <= after.value(all), "{after:?}");
+        assert!(after.has(single), "{after:?}");
     }
 }
 
 crate::on_both_backends!(
+    agents_messages_and_jobs_are_counted_by_state,
+    metrics_count_at_most_once_a_second,
     queue_batch_and_memory_metrics_move_with_calls,
     metrics_parse_as_prometheus_text_and_count_a_send,
     the_operator_stream_carries_a_send_within_a_second_and_then_a_change,

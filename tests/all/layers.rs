@@ -66,6 +66,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
         "orchestrators",
         "pairs",
         "search",
+        "stats",
     ],
     &["reservations"],
     &["input_rules", "reaper", "retire"],

@@ -264,6 +264,38 @@ def test_metrics_parse_and_the_counters_move_after_a_send(relay):
     assert metric_total(relay, "relay_http_request_duration_seconds_count") >= 3
 
 
+def until_metric(relay, name, value, **labels):
+    """Scrapes until a gauge reads `value` (the relay is asked for its counts at most once a second)."""
+    deadline = time.monotonic() + 5
+    while (seen := metric_total(relay, name, **labels)) != value:
+        assert time.monotonic() < deadline, (name, labels, seen, value)
+        time.sleep(0.1)
+
+
+def test_metrics_gauges_follow_a_send_a_claim_and_a_completion(relay):
+    alice = relay.register({"id": "alice"})
+    _, stats = relay.call("GET", "/v1/stats", expect=200)
+    until_metric(relay, "relay_agents", stats["agents"]["online"], status="online")
+    for state in ["open", "claimed", "completed", "dead"]:
+        until_metric(relay, "relay_jobs", 0, state=state)
+    until_metric(relay, "relay_messages", 0, state="unread")
+
+    chat = relay.send({"from": "user", "to": "alice", "body": "read me"})
+    until_metric(relay, "relay_messages", 1, state="unread")
+    relay.call("POST", f"/v1/messages/{chat['id']}/read", {"agentId": "alice"}, token=alice, expect=200)
+    until_metric(relay, "relay_messages", 1, state="read")
+    until_metric(relay, "relay_messages", 0, state="unread")
+
+    job = relay.send({"from": "user", "to": "alice", "body": "do it", "claimable": True})
+    until_metric(relay, "relay_jobs", 1, state="open")
+    relay.call("POST", f"/v1/messages/{job['id']}/claim", {"agentId": "alice"}, token=alice, expect=200)
+    until_metric(relay, "relay_jobs", 1, state="claimed")
+    until_metric(relay, "relay_jobs", 0, state="open")
+    relay.call("POST", f"/v1/messages/{job['id']}/complete", {"agentId": "alice"}, token=alice, expect=200)
+    until_metric(relay, "relay_jobs", 1, state="completed")
+    until_metric(relay, "relay_jobs", 0, state="claimed")
+
+
 def test_metrics_listen_serves_the_metrics_without_a_token_on_its_own_address(tmp_path):
     import re
     import urllib.error

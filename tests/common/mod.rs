@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod metrics;
 pub mod postgres;
 pub mod sse;
 pub mod upgrade;
@@ -433,19 +434,28 @@ impl RelayServer {
         }
     }
 
-    /// A sample's value in the operator's `GET /metrics`: the first line that starts with
-    /// `series` (a metric name, with its labels when it has any).
-    pub fn metric(&self, series: &str) -> Option<f64> {
-        let text = self
+    /// The operator's `GET /metrics`, checked (200, OpenMetrics text, every sample declared)
+    /// and read.
+    pub fn scrape(&self) -> metrics::Samples {
+        let reply = self
             .client
             .get(format!("{}/metrics", self.base))
             .bearer_auth(OPERATOR)
             .send()
-            .unwrap()
-            .text()
             .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        assert_eq!(reply.status(), 200);
+        let content_type = reply.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        metrics::Samples::parse(&reply.text().unwrap())
+    }
+
+    /// A sample's value in the operator's `GET /metrics` (the series as the page writes it, with
+    /// its labels when it has any).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.scrape().get(series)
     }
 
     /// Waits until at least `count` long-polls and event streams wait for commits
@@ -454,7 +464,7 @@ impl RelayServer {
     pub fn until_waiters(&self, count: u32) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let held = self.metric("relay_waiters ").unwrap_or(0.0);
+            let held = self.metric("relay_waiters").unwrap_or(0.0);
             if held >= f64::from(count) {
                 return;
             }

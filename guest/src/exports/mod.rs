@@ -21,6 +21,7 @@ mod rule_queries;
 mod search_queries;
 mod settings_commands;
 mod settings_queries;
+mod stats_queries;
 mod task_commands;
 mod task_queries;
 
