@@ -2,10 +2,17 @@
 //!
 //! The host only serves the files; the page reads everything through the relay's own routes with
 //! the token the human signs in with, so every rule stays in the guest.
+//!
+//! A client that accepts gzip gets each file gzipped (compressed once, at the first request, at
+//! the best level; a file that gzip would not make smaller is always sent as it is). The two
+//! forms have their own entity tags, and every answer says `Vary: Accept-Encoding`, so a cache
+//! never hands one client the other's bytes.
 
+use std::io::Write as _;
 use std::sync::LazyLock;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -46,31 +53,92 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// Each file's entity tag (a prefix of its SHA-256), computed once.
-static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+/// One file in one encoding: its bytes, its entity tag, and `Content-Encoding` when gzipped.
+struct Form {
+    body: Bytes,
+    etag: String,
+    encoding: Option<&'static str>,
+}
+
+/// Each file as it is and, when that is smaller, gzipped; made once.
+static FORMS: LazyLock<Vec<(Form, Option<Form>)>> = LazyLock::new(|| {
     ASSETS
         .iter()
         .map(|asset| {
             let digest = Sha256::digest(asset.body);
             let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-            format!("\"{hex}\"")
+            let plain = Form {
+                body: Bytes::from_static(asset.body),
+                etag: format!("\"{hex}\""),
+                encoding: None,
+            };
+            let gzipped = gzip(asset.body)
+                .filter(|bytes| bytes.len() < asset.body.len())
+                .map(|bytes| Form {
+                    body: Bytes::from(bytes),
+                    etag: format!("\"{hex}-gzip\""),
+                    encoding: Some("gzip"),
+                });
+            (plain, gzipped)
         })
         .collect()
 });
 
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
+/// Whether `Accept-Encoding` takes gzip: `gzip` (or `*`) listed without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|param| {
+                param
+                    .trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
 fn serve(index: usize, headers: &HeaderMap) -> Response {
     let asset = &ASSETS[index];
-    let etag = &ETAGS[index];
+    let (plain, gzipped) = &FORMS[index];
+    let form = match gzipped {
+        Some(gzipped) if accepts_gzip(headers) => gzipped,
+        _ => plain,
+    };
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag));
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == form.etag));
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
+        let mut response = (
+            [(header::CONTENT_TYPE, asset.content_type)],
+            form.body.clone(),
+        )
+            .into_response();
+        if let Some(encoding) = form.encoding {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        }
+        response
     };
     let set = response.headers_mut();
+    set.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     set.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -86,7 +154,7 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
     );
     // Revalidated on every load (a new binary may serve a new page), cheap with the tag.
     set.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(value) = HeaderValue::from_str(etag) {
+    if let Ok(value) = HeaderValue::from_str(&form.etag) {
         set.insert(header::ETAG, value);
     }
     response

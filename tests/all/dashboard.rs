@@ -428,6 +428,87 @@ fn queue_batch_and_memory_metrics_move_with_calls(backend: Backend) {
     }
 }
 
+/// The page's files go gzipped to a client that accepts gzip (the same bytes once unzipped),
+/// as they are to one that does not; each form has its own entity tag and revalidates to 304.
+#[test]
+fn the_page_is_served_gzipped_to_clients_that_accept_it() {
+    use std::io::Read as _;
+    let relay = RelayServer::start();
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str, accept: Option<&str>, tag: Option<&str>| {
+        let mut request = client.get(format!("{}{path}", relay.base));
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
+        }
+        let reply = request.send().unwrap();
+        let header = |name: &str| {
+            reply
+                .headers()
+                .get(name)
+                .map(|value| value.to_str().unwrap().to_owned())
+        };
+        let (status, etag, encoding, vary) = (
+            reply.status().as_u16(),
+            header("etag").unwrap(),
+            header("content-encoding"),
+            header("vary"),
+        );
+        (
+            status,
+            etag,
+            encoding,
+            vary,
+            reply.bytes().unwrap().to_vec(),
+        )
+    };
+    let (mut plain_total, mut gzip_total) = (0, 0);
+    for path in ["/", "/dashboard/app.js", "/dashboard/style.css"] {
+        let (status, plain_tag, encoding, vary, plain) = get(path, None, None);
+        assert_eq!((status, encoding), (200, None), "{path}");
+        assert_eq!(vary.as_deref(), Some("accept-encoding"), "{path}");
+        let (status, gzip_tag, encoding, vary, gzipped) = get(path, Some("gzip, br"), None);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(encoding.as_deref(), Some("gzip"), "{path}");
+        assert_eq!(vary.as_deref(), Some("accept-encoding"), "{path}");
+        assert_ne!(plain_tag, gzip_tag, "{path}: one tag per form");
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(gzipped.as_slice())
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, plain, "{path}: the same file");
+        assert!(
+            gzipped.len() * 2 < plain.len(),
+            "{path}: {} of {}",
+            gzipped.len(),
+            plain.len()
+        );
+        plain_total += plain.len();
+        gzip_total += gzipped.len();
+
+        // Each form revalidates with its own tag; `q=0` refuses gzip.
+        let (status, tag, _, _, body) = get(path, Some("gzip"), Some(&gzip_tag));
+        assert_eq!(
+            (status, tag.as_str(), body.len()),
+            (304, gzip_tag.as_str(), 0),
+            "{path}"
+        );
+        let (status, ..) = get(path, None, Some(&plain_tag));
+        assert_eq!(status, 304, "{path}");
+        let (status, _, encoding, ..) = get(path, None, Some(&gzip_tag));
+        assert_eq!(
+            (status, encoding),
+            (200, None),
+            "{path}: the gzip tag is not the plain file's"
+        );
+        let (status, _, encoding, ..) = get(path, Some("gzip;q=0, identity"), None);
+        assert_eq!((status, encoding), (200, None), "{path}");
+    }
+    eprintln!("the page: {plain_total} bytes as it is, {gzip_total} gzipped");
+}
+
 crate::on_both_backends!(
     agents_messages_and_jobs_are_counted_by_state,
     metrics_count_at_most_once_a_second,
