@@ -345,6 +345,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
             reply_to: None,
             claimable: Some(true),
             priority: None,
+            after: None,
             idempotency_key: None,
             payload: Some(crate::bindings::agent_relay::relay::types::JsonText {
                 json: payload.to_string(),
