@@ -459,7 +459,7 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
          WHERE id = ?1",
         &params![message.id, now],
     )?;
-    tasks::on_dead_lettered(message, now)?;
+    tasks::on_dead_lettered(message, "dead-lettered", now)?;
     // Its sender is told while it is registered; an agent registered again under its id since
     // (the job is at or below the id's history floor) did not send it and is not told.
     if agents::load(&message.from)?.is_some() && message.id > agents::history_floor(&message.from)?
@@ -574,6 +574,7 @@ pub fn cancel(
          WHERE id = ?1",
         &params![id, now, canceller.as_str(), reason],
     )?;
+    tasks::on_dead_lettered(&message, "cancelled", now)?;
     if let Some(holder) = holder {
         let because = reason.map(|r| format!(": {r}")).unwrap_or_default();
         tell(

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use crate::common::{self, Backend, OPERATOR, RelayServer, id_of, ids, json};
-use crate::jobs::{act, claim_next, message, pool};
+use crate::jobs::{act, claim_next, message, pool, task, task_event};
 
 /// A job from `from` (sent with its token) to the `backend` pool, waiting for `after`.
 fn job_after(relay: &RelayServer, from: &str, token: &str, body: &str, after: &[i64]) -> i64 {
@@ -348,7 +348,30 @@ fn a_bad_after_is_refused_naming_the_id_and_nothing_is_sent(backend: Backend) {
     assert_eq!(count(&relay), before, "nothing half-applied");
 }
 
+fn cancelling_a_claimed_task_message_reopens_its_task(backend: Backend) {
+    let (relay, alice, _bob) = pool(backend);
+    let (task_id, message_id) = task_event(&relay);
+    let claimed = claim_next(&relay, "alice", &alice, json!({"kind": "task"}));
+    assert_eq!(claimed.body["id"], message_id, "{:?}", claimed.body);
+    assert_eq!(task(&relay, task_id)["status"], "claimed");
+
+    let cancelled = act(&relay, OPERATOR, message_id, "cancel", json!({}));
+
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert_eq!(task(&relay, task_id)["status"], "open");
+    let events = relay
+        .get(&format!("/v1/tasks/{task_id}/events"), OPERATOR)
+        .body;
+    let last = events.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["data"]["reason"].as_str()),
+        (Some("released"), Some("cancelled")),
+        "{last}"
+    );
+}
+
 crate::on_both_backends!(
+    cancelling_a_claimed_task_message_reopens_its_task,
     cancel_during_a_lease_the_holders_renew_and_complete_get_409_cancelled,
     cancelling_is_for_the_sender_or_the_operator_and_for_open_or_claimed_jobs,
     a_chain_a_b_c_completes_in_order_with_three_workers,

@@ -532,7 +532,7 @@ fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs(backend: Ba
 
 // --- Tasks and their messages ---
 
-fn task_event(relay: &RelayServer) -> (i64, i64) {
+pub(crate) fn task_event(relay: &RelayServer) -> (i64, i64) {
     let reply = relay.post(
         "/v1/integrations/ci/events",
         OPERATOR,
@@ -545,7 +545,7 @@ fn task_event(relay: &RelayServer) -> (i64, i64) {
     )
 }
 
-fn task(relay: &RelayServer, id: i64) -> Json {
+pub(crate) fn task(relay: &RelayServer, id: i64) -> Json {
     relay.get(&format!("/v1/tasks/{id}"), OPERATOR).body
 }
 
