@@ -84,6 +84,15 @@ fn check_dependency(job: &Message, sender: &Identity, id: i64) -> Result<(), Rel
             job.from
         ))
     };
+    // PostgreSQL: the named job's row is share-locked until the send commits, so a cancel or
+    // dead letter of it running side by side (which locks or updates that row) either waits
+    // and then finds this job among those waiting for it, or made the send re-run and refuse.
+    if db::is_postgres() {
+        db::query(
+            "SELECT id FROM messages WHERE id = ? FOR SHARE",
+            &params![id],
+        )?;
+    }
     let dependency = match messages::load(id) {
         Ok(dependency) => dependency,
         Err(RelayError::NotFound(_)) => return Err(unknown()),

@@ -370,7 +370,57 @@ fn cancelling_a_claimed_task_message_reopens_its_task(backend: Backend) {
     );
 }
 
+fn sends_racing_a_cancel_leave_no_job_waiting_for_the_cancelled_one(backend: Backend) {
+    let (relay, _alice, _bob) = pool(backend);
+    let boss = relay.register(json!({"id": "boss"}));
+    let a = job_after(&relay, "boss", &boss, "a", &[]);
+    let sent: Mutex<Vec<i64>> = Mutex::default();
+    let odd: Mutex<Vec<String>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for sender in 0..6 {
+            let (relay, boss, sent, odd) = (&relay, &boss, &sent, &odd);
+            scope.spawn(move || {
+                for n in 0..15 {
+                    let reply = relay.post(
+                        "/v1/messages",
+                        boss,
+                        json!({"from": "boss", "to": "label:backend", "claimable": true,
+                               "body": format!("{sender}/{n}"), "after": [a]}),
+                    );
+                    match reply.status {
+                        201 => sent.lock().unwrap().push(id_of(&reply)),
+                        409 => {}
+                        status => odd
+                            .lock()
+                            .unwrap()
+                            .push(format!("{status}: {:?}", reply.body)),
+                    }
+                }
+            });
+        }
+        let (relay, boss, sent) = (&relay, &boss, &sent);
+        scope.spawn(move || {
+            // Cancel once some of the sends are in, while the others still run.
+            while sent.lock().unwrap().len() < 10 {
+                std::thread::yield_now();
+            }
+            let cancelled = act(relay, boss, a, "cancel", json!({}));
+            assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+        });
+    });
+    assert!(odd.lock().unwrap().is_empty(), "{:?}", odd.lock().unwrap());
+    let sent = sent.into_inner().unwrap();
+    assert!(sent.len() >= 10, "{sent:?}");
+    for id in sent {
+        assert!(
+            message(&relay, id)["deadLetteredAt"].as_i64().is_some(),
+            "job {id} was sent after {a} and must not wait for the cancelled job forever"
+        );
+    }
+}
+
 crate::on_both_backends!(
+    sends_racing_a_cancel_leave_no_job_waiting_for_the_cancelled_one,
     cancelling_a_claimed_task_message_reopens_its_task,
     cancel_during_a_lease_the_holders_renew_and_complete_get_409_cancelled,
     cancelling_is_for_the_sender_or_the_operator_and_for_open_or_claimed_jobs,
