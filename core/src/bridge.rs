@@ -457,7 +457,7 @@ pub fn status_of(case: &str) -> u16 {
         "unauthorized" => 401,
         "forbidden" => 403,
         "not-found" => 404,
-        "conflict" | "stale-session" => 409,
+        "conflict" | "stale-session" | "cancelled" => 409,
         "too-large" => 413,
         "unavailable" => 503,
         "storage-full" => 507,

@@ -514,6 +514,7 @@ pub fn route_inbound(
                 reply_to: None,
                 claimable: Some(binding.mode == BindingMode::Claimable),
                 priority: None,
+                after: None,
                 // One message per route: each route's replay key is its own.
                 idempotency_key: event
                     .idempotency_key

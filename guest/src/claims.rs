@@ -9,13 +9,13 @@ use serde_json::json;
 use crate::agents;
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, AgentKind, Caller, ClaimInput, ClaimNextInput, CompleteInput, JsonText, Message,
-    RelayError, SeenToken, SendMessageInput,
+    AgentCard, AgentKind, Caller, CancelInput, ClaimInput, ClaimNextInput, CompleteInput, JsonText,
+    Message, RelayError, SeenToken, SendMessageInput,
 };
 use crate::error::{conflict, forbidden, invalid};
-use crate::input;
+use crate::input::{self, MAX_SHORT_TEXT};
 use crate::messages;
-use crate::{db, params, settings, tasks};
+use crate::{db, dependencies, params, settings, tasks};
 
 /// Jobs claim-next looks at per query; exhausted ones among them are dead-lettered on the way.
 const NEXT_BATCH: u32 = 16;
@@ -69,6 +69,7 @@ pub fn claim(
         return Err(conflict(format!("message {id} is not claimable")));
     }
     refuse_settled(&message)?;
+    dependencies::refuse_blocked(&message)?;
     let holder = live_holder(&message, now);
     if let Some(holder) = holder.filter(|holder| *holder != agent.id) {
         return Err(conflict(format!(
@@ -166,6 +167,7 @@ pub fn renew(
     )?;
     let lease = lease_ms(input.lease_ms)?;
     let message = messages::load_for(&agent, id)?;
+    refuse_cancelled(&message)?;
     require_holder(&message, &agent.id, now)?;
     db::execute(
         "UPDATE messages SET claim_expires_at = ?2, claim_lease_ms = ?3 WHERE id = ?1",
@@ -190,6 +192,7 @@ pub fn release(
         input.epoch,
     )?;
     let message = messages::load_for(&agent, id)?;
+    refuse_cancelled(&message)?;
     require_holder(&message, &agent.id, now)?;
     db::execute(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL WHERE id = ?",
@@ -313,8 +316,26 @@ fn max_attempts() -> Result<u32, RelayError> {
     Ok(u32::try_from(settings::number(settings::MAX_ATTEMPTS)?).unwrap_or(u32::MAX))
 }
 
-/// A completed or dead-lettered job is not claimable (a 409 that says which).
+/// A cancelled job: 409 with code `cancelled`, so its holder stops working on it.
+fn refuse_cancelled(message: &Message) -> Result<(), RelayError> {
+    if message.cancelled_at.is_none() {
+        return Ok(());
+    }
+    let by = message.cancelled_by.as_deref().unwrap_or("its sender");
+    let reason = message
+        .cancel_reason
+        .as_deref()
+        .map(|reason| format!(": {reason}"))
+        .unwrap_or_default();
+    Err(RelayError::Cancelled(format!(
+        "message {} was cancelled by {by}{reason}; stop working on it",
+        message.id
+    )))
+}
+
+/// A completed, dead-lettered or cancelled job is not claimable (a 409 that says which).
 fn refuse_settled(message: &Message) -> Result<(), RelayError> {
+    refuse_cancelled(message)?;
     let id = message.id;
     if message.completed_at.is_some() {
         let by = message
@@ -428,8 +449,9 @@ pub fn claim_next(
     }
 }
 
-/// Parks a job whose claims ran out: never claimable again until retried; its sender gets a
-/// `system` message saying so (when the sender is still registered).
+/// Parks a job whose claims ran out (or a job it waits for failed): never claimable again until
+/// retried; its sender gets a `system` message saying so (when the sender is still registered),
+/// and the jobs waiting for it are dead-lettered in turn.
 fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayError> {
     db::execute(
         "UPDATE messages SET dead_lettered_at = ?2,
@@ -437,30 +459,63 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
          WHERE id = ?1",
         &params![message.id, now],
     )?;
-    tasks::on_dead_lettered(message, now)?;
+    tasks::on_dead_lettered(message, "dead-lettered", now)?;
     // Its sender is told while it is registered; an agent registered again under its id since
     // (the job is at or below the id's history floor) did not send it and is not told.
-    if agents::load(&message.from)?.is_none() || message.id <= agents::history_floor(&message.from)?
+    if agents::load(&message.from)?.is_some() && message.id > agents::history_floor(&message.from)?
     {
-        return Ok(());
-    }
-    let payload = json!({"messageId": message.id, "attempts": message.attempts, "reason": reason});
-    messages::deliver(
-        &Caller::Operator,
-        SendMessageInput {
-            from: agents::SYSTEM.to_owned(),
-            to: message.from.clone(),
-            kind: Some("system".to_owned()),
-            channel: None,
-            subject: Some(format!("dead letter: message {}", message.id)),
-            body: format!(
+        tell(
+            &message.from,
+            message.id,
+            format!("dead letter: message {}", message.id),
+            format!(
                 "message {} to {} was dead-lettered after {} attempts ({reason}); \
                  the operator may retry it",
                 message.id, message.to, message.attempts
             ),
-            reply_to: Some(message.id),
+            json!({"messageId": message.id, "attempts": message.attempts, "reason": reason}),
+            now,
+        )?;
+    }
+    fail_dependants(message.id, "dead-lettered", now)
+}
+
+/// The jobs waiting for job `id`, which was dead-lettered or cancelled (`how`), can never run:
+/// each is dead-lettered with a reason naming it (docs/http-api.md §2, "Jobs that wait for
+/// others").
+fn fail_dependants(id: i64, how: &str, now: i64) -> Result<(), RelayError> {
+    for waiting in dependencies::waiting_for(id)? {
+        dead_letter(
+            &messages::load(waiting)?,
+            &format!("job {id} it waits for was {how}"),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// A `system` message from the relay to an agent about job `job` (a reply to it).
+fn tell(
+    to: &str,
+    job: i64,
+    subject: String,
+    body: String,
+    payload: serde_json::Value,
+    now: i64,
+) -> Result<(), RelayError> {
+    messages::deliver(
+        &Caller::Operator,
+        SendMessageInput {
+            from: agents::SYSTEM.to_owned(),
+            to: to.to_owned(),
+            kind: Some("system".to_owned()),
+            channel: None,
+            subject: Some(subject),
+            body,
+            reply_to: Some(job),
             claimable: None,
             priority: None,
+            after: None,
             idempotency_key: None,
             payload: Some(JsonText {
                 json: payload.to_string(),
@@ -470,6 +525,71 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
         now,
     )?;
     Ok(())
+}
+
+/// The sender or the operator cancels an open or claimed job (docs/http-api.md §2, "Cancelling
+/// a job"): it is never offered again, its live holder is told (and its renew or complete
+/// answers 409 `cancelled`), and the jobs waiting for it are dead-lettered. Cancelling a
+/// cancelled job answers it as it is; a completed or dead-lettered one is 409.
+pub fn cancel(
+    caller: &Caller,
+    id: i64,
+    input: &CancelInput,
+    now: i64,
+) -> Result<Message, RelayError> {
+    lock_the_job(id)?;
+    let identity = auth::identify(caller)?;
+    let reason = input
+        .reason
+        .as_deref()
+        .map(|reason| input::text("reason", reason, MAX_SHORT_TEXT))
+        .transpose()?;
+    let message = messages::load(id)?;
+    let canceller = match &identity {
+        Identity::Operator => "operator".to_owned(),
+        Identity::Agent(agent) if *agent == message.from && id > agents::history_floor(agent)? => {
+            agent.clone()
+        }
+        Identity::Agent(agent) => {
+            return Err(forbidden(format!(
+                "message {id} was sent by {}, not {agent}; only its sender or the operator may \
+                 cancel it",
+                message.from
+            )));
+        }
+    };
+    if !message.claimable {
+        return Err(invalid(format!(
+            "message {id} is not a job (claimable); only a job can be cancelled"
+        )));
+    }
+    if message.cancelled_at.is_some() {
+        return Ok(message);
+    }
+    refuse_settled(&message)?;
+    let holder = live_holder(&message, now).map(str::to_owned);
+    db::execute(
+        "UPDATE messages SET cancelled_at = ?2, cancelled_by = ?3, cancel_reason = ?4,
+             claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
+         WHERE id = ?1",
+        &params![id, now, canceller.as_str(), reason],
+    )?;
+    tasks::on_dead_lettered(&message, "cancelled", now)?;
+    if let Some(holder) = holder {
+        let because = reason.map(|r| format!(": {r}")).unwrap_or_default();
+        tell(
+            &holder,
+            id,
+            format!("cancelled: message {id}"),
+            format!(
+                "message {id}, which you hold, was cancelled by {canceller}{because}; stop working on it"
+            ),
+            json!({"messageId": id, "cancelledBy": canceller, "reason": reason}),
+            now,
+        )?;
+    }
+    fail_dependants(id, "cancelled", now)?;
+    messages::load(id)
 }
 
 /// The operator puts a dead letter back: claimable again, its attempts counted from zero.
@@ -484,6 +604,7 @@ pub fn retry(caller: &Caller, id: i64) -> Result<Message, RelayError> {
     if message.dead_lettered_at.is_none() {
         return Err(conflict(format!("message {id} is not dead-lettered")));
     }
+    dependencies::refuse_failed_wait(&message)?;
     db::execute(
         "UPDATE messages SET dead_lettered_at = NULL, attempts = 0 WHERE id = ?",
         &params![id],

@@ -144,6 +144,8 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
                 ("input.body", Body),
                 ("input.idempotencyKey", Id),
                 ("input.priority", priority()),
+                ("input.after", Items(0, crate::dependencies::MAX_AFTER)),
+                ("input.after[]", Between(1, i64::MAX)),
             ],
         ),
         (
@@ -170,6 +172,7 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
         ("renew-claim", claim_input(true)),
         ("release-claim", claim_input(false)),
         ("complete-claim", claim_input(false)),
+        ("cancel-message", vec![("input.reason", ShortText)]),
         (
             "claim-next",
             vec![

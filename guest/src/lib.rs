@@ -39,6 +39,7 @@ mod auth;
 mod channels;
 mod claims;
 mod db;
+mod dependencies;
 mod error;
 #[cfg(feature = "faults")]
 mod faults;

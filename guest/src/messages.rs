@@ -18,28 +18,42 @@ use crate::params;
 const DEFAULT_LIMIT: u32 = 50;
 const DEFAULT_THREAD_LIMIT: u32 = 100;
 
-/// A message's columns and its readers (`read_by`, a JSON array in the order they read it).
+/// A message's columns, its readers (`read_by`, a JSON array in the order they read it) and
+/// the jobs it waits for that are not completed (`blocked_by`, a JSON array in id order).
 macro_rules! message_select {
-    ($read_by:literal) => {
+    ($read_by:literal, $blocked_by:literal) => {
         concat!(
             "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, m.body, \
              m.thread_id, m.reply_to, m.claimable, m.priority, m.claimed_by, m.claimed_at, \
              m.claim_expires_at, m.attempts, m.completed_by, m.completed_at, m.result, \
-             m.dead_lettered_at, m.idempotency_key, m.payload, m.meta, m.created_at, ",
+             m.dead_lettered_at, m.cancelled_at, m.cancelled_by, m.cancel_reason, \
+             m.idempotency_key, m.payload, m.meta, m.created_at, ",
             $read_by,
-            " AS read_by FROM messages m"
+            " AS read_by, ",
+            $blocked_by,
+            " AS blocked_by FROM messages m"
         )
     };
 }
 
 const MESSAGE_SELECT_SQLITE: &str = message_select!(
     "(SELECT json_group_array(agent_id) FROM \
-       (SELECT agent_id FROM message_reads WHERE message_id = m.id ORDER BY read_at, agent_id))"
+       (SELECT agent_id FROM message_reads WHERE message_id = m.id ORDER BY read_at, agent_id))",
+    "(SELECT json_group_array(depends_on) FROM \
+       (SELECT d.depends_on FROM job_dependencies d JOIN messages p ON p.id = d.depends_on \
+        WHERE d.message_id = m.id AND p.completed_at IS NULL ORDER BY d.depends_on))"
 );
 const MESSAGE_SELECT_POSTGRES: &str = message_select!(
     "(SELECT CAST(COALESCE(json_agg(agent_id ORDER BY read_at, agent_id), '[]') AS TEXT) \
-       FROM message_reads WHERE message_id = m.id)"
+       FROM message_reads WHERE message_id = m.id)",
+    "(SELECT CAST(COALESCE(json_agg(d.depends_on ORDER BY d.depends_on), '[]') AS TEXT) \
+       FROM job_dependencies d JOIN messages p ON p.id = d.depends_on \
+       WHERE d.message_id = m.id AND p.completed_at IS NULL)"
 );
+
+/// The condition over `messages m` that no job it waits for is left uncompleted.
+const NOT_BLOCKED: &str = "NOT EXISTS (SELECT 1 FROM job_dependencies d \
+     JOIN messages p ON p.id = d.depends_on WHERE d.message_id = m.id AND p.completed_at IS NULL)";
 
 fn message_select() -> &'static str {
     if db::is_postgres() {
@@ -190,6 +204,13 @@ fn message_from_row(row: &Row) -> Result<Message, RelayError> {
         completed_at: row.opt_int("completed_at")?,
         result: input::json_text(row.opt_text("result")?),
         dead_lettered_at: row.opt_int("dead_lettered_at")?,
+        cancelled_at: row.opt_int("cancelled_at")?,
+        cancelled_by: row.opt_text("cancelled_by")?,
+        cancel_reason: row.opt_text("cancel_reason")?,
+        blocked_by: row
+            .opt_text("blocked_by")?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
         idempotency_key: row.opt_text("idempotency_key")?,
         payload: input::json_text(row.opt_text("payload")?),
         meta: input::json_text(row.opt_text("meta")?),
@@ -543,6 +564,11 @@ fn sent_message(id: i64, input: SendMessageInput, row: NewMessage, now: i64) -> 
             json: "{}".to_owned(),
         },
         dead_lettered_at: None,
+        cancelled_at: None,
+        cancelled_by: None,
+        cancel_reason: None,
+        // A job that waits for others is read back after they are recorded (dependencies.rs).
+        blocked_by: Vec::new(),
         idempotency_key: input.idempotency_key,
         payload: JsonText { json: row.payload },
         meta: JsonText { json: row.meta },
@@ -683,7 +709,7 @@ fn refuse_spawn_while_draining(target: &Target) -> Result<(), RelayError> {
 }
 
 /// Whether the identity may see the message: the operator, its sender, or an agent it reaches.
-fn visible_to(identity: &Identity, message: &Message) -> Result<bool, RelayError> {
+pub fn visible_to(identity: &Identity, message: &Message) -> Result<bool, RelayError> {
     let id = match identity {
         Identity::Operator => return Ok(true),
         Identity::Agent(id) => id,
@@ -911,27 +937,31 @@ fn filter_priority(
 fn filter_state(filter: &mut String, values: &mut Vec<Value>, state: JobState, now: i64) {
     let (condition, params) = job_state_condition(state, now);
     filter.push_str(" AND ");
-    filter.push_str(condition);
+    filter.push_str(&condition);
     values.extend(params);
 }
 
 /// The condition over `messages m` that selects the jobs in one state at `now`, and its
 /// parameters: the one definition of the states, for the filters and the counts (`stats`).
-pub fn job_state_condition(state: JobState, now: i64) -> (&'static str, Vec<Value>) {
+pub fn job_state_condition(state: JobState, now: i64) -> (String, Vec<Value>) {
+    const JOB: &str = "m.claimable = 1 AND m.completed_at IS NULL \
+         AND m.dead_lettered_at IS NULL AND m.cancelled_at IS NULL";
     match state {
         JobState::Open => (
-            "(m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL \
-             AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?))",
+            format!(
+                "({JOB} AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?) AND {NOT_BLOCKED})"
+            ),
             vec![Value::from(now)],
         ),
+        JobState::Blocked => (format!("({JOB} AND NOT {NOT_BLOCKED})"), Vec::new()),
+        JobState::Cancelled => ("(m.cancelled_at IS NOT NULL)".to_owned(), Vec::new()),
         JobState::Claimed => (
-            "(m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL \
-             AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?)",
+            format!("({JOB} AND m.claimed_by IS NOT NULL AND m.claim_expires_at > ?)"),
             vec![Value::from(now)],
         ),
-        JobState::Completed => ("(m.completed_at IS NOT NULL)", Vec::new()),
+        JobState::Completed => ("(m.completed_at IS NOT NULL)".to_owned(), Vec::new()),
         JobState::Dead => (
-            "(m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL)",
+            "(m.dead_lettered_at IS NOT NULL AND m.completed_at IS NULL)".to_owned(),
             Vec::new(),
         ),
     }
@@ -1013,6 +1043,7 @@ pub fn available_jobs(
         "SELECT m.id, m.attempts FROM messages m
          WHERE m.to_target IN ({placeholders})
            AND m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL
+           AND m.cancelled_at IS NULL AND {NOT_BLOCKED}
            AND (m.to_target = ? OR m.from_agent != ?)
            AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)
            AND m.id > ?"

@@ -387,6 +387,7 @@ pub fn spawn(
             reply_to: None,
             claimable: None,
             priority: None,
+            after: None,
             idempotency_key: input.idempotency_key,
             payload: Some(JsonText {
                 json: input::to_json_text(&payload),

@@ -312,7 +312,35 @@ const STEPS: &[Step] = &[
             RESERVATIONS_AGENT_INDEX,
         ],
     },
+    Step {
+        version: 10,
+        name: "cancelled jobs and jobs that wait for others",
+        before: nothing_before,
+        after: |_| Ok(()),
+        statements: &[
+            "ALTER TABLE messages ADD COLUMN cancelled_at INTEGER",
+            "ALTER TABLE messages ADD COLUMN cancelled_by TEXT",
+            "ALTER TABLE messages ADD COLUMN cancel_reason TEXT",
+            "CREATE TABLE IF NOT EXISTS job_dependencies (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            depends_on INTEGER NOT NULL,
+            PRIMARY KEY (message_id, depends_on)
+        )",
+            JOB_DEPENDANTS_INDEX,
+        ],
+    },
 ];
+
+/// Step 10 (both dialects): the jobs waiting for a job are found by it.
+const JOB_DEPENDANTS_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS idx_job_dependants ON job_dependencies(depends_on)";
+
+/// Step 10 on PostgreSQL.
+const POSTGRES_JOB_DEPENDENCIES: &str = "CREATE TABLE IF NOT EXISTS job_dependencies (
+    message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    depends_on BIGINT NOT NULL,
+    PRIMARY KEY (message_id, depends_on)
+)";
 
 /// Step 8 (both dialects): a job's priority (higher first, default 0) and what claim-next walks
 /// since: the open jobs per target, highest priority first, then oldest.
@@ -383,6 +411,17 @@ const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[
             POSTGRES_MESSAGE_SEARCH,
         ],
     ),
+    (
+        10,
+        "cancelled jobs and jobs that wait for others",
+        &[
+            "ALTER TABLE messages ADD COLUMN IF NOT EXISTS cancelled_at BIGINT",
+            r#"ALTER TABLE messages ADD COLUMN IF NOT EXISTS cancelled_by TEXT COLLATE "C""#,
+            r#"ALTER TABLE messages ADD COLUMN IF NOT EXISTS cancel_reason TEXT COLLATE "C""#,
+            POSTGRES_JOB_DEPENDENCIES,
+            JOB_DEPENDANTS_INDEX,
+        ],
+    ),
 ];
 
 /// The current schema in PostgreSQL's words (docs/architecture.md, "Two dialects"): the same
@@ -444,7 +483,10 @@ const POSTGRES_SCHEMA: &[&str] = &[
         result TEXT COLLATE "C" NOT NULL DEFAULT '{}',
         dead_lettered_at BIGINT,
         claim_lease_ms BIGINT,
-        priority BIGINT NOT NULL DEFAULT 0
+        priority BIGINT NOT NULL DEFAULT 0,
+        cancelled_at BIGINT,
+        cancelled_by TEXT COLLATE "C",
+        cancel_reason TEXT COLLATE "C"
     )"#,
     "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
     "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
@@ -581,6 +623,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
     RESERVATIONS_LIVE_INDEX,
     RESERVATIONS_AGENT_INDEX,
     POSTGRES_MESSAGE_SEARCH,
+    POSTGRES_JOB_DEPENDENCIES,
+    JOB_DEPENDANTS_INDEX,
 ];
 
 /// The schema version this build writes.

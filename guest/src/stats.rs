@@ -70,6 +70,8 @@ fn jobs(now: i64) -> Result<JobCounts, RelayError> {
         ("claimed", JobState::Claimed),
         ("completed", JobState::Completed),
         ("dead", JobState::Dead),
+        ("cancelled", JobState::Cancelled),
+        ("blocked", JobState::Blocked),
     ];
     let mut columns = Vec::new();
     let mut values = Vec::new();
@@ -92,6 +94,8 @@ fn jobs(now: i64) -> Result<JobCounts, RelayError> {
         claimed: row.int("n_claimed")?,
         completed: row.int("n_completed")?,
         dead: row.int("n_dead")?,
+        cancelled: row.int("n_cancelled")?,
+        blocked: row.int("n_blocked")?,
     })
 }
 

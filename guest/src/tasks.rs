@@ -345,6 +345,7 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
             reply_to: None,
             claimable: Some(true),
             priority: None,
+            after: None,
             idempotency_key: None,
             payload: Some(crate::bindings::agent_relay::relay::types::JsonText {
                 json: payload.to_string(),
@@ -597,8 +598,9 @@ pub fn on_message_completed(message: &Message, holder: &str, now: i64) -> Result
     )
 }
 
-/// A dead-lettered task message no longer holds its task: a claimed task is open again.
-pub fn on_dead_lettered(message: &Message, now: i64) -> Result<(), RelayError> {
+/// A dead-lettered (or cancelled: `why`) task message no longer holds its task: a claimed task
+/// is open again.
+pub fn on_dead_lettered(message: &Message, why: &str, now: i64) -> Result<(), RelayError> {
     let Some(task) = task_of(message)? else {
         return Ok(());
     };
@@ -615,7 +617,7 @@ pub fn on_dead_lettered(message: &Message, now: i64) -> Result<(), RelayError> {
         task.id,
         TaskEventKind::Released,
         agents::SYSTEM,
-        &json!({"reason": "dead-lettered", "messageId": message.id,
+        &json!({"reason": why, "messageId": message.id,
                 "claimedBy": task.claimed_by}),
         now,
     )

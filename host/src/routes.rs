@@ -144,6 +144,7 @@ pub const ROUTES: &[Route] = &[
     held("POST", "/v1/agents/{agentId}/claim-next", "claim-next"),
     route("GET", "/v1/messages", "list-messages"),
     route("GET", "/v1/messages/search", "search-messages"),
+    route("POST", "/v1/messages/{messageId}/cancel", "cancel-message"),
     route("POST", "/v1/messages/{messageId}/retry", "retry-message"),
     // Channels, bindings and routing
     route("GET", "/v1/channels", "list-channels"),

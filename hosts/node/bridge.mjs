@@ -227,6 +227,7 @@ export function statusOf(kase) {
       'not-found': 404,
       conflict: 409,
       'stale-session': 409,
+      cancelled: 409,
       'too-large': 413,
       unavailable: 503,
       'storage-full': 507,

@@ -236,6 +236,48 @@ fn send_priority_sets_the_jobs_priority_and_a_bad_one_names_the_field() {
 }
 
 #[test]
+fn send_after_makes_a_job_wait_and_cancel_dead_letters_what_waits_for_it() {
+    let (relay, alice, bob) = two_agents();
+    let send = |args: &[&str]| {
+        let mut all = vec!["send", "label:dev"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        run(&relay, &alice, &all).ok().json()["message"].clone()
+    };
+    let first = send(&["first", "--claimable"]);
+    let a = first["id"].as_i64().unwrap().to_string();
+    let waiting = send(&["second", "--after", &a]);
+    assert_eq!(
+        waiting["claimable"], true,
+        "--after implies --claimable: {waiting}"
+    );
+    assert_eq!(waiting["blockedBy"], json!([first["id"]]), "{waiting}");
+
+    let by_bob = run(&relay, &bob, &["cancel", &a]);
+    assert_ne!(
+        by_bob.code, 0,
+        "only the sender or the operator cancels: {by_bob:?}"
+    );
+    assert!(by_bob.stderr.contains("only its sender"), "{by_bob:?}");
+    let cancelled = run(
+        &relay,
+        &alice,
+        &["cancel", &a, "--reason", "not needed", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(cancelled["cancelReason"], "not needed", "{cancelled}");
+    let dead = relay.get(&format!("/v1/messages/{}", waiting["id"]), OPERATOR);
+    assert!(
+        dead.body["deadLetteredAt"].as_i64().is_some(),
+        "{:?}",
+        dead.body
+    );
+    let text = run(&relay, &alice, &["cancel", &a]).ok();
+    assert!(text.stdout.contains(&format!("cancelled #{a}")), "{text:?}");
+}
+
+#[test]
 fn claims_take_renew_and_release_a_lease_and_a_second_claimer_gets_exit_3() {
     let (relay, alice, bob) = two_agents();
     let job = run(
@@ -473,6 +515,7 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
                 "--reply-to",
                 "--claimable",
                 "--priority",
+                "--after",
                 "--key",
                 "--payload",
                 "--as",
@@ -491,6 +534,7 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
         ),
         (&["dead"], &["--as", "--json", "agent-relay retry ID"]),
         (&["retry"], &["--json", "--url"]),
+        (&["cancel"], &["--reason", "--json"]),
         (&["read"], &["--as"]),
         (&["thread"], &["--json"]),
         (&["claim"], &["--lease", "--wait", "--kind"]),

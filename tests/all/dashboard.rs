@@ -214,7 +214,7 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     assert_eq!(stats.body["agents"]["busy"], 1, "{:?}", stats.body);
     assert_eq!(
         stats.body["jobs"],
-        json!({"open": 0, "claimed": 0, "completed": 0, "dead": 0})
+        json!({"open": 0, "claimed": 0, "completed": 0, "dead": 0, "cancelled": 0, "blocked": 0})
     );
     assert_eq!(stats.body["messages"], json!({"unread": 0, "read": 0}));
     let page = relay.scrape();
@@ -235,7 +235,7 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     };
     let done = job("done");
     let held = job("held");
-    job("open");
+    let open = job("open");
     for id in [done, held] {
         let claimed = relay.post(
             &format!("/v1/messages/{id}/claim"),
@@ -259,11 +259,18 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     );
     assert_eq!(
         stats["jobs"],
-        json!({"open": 1, "claimed": 1, "completed": 1, "dead": 0}),
+        json!({"open": 1, "claimed": 1, "completed": 1, "dead": 0, "cancelled": 0, "blocked": 0}),
         "{stats}"
     );
     // The counts are the listings' lengths.
-    for state in ["open", "claimed", "completed", "dead"] {
+    for state in [
+        "open",
+        "claimed",
+        "completed",
+        "dead",
+        "cancelled",
+        "blocked",
+    ] {
         let listed = relay.get(&format!("/v1/messages?state={state}"), OPERATOR);
         assert_eq!(
             listed.body.as_array().unwrap().len() as i64,
@@ -301,7 +308,7 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     let stats = relay.get("/v1/stats", OPERATOR).body;
     assert_eq!(
         stats["jobs"],
-        json!({"open": 1, "claimed": 0, "completed": 1, "dead": 1}),
+        json!({"open": 1, "claimed": 0, "completed": 1, "dead": 1, "cancelled": 0, "blocked": 0}),
         "{stats}"
     );
     until_counted(
@@ -309,6 +316,24 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
         &[
             (r#"relay_jobs{state="open"}"#, 1.0),
             (r#"relay_jobs{state="dead"}"#, 1.0),
+        ],
+    );
+
+    // A cancelled job leaves the open ones.
+    let cancelled = relay.post(
+        &format!("/v1/messages/{open}/cancel"),
+        OPERATOR,
+        json!({"reason": "not needed"}),
+    );
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let stats = relay.get("/v1/stats", OPERATOR).body;
+    assert_eq!(stats["jobs"]["open"], 0, "{stats}");
+    assert_eq!(stats["jobs"]["cancelled"], 1, "{stats}");
+    until_counted(
+        &relay,
+        &[
+            (r#"relay_jobs{state="open"}"#, 0.0),
+            (r#"relay_jobs{state="cancelled"}"#, 1.0),
         ],
     );
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, Json, OPERATOR, RelayServer, Reply, id_of, ids, json};
 
 /// A relay with alice and bob in the `backend` pool; their tokens.
-fn pool(backend: Backend) -> (RelayServer, String, String) {
+pub(crate) fn pool(backend: Backend) -> (RelayServer, String, String) {
     let relay = RelayServer::start_on(backend, &[]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
     let bob = relay.register(json!({"id": "bob", "label": "backend"}));
@@ -27,15 +27,15 @@ fn job(relay: &RelayServer, body: &str) -> i64 {
     id_of(&sent)
 }
 
-fn act(relay: &RelayServer, token: &str, id: i64, action: &str, body: Json) -> Reply {
+pub(crate) fn act(relay: &RelayServer, token: &str, id: i64, action: &str, body: Json) -> Reply {
     relay.post(&format!("/v1/messages/{id}/{action}"), token, body)
 }
 
-fn claim_next(relay: &RelayServer, agent: &str, token: &str, body: Json) -> Reply {
+pub(crate) fn claim_next(relay: &RelayServer, agent: &str, token: &str, body: Json) -> Reply {
     relay.post(&format!("/v1/agents/{agent}/claim-next"), token, body)
 }
 
-fn message(relay: &RelayServer, id: i64) -> Json {
+pub(crate) fn message(relay: &RelayServer, id: i64) -> Json {
     let reply = relay.get(&format!("/v1/messages/{id}"), OPERATOR);
     assert_eq!(reply.status, 200, "message {id}: {:?}", reply.body);
     reply.body
@@ -532,7 +532,7 @@ fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs(backend: Ba
 
 // --- Tasks and their messages ---
 
-fn task_event(relay: &RelayServer) -> (i64, i64) {
+pub(crate) fn task_event(relay: &RelayServer) -> (i64, i64) {
     let reply = relay.post(
         "/v1/integrations/ci/events",
         OPERATOR,
@@ -545,7 +545,7 @@ fn task_event(relay: &RelayServer) -> (i64, i64) {
     )
 }
 
-fn task(relay: &RelayServer, id: i64) -> Json {
+pub(crate) fn task(relay: &RelayServer, id: i64) -> Json {
     relay.get(&format!("/v1/tasks/{id}"), OPERATOR).body
 }
 

@@ -55,7 +55,7 @@ const GUEST_LAYERS: &[&[&str]] = &[
     &["agents"],
     &["messages"],
     &["webhooks"],
-    &["tasks"],
+    &["tasks", "dependencies"],
     &["claims"],
     &[
         "activity",

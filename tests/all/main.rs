@@ -16,6 +16,7 @@ mod cli;
 mod conformance;
 mod connections;
 mod dashboard;
+mod dependencies;
 mod embed;
 mod faults;
 mod files;

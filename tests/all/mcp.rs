@@ -593,3 +593,44 @@ fn agents_reserve_check_release_and_search_through_their_tools() {
     assert_eq!(bad["isError"], true, "{bad}");
     assert!(text_of(&bad).contains("unclosed quote"), "{bad}");
 }
+
+#[test]
+fn send_message_takes_after_and_cancel_job_cancels_a_job_the_caller_sent() {
+    let relay = RelayServer::start();
+    let alice = relay.register(json!({"id": "alice", "label": "dev"}));
+    let bob = relay.register(json!({"id": "bob", "label": "dev"}));
+    let send = |arguments: Json| {
+        let sent = call_tool(&relay, &alice, "send_message", arguments);
+        assert_eq!(sent["isError"], false, "{sent}");
+        sent["structuredContent"]["message"].clone()
+    };
+    let first = send(json!({"to": "label:dev", "body": "first", "claimable": true}));
+    let waiting = send(
+        json!({"to": "label:dev", "body": "second", "claimable": true,
+                              "after": [first["id"]]}),
+    );
+    assert_eq!(waiting["blockedBy"], json!([first["id"]]), "{waiting}");
+
+    let by_bob = call_tool(
+        &relay,
+        &bob,
+        "cancel_job",
+        json!({"messageId": first["id"]}),
+    );
+    assert_eq!(by_bob["isError"], true, "{by_bob}");
+    assert!(text_of(&by_bob).contains("only its sender"), "{by_bob}");
+    let cancelled = call_tool(
+        &relay,
+        &alice,
+        "cancel_job",
+        json!({"messageId": first["id"], "reason": "not needed"}),
+    );
+    assert_eq!(cancelled["isError"], false, "{cancelled}");
+    assert_eq!(cancelled["structuredContent"]["cancelledBy"], "alice");
+    let dead = relay.get(&format!("/v1/messages/{}", waiting["id"]), OPERATOR);
+    assert!(
+        dead.body["deadLetteredAt"].as_i64().is_some(),
+        "{:?}",
+        dead.body
+    );
+}

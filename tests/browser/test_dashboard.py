@@ -103,6 +103,21 @@ def test_a_claimed_job_shows_its_holder_and_lease_and_moves_to_completed(open_pa
     expect(page.locator(f'#jobs-claimed li[data-id="{job["id"]}"]')).to_have_count(0)
 
 
+def test_a_job_waiting_for_another_shows_what_it_waits_for_and_cancel_dead_letters_it(open_page, relay):
+    relay.register({"id": "alice"})
+    first = relay.send({"from": "user", "to": "alice", "body": "build it", "claimable": True})
+    second = relay.send({"from": "user", "to": "alice", "body": "ship it", "claimable": True,
+                         "after": [first["id"]]})
+    watched = signed_in_operator(open_page, relay)
+    page = watched.page
+    expect(page.locator(f'#jobs-blocked li[data-id="{second["id"]}"]')).to_contain_text(f'waits for #{first["id"]}')
+    page.locator(f'#jobs-open li[data-id="{first["id"]}"] button.cancel').click()
+    expect(page.locator(f'#jobs-cancelled li[data-id="{first["id"]}"]')).to_contain_text("by operator")
+    expect(page.locator(f'#jobs-dead li[data-id="{second["id"]}"]')).to_be_visible()
+    _, cancelled = relay.call("GET", f"/v1/messages/{first['id']}", expect=200)
+    assert cancelled["cancelReason"] == "cancelled on the dashboard"
+
+
 def test_an_approval_answered_allow_on_the_page_completes_with_that_verdict(open_page, relay):
     alice = relay.register({"id": "alice"})
     watched = signed_in_operator(open_page, relay)

@@ -28,7 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 OPERATOR = "mcp-test-operator-token-of-the-python-checks"
 TOOLS = {
     "whoami", "list_agents", "send_message", "fetch_inbox", "mark_read", "get_thread",
-    "claim_next", "claim_message", "renew_claim", "release_claim", "complete_claim", "heartbeat",
+    "claim_next", "claim_message", "renew_claim", "release_claim", "complete_claim", "cancel_job",
+    "heartbeat",
     "set_status", "list_tasks", "set_task_status", "reserve_paths", "release_paths",
     "list_reservations", "search_messages", "check_paths",
 }

@@ -2,12 +2,12 @@
 
 use super::{Outcome, Relay, now_ms};
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, Caller, ClaimInput, ClaimNextInput, CompleteInput, Deleted, LabelInput, Message,
-    ReapReport, RegisterAgentInput, RegisteredAgent, SchemaReport, SeenToken, SendMessageInput,
-    SentMessage, SessionInput, StatusInput,
+    AgentCard, Caller, CancelInput, ClaimInput, ClaimNextInput, CompleteInput, Deleted, LabelInput,
+    Message, ReapReport, RegisterAgentInput, RegisteredAgent, SchemaReport, SeenToken,
+    SendMessageInput, SentMessage, SessionInput, StatusInput,
 };
 use crate::bindings::exports::agent_relay::relay::commands::Guest;
-use crate::{agents, channels, claims, messages, reaper, retire, schema};
+use crate::{agents, channels, claims, dependencies, messages, reaper, retire, schema};
 
 impl Guest for Relay {
     fn migrate(caller: Caller) -> Outcome<SchemaReport> {
@@ -43,7 +43,7 @@ impl Guest for Relay {
     }
 
     fn send_message(caller: Caller, input: SendMessageInput) -> Outcome<SentMessage> {
-        messages::send(&caller, input, now_ms())
+        dependencies::send(&caller, input, now_ms())
     }
 
     fn mark_read(caller: Caller, message_id: i64, input: ClaimInput) -> Outcome<Message> {
@@ -72,6 +72,10 @@ impl Guest for Relay {
         input: ClaimNextInput,
     ) -> Outcome<Option<Message>> {
         claims::claim_next(&caller, &agent_id, &input, now_ms())
+    }
+
+    fn cancel_message(caller: Caller, message_id: i64, input: CancelInput) -> Outcome<Message> {
+        claims::cancel(&caller, message_id, &input, now_ms())
     }
 
     fn retry_message(caller: Caller, message_id: i64) -> Outcome<Message> {

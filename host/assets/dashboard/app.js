@@ -198,7 +198,7 @@ const drafts = new Map(); // message id -> the reply being typed
 async function loadWaiting() {
   const inbox = await api("/v1/agents/user/inbox?limit=500");
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.reply : undefined;
-  const open = inbox.filter((m) => !m.completedAt && !m.deadLetteredAt && (m.claimable ? !m.claimedBy || m.claimedBy === "user" : !m.readBy.includes("user")));
+  const open = inbox.filter((m) => !m.completedAt && !m.deadLetteredAt && !m.cancelledAt && (m.claimable ? !m.claimedBy || m.claimedBy === "user" : !m.readBy.includes("user")));
   $("waiting").hidden = open.length === 0;
   fill($("waiting-list"), open.reverse(), (m) => {
     const actions = [];
@@ -354,9 +354,11 @@ async function showThread(threadId) {
 
 const JOB_STATES = [
   ["open", "Open", "No open jobs: send a message with “as a job” ticked."],
+  ["blocked", "Waiting", "No job waits for another."],
   ["claimed", "Claimed", "Nobody holds a job right now."],
   ["completed", "Completed", "No job completed yet."],
   ["dead", "Dead-lettered", "No dead letters."],
+  ["cancelled", "Cancelled", "No job cancelled."],
 ];
 
 async function loadJobs() {
@@ -368,12 +370,24 @@ async function loadJobs() {
       const actions = [];
       if (s === "claimed") actions.push(el("span", { class: "holder" }, "held by ", el("strong", {}, m.claimedBy), ", lease ends ", when(m.claimExpiresAt)));
       if (s === "completed") actions.push(el("span", {}, "by ", el("strong", {}, m.completedBy || "?"), " ", when(m.completedAt), m.result && Object.keys(m.result).length ? ` result ${JSON.stringify(m.result)}` : ""));
+      if (s === "blocked") actions.push(el("span", {}, "waits for ", (m.blockedBy || []).map((id) => `#${id}`).join(", ")));
+      if (s === "cancelled") actions.push(el("span", {}, "by ", el("strong", {}, m.cancelledBy || "?"), " ", when(m.cancelledAt), m.cancelReason ? `: ${m.cancelReason}` : ""));
       if (s === "dead") actions.push(el("button", { type: "button", on: { click: () => retry(m) } }, "Retry"));
+      if (s === "open" || s === "blocked" || s === "claimed") actions.push(el("button", { type: "button", class: "cancel", on: { click: () => cancel(m) } }, "Cancel"));
       actions.push(el("span", { class: "muted" }, `attempts ${m.attempts}`));
       return messageLine(m, { actions });
     }, empty);
     return el("div", { class: "column" }, el("h3", {}, `${title} (${lists[i].length === 100 ? "100+" : lists[i].length})`), ul);
   }));
+}
+
+async function cancel(message) {
+  try {
+    await api(`/v1/messages/${message.id}/cancel`, { method: "POST", body: { reason: "cancelled on the dashboard" } });
+  } catch (error) {
+    $("live").textContent = `Could not cancel #${message.id}: ${error.message}`;
+  }
+  load($("jobs-columns"), loadJobs);
 }
 
 async function retry(message) {

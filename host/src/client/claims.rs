@@ -82,6 +82,17 @@ pub struct RetryArgs {
     pub id: i64,
 }
 
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The job to cancel (one this token's agent sent, or any for the operator).
+    pub id: i64,
+    /// Why; kept on the job and told to its holder.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
 /// The body of a lease call: the agent, and the lease when one was asked for.
 fn lease_input(agent: &str, lease: Option<Duration>) -> Json {
     let mut input = json!({"agentId": agent});
@@ -223,6 +234,26 @@ pub fn dead(args: &DeadArgs) -> Outcome {
             out.push_str("(the operator puts one back with `agent-relay retry ID`)\n");
         }
         out
+    });
+    Ok(Exit::Done)
+}
+
+/// The sender or the operator cancels a job (`POST /v1/messages/{id}/cancel`): never offered
+/// again; its holder is told to stop, jobs waiting for it are dead-lettered.
+pub fn cancel(args: &CancelArgs) -> Outcome {
+    let relay = RelayClient::connect(&args.connection)?;
+    let mut input = json!({});
+    if let Some(reason) = &args.reason {
+        input["reason"] = json!(reason);
+    }
+    let message = relay
+        .post(&format!("/v1/messages/{}/cancel", args.id), &input)?
+        .body;
+    emit(&args.connection, &message, |_| {
+        format!(
+            "cancelled #{}: never offered again; jobs waiting for it are dead-lettered",
+            args.id
+        )
     });
     Ok(Exit::Done)
 }

@@ -167,12 +167,18 @@ fn unread_context(acting: &Acting) -> Result<Option<String>, Failure> {
 }
 
 /// Whether an unread message still asks something of `agent`: any message that is not a job, an
-/// open job, or a job the agent holds itself; not a job completed, dead or held by another.
+/// open job, or a job the agent holds itself; not a job completed, dead, cancelled, waiting for
+/// others or held by another.
 fn asks(message: &Json, agent: &str, now: i64) -> bool {
     match view::job(message, now) {
         None | Some(view::Job::Open) => true,
         Some(view::Job::Held { holder, .. }) => holder == agent,
-        Some(view::Job::Completed { .. } | view::Job::Dead) => false,
+        Some(
+            view::Job::Completed { .. }
+            | view::Job::Dead
+            | view::Job::Cancelled
+            | view::Job::Blocked,
+        ) => false,
     }
 }
 

@@ -29,6 +29,11 @@ pub struct SendArgs {
     /// A job's priority, 0 to 1000 (default 0): higher is claimed first.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i64>,
+    /// A job that waits for this job to be completed first (repeat it for several, at most
+    /// 100); it is dead-lettered if that job is dead-lettered or cancelled. Implies
+    /// `--claimable`.
+    #[arg(long, value_name = "ID")]
+    pub after: Vec<i64>,
     /// An idempotency key: sending again with the same key returns the first message.
     #[arg(long = "key", value_name = "IDEMPOTENCY_KEY")]
     pub key: Option<String>,
@@ -57,9 +62,9 @@ pub struct InboxArgs {
     #[arg(long)]
     pub kind: Option<String>,
     /// Only jobs in this state: open (anyone may claim it), claimed (held under a live lease),
-    /// completed, dead (its attempts ran out). Without it: every message, jobs completed by
-    /// others left out.
-    #[arg(long, value_parser = ["open", "claimed", "completed", "dead"])]
+    /// completed, dead (its attempts ran out), cancelled, blocked (waiting for jobs named in
+    /// its `after`). Without it: every message, jobs completed by others left out.
+    #[arg(long, value_parser = ["open", "claimed", "completed", "dead", "cancelled", "blocked"])]
     pub state: Option<String>,
     /// Only messages of this thread.
     #[arg(long, value_name = "ID")]
@@ -110,8 +115,12 @@ pub fn send(args: &SendArgs) -> Outcome {
         ("idempotencyKey", args.key.clone().map(Json::from)),
         ("payload", payload),
         ("kind", args.kind.clone().map(Json::from)),
-        ("claimable", args.claimable.then_some(Json::Bool(true))),
+        (
+            "claimable",
+            (args.claimable || !args.after.is_empty()).then_some(Json::Bool(true)),
+        ),
         ("priority", args.priority.map(Json::from)),
+        ("after", (!args.after.is_empty()).then(|| json!(args.after))),
     ];
     for (key, value) in optional {
         if let Some(value) = value {

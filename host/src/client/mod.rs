@@ -154,6 +154,10 @@ pub enum Verb {
     /// `agent-relay retry ID`.
     #[command(after_help = EXIT_CODES)]
     Dead(claims::DeadArgs),
+    /// Cancel a job this agent sent (the operator: any job): it is never offered again, its
+    /// holder's renew or complete answers `cancelled`, and jobs waiting for it are dead-lettered.
+    #[command(after_help = EXIT_CODES)]
+    Cancel(claims::CancelArgs),
     /// Operator: put a dead letter back in the queue, open again with its attempts reset.
     #[command(after_help = EXIT_CODES)]
     Retry(claims::RetryArgs),
@@ -207,6 +211,7 @@ pub fn run(verb: Verb) -> ExitCode {
         Verb::Release(args) => (args.acting.connection.json, claims::release(args)),
         Verb::Complete(args) => (args.acting.connection.json, claims::complete(args)),
         Verb::Dead(args) => (args.acting.connection.json, claims::dead(args)),
+        Verb::Cancel(args) => (args.connection.json, claims::cancel(args)),
         Verb::Retry(args) => (args.connection.json, claims::retry(args)),
         Verb::Jobs(args) => (args.connection.json, jobs::jobs(args)),
         Verb::Status(args) => (args.connection.json, jobs::status(args)),

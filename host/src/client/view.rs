@@ -118,12 +118,19 @@ pub enum Job<'a> {
     Completed { by: Option<&'a str> },
     /// Dead-lettered: never offered again until the operator retries it.
     Dead,
+    /// Cancelled by its sender or the operator: never offered again.
+    Cancelled,
+    /// Waiting for the jobs of its `blockedBy` to be completed.
+    Blocked,
 }
 
 /// The job state of `message` at `now`, or `None` for a message that is not a job.
 pub fn job(message: &Json, now: i64) -> Option<Job<'_>> {
     if !message["claimable"].as_bool().unwrap_or(false) {
         return None;
+    }
+    if message["cancelledAt"].as_i64().is_some() {
+        return Some(Job::Cancelled);
     }
     if message["deadLetteredAt"].as_i64().is_some() {
         return Some(Job::Dead);
@@ -140,6 +147,12 @@ pub fn job(message: &Json, now: i64) -> Option<Job<'_>> {
             holder,
             left_ms: until - now,
         }),
+        _ if message["blockedBy"]
+            .as_array()
+            .is_some_and(|blockers| !blockers.is_empty()) =>
+        {
+            Some(Job::Blocked)
+        }
         _ => Some(Job::Open),
     }
 }
@@ -160,6 +173,8 @@ pub fn job_state(message: &Json, viewer: Option<&str>, now: i64) -> String {
         Some(Job::Completed { by: Some(by) }) => format!("completed by {by}"),
         Some(Job::Completed { by: None }) => "completed".to_owned(),
         Some(Job::Dead) => "dead".to_owned(),
+        Some(Job::Cancelled) => "cancelled".to_owned(),
+        Some(Job::Blocked) => format!("waiting for {}", message["blockedBy"]),
     }
 }
 

@@ -64,7 +64,8 @@ pub const TOOLS: &[ToolSpec] = &[
         "send-message",
         "Send a message as yourself. `to` is an agent id, label:L, tag:T, cap:C, broadcast or \
          orchestrator:ID; `claimable: true` makes it a job one recipient takes, `priority` \
-         (0 to 1000) puts it before jobs of lower priority.",
+         (0 to 1000) puts it before jobs of lower priority, `after` (job ids) makes it wait \
+         until those jobs are completed.",
     ),
     waiting(
         "fetch_inbox",
@@ -108,6 +109,12 @@ pub const TOOLS: &[ToolSpec] = &[
         "complete_claim",
         "complete-claim",
         "Finish a job you hold, with an optional JSON `result` kept on the message.",
+    ),
+    tool(
+        "cancel_job",
+        "cancel-message",
+        "Cancel a job you sent, with an optional `reason`: it is never offered again, its holder \
+         is told to stop, and jobs waiting for it are dead-lettered.",
     ),
     tool(
         "heartbeat",

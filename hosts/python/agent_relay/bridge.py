@@ -283,7 +283,7 @@ def to_json(value, ty):
 
 STATUS = {
     "invalid": 400, "unauthorized": 401, "forbidden": 403, "not-found": 404, "conflict": 409,
-    "stale-session": 409, "too-large": 413, "unavailable": 503, "storage-full": 507,
+    "stale-session": 409, "cancelled": 409, "too-large": 413, "unavailable": 503, "storage-full": 507,
 }
 
 
