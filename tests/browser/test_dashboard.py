@@ -112,10 +112,49 @@ def test_a_job_waiting_for_another_shows_what_it_waits_for_and_cancel_dead_lette
     page = watched.page
     expect(page.locator(f'#jobs-blocked li[data-id="{second["id"]}"]')).to_contain_text(f'waits for #{first["id"]}')
     page.locator(f'#jobs-open li[data-id="{first["id"]}"] button.cancel').click()
+    page.locator("#cancel-form button[type=submit]").click()
     expect(page.locator(f'#jobs-cancelled li[data-id="{first["id"]}"]')).to_contain_text("by operator")
     expect(page.locator(f'#jobs-dead li[data-id="{second["id"]}"]')).to_be_visible()
     _, cancelled = relay.call("GET", f"/v1/messages/{first['id']}", expect=200)
     assert cancelled["cancelReason"] == "cancelled on the dashboard"
+
+
+def test_a_job_cancelled_from_the_page_with_a_reason_is_never_offered_to_claim_next(open_page, relay):
+    alice = relay.register({"id": "alice"})
+    job = relay.send({"from": "user", "to": "alice", "body": "not needed after all", "claimable": True})
+    watched = signed_in_operator(open_page, relay)
+    page = watched.page
+    page.locator(f'#jobs-open li[data-id="{job["id"]}"] button.cancel').click()
+    expect(page.locator("#cancel-form")).to_be_visible()
+    expect(page.locator("#cancel-id")).to_have_text(f'#{job["id"]}')
+    page.fill("#cancel-reason", "superseded by #99")
+    page.locator("#cancel-form button[type=submit]").click()
+    expect(page.locator(f'#jobs-cancelled li[data-id="{job["id"]}"]')).to_contain_text("superseded by #99")
+    expect(page.locator("#cancel-form")).to_be_hidden()
+    expect(page.locator(f'#jobs-open li[data-id="{job["id"]}"]')).to_have_count(0)
+    _, cancelled = relay.call("GET", f"/v1/messages/{job['id']}", expect=200)
+    assert cancelled["cancelReason"] == "superseded by #99"
+    status, _ = relay.call("POST", "/v1/agents/alice/claim-next", {}, token=alice)
+    assert status == 204, "a cancelled job was offered"
+    assert watched.errors == [], watched.errors
+
+
+def test_a_cancel_the_relay_refuses_shows_its_reason(open_page, relay):
+    alice = relay.register({"id": "alice"})
+    job = relay.send({"from": "user", "to": "alice", "body": "finished meanwhile", "claimable": True})
+    watched = signed_in_operator(open_page, relay)
+    page = watched.page
+    page.locator(f'#jobs-open li[data-id="{job["id"]}"] button.cancel').click()
+    expect(page.locator("#cancel-form")).to_be_visible()
+    # Completed by its holder while the human types the reason: the relay refuses (409).
+    relay.call("POST", f"/v1/messages/{job['id']}/claim", {"agentId": "alice"}, token=alice, expect=200)
+    relay.call("POST", f"/v1/messages/{job['id']}/complete", {"agentId": "alice"}, token=alice, expect=200)
+    page.locator("#cancel-form button[type=submit]").click()
+    expect(page.locator("#cancel-error")).to_contain_text(f'The relay refused to cancel #{job["id"]}')
+    expect(page.locator(f'#jobs-completed li[data-id="{job["id"]}"]')).to_be_visible()
+    page.locator("#cancel-keep").click()
+    expect(page.locator("#cancel-form")).to_be_hidden()
+    expect(page.locator("#cancel-error")).to_have_text("")
 
 
 def test_an_approval_answered_allow_on_the_page_completes_with_that_verdict(open_page, relay):

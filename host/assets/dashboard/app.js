@@ -381,13 +381,37 @@ async function loadJobs() {
   }));
 }
 
-async function cancel(message) {
+// Cancel asks for a reason first (a form of its own, outside the job lists that reloads redraw);
+// a refusal (the job completed meanwhile: 409) is shown beside it, with the relay's words.
+let cancelling = null;
+
+function cancel(message) {
+  cancelling = message.id;
+  $("cancel-id").textContent = `#${message.id}`;
+  $("cancel-error").textContent = "";
+  $("cancel-form").hidden = false;
+  $("cancel-reason").focus();
+  $("cancel-reason").select();
+}
+
+async function confirmCancel(event) {
+  event.preventDefault();
+  const id = cancelling;
+  if (id === null) return;
   try {
-    await api(`/v1/messages/${message.id}/cancel`, { method: "POST", body: { reason: "cancelled on the dashboard" } });
+    await api(`/v1/messages/${id}/cancel`, { method: "POST", body: { reason: $("cancel-reason").value.trim() || "cancelled on the dashboard" } });
+    $("cancel-form").hidden = true;
+    cancelling = null;
   } catch (error) {
-    $("live").textContent = `Could not cancel #${message.id}: ${error.message}`;
+    $("cancel-error").textContent = `The relay refused to cancel #${id}: ${error.message}`;
   }
   load($("jobs-columns"), loadJobs);
+}
+
+function keepJob() {
+  $("cancel-form").hidden = true;
+  $("cancel-error").textContent = "";
+  cancelling = null;
 }
 
 async function retry(message) {
@@ -624,6 +648,8 @@ $("sign-in-form").addEventListener("submit", (event) => {
 });
 $("sign-out").addEventListener("click", () => signOut());
 $("send-form").addEventListener("submit", send);
+$("cancel-form").addEventListener("submit", confirmCancel);
+$("cancel-keep").addEventListener("click", keepJob);
 $("thread-close").addEventListener("click", () => { $("thread").hidden = true; });
 setInterval(tick, 1000);
 const saved = sessionStorage.getItem(TOKEN_KEY);
