@@ -210,6 +210,10 @@ pub struct Ran {
     pub pending: Option<Box<dyn Pending>>,
     /// Whether the call changed rows (what waiters on the commit signal care about).
     pub wrote: bool,
+    /// The call's wake keys (`store.concerns`, docs/design.md "Wake keys"): what a read's answer
+    /// depends on, what a write changed. Empty: everything (a write wakes every waiter, a read is
+    /// woken by every write).
+    pub keys: Vec<String>,
 }
 
 /// Why a call produced no answer from the guest.
@@ -242,6 +246,10 @@ struct CallState {
     /// The call's transaction; opened after the instance is ready, so the time a write call
     /// holds the writer is the export's own run.
     session: Option<Box<dyn Session>>,
+    /// The wake keys the guest named (`store.concerns`); emptied when there are too many.
+    keys: Vec<String>,
+    /// The guest named more than [`MAX_WAKE_KEYS`]: the call concerns everyone.
+    too_many_keys: bool,
 }
 
 impl CallState {
@@ -261,7 +269,22 @@ impl WasiView for CallState {
     }
 }
 
+/// Wake keys one call may name; past this the call concerns everyone.
+const MAX_WAKE_KEYS: usize = 256;
+
 impl bindings::agent_relay::relay::store::Host for CallState {
+    fn concerns(&mut self, key: String) {
+        if self.too_many_keys || self.keys.contains(&key) {
+            return;
+        }
+        if self.keys.len() >= MAX_WAKE_KEYS {
+            self.too_many_keys = true;
+            self.keys = Vec::new();
+            return;
+        }
+        self.keys.push(key);
+    }
+
     fn dialect(&mut self) -> SqlDialect {
         self.session
             .as_ref()
@@ -588,10 +611,12 @@ impl Runtime {
         }
         outcome.map_err(CallFailure::Trap)?;
         let pending = ended.map_err(CallFailure::Store)?;
+        let keys = std::mem::take(&mut store.data_mut().keys);
         Ok(Ran {
             value: results.pop().unwrap_or(Val::Tuple(Vec::new())),
             pending,
             wrote,
+            keys,
         })
     }
 
@@ -634,6 +659,8 @@ impl Runtime {
                 table: ResourceTable::new(),
                 memory: CallMemory::new(limits, Arc::clone(&self.memory)),
                 session: None,
+                keys: Vec::new(),
+                too_many_keys: false,
             },
         );
         store.limiter(|state| &mut state.memory);

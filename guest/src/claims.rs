@@ -423,16 +423,25 @@ pub fn claim_next(
         .map(|c| input::id("channel", c))
         .transpose()?;
     let max_attempts = max_attempts()?;
+    let mut wrote = false;
     loop {
         // On PostgreSQL the jobs found are locked until the call ends: one at a time, so the
         // call holds none it does not take.
         let batch = if db::is_postgres() { 1 } else { NEXT_BATCH };
         let jobs = messages::available_jobs(&agent, kind, channel, now, batch)?;
         if jobs.is_empty() {
+            if !wrote {
+                // Nothing written: a held claim-next waits for messages to its targets (a write
+                // names no wake key, and wakes everyone, when it dead-lettered or claimed).
+                for target in agents::targets_reaching(&agent)? {
+                    db::concerns(&target);
+                }
+            }
             return Ok(None);
         }
         for job in jobs {
             if job.attempts >= max_attempts {
+                wrote = true;
                 dead_letter(&messages::load(job.id)?, "lease expired", now)?;
                 continue;
             }

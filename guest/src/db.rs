@@ -307,3 +307,11 @@ pub fn is_postgres() -> bool {
 pub fn lock_rows_instead() -> Result<(), RelayError> {
     store::lock_rows_instead().map_err(RelayError::from)
 }
+
+/// Names a wake key of this call (docs/design.md, "Wake keys"): a message target. A read names
+/// the targets its answer depends on; a write names the target of every message it changed,
+/// and only a write that changes nothing else a keyed read depends on may name any (a write
+/// that names none wakes every waiter).
+pub fn concerns(target: &str) {
+    store::concerns(target);
+}

@@ -340,8 +340,17 @@ enum Route {
 
 /// A message as its sender sends it (`POST /v1/messages`, the `send_message` tool): the
 /// relay's own kinds are refused, and a `replyTo` must be a message the sender may read.
+///
+/// It writes the message alone, so its wake key is its target: only the waiters reading that
+/// target (the inboxes it reaches) look again. A send with an idempotency key names none (it
+/// may also clear the key of an older message to another target), so it wakes every waiter.
 pub fn send(caller: &Caller, input: SendMessageInput, now: i64) -> Result<SentMessage, RelayError> {
-    post(caller, input, now, Route::Sender)
+    let keyed = input.idempotency_key.is_none();
+    let sent = post(caller, input, now, Route::Sender)?;
+    if keyed {
+        db::concerns(&sent.message.to);
+    }
+    Ok(sent)
 }
 
 /// A message a domain of the relay composed (a pair's news and messages, a task's message, a
@@ -809,6 +818,8 @@ pub fn inbox(
     let agent = agents::require(agent_id)?;
     let limit = db::page_limit(query.limit, DEFAULT_LIMIT, db::MAX_LIMIT)?;
     let targets = agents::targets_reaching(&agent)?;
+    // The answer depends on the messages to these targets: their wake keys.
+    targets.iter().for_each(|target| db::concerns(target));
     let placeholders = vec!["?"; targets.len()].join(", ");
     let mut filter = format!(
         "m.to_target IN ({placeholders})

@@ -1,10 +1,12 @@
 //! Push delivery: long-polls and event streams that wake when a write commits.
 //!
 //! The host knows one thing here: a call that changed rows committed (the call runner committed
-//! it and raises the commit signal). Every waiting request subscribes to that signal and, when
-//! woken, re-runs its export; what the answer holds is still the guest's decision. A waiter costs
-//! a parked future and a watch receiver: it holds no concurrency slot, no thread and no timer
-//! beyond its own deadline, so idle waiters cost no CPU.
+//! it and raises the commit signal of the waiters it concerns, by the wake keys the guest named:
+//! docs/design.md, "Wake keys"). Every waiting request registers a waiter before its first run
+//! and, when woken, re-runs its export; what the answer holds is still the guest's decision. A
+//! waiter costs a parked future and a watch receiver: it holds no concurrency slot, no thread and
+//! no timer beyond its own deadline, so idle waiters cost no CPU, and a write that does not
+//! concern them does not run their export.
 //!
 //! Two ways to wait, both generic over a list export (the route table names which):
 //! - **held** ([`Calls::hold`]): an empty list answer is held until a write commits (then the
@@ -21,11 +23,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::Value as Json;
-use tokio::sync::watch;
 use wasmtime::component::Val;
 
 use agent_relay_core::bridge::{self, ErrorReply, Inputs};
-use agent_relay_core::calls::Calls;
+use agent_relay_core::calls::{Calls, Waiter};
 use agent_relay_core::runtime::Export;
 
 /// What a streamed export is called with, apart from the moving `since`.
@@ -60,7 +61,7 @@ const RELOAD_EVENT: &str = "reload";
 struct Cursor {
     calls: Arc<Calls>,
     request: StreamRequest,
-    commits: watch::Receiver<u64>,
+    commits: Waiter,
     ready: VecDeque<Json>,
     ended: bool,
     /// Items sent since the stream last caught up (an empty page).
@@ -86,8 +87,10 @@ impl Cursor {
             ..Inputs::default()
         };
         let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
-        self.commits.borrow_and_update();
-        match bridge::outcome(&self.calls.run(export, args).await?)? {
+        self.commits.before_run();
+        let (answer, keys) = self.calls.run_keyed(export, args).await?;
+        self.commits.listen(&keys);
+        match bridge::outcome(&answer)? {
             Json::Array(items) => Ok(items),
             other => Err(ErrorReply::new(
                 500,
@@ -116,7 +119,7 @@ impl Cursor {
                         return Some(Event::default().event(CHANGE_EVENT).data("{}"));
                     }
                     // A closing server ends the stream cleanly once it has sent what there was.
-                    if self.calls.closing() || self.commits.changed().await.is_err() {
+                    if self.calls.closing() || !self.commits.changed().await {
                         return None;
                     }
                     self.changed = self.request.follow.is_some();
@@ -197,7 +200,7 @@ fn error_event(error: &ErrorReply) -> Event {
 pub async fn stream(calls: Arc<Calls>, request: StreamRequest) -> Result<Response, ErrorReply> {
     let keep_alive = request.keep_alive;
     let mut cursor = Cursor {
-        commits: calls.commits(),
+        commits: calls.waiter(),
         calls,
         request,
         ready: VecDeque::new(),

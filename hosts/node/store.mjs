@@ -261,6 +261,8 @@ export class SqliteStore {
       dialect: () => 'sqlite',
       // One writer at a time already: nothing to weaken.
       lockRowsInstead: guard(() => undefined),
+      // Wake keys (docs/design.md, "Wake keys"): this host holds no waiting requests.
+      concerns: () => undefined,
       getSetting: guard((key) => {
         if (this.runSettings.has(key)) return this.runSettings.get(key);
         const { statement } = this.prepare('SELECT value FROM relay_settings WHERE key = ?');

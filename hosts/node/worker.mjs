@@ -34,6 +34,8 @@ const storeCapability = Object.fromEntries(
   STORE_FUNCTIONS.map((fn) => [fn, (...args) => ask({ kind: 'store', fn, args })]),
 );
 storeCapability.dialect = () => 'sqlite';
+// Wake keys (docs/design.md, "Wake keys"): this host holds no waiting requests.
+storeCapability.concerns = () => undefined;
 // The caller's clock as it stood when the call began (it does not move during a call).
 const clock = new Clock(0);
 const random = { fill: (bytes) => bytes.set(ask({ kind: 'random', len: bytes.length })) };

@@ -118,3 +118,70 @@ fn health_probes_and_an_idle_reaper_wake_no_held_long_poll() {
         );
     });
 }
+
+/// Wake keys (docs/design.md): a send wakes only the held long-polls whose inbox its target
+/// reaches; a write that names no key (registering an agent) still wakes every one.
+#[test]
+fn a_send_wakes_only_the_held_long_polls_it_concerns() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = open(&dir);
+    for id in ["alice", "bob", "carol"] {
+        relay
+            .call_json("register-agent", &json!({"input": {"id": id}}))
+            .unwrap();
+    }
+    let calls = Arc::clone(relay.calls());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let inbox = Arc::new(export(&calls, "poll-inbox"));
+        let send = export(&calls, "send-message");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let start = calls.runs();
+        let hold = |agent: &str| {
+            let (calls, inbox) = (Arc::clone(&calls), Arc::clone(&inbox));
+            let poll = args(&inbox, &json!({"agentId": agent, "query": {}}));
+            tokio::spawn(async move { calls.hold(&inbox, poll, deadline).await })
+        };
+        let alice = hold("alice");
+        let bob = hold("bob");
+        runs_reach(&calls, start + 2).await;
+        let woken = calls.wakeups();
+        for n in 0..20 {
+            let body = json!({"input": {"from": "user", "to": "carol", "body": format!("c{n}")}});
+            let sent = calls.run(&send, args(&send, &body)).await.unwrap();
+            assert!(matches!(sent, Val::Result(Ok(_))), "{sent:?}");
+        }
+        assert_eq!(
+            calls.wakeups() - woken,
+            0,
+            "sends to carol woke no long-poll of alice or bob"
+        );
+        let body = json!({"input": {"from": "user", "to": "bob", "body": "for bob"}});
+        calls.run(&send, args(&send, &body)).await.unwrap();
+        let answer = bridge::outcome(&bob.await.unwrap().unwrap()).unwrap();
+        assert_eq!(answer[0]["body"], "for bob", "{answer}");
+        assert_eq!(calls.wakeups() - woken, 1, "only bob's long-poll woke");
+        assert!(!alice.is_finished());
+        // Registering an agent names no wake key: alice looks again (and keeps waiting).
+        let register = export(&calls, "register-agent");
+        calls
+            .run(
+                &register,
+                args(&register, &json!({"input": {"id": "dave"}})),
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while calls.wakeups() - woken < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("a write without keys wakes alice's long-poll");
+        alice.abort();
+    });
+}

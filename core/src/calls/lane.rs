@@ -47,13 +47,14 @@ struct WriteJob {
 }
 
 /// The lane's answer, with the spent instance for the requester to drop (off the lane).
-type LaneAnswer = (Result<Val, CallFailure>, Prepared);
+type LaneAnswer = (Result<(Val, Vec<String>), CallFailure>, Prepared);
 
 /// A write call that ran and waits for its batch's commit before it is answered.
 struct Unsettled {
     reply: oneshot::Sender<LaneAnswer>,
     value: Val,
     wrote: bool,
+    keys: Vec<String>,
     prepared: Prepared,
     pending: Box<dyn Pending>,
 }
@@ -87,7 +88,7 @@ impl Lane {
         prepared: Prepared,
         args: Vec<Val>,
         arriving: Arriving,
-    ) -> Result<Result<Val, CallFailure>, ErrorReply> {
+    ) -> Result<Result<(Val, Vec<String>), CallFailure>, ErrorReply> {
         let (reply, answer) = oneshot::channel();
         let queued = self.queue.send(WriteJob {
             prepared,
@@ -176,16 +177,18 @@ fn run_write(calls: &Calls, job: WriteJob, unsettled: &mut Vec<Unsettled>) {
             value,
             pending: Some(pending),
             wrote,
+            keys,
         }) => unsettled.push(Unsettled {
             reply,
             value,
             wrote,
+            keys,
             prepared,
             pending,
         }),
         Ok(ran) => {
             calls.announce(&ran);
-            let _ = reply.send((Ok(ran.value), prepared));
+            let _ = reply.send((Ok((ran.value, ran.keys)), prepared));
         }
         Err(failure) => {
             let _ = reply.send((Err(failure), prepared));
@@ -193,21 +196,33 @@ fn run_write(calls: &Calls, job: WriteJob, unsettled: &mut Vec<Unsettled>) {
     }
 }
 
-/// Commits the open batch and answers every call waiting on it; wakes the waiters when a call
-/// it kept changed rows.
+/// Commits the open batch and answers every call waiting on it; wakes the waiters the calls it
+/// kept concern (all of them when one that changed rows named no wake key).
 fn settle(calls: &Weak<Calls>, unsettled: &mut Vec<Unsettled>) {
     let mut changed = false;
+    // The batch's wake keys; `None` once a call that changed rows named none.
+    let mut keys: Option<Vec<String>> = Some(Vec::new());
     for call in unsettled.drain(..) {
         let answer = match call.pending.settle() {
             Ok(()) => {
-                changed |= call.wrote;
-                Ok(call.value)
+                if call.wrote {
+                    changed = true;
+                    match &mut keys {
+                        Some(_) if call.keys.is_empty() => keys = None,
+                        Some(keys) => keys.extend(call.keys.iter().cloned()),
+                        None => {}
+                    }
+                }
+                Ok((call.value, call.keys))
             }
             Err(error) => Err(CallFailure::Store(error)),
         };
         let _ = call.reply.send((answer, call.prepared));
     }
     if changed && let Some(runner) = calls.upgrade() {
-        runner.commits.committed();
+        let mut keys = keys.unwrap_or_default();
+        keys.sort_unstable();
+        keys.dedup();
+        runner.commits.committed(&keys);
     }
 }

@@ -32,6 +32,7 @@ use crate::store::Access;
 use crate::token::OperatorToken;
 use activity::Activity;
 use commits::Commits;
+pub use commits::Waiter;
 pub use lane::Arriving;
 use lane::Lane;
 pub use reply::{ErrorReply, failure_reply};
@@ -209,9 +210,20 @@ impl Calls {
     }
 
     /// A receiver of the commit signal: its next `changed` comes after the next committed call
-    /// that changed rows.
+    /// that changed rows, whatever it concerns.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
+    }
+
+    /// A new waiter (a held request, an event stream): woken by every commit until its first
+    /// run named its wake keys, then only by the commits that concern it (see [`Waiter`]).
+    pub fn waiter(&self) -> Waiter {
+        self.commits.waiter()
+    }
+
+    /// Times a held request or event stream was woken by a commit to run its export again.
+    pub fn wakeups(&self) -> u64 {
+        self.commits.wakeups()
     }
 
     /// The server is stopping: held requests answer what they have now (an empty list after
@@ -243,7 +255,8 @@ impl Calls {
                     .unwrap_or(false);
             if changed {
                 tracing::debug!("another process committed; waiters look again");
-                self.commits.committed();
+                // Its wake keys are unknown here: every waiter looks again.
+                self.commits.committed(&[]);
             }
         }
     }
@@ -262,6 +275,32 @@ impl Calls {
     /// A failure of the call (trap, store, overload) as the caller is to see it.
     pub async fn run(self: &Arc<Self>, export: &Export, args: Vec<Val>) -> Result<Val, ErrorReply> {
         self.run_arriving(export, args, self.arriving(export)).await
+    }
+
+    /// [`Calls::run`], with the wake keys the call named (`store.concerns`; empty: none): what
+    /// a waiter listens for after the run (see [`Waiter::listen`]).
+    ///
+    /// # Errors
+    /// As for [`Calls::run`].
+    pub async fn run_keyed(
+        self: &Arc<Self>,
+        export: &Export,
+        args: Vec<Val>,
+    ) -> Result<(Val, Vec<String>), ErrorReply> {
+        if export.name == reaper::REAP && self.activity.is_some() {
+            return self
+                .run(export, args)
+                .await
+                .map(|value| (value, Vec::new()));
+        }
+        let token = self.activity.as_ref().and_then(|_| bearer_of(&args));
+        let answer = self.run_call_keyed(export, args, None).await;
+        if let (Some(token), Ok((value, _))) = (token, &answer)
+            && !is_unauthorized(value)
+        {
+            self.note_call(&token);
+        }
+        answer
     }
 
     /// [`Calls::run`] for a request counted as arriving since it was received: the write lane
@@ -297,6 +336,18 @@ impl Calls {
         args: Vec<Val>,
         arriving: Option<Arriving>,
     ) -> Result<Val, ErrorReply> {
+        self.run_call_keyed(export, args, arriving)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`Calls::run_call`] with the call's wake keys.
+    async fn run_call_keyed(
+        self: &Arc<Self>,
+        export: &Export,
+        args: Vec<Val>,
+        arriving: Option<Arriving>,
+    ) -> Result<(Val, Vec<String>), ErrorReply> {
         // A request waiting for a slot is not about to arrive: the lane must not wait for it
         // (slots free up only as the lane answers).
         drop(arriving);
@@ -353,7 +404,7 @@ impl Calls {
         entry: Entry,
         args: &[Val],
         until: std::time::Instant,
-    ) -> Result<Val, CallFailure> {
+    ) -> Result<(Val, Vec<String>), CallFailure> {
         loop {
             self.runs.fetch_add(1, Ordering::Relaxed);
             let ran = self
@@ -362,21 +413,21 @@ impl Calls {
                 .and_then(|mut prepared| self.runtime.run(&mut prepared, args));
             match ran {
                 Err(CallFailure::OverBudget) if self.runtime.memory().wait_for_room(until) => {}
-                ran => return ran.map(|ran| ran.value),
+                ran => return ran.map(|ran| (ran.value, ran.keys)),
             }
         }
     }
 
     /// Runs a write call on this thread in its own transaction (backends with concurrent
     /// writes); wakes the waiters when it committed a change.
-    fn write_here(&self, entry: Entry, args: &[Val]) -> Result<Val, CallFailure> {
+    fn write_here(&self, entry: Entry, args: &[Val]) -> Result<(Val, Vec<String>), CallFailure> {
         self.runs.fetch_add(1, Ordering::Relaxed);
         let ran = self
             .runtime
             .prepare(entry)
             .and_then(|mut prepared| self.runtime.run_committed(&mut prepared, args))?;
         self.announce(&ran);
-        Ok(ran.value)
+        Ok((ran.value, ran.keys))
     }
 
     /// Runs one export on the calling thread, outside the slots and the lane: for embedders and
@@ -408,16 +459,17 @@ impl Calls {
         args: Vec<Val>,
         deadline: Instant,
     ) -> Result<Val, ErrorReply> {
-        let mut commits = self.commits();
+        let mut waiter = self.waiter();
         loop {
             // Mark the commits seen before the call: any commit its snapshot misses wakes us.
-            commits.borrow_and_update();
-            let answer = self.run(export, args.clone()).await?;
+            waiter.before_run();
+            let (answer, keys) = self.run_keyed(export, args.clone()).await?;
             if !is_empty(&answer) || self.closing() {
                 return Ok(answer);
             }
+            waiter.listen(&keys);
             tokio::select! {
-                changed = commits.changed() => if changed.is_err() { return Ok(answer) },
+                changed = waiter.changed() => if !changed { return Ok(answer) },
                 () = tokio::time::sleep_until(deadline) => return Ok(answer),
             }
         }
@@ -426,7 +478,7 @@ impl Calls {
     /// Wakes the waiters when a committed call changed rows.
     fn announce(&self, ran: &Ran) {
         if ran.wrote && matches!(ran.value, Val::Result(Ok(_))) {
-            self.commits.committed();
+            self.commits.committed(&ran.keys);
         }
     }
 }

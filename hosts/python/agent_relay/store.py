@@ -221,6 +221,8 @@ class SqliteStore:
         g = self._guard
         linker_instance.add_func("dialect", lambda _s: "sqlite")
         linker_instance.add_func("lock-rows-instead", g(lambda: None))
+        # Wake keys (docs/design.md, "Wake keys"): this host holds no waiting requests.
+        linker_instance.add_func("concerns", lambda _s, _key: None)
         linker_instance.add_func("execute", g(self._execute))
         linker_instance.add_func("query", g(self._query))
         linker_instance.add_func("query-page", g(self._query_page))
