@@ -312,7 +312,18 @@ const STEPS: &[Step] = &[
             RESERVATIONS_AGENT_INDEX,
         ],
     },
+    Step {
+        version: 10,
+        name: "retry backoff of released jobs",
+        before: nothing_before,
+        after: |_| Ok(()),
+        statements: &[JOB_NOT_BEFORE],
+    },
 ];
+
+/// Step 10 (both dialects): when a released job may be claimed again (its retry backoff);
+/// empty for a job claimable at once.
+const JOB_NOT_BEFORE: &str = "ALTER TABLE messages ADD COLUMN not_before INTEGER";
 
 /// Step 8 (both dialects): a job's priority (higher first, default 0) and what claim-next walks
 /// since: the open jobs per target, highest priority first, then oldest.
@@ -383,6 +394,11 @@ const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[
             POSTGRES_MESSAGE_SEARCH,
         ],
     ),
+    (
+        10,
+        "retry backoff of released jobs",
+        &["ALTER TABLE messages ADD COLUMN IF NOT EXISTS not_before BIGINT"],
+    ),
 ];
 
 /// The current schema in PostgreSQL's words (docs/architecture.md, "Two dialects"): the same
@@ -444,7 +460,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
         result TEXT COLLATE "C" NOT NULL DEFAULT '{}',
         dead_lettered_at BIGINT,
         claim_lease_ms BIGINT,
-        priority BIGINT NOT NULL DEFAULT 0
+        priority BIGINT NOT NULL DEFAULT 0,
+        not_before BIGINT
     )"#,
     "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
     "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",
