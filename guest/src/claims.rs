@@ -84,6 +84,9 @@ pub fn claim(
             "message {id} has had its {max_attempts} attempts; the reaper dead-letters it"
         )));
     }
+    if !renewing {
+        refuse_backing_off(id, now)?;
+    }
     // The write re-checks the lease so a claim can never overlap another, whatever ran before.
     let taken = db::execute(
         "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
@@ -194,9 +197,12 @@ pub fn release(
     let message = messages::load_for(&agent, id)?;
     refuse_cancelled(&message)?;
     require_holder(&message, &agent.id, now)?;
+    let not_before = now + retry_backoff_ms(id, message.attempts)?;
     db::execute(
-        "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL WHERE id = ?",
-        &params![id],
+        "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL,
+             not_before = ?2
+         WHERE id = ?1",
+        &params![id, not_before],
     )?;
     // Given back, it asks nothing more of the one who released it (issue 27: finished work
     // stops asking); the other recipients still find it unread.
@@ -310,6 +316,36 @@ pub fn release_expired(now: i64) -> Result<(u32, u32), RelayError> {
         u32::try_from(released.rows_changed).unwrap_or(u32::MAX),
         u32::try_from(exhausted.len()).unwrap_or(u32::MAX),
     ))
+}
+
+/// A released job is not claimed again before its retry backoff has passed.
+fn refuse_backing_off(id: i64, now: i64) -> Result<(), RelayError> {
+    let row = db::query_one("SELECT not_before FROM messages WHERE id = ?", &params![id])?;
+    if let Some(at) = row.map(|r| r.opt_int("not_before")).transpose()?.flatten()
+        && at > now
+    {
+        return Err(conflict(format!(
+            "message {id} was released and waits for its retry backoff: claimable again at {at}"
+        )));
+    }
+    Ok(())
+}
+
+/// How long a job released after `attempts` claims waits before its next one may be taken:
+/// the `retry-backoff-ms` base doubled per attempt after the first, capped at 64 times the base,
+/// plus a jitter of up to a quarter of that, derived from the job's id and attempt (time is an
+/// input and the guest has no randomness of its own), so jobs released together spread out.
+pub fn retry_backoff_ms(id: i64, attempts: u32) -> Result<i64, RelayError> {
+    let base = settings::number(settings::RETRY_BACKOFF_MS)?;
+    if base <= 0 {
+        return Ok(0);
+    }
+    let delay = base.saturating_mul(1 << attempts.saturating_sub(1).min(6));
+    let mut mix = (id as u64) ^ (u64::from(attempts) << 32);
+    mix = (mix ^ (mix >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    mix ^= mix >> 33;
+    let jitter = i64::try_from(mix % (u64::try_from(delay / 4).unwrap_or(0) + 1)).unwrap_or(0);
+    Ok(delay + jitter)
 }
 
 fn max_attempts() -> Result<u32, RelayError> {
@@ -615,7 +651,7 @@ pub fn retry(caller: &Caller, id: i64) -> Result<Message, RelayError> {
     }
     dependencies::refuse_failed_wait(&message)?;
     db::execute(
-        "UPDATE messages SET dead_lettered_at = NULL, attempts = 0 WHERE id = ?",
+        "UPDATE messages SET dead_lettered_at = NULL, attempts = 0, not_before = NULL WHERE id = ?",
         &params![id],
     )?;
     messages::load(id)

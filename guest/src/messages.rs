@@ -1057,12 +1057,19 @@ pub fn available_jobs(
            AND m.cancelled_at IS NULL AND {NOT_BLOCKED}
            AND (m.to_target = ? OR m.from_agent != ?)
            AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)
+           AND (m.not_before IS NULL OR m.not_before <= ?)
            AND m.id > ?"
     );
     let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
     // Nothing sent before a re-created id was registered (unless it keeps the history).
     let floor = agents::history_floor(&agent.id)?;
-    values.extend(params![agent.id.as_str(), agent.id.as_str(), now, floor]);
+    values.extend(params![
+        agent.id.as_str(),
+        agent.id.as_str(),
+        now,
+        now,
+        floor
+    ]);
     if let Some(kind) = kind {
         sql.push_str(" AND m.kind = ?");
         values.push(Value::from(kind));

@@ -329,6 +329,13 @@ const STEPS: &[Step] = &[
             JOB_DEPENDANTS_INDEX,
         ],
     },
+    Step {
+        version: 11,
+        name: "retry backoff of released jobs",
+        before: nothing_before,
+        after: |_| Ok(()),
+        statements: &[JOB_NOT_BEFORE],
+    },
 ];
 
 /// Step 10 (both dialects): the jobs waiting for a job are found by it.
@@ -341,6 +348,10 @@ const POSTGRES_JOB_DEPENDENCIES: &str = "CREATE TABLE IF NOT EXISTS job_dependen
     depends_on BIGINT NOT NULL,
     PRIMARY KEY (message_id, depends_on)
 )";
+
+/// Step 11 (both dialects): when a released job may be claimed again (its retry backoff);
+/// empty for a job claimable at once.
+const JOB_NOT_BEFORE: &str = "ALTER TABLE messages ADD COLUMN not_before INTEGER";
 
 /// Step 8 (both dialects): a job's priority (higher first, default 0) and what claim-next walks
 /// since: the open jobs per target, highest priority first, then oldest.
@@ -422,6 +433,11 @@ const POSTGRES_STEPS: &[(u32, &str, &[&str])] = &[
             JOB_DEPENDANTS_INDEX,
         ],
     ),
+    (
+        11,
+        "retry backoff of released jobs",
+        &["ALTER TABLE messages ADD COLUMN IF NOT EXISTS not_before BIGINT"],
+    ),
 ];
 
 /// The current schema in PostgreSQL's words (docs/architecture.md, "Two dialects"): the same
@@ -486,7 +502,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
         priority BIGINT NOT NULL DEFAULT 0,
         cancelled_at BIGINT,
         cancelled_by TEXT COLLATE "C",
-        cancel_reason TEXT COLLATE "C"
+        cancel_reason TEXT COLLATE "C",
+        not_before BIGINT
     )"#,
     "CREATE INDEX IF NOT EXISTS idx_msg_to ON messages(to_target, id)",
     "CREATE INDEX IF NOT EXISTS idx_msg_thread ON messages(thread_id)",

@@ -19,6 +19,9 @@ pub const DEFAULT_LEASE_MS: &str = "default-lease-ms";
 pub const MAX_LEASE_MS: &str = "max-lease-ms";
 /// Claims a job may have; when the last of them ends without completion it is dead-lettered.
 pub const MAX_ATTEMPTS: &str = "max-attempts";
+/// The delay (ms) before a released job's next attempt may be claimed, doubled for each
+/// attempt it has had, capped, with a deterministic jitter (`claims::retry_backoff_ms`).
+pub const RETRY_BACKOFF_MS: &str = "retry-backoff-ms";
 /// The bytes one page of a list may hold (rows as the store counts them); a page stops before
 /// the row that would pass it.
 pub const PAGE_BYTES: &str = "page-bytes";
@@ -82,6 +85,16 @@ pub const KNOWN: &[Known] = &[
             max: 10_000,
         },
         about: "claims a job may have; when the last ends without completion it is dead-lettered",
+    },
+    Known {
+        key: RETRY_BACKOFF_MS,
+        kind: Kind::Number {
+            default: 0,
+            min: 0,
+            max: 60 * 60 * SECOND,
+        },
+        about: "the base delay (ms) before a released job may be claimed again, \
+                doubled per attempt with jitter, capped at 64 times",
     },
     // A page must hold the largest single row, and stay well inside the 64 MiB a call's instance
     // has by default (the rows, the records made of them and the answer are all in its memory).

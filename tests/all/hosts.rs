@@ -852,5 +852,5 @@ fn a_postgres_relay_at_schema_6_is_upgraded_in_place() {
             &[],
         )
         .unwrap();
-    assert_eq!(version.get::<_, String>(0), "10");
+    assert_eq!(version.get::<_, String>(0), "11");
 }

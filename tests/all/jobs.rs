@@ -496,6 +496,46 @@ fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next(backend:
     assert!(message(&relay, poison)["deadLetteredAt"].as_i64().is_some());
 }
 
+fn a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_attempt(
+    backend: Backend,
+) {
+    let relay = RelayServer::start_on(backend, &["--setting", "retry-backoff-ms=1000"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let id = job(&relay, "flaky");
+    let agent = json!({"agentId": "alice"});
+    // (attempts, base delay): the jitter adds up to a quarter of the delay.
+    for (attempt, delay) in [(1, 1_000), (2, 2_000)] {
+        let taken = claim_next(&relay, "alice", &alice, json!({}));
+        assert_eq!(taken.body["id"], id, "attempt {attempt}: {:?}", taken.body);
+        let released = act(&relay, &alice, id, "release", agent.clone());
+        assert_eq!(released.status, 200, "{:?}", released.body);
+
+        let early = claim_next(&relay, "bob", &bob, json!({}));
+        assert_eq!(early.status, 204, "attempt {attempt}: {:?}", early.body);
+        let direct = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
+        assert_eq!(direct.status, 409, "{:?}", direct.body);
+        relay.advance(delay - 1);
+        let still = claim_next(&relay, "bob", &bob, json!({}));
+        assert_eq!(still.status, 204, "attempt {attempt}: {:?}", still.body);
+        relay.advance(delay / 4 + 1);
+    }
+    let third = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(third.body["id"], id, "{:?}", third.body);
+    assert_eq!(third.body["attempts"], 3, "{:?}", third.body);
+}
+
+fn a_released_job_is_claimable_at_once_without_a_backoff_setting(backend: Backend) {
+    let (relay, alice, bob) = pool(backend);
+    let id = job(&relay, "flaky");
+    claim_next(&relay, "alice", &alice, json!({}));
+    act(&relay, &alice, id, "release", json!({"agentId": "alice"}));
+
+    let again = claim_next(&relay, "bob", &bob, json!({}));
+
+    assert_eq!(again.body["id"], id, "{:?}", again.body);
+}
+
 fn the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs(backend: Backend) {
     let relay = RelayServer::start_on(backend, &["--setting", "max-attempts=1"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
@@ -1334,6 +1374,8 @@ crate::on_both_backends!(
     a_job_released_max_attempts_times_is_dead_lettered_its_sender_told_and_retry_puts_it_back,
     the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass,
     claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next,
+    a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_attempt,
+    a_released_job_is_claimable_at_once_without_a_backoff_setting,
     the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs,
     completing_a_task_message_resolves_its_task,
     a_resolved_tasks_message_cannot_be_claimed_again_and_a_new_event_reopens_it,

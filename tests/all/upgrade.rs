@@ -84,7 +84,7 @@ fn a_04_database_is_upgraded_row_by_row_with_a_backup() {
     let (dry_ok, dry, _) = migrate(&db, &["--dry-run"]);
     assert!(dry_ok);
     assert_eq!(dry["fromVersion"], 0);
-    assert_eq!(dry["steps"].as_array().unwrap().len(), 10);
+    assert_eq!(dry["steps"].as_array().unwrap().len(), 11);
     assert_eq!(
         count(&db, "messages"),
         before.1,
@@ -95,7 +95,7 @@ fn a_04_database_is_upgraded_row_by_row_with_a_backup() {
     assert!(ok, "{stderr}");
     assert_eq!(
         (report["fromVersion"].as_u64(), report["toVersion"].as_u64()),
-        (Some(0), Some(10))
+        (Some(0), Some(11))
     );
     let after = (count(&db, "agents"), count(&db, "messages"));
     eprintln!(
@@ -364,7 +364,7 @@ fn a_schema_3_database_gains_attempts_and_settles_the_messages_of_finished_tasks
     assert!(ok, "{stderr}");
     assert_eq!(
         (report["fromVersion"].as_u64(), report["toVersion"].as_u64()),
-        (Some(3), Some(10))
+        (Some(3), Some(11))
     );
     let claimed = message(&db, 1);
     assert_eq!(claimed["attempts"], 0);

@@ -75,8 +75,8 @@ enum Command {
     ///
     /// Stored settings hold for every run; `--setting KEY=VALUE` on `serve` or `call` applies to
     /// that run only and is never stored. Keys: stale-ttl-ms, default-lease-ms, max-lease-ms,
-    /// max-attempts, page-bytes, webhook-secret:SOURCE (a secret: never printed), and
-    /// fault-injection (one run only, never stored).
+    /// max-attempts, retry-backoff-ms, page-bytes, webhook-secret:SOURCE (a secret: never
+    /// printed), and fault-injection (one run only, never stored).
     #[command(after_help = crate::client::EXIT_CODES)]
     Settings(settings::SettingsArgs),
     /// Print an agent's messages as they arrive, one JSON object a line, from a running relay.
