@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod openapi;
 pub mod push;
 pub mod routes;
+pub mod stdout;

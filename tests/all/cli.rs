@@ -126,3 +126,28 @@ fn component_out_refuses_a_symbolic_link_and_writes_nothing_where_it_points() {
     }
     assert_eq!(&std::fs::read(&out).unwrap()[..4], b"\0asm");
 }
+
+/// A reader that stops early (`agent-relay call --list | head`) ends the program quietly: exit
+/// 0, no panic on standard error. The read end is closed before the program has started
+/// writing (it is closed as soon as the process exists; starting takes milliseconds), so every
+/// write meets a closed pipe.
+#[test]
+fn a_closed_standard_output_ends_the_program_quietly() {
+    for args in [&["call", "--list"][..], &["wit"][..]] {
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{args:?}: {:?}, stderr: {stderr}",
+            output.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

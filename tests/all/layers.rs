@@ -23,6 +23,7 @@ const CORE_LAYERS: &[&[&str]] = &[
 /// all of them: the server reaches it only as `agent_relay_core::`, and the core cannot reach the
 /// server at all (it does not depend on it).
 const SERVER_LAYERS: &[&[&str]] = &[
+    &["stdout"],
     &["routes", "connections", "metrics", "dashboard"],
     &["push", "openapi", "client"],
     // `agent-relay mcp` follows the agent's stream with the client's follower (channel.rs).

@@ -65,7 +65,7 @@ pub(super) fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         let none = RunSettingArgs::default();
         let mut status = Relay::inspect(&args.db.db, options(&args.db, &none, Clock::default())?)?;
         status["dryRun"] = Json::Bool(true);
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::stdout::say!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
     let relay = open(&args.db, &RunSettingArgs::default(), Clock::default())?;
@@ -73,7 +73,7 @@ pub(super) fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     if let Some(backup) = relay.backup() {
         report["backup"] = Json::String(backup.display().to_string());
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    crate::stdout::say!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -98,7 +98,7 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                 .filter(|(name, _)| name != "caller")
                 .map(|(name, _)| bridge::camel_case(name))
                 .collect();
-            println!(
+            crate::stdout::say!(
                 "{:<22} {:<21} {{{}}}",
                 export.name,
                 export.interface,
@@ -120,11 +120,11 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     }
     match relay.call_json(&name, &parsed) {
         Ok(json) => {
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            crate::stdout::say!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            println!("{}", serde_json::to_string_pretty(&error.to_json())?);
+            crate::stdout::say!("{}", serde_json::to_string_pretty(&error.to_json())?);
             Ok(ExitCode::FAILURE)
         }
     }
@@ -171,14 +171,18 @@ pub(super) fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let options = agent_relay_core::embed::Options::default();
     let report = agent_relay_core::copy::copy(&from, &to, &options)?;
-    println!(
+    crate::stdout::say!(
         "{:<28} {:>12} {:>12}",
-        "table", "source rows", "copied rows"
+        "table",
+        "source rows",
+        "copied rows"
     );
     for table in &report.tables {
-        println!(
+        crate::stdout::say!(
             "{:<28} {:>12} {:>12}",
-            table.table, table.source_rows, table.target_rows
+            table.table,
+            table.source_rows,
+            table.target_rows
         );
     }
     let rows: u64 = report.tables.iter().map(|t| t.target_rows).sum();

@@ -231,7 +231,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Mcp(args) => mcp_stdio(&args),
         Command::Wit => {
-            print!("{}", agent_relay_core::runtime::CONTRACT);
+            crate::stdout::say_raw!("{}", agent_relay_core::runtime::CONTRACT);
             Ok(ExitCode::SUCCESS)
         }
         Command::Component(args) => component(&args),

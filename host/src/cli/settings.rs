@@ -86,21 +86,21 @@ pub fn run(args: &SettingsArgs) -> anyhow::Result<ExitCode> {
     match answer {
         Ok(answer) => {
             if output.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                crate::stdout::say!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
                 let settings = match answer {
                     Json::Array(settings) => settings,
                     one => vec![one],
                 };
                 for setting in &settings {
-                    println!("{}", line(setting));
+                    crate::stdout::say!("{}", line(setting));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
             if output.json {
-                println!("{}", serde_json::to_string_pretty(&error.to_json())?);
+                crate::stdout::say!("{}", serde_json::to_string_pretty(&error.to_json())?);
             } else {
                 eprintln!("agent-relay: {}", error.message);
             }

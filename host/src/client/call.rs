@@ -31,7 +31,7 @@ pub fn call_remote(connection: &Connection, export: &str, args: &Json) -> anyhow
         anyhow::bail!("ARGS must be a JSON object keyed by parameter name");
     };
     let body = request(connection, route, args.clone()).map_err(|f| anyhow::anyhow!(f.message))?;
-    println!("{}", serde_json::to_string_pretty(&body)?);
+    crate::stdout::say!("{}", serde_json::to_string_pretty(&body)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -93,7 +93,7 @@ fn request(
         Err(failure) => match failure.body {
             // The relay's own error: printed like the file-backed call prints it.
             Some(body) if body.get("error").is_some() => {
-                println!(
+                crate::stdout::say!(
                     "{}",
                     serde_json::to_string_pretty(&body).unwrap_or_default()
                 );

@@ -68,7 +68,7 @@ pub fn run(command: &HookCommand) -> ExitCode {
         HookCommand::ClaudeStop(args) => ("claude-stop", stop(&args.acting, &input)),
     };
     match answer {
-        Ok(Some(output)) => println!("{output}"),
+        Ok(Some(output)) => crate::stdout::say!("{output}"),
         Ok(None) => {}
         Err(failure) => eprintln!(
             "agent-relay hook {name}: {}",

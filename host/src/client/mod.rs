@@ -230,7 +230,7 @@ pub fn run(verb: Verb) -> ExitCode {
                 let body = failure.body.clone().unwrap_or_else(|| {
                     serde_json::json!({"error": {"code": failure.exit.code(), "message": failure.message}})
                 });
-                println!("{body}");
+                crate::stdout::say!("{body}");
             }
             eprintln!("agent-relay: {}", view::one_line(&failure.message));
             failure.exit.into()
@@ -246,11 +246,11 @@ pub type Outcome = Result<Exit, Failure>;
 /// kept, so no text the relay returned reaches the terminal as a control sequence.
 fn emit(connection: &Connection, value: &Json, render: impl FnOnce(&Json) -> String) {
     if connection.json {
-        println!("{value}");
+        crate::stdout::say!("{value}");
     } else {
         let text = render(value);
         if !text.is_empty() {
-            println!("{}", view::printable(text.trim_end_matches('\n')));
+            crate::stdout::say!("{}", view::printable(text.trim_end_matches('\n')));
         }
     }
 }

@@ -339,7 +339,7 @@ fn install(args: &GuardInstallArgs) -> Outcome {
         .as_ref()
         .is_some_and(|text| String::from_utf8_lossy(text).contains(GUARD_MARK))
     {
-        println!("the guard is already installed in {}", hook.display());
+        crate::stdout::say!("the guard is already installed in {}", hook.display());
         return Ok(Exit::Done);
     }
     if existing.is_some() {
@@ -358,7 +358,7 @@ fn install(args: &GuardInstallArgs) -> Outcome {
     }
     let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent-relay"));
     write_executable(&hook, &hook_script(&binary, args.allow_offline))?;
-    println!(
+    crate::stdout::say!(
         "installed the guard in {}{}",
         hook.display(),
         if existing.is_some() {
