@@ -514,9 +514,14 @@ fn dead_letter(message: &Message, reason: &str, now: i64) -> Result<(), RelayErr
             message.id,
             format!("dead letter: message {}", message.id),
             format!(
-                "message {} to {} was dead-lettered after {} attempts ({reason}); \
-                 the operator may retry it",
-                message.id, message.to, message.attempts
+                "message {} to {} was dead-lettered {} ({reason}); the operator may retry it",
+                message.id,
+                message.to,
+                match message.attempts {
+                    0 => "before any attempt".to_owned(),
+                    1 => "after 1 attempt".to_owned(),
+                    n => format!("after {n} attempts"),
+                }
             ),
             json!({"messageId": message.id, "attempts": message.attempts, "reason": reason}),
             now,

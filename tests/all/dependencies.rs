@@ -237,6 +237,23 @@ fn a_dead_lettered_dependency_dead_letters_its_dependants_and_tells_their_sender
                    "reason": format!("job {a} it waits for was dead-lettered")}),
         ]
     );
+    // The notice says how many attempts there were, and a dependant never had one.
+    assert!(
+        to_boss[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("dead-lettered after 5 attempts (released)"),
+        "{}",
+        to_boss[0]
+    );
+    assert!(
+        to_boss[1]["body"]
+            .as_str()
+            .unwrap()
+            .contains("dead-lettered before any attempt (job "),
+        "{}",
+        to_boss[1]
+    );
     let to_carol = notices(&relay, "carol", &carol);
     assert_eq!(to_carol.len(), 1, "{to_carol:?}");
     assert_eq!(
