@@ -48,6 +48,7 @@ pub fn claim(
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
+    no_retry_in(input)?;
     let (identity, agent) = agents::acting(
         caller,
         &input.agent_id,
@@ -161,6 +162,7 @@ pub fn renew(
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
+    no_retry_in(input)?;
     lock_the_job(id)?;
     let (_, agent) = agents::acting(
         caller,
@@ -197,7 +199,11 @@ pub fn release(
     let message = messages::load_for(&agent, id)?;
     refuse_cancelled(&message)?;
     require_holder(&message, &agent.id, now)?;
-    let not_before = now + retry_backoff_ms(id, message.attempts)?;
+    let backoff = match input.retry_in_ms {
+        Some(ms) => retry_in_ms(ms)?,
+        None => retry_backoff_ms(id, message.attempts)?,
+    };
+    let not_before = now + backoff;
     db::execute(
         "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL,
              not_before = ?2
@@ -329,6 +335,30 @@ fn refuse_backing_off(id: i64, now: i64) -> Result<(), RelayError> {
         )));
     }
     Ok(())
+}
+
+/// The longest wait a release may ask for before the job's next attempt (`retryInMs`): a day.
+pub const MAX_RETRY_IN_MS: i64 = 86_400_000;
+
+/// A release's own `retryInMs`: 0 to [`MAX_RETRY_IN_MS`], or a 400 naming the field.
+fn retry_in_ms(ms: i64) -> Result<i64, RelayError> {
+    if (0..=MAX_RETRY_IN_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(invalid(format!(
+            "retryInMs {ms} must be between 0 and {MAX_RETRY_IN_MS} (a day)"
+        )))
+    }
+}
+
+/// Claims and renewals take no `retryInMs`: only a release says when the job comes back.
+fn no_retry_in(input: &ClaimInput) -> Result<(), RelayError> {
+    match input.retry_in_ms {
+        Some(_) => Err(invalid(
+            "retryInMs is for releasing a job; a claim or a renewal takes leaseMs",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// How long a job released after `attempts` claims waits before its next one may be taken:

@@ -170,7 +170,17 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
         ("mark-read", claim_input(false)),
         ("claim-message", claim_input(true)),
         ("renew-claim", claim_input(true)),
-        ("release-claim", claim_input(false)),
+        (
+            "release-claim",
+            [
+                claim_input(false),
+                vec![(
+                    "input.retryInMs",
+                    Between(0, crate::claims::MAX_RETRY_IN_MS),
+                )],
+            ]
+            .concat(),
+        ),
         ("complete-claim", claim_input(false)),
         ("cancel-message", vec![("input.reason", ShortText)]),
         (

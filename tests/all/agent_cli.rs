@@ -321,6 +321,11 @@ fn claims_take_renew_and_release_a_lease_and_a_second_claimer_gets_exit_3() {
         "{released:?}"
     );
     run(&relay, &bob, &["claim", &id]).ok();
+    // --retry-in: the job waits that long before anyone may claim it again.
+    run(&relay, &bob, &["release", &id, "--retry-in", "10m"]).ok();
+    let too_soon = run(&relay, &alice, &["claim", &id]);
+    assert_eq!(too_soon.code, 3, "{too_soon:?}");
+    assert!(too_soon.stderr.contains("retry backoff"), "{too_soon:?}");
     let missing = run(&relay, &bob, &["claim", "999999"]);
     assert_eq!(
         missing.code, 4,

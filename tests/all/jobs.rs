@@ -525,6 +525,72 @@ fn a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_atte
     assert_eq!(third.body["attempts"], 3, "{:?}", third.body);
 }
 
+fn a_release_may_say_when_the_job_comes_back_with_retry_in_ms(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "retry-backoff-ms=600000"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let id = job(&relay, "flaky");
+    let taken = claim_next(&relay, "alice", &alice, json!({}));
+    assert_eq!(taken.body["id"], id, "{:?}", taken.body);
+
+    // Out of bounds, or on a claim or renewal: a 400 naming the field, and nothing changed.
+    for bad in [json!(-1), json!(86_400_001), json!("soon")] {
+        let refused = act(
+            &relay,
+            &alice,
+            id,
+            "release",
+            json!({"agentId": "alice", "retryInMs": bad}),
+        );
+        assert_eq!(refused.status, 400, "{bad}: {:?}", refused.body);
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("retryInMs"),
+            "{:?}",
+            refused.body
+        );
+    }
+    let renewed = act(
+        &relay,
+        &alice,
+        id,
+        "renew",
+        json!({"agentId": "alice", "retryInMs": 10}),
+    );
+    assert_eq!(renewed.status, 400, "{:?}", renewed.body);
+    assert_eq!(message(&relay, id)["claimedBy"], "alice");
+
+    // Its own 30 s, not the setting's 10 minutes (the relay's clock also runs on its own, so
+    // the early look leaves it a second).
+    let released = act(
+        &relay,
+        &alice,
+        id,
+        "release",
+        json!({"agentId": "alice", "retryInMs": 30_000}),
+    );
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    relay.advance(29_000);
+    let early = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(early.status, 204, "{:?}", early.body);
+    relay.advance(1_000);
+    let again = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(again.body["id"], id, "{:?}", again.body);
+
+    // 0: at once.
+    act(
+        &relay,
+        &bob,
+        id,
+        "release",
+        json!({"agentId": "bob", "retryInMs": 0}),
+    );
+    let at_once = claim_next(&relay, "alice", &alice, json!({}));
+    assert_eq!(at_once.body["id"], id, "{:?}", at_once.body);
+}
+
 fn a_released_job_is_claimable_at_once_without_a_backoff_setting(backend: Backend) {
     let (relay, alice, bob) = pool(backend);
     let id = job(&relay, "flaky");
@@ -1375,6 +1441,7 @@ crate::on_both_backends!(
     the_reaper_dead_letters_an_expired_last_attempt_and_releases_the_others_in_one_pass,
     claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next,
     a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_attempt,
+    a_release_may_say_when_the_job_comes_back_with_retry_in_ms,
     a_released_job_is_claimable_at_once_without_a_backoff_setting,
     the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs,
     completing_a_task_message_resolves_its_task,

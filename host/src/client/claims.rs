@@ -49,6 +49,10 @@ pub struct ReleaseArgs {
     pub acting: Acting,
     /// The claimed message.
     pub id: i64,
+    /// When the job may be claimed again, from now (`0s`, `30s`, `10m`; at most 24h); the
+    /// relay's retry backoff (its retry-backoff-ms setting, growing per attempt) when absent.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_in: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +158,20 @@ pub fn renew(args: &RenewArgs) -> Outcome {
 }
 
 pub fn release(args: &ReleaseArgs) -> Outcome {
-    lease_call(&args.acting, args.id, "release", None, "released")
+    let relay = RelayClient::connect(&args.acting.connection)?;
+    let agent = relay.agent(&args.acting)?;
+    let mut input = lease_input(&agent, None);
+    if let Some(retry_in) = args.retry_in {
+        input["retryInMs"] = json!(millis(retry_in));
+    }
+    let message = relay
+        .post(&format!("/v1/messages/{}/release", args.id), &input)?
+        .body;
+    emit(&args.acting.connection, &message, |message| {
+        let state = view::job_state(message, Some(&agent), view::now_ms());
+        format!("released #{}: {state}", args.id)
+    });
+    Ok(Exit::Done)
 }
 
 fn lease_call(

@@ -202,6 +202,12 @@ fn described(key: &str) -> Option<&'static str> {
              (5 minutes unless the operator changed it); at least 100 ms, at most the \
              max-lease-ms setting (24 hours unless the operator changed it).",
         ),
+        // The guest's `claims::retry_in_ms`: 0 to `MAX_RETRY_IN_MS` (a day).
+        "retryInMs" => Some(
+            "Releasing only: how long, in milliseconds, before the job may be claimed again \
+             (0: at once; at most a day). Leave it out for the relay's retry backoff, which \
+             grows with each attempt.",
+        ),
         _ => None,
     }
 }
