@@ -88,10 +88,11 @@ pub fn claim(
     if !renewing {
         refuse_backing_off(id, now)?;
     }
+    let attempts = message.attempts + u32::from(!renewing);
     // The write re-checks the lease so a claim can never overlap another, whatever ran before.
     let taken = db::execute(
         "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
-             attempts = attempts + ?5, claim_lease_ms = ?6
+             attempts = attempts + ?5, claim_lease_ms = ?6, not_before = ?7
          WHERE id = ?1 AND claimable = 1 AND completed_at IS NULL AND dead_lettered_at IS NULL
            AND (claimed_by IS NULL OR claimed_by = ?2 OR claim_expires_at <= ?3)",
         &params![
@@ -100,7 +101,8 @@ pub fn claim(
             now,
             now + lease,
             i64::from(!renewing),
-            lease
+            lease,
+            after_lease(id, attempts, now + lease)?
         ],
     )?;
     if taken.rows_changed == 0 {
@@ -175,8 +177,14 @@ pub fn renew(
     refuse_cancelled(&message)?;
     require_holder(&message, &agent.id, now)?;
     db::execute(
-        "UPDATE messages SET claim_expires_at = ?2, claim_lease_ms = ?3 WHERE id = ?1",
-        &params![id, now + lease, lease],
+        "UPDATE messages SET claim_expires_at = ?2, claim_lease_ms = ?3, not_before = ?4
+         WHERE id = ?1",
+        &params![
+            id,
+            now + lease,
+            lease,
+            after_lease(id, message.attempts, now + lease)?
+        ],
     )?;
     let renewed = messages::load(id)?;
     tasks::on_claim_renewed(&renewed, now)?;
@@ -235,7 +243,8 @@ pub fn keep_held(seen: &[SeenToken]) -> Result<u32, RelayError> {
     let mut kept = 0u32;
     for token in seen {
         let due = db::query(
-            "SELECT m.id FROM messages m JOIN agents a ON a.id = m.claimed_by
+            "SELECT m.id, m.attempts, COALESCE(m.claim_lease_ms, ?3) AS lease
+             FROM messages m JOIN agents a ON a.id = m.claimed_by
              WHERE a.token_hash = ?1 AND m.claim_expires_at > ?2
                AND 2 * (m.claim_expires_at - ?2) < COALESCE(m.claim_lease_ms, ?3)
                AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL",
@@ -243,10 +252,11 @@ pub fn keep_held(seen: &[SeenToken]) -> Result<u32, RelayError> {
         )?;
         for row in &due {
             let id = row.int("id")?;
+            let expires = token.at + row.int("lease")?;
+            let attempts = u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX);
             db::execute(
-                "UPDATE messages SET claim_expires_at = ?2 + COALESCE(claim_lease_ms, ?3)
-                 WHERE id = ?1",
-                &params![id, token.at, default_lease],
+                "UPDATE messages SET claim_expires_at = ?2, not_before = ?3 WHERE id = ?1",
+                &params![id, expires, after_lease(id, attempts, expires)?],
             )?;
             tasks::on_claim_renewed(&messages::load(id)?, token.at)?;
             kept = kept.saturating_add(1);
@@ -291,7 +301,9 @@ pub fn release_all_of(agent_id: &str, now: i64) -> Result<u32, RelayError> {
         dead_letter(&messages::load(row.int("id")?)?, "holder deleted", now)?;
     }
     let released = db::execute(
-        "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL
+        // Handed on at once: the holder was deleted, the job did not fail (no backoff).
+        "UPDATE messages SET claimed_by = NULL, claimed_at = NULL, claim_expires_at = NULL,
+             not_before = NULL
          WHERE claimed_by = ? AND claim_expires_at > ?",
         &params![agent_id, now],
     )?;
@@ -324,14 +336,16 @@ pub fn release_expired(now: i64) -> Result<(u32, u32), RelayError> {
     ))
 }
 
-/// A released job is not claimed again before its retry backoff has passed.
+/// A job released, or whose lease ran out, is not claimed again before its retry backoff has
+/// passed.
 fn refuse_backing_off(id: i64, now: i64) -> Result<(), RelayError> {
     let row = db::query_one("SELECT not_before FROM messages WHERE id = ?", &params![id])?;
     if let Some(at) = row.map(|r| r.opt_int("not_before")).transpose()?.flatten()
         && at > now
     {
         return Err(conflict(format!(
-            "message {id} was released and waits for its retry backoff: claimable again at {at}"
+            "message {id} was released or its lease ran out, and it waits for its retry backoff: \
+             claimable again at {at}"
         )));
     }
     Ok(())
@@ -359,6 +373,14 @@ fn no_retry_in(input: &ClaimInput) -> Result<(), RelayError> {
         )),
         None => Ok(()),
     }
+}
+
+/// When a job whose lease ends at `expires` (after `attempts` claims) may be claimed again if
+/// its holder lets the lease run out: the end of the lease plus the retry backoff, as for a
+/// release. Kept in `not_before` while the lease lives, so an expired lease needs no write
+/// before the backoff applies (a release, renewal or completion sets or ends it).
+fn after_lease(id: i64, attempts: u32, expires: i64) -> Result<i64, RelayError> {
+    Ok(expires + retry_backoff_ms(id, attempts)?)
 }
 
 /// How long a job released after `attempts` claims waits before its next one may be taken:
@@ -513,9 +535,16 @@ pub fn claim_next(
             }
             db::execute(
                 "UPDATE messages SET claimed_by = ?2, claimed_at = ?3, claim_expires_at = ?4,
-                     attempts = attempts + 1, claim_lease_ms = ?5
+                     attempts = attempts + 1, claim_lease_ms = ?5, not_before = ?6
                  WHERE id = ?1",
-                &params![job.id, agent.id.as_str(), now, now + lease, lease],
+                &params![
+                    job.id,
+                    agent.id.as_str(),
+                    now,
+                    now + lease,
+                    lease,
+                    after_lease(job.id, job.attempts + 1, now + lease)?
+                ],
             )?;
             let claimed = messages::load(job.id)?;
             tasks::on_message_claimed(&claimed, now)?;

@@ -525,6 +525,37 @@ fn a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_atte
     assert_eq!(third.body["attempts"], 3, "{:?}", third.body);
 }
 
+fn a_job_whose_lease_ran_out_waits_for_its_backoff_too(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &["--setting", "retry-backoff-ms=60000"]);
+    let alice = relay.register(json!({"id": "alice", "label": "backend"}));
+    let bob = relay.register(json!({"id": "bob", "label": "backend"}));
+    let id = job(&relay, "crashes its worker");
+    let taken = claim_next(&relay, "alice", &alice, json!({"leaseMs": 10_000}));
+    assert_eq!(taken.body["id"], id, "{:?}", taken.body);
+    // Renewed once: the backoff runs from the renewed lease's end.
+    let renewed = act(
+        &relay,
+        &alice,
+        id,
+        "renew",
+        json!({"agentId": "alice", "leaseMs": 20_000}),
+    );
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+
+    // Alice crashes: the lease ends 20 s from now, then the first attempt's backoff (60 s, plus
+    // a jitter of up to 15 s) must pass before anyone gets it (the relay's own clock runs too,
+    // so each look leaves it a few seconds).
+    relay.advance(20_000 + 55_000);
+    let early = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(early.status, 204, "{:?}", early.body);
+    let direct = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
+    assert_eq!(direct.status, 409, "{:?}", direct.body);
+    relay.advance(20_001);
+    let again = claim_next(&relay, "bob", &bob, json!({}));
+    assert_eq!(again.body["id"], id, "{:?}", again.body);
+    assert_eq!(again.body["attempts"], 2, "{:?}", again.body);
+}
+
 fn a_release_may_say_when_the_job_comes_back_with_retry_in_ms(backend: Backend) {
     let relay = RelayServer::start_on(backend, &["--setting", "retry-backoff-ms=600000"]);
     let alice = relay.register(json!({"id": "alice", "label": "backend"}));
@@ -1442,6 +1473,7 @@ crate::on_both_backends!(
     claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next,
     a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_attempt,
     a_release_may_say_when_the_job_comes_back_with_retry_in_ms,
+    a_job_whose_lease_ran_out_waits_for_its_backoff_too,
     a_released_job_is_claimable_at_once_without_a_backoff_setting,
     the_inbox_state_filter_shows_open_claimed_completed_and_dead_jobs,
     completing_a_task_message_resolves_its_task,
