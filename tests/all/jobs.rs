@@ -496,6 +496,14 @@ fn claim_next_dead_letters_an_exhausted_job_it_meets_and_takes_the_next(backend:
     assert!(message(&relay, poison)["deadLetteredAt"].as_i64().is_some());
 }
 
+/// Job `id` waits for its backoff: bob's claim-next passes over it and his claim is 409.
+fn not_claimable_yet(relay: &RelayServer, bob: &str, id: i64) {
+    let next = claim_next(relay, "bob", bob, json!({}));
+    assert_eq!(next.status, 204, "{:?}", next.body);
+    let direct = act(relay, bob, id, "claim", json!({"agentId": "bob"}));
+    assert_eq!(direct.status, 409, "{:?}", direct.body);
+}
+
 fn a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_attempt(
     backend: Backend,
 ) {
@@ -511,10 +519,7 @@ fn a_released_job_is_not_offered_again_before_its_backoff_which_doubles_per_atte
         let released = act(&relay, &alice, id, "release", agent.clone());
         assert_eq!(released.status, 200, "{:?}", released.body);
 
-        let early = claim_next(&relay, "bob", &bob, json!({}));
-        assert_eq!(early.status, 204, "attempt {attempt}: {:?}", early.body);
-        let direct = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
-        assert_eq!(direct.status, 409, "{:?}", direct.body);
+        not_claimable_yet(&relay, &bob, id);
         relay.advance(delay - 1);
         let still = claim_next(&relay, "bob", &bob, json!({}));
         assert_eq!(still.status, 204, "attempt {attempt}: {:?}", still.body);
@@ -546,10 +551,7 @@ fn a_job_whose_lease_ran_out_waits_for_its_backoff_too(backend: Backend) {
     // a jitter of up to 15 s) must pass before anyone gets it (the relay's own clock runs too,
     // so each look leaves it a few seconds).
     relay.advance(20_000 + 55_000);
-    let early = claim_next(&relay, "bob", &bob, json!({}));
-    assert_eq!(early.status, 204, "{:?}", early.body);
-    let direct = act(&relay, &bob, id, "claim", json!({"agentId": "bob"}));
-    assert_eq!(direct.status, 409, "{:?}", direct.body);
+    not_claimable_yet(&relay, &bob, id);
     relay.advance(20_001);
     let again = claim_next(&relay, "bob", &bob, json!({}));
     assert_eq!(again.body["id"], id, "{:?}", again.body);
@@ -604,8 +606,7 @@ fn a_release_may_say_when_the_job_comes_back_with_retry_in_ms(backend: Backend) 
     );
     assert_eq!(released.status, 200, "{:?}", released.body);
     relay.advance(29_000);
-    let early = claim_next(&relay, "bob", &bob, json!({}));
-    assert_eq!(early.status, 204, "{:?}", early.body);
+    not_claimable_yet(&relay, &bob, id);
     relay.advance(1_000);
     let again = claim_next(&relay, "bob", &bob, json!({}));
     assert_eq!(again.body["id"], id, "{:?}", again.body);

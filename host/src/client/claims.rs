@@ -154,40 +154,37 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
 }
 
 pub fn renew(args: &RenewArgs) -> Outcome {
-    lease_call(&args.acting, args.id, "renew", args.lease, "renewed")
+    lease_call(&args.acting, args.id, "renew", args.lease, None, "renewed")
 }
 
 pub fn release(args: &ReleaseArgs) -> Outcome {
-    let relay = RelayClient::connect(&args.acting.connection)?;
-    let agent = relay.agent(&args.acting)?;
-    let mut input = lease_input(&agent, None);
-    if let Some(retry_in) = args.retry_in {
-        input["retryInMs"] = json!(millis(retry_in));
-    }
-    let message = relay
-        .post(&format!("/v1/messages/{}/release", args.id), &input)?
-        .body;
-    emit(&args.acting.connection, &message, |message| {
-        let state = view::job_state(message, Some(&agent), view::now_ms());
-        format!("released #{}: {state}", args.id)
-    });
-    Ok(Exit::Done)
+    lease_call(
+        &args.acting,
+        args.id,
+        "release",
+        None,
+        args.retry_in,
+        "released",
+    )
 }
 
+/// Renew (with a `lease`) or release (with a `retry_in`) a held job.
 fn lease_call(
     acting: &Acting,
     id: i64,
     action: &str,
     lease: Option<Duration>,
+    retry_in: Option<Duration>,
     done: &str,
 ) -> Outcome {
     let relay = RelayClient::connect(&acting.connection)?;
     let agent = relay.agent(acting)?;
+    let mut input = lease_input(&agent, lease);
+    if let Some(retry_in) = retry_in {
+        input["retryInMs"] = json!(millis(retry_in));
+    }
     let message = relay
-        .post(
-            &format!("/v1/messages/{id}/{action}"),
-            &lease_input(&agent, lease),
-        )
+        .post(&format!("/v1/messages/{id}/{action}"), &input)
         .map_err(|failure| lease_refused(failure, lease))?
         .body;
     emit(&acting.connection, &message, |message| {
