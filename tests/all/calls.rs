@@ -149,6 +149,15 @@ fn a_send_wakes_only_the_held_long_polls_it_concerns() {
         let alice = hold("alice");
         let bob = hold("bob");
         runs_reach(&calls, start + 2).await;
+        // Until a held long-poll has named its keys (just after its first run) every commit
+        // wakes it, rightly: wait for both to listen by key before counting.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while calls.keyed_waiters() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both long-polls name their wake keys");
         let woken = calls.wakeups();
         for n in 0..20 {
             let body = json!({"input": {"from": "user", "to": "carol", "body": format!("c{n}")}});

@@ -139,6 +139,11 @@ impl Commits {
         self.shared.registry().len()
     }
 
+    /// How many of them listen only for their wake keys (the others wake on every commit).
+    pub(super) fn keyed_waiters(&self) -> usize {
+        self.shared.registry().keys_of.len()
+    }
+
     /// Times a waiter was woken to run its export again.
     pub(super) fn wakeups(&self) -> u64 {
         self.shared.wakeups.load(Ordering::Relaxed)

@@ -204,6 +204,12 @@ impl Calls {
         self.commits.waiters()
     }
 
+    /// Of those, the ones that listen only for their wake keys: they have run once and named
+    /// them (the others, still to name theirs or naming none, wake on every commit).
+    pub fn keyed_waiters(&self) -> usize {
+        self.commits.keyed_waiters()
+    }
+
     /// How many calls have run (every re-run of a held request counts once).
     pub fn runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
