@@ -48,7 +48,6 @@ pub fn claim(
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
-    no_retry_in(input)?;
     let (identity, agent) = agents::acting(
         caller,
         &input.agent_id,
@@ -164,7 +163,6 @@ pub fn renew(
     input: &ClaimInput,
     now: i64,
 ) -> Result<Message, RelayError> {
-    no_retry_in(input)?;
     lock_the_job(id)?;
     let (_, agent) = agents::acting(
         caller,
@@ -362,16 +360,6 @@ fn retry_in_ms(ms: i64) -> Result<i64, RelayError> {
         Err(invalid(format!(
             "retryInMs {ms} must be between 0 and {MAX_RETRY_IN_MS} (a day)"
         )))
-    }
-}
-
-/// Claims and renewals take no `retryInMs`: only a release says when the job comes back.
-fn no_retry_in(input: &ClaimInput) -> Result<(), RelayError> {
-    match input.retry_in_ms {
-        Some(_) => Err(invalid(
-            "retryInMs is for releasing a job; a claim or a renewal takes leaseMs",
-        )),
-        None => Ok(()),
     }
 }
 
