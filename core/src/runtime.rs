@@ -210,10 +210,19 @@ pub struct Ran {
     pub pending: Option<Box<dyn Pending>>,
     /// Whether the call changed rows (what waiters on the commit signal care about).
     pub wrote: bool,
-    /// The call's wake keys (`store.concerns`, docs/design.md "Wake keys"): what a read's answer
-    /// depends on, what a write changed. Empty: everything (a write wakes every waiter, a read is
-    /// woken by every write).
+    /// What the call's answer depends on, as the guest named it.
+    pub concerns: Concerns,
+}
+
+/// What a call named of what its answer depends on (docs/design.md, "Wake keys").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Concerns {
+    /// The call's wake keys (`store.concerns`): what a read's answer depends on, what a write
+    /// changed. Empty: everything (a write wakes every waiter, a read is woken by every write).
     pub keys: Vec<String>,
+    /// The earliest time (epoch ms, the call's clock) the guest named with `store.due-at`: when
+    /// a read's answer may change with no write (a job becoming due).
+    pub due_at: Option<i64>,
 }
 
 /// Why a call produced no answer from the guest.
@@ -250,6 +259,8 @@ struct CallState {
     keys: Vec<String>,
     /// The guest named more than [`MAX_WAKE_KEYS`]: the call concerns everyone.
     too_many_keys: bool,
+    /// The earliest time named with `store.due-at`.
+    due_at: Option<i64>,
 }
 
 impl CallState {
@@ -283,6 +294,10 @@ impl bindings::agent_relay::relay::store::Host for CallState {
             return;
         }
         self.keys.push(key);
+    }
+
+    fn due_at(&mut self, at: i64) {
+        self.due_at = Some(self.due_at.map_or(at, |due| due.min(at)));
     }
 
     fn dialect(&mut self) -> SqlDialect {
@@ -611,12 +626,15 @@ impl Runtime {
         }
         outcome.map_err(CallFailure::Trap)?;
         let pending = ended.map_err(CallFailure::Store)?;
-        let keys = std::mem::take(&mut store.data_mut().keys);
+        let concerns = Concerns {
+            keys: std::mem::take(&mut store.data_mut().keys),
+            due_at: store.data_mut().due_at.take(),
+        };
         Ok(Ran {
             value: results.pop().unwrap_or(Val::Tuple(Vec::new())),
             pending,
             wrote,
-            keys,
+            concerns,
         })
     }
 
@@ -661,6 +679,7 @@ impl Runtime {
                 session: None,
                 keys: Vec::new(),
                 too_many_keys: false,
+                due_at: None,
             },
         );
         store.limiter(|state| &mut state.memory);

@@ -515,6 +515,8 @@ pub fn route_inbound(
                 claimable: Some(binding.mode == BindingMode::Claimable),
                 priority: None,
                 after: None,
+                run_at: None,
+                delay_ms: None,
                 // One message per route: each route's replay key is its own.
                 idempotency_key: event
                     .idempotency_key

@@ -85,7 +85,7 @@ pub fn claim(
         )));
     }
     if !renewing {
-        refuse_backing_off(id, now)?;
+        refuse_not_due(id, now)?;
     }
     let attempts = message.attempts + u32::from(!renewing);
     // The write re-checks the lease so a claim can never overlap another, whatever ran before.
@@ -334,16 +334,16 @@ pub fn release_expired(now: i64) -> Result<(u32, u32), RelayError> {
     ))
 }
 
-/// A job released, or whose lease ran out, is not claimed again before its retry backoff has
-/// passed.
-fn refuse_backing_off(id: i64, now: i64) -> Result<(), RelayError> {
+/// A job is not claimed before its `not_before`: the time it was sent for (`runAt`,
+/// `delayMs`), or the end of its retry backoff after a release or an expired lease.
+fn refuse_not_due(id: i64, now: i64) -> Result<(), RelayError> {
     let row = db::query_one("SELECT not_before FROM messages WHERE id = ?", &params![id])?;
     if let Some(at) = row.map(|r| r.opt_int("not_before")).transpose()?.flatten()
         && at > now
     {
         return Err(conflict(format!(
-            "message {id} was released or its lease ran out, and it waits for its retry backoff: \
-             claimable again at {at}"
+            "message {id} is not claimable before {at} (its notBefore: the runAt or delayMs it \
+             was sent with, or its retry backoff after a release or an expired lease)"
         )));
     }
     Ok(())
@@ -512,6 +512,10 @@ pub fn claim_next(
                 for target in agents::targets_reaching(&agent)? {
                     db::concerns(&target);
                 }
+                // ...and for the first job it could take to become due.
+                if let Some(due) = messages::next_due(&agent, kind, channel, now)? {
+                    db::due_at(due);
+                }
             }
             return Ok(None);
         }
@@ -613,6 +617,8 @@ fn tell(
             claimable: None,
             priority: None,
             after: None,
+            run_at: None,
+            delay_ms: None,
             idempotency_key: None,
             payload: Some(JsonText {
                 json: payload.to_string(),

@@ -315,3 +315,9 @@ pub fn lock_rows_instead() -> Result<(), RelayError> {
 pub fn concerns(target: &str) {
     store::concerns(target);
 }
+
+/// Names the time (epoch ms) at which this read's answer may change with no write: a held
+/// request runs again then (an empty claim-next names when its first job becomes due).
+pub fn due_at(at: i64) {
+    store::due_at(at);
+}

@@ -146,6 +146,12 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
                 ("input.priority", priority()),
                 ("input.after", Items(0, crate::dependencies::MAX_AFTER)),
                 ("input.after[]", Between(1, i64::MAX)),
+                // A time ahead is bounded by the clock too (`messages::not_before`: a year).
+                ("input.runAt", Between(0, i64::MAX)),
+                (
+                    "input.delayMs",
+                    Between(0, crate::messages::MAX_SCHEDULE_MS),
+                ),
             ],
         ),
         (

@@ -26,7 +26,7 @@ macro_rules! message_select {
             "SELECT m.id, m.from_agent, m.to_target, m.kind, m.channel, m.subject, m.body, \
              m.thread_id, m.reply_to, m.claimable, m.priority, m.claimed_by, m.claimed_at, \
              m.claim_expires_at, m.attempts, m.completed_by, m.completed_at, m.result, \
-             m.dead_lettered_at, m.cancelled_at, m.cancelled_by, m.cancel_reason, \
+             m.dead_lettered_at, m.cancelled_at, m.cancelled_by, m.cancel_reason, m.not_before, \
              m.idempotency_key, m.payload, m.meta, m.created_at, ",
             $read_by,
             " AS read_by, ",
@@ -211,6 +211,7 @@ fn message_from_row(row: &Row) -> Result<Message, RelayError> {
             .opt_text("blocked_by")?
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default(),
+        not_before: row.opt_int("not_before")?,
         idempotency_key: row.opt_text("idempotency_key")?,
         payload: input::json_text(row.opt_text("payload")?),
         meta: input::json_text(row.opt_text("meta")?),
@@ -379,7 +380,7 @@ fn post(
     {
         return Ok(replayed);
     }
-    let row = compose(&input, parsed, &sending, route)?;
+    let row = compose(&input, parsed, &sending, route, now)?;
     let id = store_message(&input, &row, now)?;
     let recipients = recipients(&row.target, sending.direct_target)?;
     Ok(SentMessage {
@@ -469,6 +470,8 @@ struct NewMessage {
     thread_id: Option<i64>,
     claimable: bool,
     priority: i64,
+    /// A job's `runAt`/`delayMs`, when in the future.
+    not_before: Option<i64>,
     payload: String,
     meta: String,
 }
@@ -482,6 +485,7 @@ fn compose(
     parsed: Parsed,
     sending: &Sending,
     route: Route,
+    now: i64,
 ) -> Result<NewMessage, RelayError> {
     if sending.kind == "spawn" {
         refuse_spawn_while_draining(&parsed.target)?;
@@ -495,9 +499,12 @@ fn compose(
         .priority
         .map(|p| priority("priority", p))
         .transpose()?;
+    let claimable = stored_claimable(requested, &sending.kind, &parsed.target);
+    let not_before = not_before(input, claimable, now)?;
     Ok(NewMessage {
         priority: priority.unwrap_or(0),
-        claimable: stored_claimable(requested, &sending.kind, &parsed.target),
+        claimable,
+        not_before,
         target: parsed.target,
         kind: sending.kind.clone(),
         thread_id,
@@ -510,8 +517,9 @@ fn compose(
 fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result<i64, RelayError> {
     let id = db::insert_returning_id(
         "INSERT INTO messages (from_agent, to_target, kind, channel, subject, body, thread_id,
-             reply_to, claimable, priority, idempotency_key, payload, meta, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             reply_to, claimable, priority, not_before, idempotency_key, payload, meta,
+             created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &[
             Value::from(input.from.as_str()),
             Value::from(input.to.as_str()),
@@ -523,6 +531,7 @@ fn store_message(input: &SendMessageInput, row: &NewMessage, now: i64) -> Result
             Value::from(input.reply_to),
             Value::from(row.claimable),
             Value::from(row.priority),
+            Value::from(row.not_before),
             Value::from(input.idempotency_key.as_deref()),
             Value::from(row.payload.as_str()),
             Value::from(row.meta.as_str()),
@@ -578,6 +587,7 @@ fn sent_message(id: i64, input: SendMessageInput, row: NewMessage, now: i64) -> 
         cancel_reason: None,
         // A job that waits for others is read back after they are recorded (dependencies.rs).
         blocked_by: Vec::new(),
+        not_before: row.not_before,
         idempotency_key: input.idempotency_key,
         payload: JsonText { json: row.payload },
         meta: JsonText { json: row.meta },
@@ -916,6 +926,49 @@ pub fn record_read(id: i64, agent_id: &str, now: i64) -> Result<(), RelayError> 
     Ok(())
 }
 
+/// The furthest ahead a job may be scheduled (`runAt`, `delayMs`): a year.
+pub const MAX_SCHEDULE_MS: i64 = 365 * 86_400_000;
+
+/// When a new job may first be claimed: its `runAt` (a past time is due now) or `delayMs` from
+/// now, not both; `None` when at once. Only a job (a message stored claimable) is scheduled.
+fn not_before(
+    input: &SendMessageInput,
+    claimable: bool,
+    now: i64,
+) -> Result<Option<i64>, RelayError> {
+    let at = match (input.run_at, input.delay_ms) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "runAt and delayMs both given: a job waits for one of them",
+            ));
+        }
+        (Some(at), None) => {
+            if at < 0 || at > now.saturating_add(MAX_SCHEDULE_MS) {
+                return Err(invalid(format!(
+                    "runAt {at} must be a time (epoch ms) at most a year from now ({now})"
+                )));
+            }
+            at
+        }
+        (None, Some(delay)) => {
+            if !(0..=MAX_SCHEDULE_MS).contains(&delay) {
+                return Err(invalid(format!(
+                    "delayMs {delay} must be between 0 and {MAX_SCHEDULE_MS} (a year)"
+                )));
+            }
+            now + delay
+        }
+    };
+    if !claimable {
+        return Err(invalid(
+            "runAt/delayMs: only a job (claimable: true, of a kind or to a target that allows it) \
+             waits for a time",
+        ));
+    }
+    Ok((at > now).then_some(at))
+}
+
 /// The highest priority a job may have (docs/http-api.md §2, "Priorities").
 pub const MAX_PRIORITY: i64 = 1000;
 
@@ -960,9 +1013,17 @@ pub fn job_state_condition(state: JobState, now: i64) -> (String, Vec<Value>) {
     match state {
         JobState::Open => (
             format!(
-                "({JOB} AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?) AND {NOT_BLOCKED})"
+                "({JOB} AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?) AND {NOT_BLOCKED} \
+                 AND (m.not_before IS NULL OR m.not_before <= ?))"
             ),
-            vec![Value::from(now)],
+            vec![Value::from(now), Value::from(now)],
+        ),
+        JobState::Scheduled => (
+            format!(
+                "({JOB} AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?) AND {NOT_BLOCKED} \
+                 AND m.not_before > ?)"
+            ),
+            vec![Value::from(now), Value::from(now)],
         ),
         JobState::Blocked => (format!("({JOB} AND NOT {NOT_BLOCKED})"), Vec::new()),
         JobState::Cancelled => ("(m.cancelled_at IS NOT NULL)".to_owned(), Vec::new()),
@@ -1039,8 +1100,41 @@ pub struct Job {
     pub attempts: u32,
 }
 
-/// The jobs in the agent's inbox that nobody holds, highest priority first, then oldest: claimable, not completed, not
-/// dead-lettered, unclaimed or with an expired lease, matching the filters.
+/// The condition over `messages m` (and its values) selecting the jobs claim-next may give the
+/// agent, whatever the time: claimable, not completed, dead-lettered or cancelled, waiting for
+/// no open job, in its inbox (not its own to a group) and after its history floor, matching the
+/// filters.
+fn jobs_for(
+    agent: &AgentCard,
+    kind: Option<&str>,
+    channel: Option<&str>,
+) -> Result<(String, Vec<Value>), RelayError> {
+    let targets = agents::targets_reaching(agent)?;
+    let placeholders = vec!["?"; targets.len()].join(", ");
+    let mut filter = format!(
+        "m.to_target IN ({placeholders})
+           AND m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL
+           AND m.cancelled_at IS NULL AND {NOT_BLOCKED}
+           AND (m.to_target = ? OR m.from_agent != ?)
+           AND m.id > ?"
+    );
+    let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
+    // Nothing sent before a re-created id was registered (unless it keeps the history).
+    let floor = agents::history_floor(&agent.id)?;
+    values.extend(params![agent.id.as_str(), agent.id.as_str(), floor]);
+    if let Some(kind) = kind {
+        filter.push_str(" AND m.kind = ?");
+        values.push(Value::from(kind));
+    }
+    if let Some(channel) = channel {
+        filter.push_str(" AND m.channel = ?");
+        values.push(Value::from(channel));
+    }
+    Ok((filter, values))
+}
+
+/// The jobs in the agent's inbox that nobody holds and that are due, highest priority first,
+/// then oldest (`jobs_for`, unclaimed or with an expired lease, and not before their time).
 pub fn available_jobs(
     agent: &AgentCard,
     kind: Option<&str>,
@@ -1048,49 +1142,20 @@ pub fn available_jobs(
     now: i64,
     limit: u32,
 ) -> Result<Vec<Job>, RelayError> {
-    let targets = agents::targets_reaching(agent)?;
-    let placeholders = vec!["?"; targets.len()].join(", ");
+    let (filter, mut values) = jobs_for(agent, kind, channel)?;
     let mut sql = format!(
-        "SELECT m.id, m.attempts FROM messages m
-         WHERE m.to_target IN ({placeholders})
-           AND m.claimable = 1 AND m.completed_at IS NULL AND m.dead_lettered_at IS NULL
-           AND m.cancelled_at IS NULL AND {NOT_BLOCKED}
-           AND (m.to_target = ? OR m.from_agent != ?)
+        "SELECT m.id, m.attempts FROM messages m WHERE {filter}
            AND (m.claimed_by IS NULL OR m.claim_expires_at <= ?)
            AND (m.not_before IS NULL OR m.not_before <= ?)
-           AND m.id > ?"
+         ORDER BY m.priority DESC, m.id LIMIT ?"
     );
-    let mut values: Vec<Value> = targets.into_iter().map(Value::from).collect();
-    // Nothing sent before a re-created id was registered (unless it keeps the history).
-    let floor = agents::history_floor(&agent.id)?;
-    values.extend(params![
-        agent.id.as_str(),
-        agent.id.as_str(),
-        now,
-        now,
-        floor
-    ]);
-    if let Some(kind) = kind {
-        sql.push_str(" AND m.kind = ?");
-        values.push(Value::from(kind));
-    }
-    if let Some(channel) = channel {
-        sql.push_str(" AND m.channel = ?");
-        values.push(Value::from(channel));
-    }
-    // PostgreSQL: each worker takes the oldest job no other call holds, locking it; the jobs
-    // other running calls hold are passed over instead of fought for (a lost race would cost
-    // a serialization failure and a re-run of the whole call). SQLite has one writer at a time.
+    values.extend(params![now, now, i64::from(limit)]);
     if db::is_postgres() {
-        sql.push_str(" ORDER BY m.priority DESC, m.id LIMIT ? FOR UPDATE OF m SKIP LOCKED");
-    } else {
-        sql.push_str(" ORDER BY m.priority DESC, m.id LIMIT ?");
-    }
-    values.push(Value::from(i64::from(limit)));
-    if db::is_postgres() {
-        // claim-next's transaction is READ COMMITTED there: lock what is taken, skip what
-        // another claimer holds; a row claimed since the snapshot is re-checked and left out.
-        sql.push_str(" FOR UPDATE SKIP LOCKED");
+        // claim-next's transaction is READ COMMITTED there: each worker locks what it takes and
+        // skips the jobs other running calls hold instead of fighting for them (a lost race
+        // would cost a serialization failure and a re-run of the whole call); a row claimed
+        // since the snapshot is re-checked when locked and left out. SQLite has one writer.
+        sql.push_str(" FOR UPDATE OF m SKIP LOCKED");
     }
     db::query(&sql, &values)?
         .iter()
@@ -1101,4 +1166,24 @@ pub fn available_jobs(
             })
         })
         .collect()
+}
+
+/// When the first job claim-next could give the agent but not yet becomes due (`jobs_for`
+/// with a `not_before` still ahead: scheduled, backing off, or held under a lease, whose
+/// `not_before` is when it comes back if the lease runs out). `None` when there is none.
+pub fn next_due(
+    agent: &AgentCard,
+    kind: Option<&str>,
+    channel: Option<&str>,
+    now: i64,
+) -> Result<Option<i64>, RelayError> {
+    let (filter, mut values) = jobs_for(agent, kind, channel)?;
+    values.push(Value::from(now));
+    let row = db::query_one(
+        &format!(
+            "SELECT MIN(m.not_before) AS due FROM messages m WHERE {filter} AND m.not_before > ?"
+        ),
+        &values,
+    )?;
+    Ok(row.map(|row| row.opt_int("due")).transpose()?.flatten())
 }

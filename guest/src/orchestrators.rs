@@ -388,6 +388,8 @@ pub fn spawn(
             claimable: None,
             priority: None,
             after: None,
+            run_at: None,
+            delay_ms: None,
             idempotency_key: input.idempotency_key,
             payload: Some(JsonText {
                 json: input::to_json_text(&payload),

@@ -72,6 +72,7 @@ fn jobs(now: i64) -> Result<JobCounts, RelayError> {
         ("dead", JobState::Dead),
         ("cancelled", JobState::Cancelled),
         ("blocked", JobState::Blocked),
+        ("scheduled", JobState::Scheduled),
     ];
     let mut columns = Vec::new();
     let mut values = Vec::new();
@@ -96,6 +97,7 @@ fn jobs(now: i64) -> Result<JobCounts, RelayError> {
         dead: row.int("n_dead")?,
         cancelled: row.int("n_cancelled")?,
         blocked: row.int("n_blocked")?,
+        scheduled: row.int("n_scheduled")?,
     })
 }
 

@@ -346,6 +346,8 @@ fn send_task_message(task_id: i64, now: i64) -> Result<Message, RelayError> {
             claimable: Some(true),
             priority: None,
             after: None,
+            run_at: None,
+            delay_ms: None,
             idempotency_key: None,
             payload: Some(crate::bindings::agent_relay::relay::types::JsonText {
                 json: payload.to_string(),

@@ -88,8 +88,8 @@ impl Cursor {
         };
         let args = bridge::arguments(export, &inputs).map_err(|e| ErrorReply::invalid(e.0))?;
         self.commits.before_run();
-        let (answer, keys) = self.calls.run_keyed(export, args).await?;
-        self.commits.listen(&keys);
+        let (answer, concerns) = self.calls.run_keyed(export, args).await?;
+        self.commits.listen(&concerns.keys);
         match bridge::outcome(&answer)? {
             Json::Array(items) => Ok(items),
             other => Err(ErrorReply::new(

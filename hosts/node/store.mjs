@@ -263,6 +263,8 @@ export class SqliteStore {
       lockRowsInstead: guard(() => undefined),
       // Wake keys (docs/design.md, "Wake keys"): this host holds no waiting requests.
       concerns: () => undefined,
+      // Due times (`due-at`): likewise, nothing is held to run again.
+      dueAt: () => undefined,
       getSetting: guard((key) => {
         if (this.runSettings.has(key)) return this.runSettings.get(key);
         const { statement } = this.prepare('SELECT value FROM relay_settings WHERE key = ?');

@@ -36,6 +36,7 @@ const storeCapability = Object.fromEntries(
 storeCapability.dialect = () => 'sqlite';
 // Wake keys (docs/design.md, "Wake keys"): this host holds no waiting requests.
 storeCapability.concerns = () => undefined;
+storeCapability.dueAt = () => undefined;
 // The caller's clock as it stood when the call began (it does not move during a call).
 const clock = new Clock(0);
 const random = { fill: (bytes) => bytes.set(ask({ kind: 'random', len: bytes.length })) };

@@ -214,7 +214,8 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     assert_eq!(stats.body["agents"]["busy"], 1, "{:?}", stats.body);
     assert_eq!(
         stats.body["jobs"],
-        json!({"open": 0, "claimed": 0, "completed": 0, "dead": 0, "cancelled": 0, "blocked": 0})
+        json!({"open": 0, "claimed": 0, "completed": 0, "dead": 0, "cancelled": 0, "blocked": 0,
+            "scheduled": 0})
     );
     assert_eq!(stats.body["messages"], json!({"unread": 0, "read": 0}));
     let page = relay.scrape();
@@ -236,6 +237,9 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     let done = job("done");
     let held = job("held");
     let open = job("open");
+    let later = relay.send(json!({"from": "user", "to": "alice", "body": "later",
+        "claimable": true, "delayMs": 600_000}));
+    assert_eq!(later.status, 201, "{:?}", later.body);
     for id in [done, held] {
         let claimed = relay.post(
             &format!("/v1/messages/{id}/claim"),
@@ -259,7 +263,8 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     );
     assert_eq!(
         stats["jobs"],
-        json!({"open": 1, "claimed": 1, "completed": 1, "dead": 0, "cancelled": 0, "blocked": 0}),
+        json!({"open": 1, "claimed": 1, "completed": 1, "dead": 0, "cancelled": 0, "blocked": 0,
+            "scheduled": 1}),
         "{stats}"
     );
     // The counts are the listings' lengths.
@@ -270,6 +275,7 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
         "dead",
         "cancelled",
         "blocked",
+        "scheduled",
     ] {
         let listed = relay.get(&format!("/v1/messages?state={state}"), OPERATOR);
         assert_eq!(
@@ -285,6 +291,7 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
             (r#"relay_jobs{state="open"}"#, 1.0),
             (r#"relay_jobs{state="claimed"}"#, 1.0),
             (r#"relay_jobs{state="completed"}"#, 1.0),
+            (r#"relay_jobs{state="scheduled"}"#, 1.0),
             (r#"relay_messages{state="unread"}"#, 1.0),
             (r#"relay_messages{state="read"}"#, 1.0),
         ],
@@ -308,7 +315,8 @@ fn agents_messages_and_jobs_are_counted_by_state(backend: Backend) {
     let stats = relay.get("/v1/stats", OPERATOR).body;
     assert_eq!(
         stats["jobs"],
-        json!({"open": 1, "claimed": 0, "completed": 1, "dead": 1, "cancelled": 0, "blocked": 0}),
+        json!({"open": 1, "claimed": 0, "completed": 1, "dead": 1, "cancelled": 0, "blocked": 0,
+            "scheduled": 1}),
         "{stats}"
     );
     until_counted(

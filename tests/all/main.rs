@@ -32,6 +32,7 @@ mod operations;
 mod paging;
 mod push;
 mod reservations;
+mod schedule;
 mod search;
 mod settings;
 mod setup;

@@ -103,6 +103,20 @@ def test_a_claimed_job_shows_its_holder_and_lease_and_moves_to_completed(open_pa
     expect(page.locator(f'#jobs-claimed li[data-id="{job["id"]}"]')).to_have_count(0)
 
 
+def test_a_scheduled_job_shows_when_it_is_due_and_turns_open_at_its_time(open_page, relay):
+    relay.register({"id": "alice"})
+    job = relay.send({"from": "user", "to": "alice", "body": "at its time", "claimable": True,
+                      "delayMs": 3000})
+    watched = signed_in_operator(open_page, relay)
+    page = watched.page
+    scheduled = page.locator(f'#jobs-scheduled li[data-id="{job["id"]}"]')
+    expect(scheduled).to_contain_text("due in ")
+    expect(page.locator(f'#jobs-open li[data-id="{job["id"]}"]')).to_have_count(0)
+    # Its time comes with no write: the page looks again by itself.
+    expect(page.locator(f'#jobs-open li[data-id="{job["id"]}"]')).to_be_visible(timeout=8000)
+    expect(scheduled).to_have_count(0)
+
+
 def test_a_job_waiting_for_another_shows_what_it_waits_for_and_cancel_dead_letters_it(open_page, relay):
     relay.register({"id": "alice"})
     first = relay.send({"from": "user", "to": "alice", "body": "build it", "claimable": True})

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::Val;
 
 use super::{Calls, ErrorReply};
-use crate::runtime::{CallFailure, Prepared, Ran};
+use crate::runtime::{CallFailure, Concerns, Prepared, Ran};
 use crate::store::Pending;
 
 /// Most write calls one commit settles in the lane (the store may commit sooner).
@@ -47,14 +47,14 @@ struct WriteJob {
 }
 
 /// The lane's answer, with the spent instance for the requester to drop (off the lane).
-type LaneAnswer = (Result<(Val, Vec<String>), CallFailure>, Prepared);
+type LaneAnswer = (Result<(Val, Concerns), CallFailure>, Prepared);
 
 /// A write call that ran and waits for its batch's commit before it is answered.
 struct Unsettled {
     reply: oneshot::Sender<LaneAnswer>,
     value: Val,
     wrote: bool,
-    keys: Vec<String>,
+    concerns: Concerns,
     prepared: Prepared,
     pending: Box<dyn Pending>,
 }
@@ -88,7 +88,7 @@ impl Lane {
         prepared: Prepared,
         args: Vec<Val>,
         arriving: Arriving,
-    ) -> Result<Result<(Val, Vec<String>), CallFailure>, ErrorReply> {
+    ) -> Result<Result<(Val, Concerns), CallFailure>, ErrorReply> {
         let (reply, answer) = oneshot::channel();
         let queued = self.queue.send(WriteJob {
             prepared,
@@ -177,18 +177,18 @@ fn run_write(calls: &Calls, job: WriteJob, unsettled: &mut Vec<Unsettled>) {
             value,
             pending: Some(pending),
             wrote,
-            keys,
+            concerns,
         }) => unsettled.push(Unsettled {
             reply,
             value,
             wrote,
-            keys,
+            concerns,
             prepared,
             pending,
         }),
         Ok(ran) => {
             calls.announce(&ran);
-            let _ = reply.send((Ok((ran.value, ran.keys)), prepared));
+            let _ = reply.send((Ok((ran.value, ran.concerns)), prepared));
         }
         Err(failure) => {
             let _ = reply.send((Err(failure), prepared));
@@ -208,12 +208,12 @@ fn settle(calls: &Weak<Calls>, unsettled: &mut Vec<Unsettled>) {
                 if call.wrote {
                     changed = true;
                     match &mut keys {
-                        Some(_) if call.keys.is_empty() => keys = None,
-                        Some(keys) => keys.extend(call.keys.iter().cloned()),
+                        Some(_) if call.concerns.keys.is_empty() => keys = None,
+                        Some(keys) => keys.extend(call.concerns.keys.iter().cloned()),
                         None => {}
                     }
                 }
-                Ok((call.value, call.keys))
+                Ok((call.value, call.concerns))
             }
             Err(error) => Err(CallFailure::Store(error)),
         };

@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use wasmtime::component::Val;
 
-use crate::runtime::{CallFailure, Entry, Export, Ran, Runtime};
+use crate::runtime::{CallFailure, Concerns, Entry, Export, Ran, Runtime};
 use crate::store::Access;
 use crate::token::OperatorToken;
 use activity::Activity;
@@ -292,12 +292,12 @@ impl Calls {
         self: &Arc<Self>,
         export: &Export,
         args: Vec<Val>,
-    ) -> Result<(Val, Vec<String>), ErrorReply> {
+    ) -> Result<(Val, Concerns), ErrorReply> {
         if export.name == reaper::REAP && self.activity.is_some() {
             return self
                 .run(export, args)
                 .await
-                .map(|value| (value, Vec::new()));
+                .map(|value| (value, Concerns::default()));
         }
         let token = self.activity.as_ref().and_then(|_| bearer_of(&args));
         let answer = self.run_call_keyed(export, args, None).await;
@@ -353,7 +353,7 @@ impl Calls {
         export: &Export,
         args: Vec<Val>,
         arriving: Option<Arriving>,
-    ) -> Result<(Val, Vec<String>), ErrorReply> {
+    ) -> Result<(Val, Concerns), ErrorReply> {
         // A request waiting for a slot is not about to arrive: the lane must not wait for it
         // (slots free up only as the lane answers).
         drop(arriving);
@@ -410,7 +410,7 @@ impl Calls {
         entry: Entry,
         args: &[Val],
         until: std::time::Instant,
-    ) -> Result<(Val, Vec<String>), CallFailure> {
+    ) -> Result<(Val, Concerns), CallFailure> {
         loop {
             self.runs.fetch_add(1, Ordering::Relaxed);
             let ran = self
@@ -419,21 +419,21 @@ impl Calls {
                 .and_then(|mut prepared| self.runtime.run(&mut prepared, args));
             match ran {
                 Err(CallFailure::OverBudget) if self.runtime.memory().wait_for_room(until) => {}
-                ran => return ran.map(|ran| (ran.value, ran.keys)),
+                ran => return ran.map(|ran| (ran.value, ran.concerns)),
             }
         }
     }
 
     /// Runs a write call on this thread in its own transaction (backends with concurrent
     /// writes); wakes the waiters when it committed a change.
-    fn write_here(&self, entry: Entry, args: &[Val]) -> Result<(Val, Vec<String>), CallFailure> {
+    fn write_here(&self, entry: Entry, args: &[Val]) -> Result<(Val, Concerns), CallFailure> {
         self.runs.fetch_add(1, Ordering::Relaxed);
         let ran = self
             .runtime
             .prepare(entry)
             .and_then(|mut prepared| self.runtime.run_committed(&mut prepared, args))?;
         self.announce(&ran);
-        Ok((ran.value, ran.keys))
+        Ok((ran.value, ran.concerns))
     }
 
     /// Runs one export on the calling thread, outside the slots and the lane: for embedders and
@@ -469,22 +469,32 @@ impl Calls {
         loop {
             // Mark the commits seen before the call: any commit its snapshot misses wakes us.
             waiter.before_run();
-            let (answer, keys) = self.run_keyed(export, args.clone()).await?;
+            let (answer, concerns) = self.run_keyed(export, args.clone()).await?;
             if !is_empty(&answer) || self.closing() {
                 return Ok(answer);
             }
-            waiter.listen(&keys);
+            waiter.listen(&concerns.keys);
+            // A job becoming due changes the answer with no write: run again then.
+            let due = concerns
+                .due_at
+                .map_or(deadline, |at| deadline.min(self.instant_of(at)));
             tokio::select! {
                 changed = waiter.changed() => if !changed { return Ok(answer) },
-                () = tokio::time::sleep_until(deadline) => return Ok(answer),
+                () = tokio::time::sleep_until(due) => if due >= deadline { return Ok(answer) },
             }
         }
+    }
+
+    /// The moment the call's clock reads `at` (epoch ms): now when that time has passed.
+    fn instant_of(&self, at: i64) -> Instant {
+        let ahead = at.saturating_sub(self.runtime.clock().now_ms());
+        Instant::now() + Duration::from_millis(u64::try_from(ahead).unwrap_or(0))
     }
 
     /// Wakes the waiters when a committed call changed rows.
     fn announce(&self, ran: &Ran) {
         if ran.wrote && matches!(ran.value, Val::Result(Ok(_))) {
-            self.commits.committed(&ran.keys);
+            self.commits.committed(&ran.concerns.keys);
         }
     }
 }

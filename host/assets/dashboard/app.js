@@ -354,6 +354,7 @@ async function showThread(threadId) {
 
 const JOB_STATES = [
   ["open", "Open", "No open jobs: send a message with “as a job” ticked."],
+  ["scheduled", "Scheduled", "No job waits for a time (a job sent with delayMs or runAt, or one backing off after a failed attempt)."],
   ["blocked", "Waiting", "No job waits for another."],
   ["claimed", "Claimed", "Nobody holds a job right now."],
   ["completed", "Completed", "No job completed yet."],
@@ -361,8 +362,14 @@ const JOB_STATES = [
   ["cancelled", "Cancelled", "No job cancelled."],
 ];
 
+// A scheduled job turns open at its time with no write to tell the stream: look again then.
+let nextDue = null;
+
 async function loadJobs() {
   const lists = await Promise.all(JOB_STATES.map(([s]) => api(`/v1/messages?state=${s}&limit=100`)));
+  clearTimeout(nextDue);
+  const due = lists[JOB_STATES.findIndex(([s]) => s === "scheduled")].map((m) => m.notBefore).filter(Boolean);
+  if (due.length) nextDue = setTimeout(() => loadJobs().catch(() => {}), Math.min(Math.max(Math.min(...due) - Date.now() + 100, 100), 3600000));
   $("jobs-columns").replaceChildren(...JOB_STATES.map(([s, title, empty], i) => {
     const items = lists[i].slice().reverse();
     const ul = el("ul", { class: "items", id: `jobs-${s}` });
@@ -370,10 +377,11 @@ async function loadJobs() {
       const actions = [];
       if (s === "claimed") actions.push(el("span", { class: "holder" }, "held by ", el("strong", {}, m.claimedBy), ", lease ends ", when(m.claimExpiresAt)));
       if (s === "completed") actions.push(el("span", {}, "by ", el("strong", {}, m.completedBy || "?"), " ", when(m.completedAt), m.result && Object.keys(m.result).length ? ` result ${JSON.stringify(m.result)}` : ""));
+      if (s === "scheduled") actions.push(el("span", {}, "due ", when(m.notBefore)));
       if (s === "blocked") actions.push(el("span", {}, "waits for ", (m.blockedBy || []).map((id) => `#${id}`).join(", ")));
       if (s === "cancelled") actions.push(el("span", {}, "by ", el("strong", {}, m.cancelledBy || "?"), " ", when(m.cancelledAt), m.cancelReason ? `: ${m.cancelReason}` : ""));
       if (s === "dead") actions.push(el("button", { type: "button", on: { click: () => retry(m) } }, "Retry"));
-      if (s === "open" || s === "blocked" || s === "claimed") actions.push(el("button", { type: "button", class: "cancel", on: { click: () => cancel(m) } }, "Cancel"));
+      if (s === "open" || s === "scheduled" || s === "blocked" || s === "claimed") actions.push(el("button", { type: "button", class: "cancel", on: { click: () => cancel(m) } }, "Cancel"));
       actions.push(el("span", { class: "muted" }, `attempts ${m.attempts}`));
       return messageLine(m, { actions });
     }, empty);

@@ -21,14 +21,17 @@ pub enum JobState {
     Completed,
     /// Dead-lettered (the operator retries it with `agent-relay retry ID`).
     Dead,
+    /// Not claimable before a time (sent with `--delay`/`--run-at`, or in its retry backoff).
+    Scheduled,
 }
 
 impl JobState {
-    const ALL: [JobState; 4] = [
+    const ALL: [JobState; 5] = [
         JobState::Open,
         JobState::Claimed,
         JobState::Completed,
         JobState::Dead,
+        JobState::Scheduled,
     ];
 
     fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl JobState {
             JobState::Claimed => "claimed",
             JobState::Completed => "completed",
             JobState::Dead => "dead",
+            JobState::Scheduled => "scheduled",
         }
     }
 }
@@ -45,7 +49,7 @@ impl JobState {
 pub struct JobsArgs {
     #[command(flatten)]
     pub connection: Connection,
-    /// Only jobs in this state; without it, the live ones (open and claimed).
+    /// Only jobs in this state; without it, the live ones (open, scheduled and claimed).
     #[arg(long, value_enum)]
     pub state: Option<JobState>,
     /// Only jobs this agent holds (or completed).
@@ -103,7 +107,7 @@ pub fn jobs(args: &JobsArgs) -> Outcome {
     }
     let states = match args.state {
         Some(state) => vec![state],
-        None => vec![JobState::Open, JobState::Claimed],
+        None => vec![JobState::Open, JobState::Scheduled, JobState::Claimed],
     };
     let mut list = Vec::new();
     for state in &states {
@@ -112,7 +116,8 @@ pub fn jobs(args: &JobsArgs) -> Outcome {
     list.sort_by_key(|job| job["id"].as_i64());
     let empty = match args.state {
         Some(state) => format!("no {} jobs", state.name()),
-        None => "no open or claimed jobs (`--state completed` or `--state dead` shows the others)"
+        None => "no open, scheduled or claimed jobs (`--state completed` or `--state dead` shows \
+                 the others)"
             .to_owned(),
     };
     emit(&args.connection, &Json::Array(list), |list| {

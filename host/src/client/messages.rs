@@ -34,6 +34,14 @@ pub struct SendArgs {
     /// `--claimable`.
     #[arg(long, value_name = "ID")]
     pub after: Vec<i64>,
+    /// A job nobody may claim for this long after it is sent (`90s`, `10m`, `2h`; at most a
+    /// year). Implies `--claimable`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "run_at")]
+    pub delay: Option<Duration>,
+    /// A job nobody may claim before this time, in milliseconds since the Unix epoch (at most a
+    /// year ahead; a past time is due now). Implies `--claimable`.
+    #[arg(long, value_name = "EPOCH_MS")]
+    pub run_at: Option<i64>,
     /// An idempotency key: sending again with the same key returns the first message.
     #[arg(long = "key", value_name = "IDEMPOTENCY_KEY")]
     pub key: Option<String>,
@@ -63,8 +71,9 @@ pub struct InboxArgs {
     pub kind: Option<String>,
     /// Only jobs in this state: open (anyone may claim it), claimed (held under a live lease),
     /// completed, dead (its attempts ran out), cancelled, blocked (waiting for jobs named in
-    /// its `after`). Without it: every message, jobs completed by others left out.
-    #[arg(long, value_parser = ["open", "claimed", "completed", "dead", "cancelled", "blocked"])]
+    /// its `after`), scheduled (not claimable before a time). Without it: every message, jobs
+    /// completed by others left out.
+    #[arg(long, value_parser = ["open", "claimed", "completed", "dead", "cancelled", "blocked", "scheduled"])]
     pub state: Option<String>,
     /// Only messages of this thread.
     #[arg(long, value_name = "ID")]
@@ -117,9 +126,19 @@ pub fn send(args: &SendArgs) -> Outcome {
         ("kind", args.kind.clone().map(Json::from)),
         (
             "claimable",
-            (args.claimable || !args.after.is_empty()).then_some(Json::Bool(true)),
+            (args.claimable
+                || !args.after.is_empty()
+                || args.delay.is_some()
+                || args.run_at.is_some())
+            .then_some(Json::Bool(true)),
         ),
         ("priority", args.priority.map(Json::from)),
+        (
+            "delayMs",
+            args.delay
+                .map(|delay| Json::from(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))),
+        ),
+        ("runAt", args.run_at.map(Json::from)),
         ("after", (!args.after.is_empty()).then(|| json!(args.after))),
     ];
     for (key, value) in optional {

@@ -208,6 +208,15 @@ fn described(key: &str) -> Option<&'static str> {
              (0: at once; at most a day). Leave it out for the relay's retry backoff, which \
              grows with each attempt.",
         ),
+        // The guest's `messages::not_before`: a job only, at most `MAX_SCHEDULE_MS` (a year).
+        "runAt" => Some(
+            "A job (claimable: true) nobody may claim before this time, in milliseconds since \
+             the Unix epoch: at most a year ahead; a past time is due now. Not with delayMs.",
+        ),
+        "delayMs" => Some(
+            "A job (claimable: true) nobody may claim for this many milliseconds after it is \
+             sent (0 to a year). Not with runAt.",
+        ),
         _ => None,
     }
 }

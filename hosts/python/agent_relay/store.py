@@ -223,6 +223,8 @@ class SqliteStore:
         linker_instance.add_func("lock-rows-instead", g(lambda: None))
         # Wake keys (docs/design.md, "Wake keys"): this host holds no waiting requests.
         linker_instance.add_func("concerns", lambda _s, _key: None)
+        # Due times (`due-at`): likewise, nothing is held to run again.
+        linker_instance.add_func("due-at", lambda _s, _at: None)
         linker_instance.add_func("execute", g(self._execute))
         linker_instance.add_func("query", g(self._query))
         linker_instance.add_func("query-page", g(self._query_page))
