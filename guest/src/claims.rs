@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::agents;
 use crate::auth::{self, Identity};
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, AgentKind, Caller, CancelInput, ClaimInput, ClaimNextInput, CompleteInput, JsonText,
-    Message, RelayError, SeenToken, SendMessageInput,
+    AgentCard, AgentKind, Caller, CancelInput, ClaimBatchInput, ClaimInput, ClaimNextInput,
+    CompleteInput, JsonText, Message, RelayError, SeenToken, SendMessageInput,
 };
 use crate::error::{conflict, forbidden, invalid};
 use crate::input::{self, MAX_SHORT_TEXT};
@@ -483,32 +483,88 @@ pub fn claim_next(
     input: &ClaimNextInput,
     now: i64,
 ) -> Result<Option<Message>, RelayError> {
+    let wanted = Wanted {
+        max: 1,
+        instance_id: input.instance_id.as_deref(),
+        epoch: input.epoch,
+        lease_ms: input.lease_ms,
+        kind: input.kind.as_deref(),
+        channel: input.channel.as_deref(),
+    };
+    Ok(claim_jobs(caller, agent_id, &wanted, now)?.pop())
+}
+
+/// The most jobs one `claim-next-batch` call takes.
+pub const MAX_BATCH: u32 = 100;
+
+/// Claim-next for up to `max` jobs (1 to [`MAX_BATCH`], else a 400 naming `max`), in the same
+/// order and in the one transaction, each under its own lease.
+pub fn claim_next_batch(
+    caller: &Caller,
+    agent_id: &str,
+    input: &ClaimBatchInput,
+    now: i64,
+) -> Result<Vec<Message>, RelayError> {
+    let wanted = Wanted {
+        max: input.max,
+        instance_id: input.instance_id.as_deref(),
+        epoch: input.epoch,
+        lease_ms: input.lease_ms,
+        kind: input.kind.as_deref(),
+        channel: input.channel.as_deref(),
+    };
+    claim_jobs(caller, agent_id, &wanted, now)
+}
+
+/// What a claim-next asks for.
+struct Wanted<'a> {
+    max: u32,
+    instance_id: Option<&'a str>,
+    epoch: Option<i64>,
+    lease_ms: Option<i64>,
+    kind: Option<&'a str>,
+    channel: Option<&'a str>,
+}
+
+/// Takes up to `wanted.max` available jobs for the agent, highest priority first, then oldest.
+fn claim_jobs(
+    caller: &Caller,
+    agent_id: &str,
+    wanted: &Wanted,
+    now: i64,
+) -> Result<Vec<Message>, RelayError> {
     if db::is_postgres() {
         db::lock_rows_instead()?;
     }
-    let (_, agent) = agents::acting(caller, agent_id, input.instance_id.as_deref(), input.epoch)?;
-    let lease = lease_ms(input.lease_ms)?;
-    let kind = input
-        .kind
-        .as_deref()
-        .map(|k| input::id("kind", k))
-        .transpose()?;
-    let channel = input
+    let (_, agent) = agents::acting(caller, agent_id, wanted.instance_id, wanted.epoch)?;
+    if !(1..=MAX_BATCH).contains(&wanted.max) {
+        return Err(invalid(format!(
+            "max {} must be between 1 and {MAX_BATCH}",
+            wanted.max
+        )));
+    }
+    let lease = lease_ms(wanted.lease_ms)?;
+    let kind = wanted.kind.map(|k| input::id("kind", k)).transpose()?;
+    let channel = wanted
         .channel
-        .as_deref()
         .map(|c| input::id("channel", c))
         .transpose()?;
     let max_attempts = max_attempts()?;
     let mut wrote = false;
-    loop {
+    let mut taken = Vec::new();
+    'finding: loop {
         // On PostgreSQL the jobs found are locked until the call ends: one at a time, so the
         // call holds none it does not take.
-        let batch = if db::is_postgres() { 1 } else { NEXT_BATCH };
+        let batch = if db::is_postgres() {
+            1
+        } else {
+            NEXT_BATCH.max(wanted.max)
+        };
         let jobs = messages::available_jobs(&agent, kind, channel, now, batch)?;
         if jobs.is_empty() {
             if !wrote {
                 // Nothing written: a held claim-next waits for messages to its targets (a write
-                // names no wake key, and wakes everyone, when it dead-lettered or claimed).
+                // names no wake key, and wakes everyone, when it dead-lettered or claimed)...
                 for target in agents::targets_reaching(&agent)? {
                     db::concerns(&target);
                 }
@@ -517,11 +573,11 @@ pub fn claim_next(
                     db::due_at(due);
                 }
             }
-            return Ok(None);
+            return Ok(taken);
         }
         for job in jobs {
+            wrote = true;
             if job.attempts >= max_attempts {
-                wrote = true;
                 dead_letter(&messages::load(job.id)?, "lease expired", now)?;
                 continue;
             }
@@ -540,7 +596,10 @@ pub fn claim_next(
             )?;
             let claimed = messages::load(job.id)?;
             tasks::on_message_claimed(&claimed, now)?;
-            return as_task_left_it(claimed).map(Some);
+            taken.push(as_task_left_it(claimed)?);
+            if taken.len() >= wanted.max as usize {
+                break 'finding Ok(taken);
+            }
         }
     }
 }

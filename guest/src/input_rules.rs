@@ -199,6 +199,17 @@ fn declared() -> Vec<(&'static str, Vec<(&'static str, Rule)>)> {
                 ("input.channel", Id),
             ],
         ),
+        (
+            "claim-next-batch",
+            vec![
+                ("agentId", Id),
+                ("input.max", Between(1, i64::from(crate::claims::MAX_BATCH))),
+                ("input.instanceId", Id),
+                ("input.leaseMs", LeaseMs),
+                ("input.kind", Id),
+                ("input.channel", Id),
+            ],
+        ),
         // Tasks and integrations.
         (
             "ingest-event",

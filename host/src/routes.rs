@@ -142,6 +142,12 @@ pub const ROUTES: &[Route] = &[
         "complete-claim",
     ),
     held("POST", "/v1/agents/{agentId}/claim-next", "claim-next"),
+    // claim-next with `max` (docs/http-api.md §2, "Taking several jobs at once").
+    held(
+        "POST",
+        "/v1/agents/{agentId}/claim-next-batch",
+        "claim-next-batch",
+    ),
     route("GET", "/v1/messages", "list-messages"),
     route("GET", "/v1/messages/search", "search-messages"),
     route("POST", "/v1/messages/{messageId}/cancel", "cancel-message"),

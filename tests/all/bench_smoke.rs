@@ -27,6 +27,7 @@ const KEYS: &[&str] = &[
     "search_poll_ms",
     "claim_ops_16",
     "claim_next_ops_16",
+    "claim_next_batch_ops_16",
     "rss_mb_64",
     "register_ops",
     "fanout_10_ops",

@@ -9,6 +9,7 @@ mod common;
 
 mod agent_cli;
 mod agents;
+mod batch;
 mod bench_smoke;
 mod calls;
 mod channels;

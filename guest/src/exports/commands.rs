@@ -2,9 +2,9 @@
 
 use super::{Outcome, Relay, now_ms};
 use crate::bindings::agent_relay::relay::types::{
-    AgentCard, Caller, CancelInput, ClaimInput, ClaimNextInput, CompleteInput, Deleted, LabelInput,
-    Message, ReapReport, RegisterAgentInput, RegisteredAgent, SchemaReport, SeenToken,
-    SendMessageInput, SentMessage, SessionInput, StatusInput,
+    AgentCard, Caller, CancelInput, ClaimBatchInput, ClaimInput, ClaimNextInput, CompleteInput,
+    Deleted, LabelInput, Message, ReapReport, RegisterAgentInput, RegisteredAgent, SchemaReport,
+    SeenToken, SendMessageInput, SentMessage, SessionInput, StatusInput,
 };
 use crate::bindings::exports::agent_relay::relay::commands::Guest;
 use crate::{agents, channels, claims, dependencies, messages, reaper, retire, schema};
@@ -72,6 +72,14 @@ impl Guest for Relay {
         input: ClaimNextInput,
     ) -> Outcome<Option<Message>> {
         claims::claim_next(&caller, &agent_id, &input, now_ms())
+    }
+
+    fn claim_next_batch(
+        caller: Caller,
+        agent_id: String,
+        input: ClaimBatchInput,
+    ) -> Outcome<Vec<Message>> {
+        claims::claim_next_batch(&caller, &agent_id, &input, now_ms())
     }
 
     fn cancel_message(caller: Caller, message_id: i64, input: CancelInput) -> Outcome<Message> {

@@ -1242,7 +1242,8 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
     bare(plan, figures)?;
     cli(plan, binary, &pick(&base, 0), &setup, figures)?;
     claims(plan, &base, figures)?;
-    claim_next_jobs(plan, &base, figures, &reruns)?;
+    claim_next_jobs(plan, &base, figures, &reruns, None)?;
+    claim_next_jobs(plan, &base, figures, &reruns, Some(10))?;
     drop(servers);
     drop(scratch);
     Ok(())
@@ -1407,14 +1408,17 @@ fn queue_jobs(base: &str, backlog: usize) -> anyhow::Result<Vec<i64>> {
     Ok(ids)
 }
 
-/// The same backlog as `claims`, taken with claim-next and finished with complete: each worker
-/// asks for the next job until there is none. Counts jobs claimed and completed per second, and
-/// the answers that were neither a job nor "none left" (refusals).
+/// The same backlog as `claims`, taken with claim-next (or, with `batch`, that many at a time
+/// with claim-next-batch) and finished with complete: each worker asks for the next jobs until
+/// there are none. Counts jobs claimed and completed per second, and the answers that were
+/// neither jobs nor "none left" (refusals).
+#[allow(clippy::too_many_lines)] // one measured run, its workers and its figures
 fn claim_next_jobs(
     plan: &Plan,
     base: &str,
     figures: &mut Figures,
     reruns: &dyn Fn() -> usize,
+    batch: Option<u32>,
 ) -> anyhow::Result<()> {
     let backlog = queue_jobs(base, plan.backlog)?.len();
     let reruns_before = reruns();
@@ -1434,7 +1438,11 @@ fn claim_next_jobs(
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut client = LoadClient::connect(&base)?;
                 let agent = format!("w{w}");
-                let next = serde_json::to_vec(&json!({"leaseMs": 600_000}))?;
+                let (route, next) = match batch {
+                    None => ("claim-next", json!({"leaseMs": 600_000})),
+                    Some(max) => ("claim-next-batch", json!({"leaseMs": 600_000, "max": max})),
+                };
+                let next = serde_json::to_vec(&next)?;
                 let done = serde_json::to_vec(&json!({"agentId": agent}))?;
                 let note = |status: u16, reply: &[u8]| {
                     refused.fetch_add(1, Ordering::Relaxed);
@@ -1446,7 +1454,7 @@ fn claim_next_jobs(
                 };
                 while started.elapsed() < deadline {
                     let (status, reply) =
-                        client.post(&format!("/v1/agents/{agent}/claim-next"), &next)?;
+                        client.post(&format!("/v1/agents/{agent}/{route}"), &next)?;
                     if status == 204 {
                         break;
                     }
@@ -1454,14 +1462,22 @@ fn claim_next_jobs(
                         note(status, &reply);
                         continue;
                     }
-                    let job: Json = serde_json::from_slice(&reply)?;
-                    let id = job["id"].as_i64().context("a job id")?;
-                    let (status, reply) =
-                        client.post(&format!("/v1/messages/{id}/complete"), &done)?;
-                    if status == 200 {
-                        completed.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        note(status, &reply);
+                    let jobs = match serde_json::from_slice(&reply)? {
+                        Json::Array(jobs) => jobs,
+                        job => vec![job],
+                    };
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    for job in jobs {
+                        let id = job["id"].as_i64().context("a job id")?;
+                        let (status, reply) =
+                            client.post(&format!("/v1/messages/{id}/complete"), &done)?;
+                        if status == 200 {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            note(status, &reply);
+                        }
                     }
                 }
                 Ok(())
@@ -1476,21 +1492,29 @@ fn claim_next_jobs(
         eprintln!("  claim-next or complete refused: {odd}");
     }
     let completed = completed.load(Ordering::Relaxed);
-    if POSTGRES.get().is_some() {
+    let key = |name: &str| match batch {
+        None => format!("claim_next_{name}_16"),
+        Some(_) => format!("claim_next_batch_{name}_16"),
+    };
+    if POSTGRES.get().is_some() && batch.is_none() {
         // Each job is two write calls (claim-next, complete), plus one empty claim-next a worker.
         let calls = (2 * completed + 16) as f64;
         let reran = reruns() - reruns_before;
         figures.put(
-            "claim_next_rerun_rate_16",
+            &key("rerun_rate"),
             reran as f64 / calls,
             format!("calls re-run after a lost serialization race per call ({reran} re-runs, {calls} calls)"),
         );
     }
+    let how = match batch {
+        None => "claim-next".to_owned(),
+        Some(max) => format!("claim-next-batch, max {max}"),
+    };
     figures.put(
-        "claim_next_ops_16",
+        &key("ops"),
         completed as f64 / elapsed,
         format!(
-            "jobs claimed (claim-next) and completed/s, 16 workers over a backlog of {backlog} \
+            "jobs claimed ({how}) and completed/s, 16 workers over a backlog of {backlog} \
              ({completed} completed, {} refused)",
             refused.load(Ordering::Relaxed)
         ),

@@ -105,6 +105,13 @@ pub const TOOLS: &[ToolSpec] = &[
          oldest (null when there is none); \
          `waitSeconds` (at most 60) waits for one.",
     ),
+    waiting(
+        "claim_next_batch",
+        "claim-next-batch",
+        "Take up to `max` (1 to 100) open jobs of your inbox at once, each under its own lease, \
+         in claim_next's order (an empty list when there is none); `waitSeconds` (at most 60) \
+         waits for one.",
+    ),
     tool(
         "complete_claim",
         "complete-claim",
