@@ -450,13 +450,15 @@ fn no_job_left(client: &reqwest::blocking::Client, base: &str) -> bool {
     })
 }
 
-/// Workers take jobs with claim-next and finish them with complete while the relay is killed
-/// with SIGKILL at random moments. An acknowledged claim survives the kill (the job is still the
-/// worker's, or completed by it); in the end every job is completed, none is lost, and no job was
-/// completed by two workers.
+/// Workers take jobs with claim-next (half of them three at a time with claim-next-batch) and
+/// finish them with complete while the relay is killed with SIGKILL at random moments. Among
+/// the jobs, some are scheduled (`delayMs`) and some wait for an earlier job (`after`). An
+/// acknowledged claim survives the kill (the job is still the worker's, or completed by it); in
+/// the end every job is completed, none is lost, none was completed by two workers, none before
+/// its time, and none before the job it waited for.
 #[test]
 fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
-    let (rounds, workers, jobs) = if long() { (30, 8, 400) } else { (4, 4, 60) };
+    let (rounds, workers, jobs) = if long() { (30, 8, 400) } else { (6, 4, 120) };
     let mut rng = Lcg(11);
     // No reaper between restarts: a claim seen right after one is the claim as it was stored.
     let serve: &[&str] = &[
@@ -468,6 +470,9 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
     let mut dir = tempfile::tempdir().unwrap();
     let mut tokens: Vec<(String, String)> = Vec::new();
     let mut job_ids: HashSet<i64> = HashSet::new();
+    // Scheduled jobs and when they were due; jobs that wait for another, and which.
+    let mut due: HashMap<i64, i64> = HashMap::new();
+    let mut waits_for: HashMap<i64, i64> = HashMap::new();
     // Jobs whose claim-next was answered and whose complete was not (yet): id -> worker.
     let held: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
     // Acknowledged completions: id -> every worker that was answered 200.
@@ -481,10 +486,27 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
                 let token = relay.register(json!({"id": id, "label": "kpool"}));
                 tokens.push((id, token));
             }
+            let mut last_id = None;
             for j in 0..jobs {
-                let sent = relay.send(json!({"from": "user", "to": "label:kpool",
-                    "body": format!("job {j}"), "claimable": true}));
-                job_ids.insert(sent.body["message"]["id"].as_i64().unwrap());
+                let mut job = json!({"from": "user", "to": "label:kpool",
+                    "body": format!("job {j}"), "claimable": true});
+                match (j % 5, last_id) {
+                    (1, _) => job["delayMs"] = json!(200 + rng.next(1_500)),
+                    (3, Some(earlier)) => job["after"] = json!([earlier]),
+                    _ => {}
+                }
+                let sent = relay.send(job);
+                assert_eq!(sent.status, 201, "{:?}", sent.body);
+                let message = &sent.body["message"];
+                let id = message["id"].as_i64().unwrap();
+                if let Some(at) = message["notBefore"].as_i64() {
+                    due.insert(id, at);
+                }
+                if let (3, Some(earlier)) = (j % 5, last_id) {
+                    waits_for.insert(id, earlier);
+                }
+                job_ids.insert(id);
+                last_id = Some(id);
             }
         }
         for (id, worker) in held.lock().unwrap().iter() {
@@ -503,7 +525,8 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
         let handles: Vec<_> = tokens
             .iter()
             .cloned()
-            .map(|(agent, token)| {
+            .enumerate()
+            .map(|(w, (agent, token))| {
                 let (base, stop, held, completed) = (
                     relay.base.clone(),
                     Arc::clone(&stop),
@@ -516,11 +539,17 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
                         .build()
                         .unwrap();
                     let deadline = Instant::now() + Duration::from_secs(120);
+                    // Every other worker takes three at a time.
+                    let (route, ask) = if w % 2 == 1 {
+                        ("claim-next-batch", json!({"leaseMs": 1_000, "max": 3}))
+                    } else {
+                        ("claim-next", json!({"leaseMs": 1_000}))
+                    };
                     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                         let Ok(next) = client
-                            .post(format!("{base}/v1/agents/{agent}/claim-next"))
+                            .post(format!("{base}/v1/agents/{agent}/{route}"))
                             .bearer_auth(&token)
-                            .json(&json!({"leaseMs": 1_000}))
+                            .json(&ask)
                             .send()
                         else {
                             return;
@@ -535,28 +564,49 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
                             }
                             status => panic!("claim-next answered {status}"),
                         }
-                        let Ok(job) = next.json::<Json>() else { return };
-                        let id = job["id"].as_i64().unwrap();
-                        held.lock().unwrap().insert(id, agent.clone());
-                        let Ok(done) = client
-                            .post(format!("{base}/v1/messages/{id}/complete"))
-                            .bearer_auth(&token)
-                            .json(&json!({"agentId": agent}))
-                            .send()
-                        else {
+                        let Ok(answer) = next.json::<Json>() else {
                             return;
                         };
-                        held.lock().unwrap().remove(&id);
-                        match done.status().as_u16() {
-                            200 => completed
-                                .lock()
-                                .unwrap()
-                                .entry(id)
-                                .or_default()
-                                .push(agent.clone()),
-                            // The lease ran out first and the job went on: fenced, not lost.
-                            409 => {}
-                            status => panic!("complete answered {status}"),
+                        let taken: Vec<i64> = match &answer {
+                            Json::Array(jobs) => {
+                                jobs.iter().map(|j| j["id"].as_i64().unwrap()).collect()
+                            }
+                            job => vec![job["id"].as_i64().unwrap()],
+                        };
+                        if taken.is_empty() {
+                            // A batch's "none": an empty list.
+                            if last && no_job_left(&client, &base) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                        for &id in &taken {
+                            held.lock().unwrap().insert(id, agent.clone());
+                        }
+                        for id in taken {
+                            // The work itself, so kills land while jobs are held.
+                            std::thread::sleep(Duration::from_millis(25));
+                            let Ok(done) = client
+                                .post(format!("{base}/v1/messages/{id}/complete"))
+                                .bearer_auth(&token)
+                                .json(&json!({"agentId": agent}))
+                                .send()
+                            else {
+                                return;
+                            };
+                            held.lock().unwrap().remove(&id);
+                            match done.status().as_u16() {
+                                200 => completed
+                                    .lock()
+                                    .unwrap()
+                                    .entry(id)
+                                    .or_default()
+                                    .push(agent.clone()),
+                                // The lease ran out first and the job went on: fenced, not lost.
+                                409 => {}
+                                status => panic!("complete answered {status}"),
+                            }
                         }
                     }
                 })
@@ -582,6 +632,14 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
         .unwrap();
     assert_eq!(check, "ok");
     let completed = completed.lock().unwrap();
+    let completed_at = |id: &i64| -> i64 {
+        conn.query_row(
+            "SELECT completed_at FROM messages WHERE id = ?",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
     for id in &job_ids {
         let stored: Option<String> = conn
             .query_row(
@@ -593,6 +651,18 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
         let Some(by) = stored else {
             panic!("job {id} was never completed: lost");
         };
+        if let Some(at) = due.get(id) {
+            assert!(
+                completed_at(id) >= *at,
+                "job {id} was completed before its time {at}"
+            );
+        }
+        if let Some(earlier) = waits_for.get(id) {
+            assert!(
+                completed_at(id) >= completed_at(earlier),
+                "job {id} was completed before job {earlier} it waits for"
+            );
+        }
         let acknowledged = completed.get(id).cloned().unwrap_or_default();
         assert!(
             acknowledged.iter().all(|agent| *agent == by),
@@ -600,9 +670,12 @@ fn claim_next_and_complete_under_sigkill_finish_every_job_exactly_once() {
         );
     }
     eprintln!(
-        "claim-next under kill -9: rounds {rounds}, jobs {}, completions acknowledged {}, \
-         claims checked across kills {checked_claims}, lost 0, completed twice 0",
+        "claim-next under kill -9: rounds {rounds}, jobs {} ({} scheduled, {} waiting for \
+         another, half the workers taking 3 at a time), completions acknowledged {}, claims \
+         checked across kills {checked_claims}, lost 0, completed twice 0",
         job_ids.len(),
+        due.len(),
+        waits_for.len(),
         completed.len()
     );
 }
