@@ -112,6 +112,8 @@ def test_a_scheduled_job_shows_when_it_is_due_and_turns_open_at_its_time(open_pa
     scheduled = page.locator(f'#jobs-scheduled li[data-id="{job["id"]}"]')
     expect(scheduled).to_contain_text("due in ")
     expect(page.locator(f'#jobs-open li[data-id="{job["id"]}"]')).to_have_count(0)
+    page.locator("#jobs").scroll_into_view_if_needed()
+    screenshot(page, "jobs-scheduled-1280", full_page=False)
     # Its time comes with no write: the page looks again by itself.
     expect(page.locator(f'#jobs-open li[data-id="{job["id"]}"]')).to_be_visible(timeout=8000)
     expect(scheduled).to_have_count(0)
