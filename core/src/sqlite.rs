@@ -204,6 +204,10 @@ impl Sqlite {
             mode.eq_ignore_ascii_case("wal"),
             "the database refused WAL mode ({mode})"
         );
+        // The switch moves the writer's `data_version`: start counting other writers from here,
+        // or the first look for them would wake every waiter for nothing.
+        let now = self.writer.exclusive(|conn| data_version(&conn.sql))?;
+        self.data_version.store(now, Ordering::Relaxed);
         Ok(())
     }
 

@@ -55,6 +55,7 @@ pub struct Metrics {
     in_flight: Gauge,
     queued: Gauge,
     waiters: Gauge,
+    wakeups: WakeUps,
     batch_sizes: BatchSizes,
     memory_in_use: Gauge,
     memory_budget: Gauge,
@@ -94,6 +95,21 @@ impl EncodeMetric for BatchSizes {
     }
 }
 
+/// `relay_waiter_wakeups_total`: the runner's own count (`Calls::wakeups`), read at each scrape.
+#[derive(Clone, Debug, Default)]
+struct WakeUps(Arc<std::sync::atomic::AtomicU64>);
+
+impl EncodeMetric for WakeUps {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let count = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        encoder.encode_counter::<NoLabelSet, _, u64>(&count, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("relay");
@@ -128,6 +144,13 @@ impl Default for Metrics {
             "waiters",
             "Held long-polls and open event streams waiting for a commit",
             waiters.clone(),
+        );
+        let wakeups = WakeUps::default();
+        registry.register(
+            "waiter_wakeups",
+            "Times a held long-poll or event stream was woken by a commit that concerns it, to \
+             look again",
+            wakeups.clone(),
         );
         let batch_sizes = BatchSizes::default();
         registry.register(
@@ -172,6 +195,7 @@ impl Default for Metrics {
             in_flight,
             queued,
             waiters,
+            wakeups,
             batch_sizes,
             memory_in_use,
             memory_budget,
@@ -206,6 +230,9 @@ impl Metrics {
             .set(i64::try_from(calls.queued()).unwrap_or(i64::MAX));
         self.waiters
             .set(i64::try_from(calls.waiters()).unwrap_or(i64::MAX));
+        self.wakeups
+            .0
+            .store(calls.wakeups(), std::sync::atomic::Ordering::Relaxed);
         let runtime = calls.runtime();
         *self
             .batch_sizes

@@ -542,7 +542,36 @@ fn the_page_is_served_gzipped_to_clients_that_accept_it() {
     eprintln!("the page: {plain_total} bytes as it is, {gzip_total} gzipped");
 }
 
+/// `relay_waiter_wakeups_total` counts the held requests a commit woke: a send to an agent
+/// whose long-poll is held moves it; a send to another agent does not.
+fn the_wakeups_counter_moves_when_a_send_wakes_a_held_long_poll(backend: Backend) {
+    let relay = RelayServer::start_on(backend, &[]);
+    let alice = relay.register(json!({"id": "alice"}));
+    relay.register(json!({"id": "bob"}));
+    let series = "relay_waiter_wakeups_total";
+    let before = relay.scrape().value(series);
+    let waiting =
+        relay.request_in_background("GET", "/v1/agents/alice/inbox?wait=30", &alice, None);
+    relay.until_waiters(1);
+    // The long-poll's first run named alice's wake keys once it holds.
+    std::thread::sleep(Duration::from_millis(200));
+    let elsewhere = relay.send(json!({"from": "user", "to": "bob", "body": "not for alice"}));
+    assert_eq!(elsewhere.status, 201, "{:?}", elsewhere.body);
+    assert_eq!(
+        relay.scrape().value(series),
+        before,
+        "a send to bob woke nobody"
+    );
+    let sent = relay.send(json!({"from": "user", "to": "alice", "body": "wake up"}));
+    let (reply, _) = waiting
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the long-poll never answered");
+    assert_eq!(common::ids(&reply.body), vec![id_of(&sent)]);
+    assert_eq!(relay.scrape().value(series), before + 1.0);
+}
+
 crate::on_both_backends!(
+    the_wakeups_counter_moves_when_a_send_wakes_a_held_long_poll,
     agents_messages_and_jobs_are_counted_by_state,
     metrics_count_at_most_once_a_second,
     queue_batch_and_memory_metrics_move_with_calls,

@@ -77,6 +77,10 @@ struct Plan {
     search_messages: usize,
     searches: usize,
     backlog: usize,
+    /// Idle waiters of each kind (held long-polls, open streams) for the wake figures, and the
+    /// wake-ups timed.
+    idle: usize,
+    wakes: usize,
     /// The groups of figures to measure (all unless `--only`).
     groups: Vec<String>,
 }
@@ -95,6 +99,8 @@ impl Plan {
                 search_messages: 2_000,
                 searches: 5,
                 backlog: 64,
+                idle: 50,
+                wakes: 5,
                 groups: GROUPS.map(String::from).to_vec(),
             },
             "quick" => Self {
@@ -108,6 +114,8 @@ impl Plan {
                 search_messages: 100_000,
                 searches: 100,
                 backlog: 1_000,
+                idle: 1_000,
+                wakes: 100,
                 groups: GROUPS.map(String::from).to_vec(),
             },
             _ => Self {
@@ -121,6 +129,8 @@ impl Plan {
                 search_messages: 100_000,
                 searches: 100,
                 backlog: 5_000,
+                idle: 1_000,
+                wakes: 300,
                 groups: GROUPS.map(String::from).to_vec(),
             },
         }
@@ -841,9 +851,15 @@ impl Drop for Server {
 }
 
 fn start_server(binary: &Path, db: &Path) -> anyhow::Result<Server> {
+    start_server_with(binary, db, &[])
+}
+
+/// [`start_server`] with more arguments for `serve`.
+fn start_server_with(binary: &Path, db: &Path, extra: &[&str]) -> anyhow::Result<Server> {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
+        .args(extra)
         .args(
             WRITE_LANE
                 .get()
@@ -971,9 +987,18 @@ impl LoadClient {
 
     /// POSTs `body` to `path` as the operator; the status and the response body.
     fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request("POST", path, body)
+    }
+
+    /// GETs `path` as the operator; the status and the response body.
+    fn get(&mut self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request("GET", path, &[])
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         use std::io::{Read as _, Write as _};
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {OPERATOR}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {OPERATOR}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.host,
             body.len()
@@ -1246,6 +1271,157 @@ fn http(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow
     claim_next_jobs(plan, &base, figures, &reruns, Some(10))?;
     drop(servers);
     drop(scratch);
+    if POSTGRES.get().is_none() {
+        wake_idle(plan, dir, binary, figures)?;
+    }
+    Ok(())
+}
+
+/// A send's wake-up of its own waiter while many other waiters are held (docs/benchmarks.md):
+/// on a fresh server, 16 clients send as in `http_send_ops_16` with no waiter held; then
+/// `plan.idle` held long-polls and as many open event streams wait on other agents, the same
+/// load runs again (`http_server_cpu_us_16_idle_1000`, and the ratio of the two), and one
+/// agent's long-poll is woken by a send to it, round after round: from the send's answer to the
+/// waiter's (`wake_p50_ms_idle_1000`, `wake_p99_ms_idle_1000`). SQLite only.
+fn wake_idle(plan: &Plan, dir: &Path, binary: &Path, figures: &mut Figures) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let idle = plan.idle;
+    let room = (4 * idle + 256).to_string();
+    let server = start_server_with(
+        binary,
+        &dir.join("wake.db"),
+        &[
+            "--max-connections-per-peer",
+            &room,
+            "--max-connections",
+            &room,
+        ],
+    )?;
+    let base = server.base.clone();
+    let pid = server.child.id();
+    let setup = client()?;
+    let agents = format!("{base}/v1/agents");
+    let ids = ["sink".to_owned(), "wk".to_owned()]
+        .into_iter()
+        .chain((0..16).map(|i| format!("s{i}")))
+        .chain((0..idle).map(|i| format!("i{i}")));
+    for id in ids {
+        let (status, body) = post(&setup, &agents, &json!({"id": id}))?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "registering {id}: {status} {body}"
+        );
+    }
+    http_sends(&base, 4, Duration::from_millis(200))?;
+    let cpu_per_send = || -> anyhow::Result<f64> {
+        let before = cpu_seconds(pid);
+        let (ops, _, _, _) = http_sends(&base, 16, plan.http)?;
+        Ok((cpu_seconds(pid) - before) * 1e6 / (ops * plan.http.as_secs_f64()).max(1.0))
+    };
+    let quiet = cpu_per_send()?;
+
+    // The idle waiters: requests written and never read (nothing is sent to their agents).
+    let host = base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::with_capacity(2 * idle);
+    for i in 0..idle {
+        for path in [
+            format!("/v1/agents/i{i}/inbox?wait=300"),
+            format!("/v1/agents/i{i}/stream"),
+        ] {
+            let mut stream = std::net::TcpStream::connect(&host)?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {OPERATOR}\r\n\r\n"
+            )?;
+            held.push(stream);
+        }
+    }
+    let waiters = || -> f64 {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}/metrics"))
+            .bearer_auth(OPERATOR)
+            .send()
+            .and_then(reqwest::blocking::Response::text)
+            .ok()
+            .and_then(|page| {
+                page.lines()
+                    .find_map(|line| line.strip_prefix("relay_waiters ")?.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while waiters() < (2 * idle) as f64 {
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the {} idle waiters were not all held after 60 s ({} are)",
+            2 * idle,
+            waiters()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let busy = cpu_per_send()?;
+
+    let mut sender = LoadClient::connect(&base)?;
+    let body = serde_json::to_vec(&json!({"from": "sink", "to": "wk", "body": "wake up"}))?;
+    let mut since = 0;
+    let mut samples = Vec::new();
+    for _ in 0..plan.wakes {
+        let (woken, woke) = std::sync::mpsc::channel();
+        let (waiter_base, path) = (
+            base.clone(),
+            format!("/v1/agents/wk/inbox?wait=30&since={since}"),
+        );
+        let waiter = std::thread::spawn(move || -> anyhow::Result<u16> {
+            let mut client = LoadClient::connect(&waiter_base)?;
+            let (status, _) = client.get(&path)?;
+            let _ = woken.send(Instant::now());
+            Ok(status)
+        });
+        // Let it reach its wait (were it slower, it would find the message at once).
+        std::thread::sleep(Duration::from_millis(30));
+        let (status, reply) = sender.post("/v1/messages", &body)?;
+        let answered = Instant::now();
+        anyhow::ensure!(status == 201, "a send answered {status}");
+        since = serde_json::from_slice::<Json>(&reply)?["message"]["id"]
+            .as_i64()
+            .context("a message id")?;
+        let at = woke
+            .recv_timeout(Duration::from_secs(30))
+            .context("the waiter never woke")?;
+        let status = waiter
+            .join()
+            .map_err(|_| anyhow!("the waiter panicked"))??;
+        anyhow::ensure!(status == 200, "the waiter's long-poll answered {status}");
+        samples.push(at.saturating_duration_since(answered).as_secs_f64() * 1e3);
+    }
+    drop(held);
+    samples.sort_by(f64::total_cmp);
+    let shown = format!("{idle} held long-polls and {idle} open streams on other agents");
+    figures.put(
+        "wake_p50_ms_idle_1000",
+        percentile(&samples, 0.5),
+        format!(
+            "median ms from a send's answer to its own waiter's, {} rounds, {shown}",
+            samples.len()
+        ),
+    );
+    figures.put(
+        "wake_p99_ms_idle_1000",
+        percentile(&samples, 0.99),
+        format!("99th percentile of the same, {shown}"),
+    );
+    figures.put(
+        "http_server_cpu_us_16_idle_1000",
+        busy,
+        format!("server CPU per send, 16 clients, with {shown}"),
+    );
+    figures.put(
+        "idle_1000_cpu_ratio",
+        busy / quiet,
+        format!(
+            "http_server_cpu_us_16_idle_1000 / the same server's {quiet:.1} us with no waiter held"
+        ),
+    );
     Ok(())
 }
 
