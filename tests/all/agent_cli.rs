@@ -521,6 +521,8 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
                 "--claimable",
                 "--priority",
                 "--after",
+                "--delay",
+                "--run-at",
                 "--key",
                 "--payload",
                 "--as",
@@ -542,7 +544,19 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
         (&["cancel"], &["--reason", "--json"]),
         (&["read"], &["--as"]),
         (&["thread"], &["--json"]),
-        (&["claim"], &["--lease", "--wait", "--kind"]),
+        (&["claim"], &["--lease", "--wait", "--kind", "--keep-alive"]),
+        (
+            &["work"],
+            &[
+                "--lease",
+                "--wait",
+                "--kind",
+                "--retry-in",
+                "--loop",
+                "RELAY_JOB_ID",
+                "RELAY_JOB_JSON",
+            ],
+        ),
         (&["renew"], &["--lease"]),
         (&["release"], &["--as"]),
         (&["complete"], &["--result"]),
@@ -1334,4 +1348,234 @@ fn jobs_lists_who_holds_what_and_status_shows_the_relay_on_one_screen() {
     let document = run(&relay, OPERATOR, &["status", "--json"]).ok().json();
     assert_eq!(document["jobs"]["open"]["count"], 2, "{document}");
     assert_eq!(document["held"][0]["claimedBy"], "alice", "{document}");
+}
+
+/// Sends a job to alice and bob's pool (`label:dev`) as the operator; its id.
+fn job_for_alice(relay: &RelayServer, body: &str) -> i64 {
+    let sent =
+        relay.send(json!({"from": "user", "to": "label:dev", "body": body, "claimable": true}));
+    assert_eq!(sent.status, 201, "{:?}", sent.body);
+    common::id_of(&sent)
+}
+
+fn message(relay: &RelayServer, id: i64) -> Json {
+    relay.get(&format!("/v1/messages/{id}"), OPERATOR).body
+}
+
+/// Runs `agent-relay ARGS` as `token` on a thread of its own; the receiver gets the run.
+fn run_in_background(
+    relay: &RelayServer,
+    token: &str,
+    args: &[&str],
+) -> std::sync::mpsc::Receiver<Run> {
+    let (url, token) = (relay.base.clone(), token.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let (done, ran) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = done.send(run_at(&url, Some(&token), &args, ""));
+    });
+    ran
+}
+
+/// Waits until job `id` is held by `agent`.
+fn until_held(relay: &RelayServer, id: i64, agent: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while message(relay, id)["claimedBy"] != json!(agent) {
+        assert!(Instant::now() < until, "{agent} never took job {id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn work_completes_a_job_with_the_commands_output_and_releases_it_when_the_command_fails() {
+    let (relay, alice, _bob) = two_agents();
+    let id = job_for_alice(&relay, "build");
+    let done = run(
+        &relay,
+        &alice,
+        &[
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "echo \"did $RELAY_JOB_BODY #$RELAY_JOB_ID from $RELAY_JOB_FROM\"",
+        ],
+    )
+    .ok();
+    assert!(
+        done.stderr.contains(&format!("completed job #{id}")),
+        "{done:?}"
+    );
+    let job = message(&relay, id);
+    assert_eq!(job["completedBy"], "alice", "{job}");
+    assert_eq!(job["result"]["exitCode"], 0, "{job}");
+    assert_eq!(
+        job["result"]["output"],
+        format!("did build #{id} from user\n"),
+        "{job}"
+    );
+
+    let failing = job_for_alice(&relay, "flaky");
+    let failed = run(&relay, &alice, &["work", "--", "false"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(
+        failed.stderr.contains(&format!("released job #{failing}")),
+        "{failed:?}"
+    );
+    let job = message(&relay, failing);
+    assert_eq!(job["claimedBy"], Json::Null, "{job}");
+    assert_eq!(job["completedAt"], Json::Null, "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+
+    // A command that cannot start gives the job back too.
+    let missing = run(&relay, &alice, &["work", "--", "/nonexistent/worker"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("could not run"), "{missing:?}");
+    assert_eq!(message(&relay, failing)["claimedBy"], Json::Null);
+
+    let none = run(
+        &relay,
+        &alice,
+        &["work", "--kind", "nothing-of-this-kind", "--", "true"],
+    );
+    assert_eq!(none.code, 5, "{none:?}");
+    assert!(none.stderr.contains("no open job"), "{none:?}");
+    let usage = run(&relay, &alice, &["work"]);
+    assert_eq!(usage.code, 2, "a command is required: {usage:?}");
+}
+
+#[test]
+fn work_renews_a_short_lease_while_the_command_runs_and_loop_takes_every_job() {
+    let (relay, alice, bob) = two_agents();
+    let id = job_for_alice(&relay, "slow");
+    let started = Instant::now();
+    let working = run_in_background(
+        &relay,
+        &alice,
+        &[
+            "work",
+            "--lease",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "sleep 3; echo slow done",
+        ],
+    );
+    until_held(&relay, id, "alice");
+    // The lease is a second; the command takes three: renewed, it is never another's.
+    while started.elapsed() < Duration::from_millis(2_700) {
+        let taken = relay.post(
+            &format!("/v1/messages/{id}/claim"),
+            &bob,
+            json!({"agentId": "bob"}),
+        );
+        assert_eq!(
+            taken.status, 409,
+            "bob took the job while alice worked: {:?}",
+            taken.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ran = working.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let job = message(&relay, id);
+    assert_eq!(job["completedBy"], "alice", "{job}");
+    assert_eq!(job["attempts"], 1, "claimed once: {job}");
+
+    let ids: Vec<i64> = (0..3)
+        .map(|n| job_for_alice(&relay, &format!("batch {n}")))
+        .collect();
+    let looped = run(&relay, &alice, &["work", "--loop", "--", "true"]).ok();
+    assert!(looped.stderr.contains("3 done"), "{looped:?}");
+    for id in ids {
+        assert_eq!(message(&relay, id)["completedBy"], "alice");
+    }
+}
+
+#[test]
+fn cancelling_a_job_during_work_stops_the_command_with_exit_3() {
+    let (relay, alice, _bob) = two_agents();
+    let id = job_for_alice(&relay, "long");
+    let started = Instant::now();
+    let working = run_in_background(
+        &relay,
+        &alice,
+        &["work", "--lease", "1s", "--", "sh", "-c", "sleep 30"],
+    );
+    until_held(&relay, id, "alice");
+    let cancelled = relay.post(
+        &format!("/v1/messages/{id}/cancel"),
+        OPERATOR,
+        json!({"reason": "superseded"}),
+    );
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let ran = working.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(ran.code, 3, "{ran:?}");
+    assert!(ran.stderr.contains("cancelled"), "{ran:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the command was not stopped: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn claim_keep_alive_holds_a_job_until_it_is_completed() {
+    let (relay, alice, bob) = two_agents();
+    let id = job_for_alice(&relay, "held");
+    let keeping = run_in_background(
+        &relay,
+        &alice,
+        &["claim", &id.to_string(), "--lease", "1s", "--keep-alive"],
+    );
+    until_held(&relay, id, "alice");
+    std::thread::sleep(Duration::from_millis(2_500));
+    let taken = relay.post(
+        &format!("/v1/messages/{id}/claim"),
+        &bob,
+        json!({"agentId": "bob"}),
+    );
+    assert_eq!(taken.status, 409, "the lease ran out: {:?}", taken.body);
+    run(&relay, &alice, &["complete", &id.to_string()]).ok();
+    let ran = keeping.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(ran.stderr.contains("was completed"), "{ran:?}");
+}
+
+#[test]
+fn stopping_work_with_sigterm_stops_the_command_and_releases_the_job() {
+    let (relay, alice, _bob) = two_agents();
+    let id = job_for_alice(&relay, "interrupted");
+    let mut worker = Command::new(binary())
+        .args(["work", "--", "sh", "-c", "sleep 30"])
+        .env("RELAY_URL", &relay.base)
+        .env("RELAY_TOKEN", &alice)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    until_held(&relay, id, "alice");
+    // The signal handler is set up as the command starts: give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = worker.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let job = message(&relay, id);
+    assert_eq!(job["claimedBy"], Json::Null, "released: {job}");
+    assert_eq!(job["completedAt"], Json::Null, "{job}");
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{Value as Json, json};
 
 use super::relay::{RelayClient, segment};
+use super::work;
 use super::{
     Acting, Connection, Exit, Failure, Outcome, emit, lease_refused, millis, parse_duration,
     parse_lease, parse_object, view,
@@ -29,6 +30,11 @@ pub struct ClaimArgs {
     /// Without an id: take only a job of this message kind.
     #[arg(long, conflicts_with = "id")]
     pub kind: Option<String>,
+    /// Once claimed, stay and renew the lease (at a third of its length) until the job is
+    /// completed or released (by `agent-relay complete`/`release` from another shell: exit 0),
+    /// cancelled or lost (exit 3), or this process is stopped (the lease then runs out).
+    #[arg(long)]
+    pub keep_alive: bool,
 }
 
 #[derive(Debug, Args)]
@@ -150,7 +156,37 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
     emit(&args.acting.connection, &answer.body, |message| {
         format!("claimed:\n{}", view::message(message, Some(&agent)))
     });
+    if args.keep_alive {
+        return keep_alive(&relay, &agent, &answer.body);
+    }
     Ok(Exit::Done)
+}
+
+/// Renews a claimed job's lease until it is no longer this agent's: completed or released
+/// meanwhile (done), or cancelled or taken by another after its lease ran out (a conflict).
+fn keep_alive(relay: &RelayClient, agent: &str, job: &Json) -> Outcome {
+    let id = job["id"].as_i64().unwrap_or_default();
+    let mut heartbeat = work::Heartbeat::new(relay, agent, job);
+    eprintln!("agent-relay: keeping #{id} alive until it is completed or released");
+    loop {
+        std::thread::sleep(heartbeat.until_due());
+        let work::Beat::Lost(failure) = heartbeat.beat()? else {
+            continue;
+        };
+        let now = relay.get(&format!("/v1/messages/{id}"), &[])?.body;
+        let settled = now["completedBy"] == json!(agent)
+            || (now["claimedBy"].is_null() && now["cancelledAt"].is_null());
+        if settled && !work::cancelled(&failure) {
+            let how = if now["completedAt"].is_null() {
+                "released"
+            } else {
+                "completed"
+            };
+            eprintln!("agent-relay: #{id} was {how}: no longer kept alive");
+            return Ok(Exit::Done);
+        }
+        return Err(failure);
+    }
 }
 
 pub fn renew(args: &RenewArgs) -> Outcome {

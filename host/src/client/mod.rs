@@ -17,6 +17,7 @@ mod reserve;
 mod tasks;
 pub mod view;
 pub mod watch;
+mod work;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -137,6 +138,12 @@ pub enum Verb {
     /// Claim a job (take its lease); without an id, take the next open job in the inbox.
     #[command(after_help = EXIT_CODES)]
     Claim(claims::ClaimArgs),
+    /// Take the next job and run a command on it, renewing the lease while it runs: completed
+    /// with the command's output when it exits 0, released for another attempt otherwise.
+    ///
+    /// Example: `agent-relay work --lease 2m -- sh -c 'make test'`. `--loop` keeps taking jobs.
+    #[command(after_help = EXIT_CODES)]
+    Work(work::WorkArgs),
     /// Extend the lease of a message this agent holds.
     #[command(after_help = EXIT_CODES)]
     Renew(claims::RenewArgs),
@@ -207,6 +214,7 @@ pub fn run(verb: Verb) -> ExitCode {
         Verb::Read(args) => (args.acting.connection.json, messages::read(args)),
         Verb::Thread(args) => (args.connection.json, messages::thread(args)),
         Verb::Claim(args) => (args.acting.connection.json, claims::claim(args)),
+        Verb::Work(args) => (args.acting.connection.json, work::work(args)),
         Verb::Renew(args) => (args.acting.connection.json, claims::renew(args)),
         Verb::Release(args) => (args.acting.connection.json, claims::release(args)),
         Verb::Complete(args) => (args.acting.connection.json, claims::complete(args)),
