@@ -544,7 +544,10 @@ fn help_of_each_verb_names_its_options_and_the_exit_codes() {
         (&["cancel"], &["--reason", "--json"]),
         (&["read"], &["--as"]),
         (&["thread"], &["--json"]),
-        (&["claim"], &["--lease", "--wait", "--kind", "--keep-alive"]),
+        (
+            &["claim"],
+            &["--lease", "--wait", "--kind", "--keep-alive", "--max"],
+        ),
         (
             &["work"],
             &[
@@ -1578,4 +1581,57 @@ fn stopping_work_with_sigterm_stops_the_command_and_releases_the_job() {
     let job = message(&relay, id);
     assert_eq!(job["claimedBy"], Json::Null, "released: {job}");
     assert_eq!(job["completedAt"], Json::Null, "{job}");
+}
+
+#[test]
+fn claim_max_takes_several_jobs_at_once() {
+    let (relay, alice, _bob) = two_agents();
+    let ids: Vec<i64> = (0..3)
+        .map(|n| job_for_alice(&relay, &format!("part {n}")))
+        .collect();
+    let taken = run(&relay, &alice, &["claim", "--max", "2", "--json"])
+        .ok()
+        .json();
+    assert_eq!(common::ids(&taken), ids[..2].to_vec());
+    let view = run(&relay, &alice, &["claim", "--max", "5"]).ok();
+    assert!(view.stdout.starts_with("claimed 1:"), "{view:?}");
+    let none = run(&relay, &alice, &["claim", "--max", "5"]);
+    assert_eq!(none.code, 5, "{none:?}");
+    let bad = run(&relay, &alice, &["claim", "--max", "101"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    for id in ids {
+        assert_eq!(message(&relay, id)["claimedBy"], "alice");
+    }
+}
+
+#[test]
+fn send_delay_schedules_a_job_that_inbox_lists_as_scheduled() {
+    let (relay, alice, bob) = two_agents();
+    let before = common::now_ms();
+    let sent = run(
+        &relay,
+        &alice,
+        &["send", "label:dev", "nightly", "--delay", "10m", "--json"],
+    )
+    .ok()
+    .json();
+    let job = &sent["message"];
+    assert_eq!(job["claimable"], true, "{sent}");
+    let due = job["notBefore"].as_i64().unwrap();
+    assert!(
+        (before + 600_000..=common::now_ms() + 600_000).contains(&due),
+        "{sent}"
+    );
+    let listed = run(&relay, &bob, &["inbox", "--state", "scheduled", "--json"])
+        .ok()
+        .json();
+    assert_eq!(common::ids(&listed), vec![job["id"].as_i64().unwrap()]);
+    let none = run(&relay, &bob, &["claim"]);
+    assert_eq!(none.code, 5, "not before its time: {none:?}");
+    let both = run(
+        &relay,
+        &alice,
+        &["send", "label:dev", "x", "--delay", "1m", "--run-at", "1"],
+    );
+    assert_eq!(both.code, 2, "{both:?}");
 }

@@ -30,6 +30,11 @@ pub struct ClaimArgs {
     /// Without an id: take only a job of this message kind.
     #[arg(long, conflicts_with = "id")]
     pub kind: Option<String>,
+    /// Without an id: take up to this many open jobs at once (1 to 100), each under its own
+    /// lease (claim-next-batch).
+    #[arg(long, value_name = "N", conflicts_with_all = ["id", "keep_alive"],
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max: Option<u32>,
     /// Once claimed, stay and renew the lease (at a third of its length) until the job is
     /// completed or released (by `agent-relay complete`/`release` from another shell: exit 0),
     /// cancelled or lost (exit 3), or this process is stopped (the lease then runs out).
@@ -136,13 +141,21 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
                 Some(wait) => vec![("wait", format!("{:.3}", wait.as_secs_f64()))],
                 None => Vec::new(),
             };
-            let path = format!("/v1/agents/{}/claim-next", segment(&agent));
+            let route = match args.max {
+                Some(max) => {
+                    input["max"] = json!(max);
+                    "claim-next-batch"
+                }
+                None => "claim-next",
+            };
+            let path = format!("/v1/agents/{}/{route}", segment(&agent));
             relay
                 .request("POST", &path, &query, Some(&input), wait)
                 .map_err(|failure| lease_refused(failure, args.lease))?
         }
     };
-    if answer.status == 204 {
+    let none = answer.status == 204 || answer.body.as_array().is_some_and(Vec::is_empty);
+    if none {
         let of_kind = args
             .kind
             .as_deref()
@@ -152,6 +165,16 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
             Exit::Nothing,
             format!("no open job{of_kind} to claim for {agent}"),
         ));
+    }
+    if let Some(jobs) = answer.body.as_array() {
+        emit(&args.acting.connection, &answer.body, |_| {
+            let mut out = format!("claimed {}:\n", jobs.len());
+            for job in jobs {
+                out.push_str(&view::message(job, Some(&agent)));
+            }
+            out
+        });
+        return Ok(Exit::Done);
     }
     emit(&args.acting.connection, &answer.body, |message| {
         format!("claimed:\n{}", view::message(message, Some(&agent)))
