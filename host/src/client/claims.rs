@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value as Json, json};
 
-use super::relay::{RelayClient, segment};
+use super::relay::{Answer, RelayClient, segment};
 use super::work;
 use super::{
     Acting, Connection, Exit, Failure, Outcome, emit, lease_refused, millis, parse_duration,
@@ -108,6 +108,64 @@ pub struct CancelArgs {
     pub reason: Option<String>,
 }
 
+/// What a claim-next asks for (`claim` without an id, `work`).
+pub struct Next<'a> {
+    pub lease: Option<Duration>,
+    pub wait: Option<Duration>,
+    pub kind: Option<&'a str>,
+    /// Several at once (claim-next-batch).
+    pub max: Option<u32>,
+}
+
+impl Next<'_> {
+    /// Claims the next job (or up to `max`) for `agent`; `None` when there is none.
+    pub fn take(&self, relay: &RelayClient, agent: &str) -> Result<Option<Answer>, Failure> {
+        // The agent is the path's; the body carries the lease, the kind and how many.
+        let mut input = json!({});
+        if let Some(lease) = self.lease {
+            input["leaseMs"] = json!(millis(lease));
+        }
+        if let Some(kind) = self.kind {
+            input["kind"] = json!(kind);
+        }
+        let query = match self.wait {
+            Some(wait) => vec![("wait", format!("{:.3}", wait.as_secs_f64()))],
+            None => Vec::new(),
+        };
+        let route = match self.max {
+            Some(max) => {
+                input["max"] = json!(max);
+                "claim-next-batch"
+            }
+            None => "claim-next",
+        };
+        let path = format!("/v1/agents/{}/{route}", segment(agent));
+        let answer = relay
+            .request(
+                "POST",
+                &path,
+                &query,
+                Some(&input),
+                self.wait.unwrap_or_default(),
+            )
+            .map_err(|failure| lease_refused(failure, self.lease))?;
+        let none = answer.status == 204 || answer.body.as_array().is_some_and(Vec::is_empty);
+        Ok((!none).then_some(answer))
+    }
+
+    /// "No open job" for `agent` (exit 5).
+    pub fn none_for(&self, agent: &str) -> Failure {
+        let of_kind = self
+            .kind
+            .map(|kind| format!(" of kind {kind}"))
+            .unwrap_or_default();
+        Failure::new(
+            Exit::Nothing,
+            format!("no open job{of_kind} to claim for {agent}"),
+        )
+    }
+}
+
 /// The body of a lease call: the agent, and the lease when one was asked for.
 fn lease_input(agent: &str, lease: Option<Duration>) -> Json {
     let mut input = json!({"agentId": agent});
@@ -128,44 +186,16 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
             )
             .map_err(|failure| lease_refused(failure, args.lease))?,
         None => {
-            // The agent is the path's; the body carries the lease and the kind.
-            let mut input = json!({});
-            if let Some(lease) = args.lease {
-                input["leaseMs"] = json!(millis(lease));
-            }
-            if let Some(kind) = &args.kind {
-                input["kind"] = json!(kind);
-            }
-            let wait = args.wait.unwrap_or_default();
-            let query = match args.wait {
-                Some(wait) => vec![("wait", format!("{:.3}", wait.as_secs_f64()))],
-                None => Vec::new(),
+            let next = Next {
+                lease: args.lease,
+                wait: args.wait,
+                kind: args.kind.as_deref(),
+                max: args.max,
             };
-            let route = match args.max {
-                Some(max) => {
-                    input["max"] = json!(max);
-                    "claim-next-batch"
-                }
-                None => "claim-next",
-            };
-            let path = format!("/v1/agents/{}/{route}", segment(&agent));
-            relay
-                .request("POST", &path, &query, Some(&input), wait)
-                .map_err(|failure| lease_refused(failure, args.lease))?
+            next.take(&relay, &agent)?
+                .ok_or_else(|| next.none_for(&agent))?
         }
     };
-    let none = answer.status == 204 || answer.body.as_array().is_some_and(Vec::is_empty);
-    if none {
-        let of_kind = args
-            .kind
-            .as_deref()
-            .map(|kind| format!(" of kind {kind}"))
-            .unwrap_or_default();
-        return Err(Failure::new(
-            Exit::Nothing,
-            format!("no open job{of_kind} to claim for {agent}"),
-        ));
-    }
     if let Some(jobs) = answer.body.as_array() {
         emit(&args.acting.connection, &answer.body, |_| {
             let mut out = format!("claimed {}:\n", jobs.len());

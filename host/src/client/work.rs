@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{Value as Json, json};
 
-use super::relay::{RelayClient, segment};
-use super::{
-    Acting, Exit, Failure, Outcome, lease_refused, millis, parse_duration, parse_lease, view,
-};
+use super::claims::Next;
+use super::relay::{Answer, RelayClient};
+use super::{Acting, Exit, Failure, Outcome, millis, parse_duration, parse_lease, view};
 
 /// The most of a command's standard output kept as the job's result.
 pub const MAX_OUTPUT: usize = 64 * 1024;
@@ -128,53 +127,24 @@ pub fn cancelled(failure: &Failure) -> bool {
         .is_some_and(|body| body["error"]["code"] == "cancelled")
 }
 
-/// Claims the next job for `agent` (claim-next with the lease, kind and wait asked for);
-/// `None` when there is none.
-fn next_job(relay: &RelayClient, agent: &str, args: &WorkArgs) -> Result<Option<Json>, Failure> {
-    let mut input = json!({});
-    if let Some(lease) = args.lease {
-        input["leaseMs"] = json!(millis(lease));
-    }
-    if let Some(kind) = &args.kind {
-        input["kind"] = json!(kind);
-    }
-    let query = match args.wait {
-        Some(wait) => vec![("wait", format!("{:.3}", wait.as_secs_f64()))],
-        None => Vec::new(),
-    };
-    let path = format!("/v1/agents/{}/claim-next", segment(agent));
-    let answer = relay
-        .request(
-            "POST",
-            &path,
-            &query,
-            Some(&input),
-            args.wait.unwrap_or_default(),
-        )
-        .map_err(|failure| lease_refused(failure, args.lease))?;
-    Ok((answer.status != 204).then_some(answer.body))
-}
-
 pub fn work(args: &WorkArgs) -> Outcome {
     let relay = RelayClient::connect(&args.acting.connection)?;
     let agent = relay.agent(&args.acting)?;
     let mut done = 0_u32;
     let mut stopping = None;
+    let next = Next {
+        lease: args.lease,
+        wait: args.wait,
+        kind: args.kind.as_deref(),
+        max: None,
+    };
     loop {
-        let Some(job) = next_job(&relay, &agent, args)? else {
+        let Some(Answer { body: job, .. }) = next.take(&relay, &agent)? else {
             if done > 0 {
                 eprintln!("agent-relay: no open job left for {agent} ({done} done)");
                 return Ok(Exit::Done);
             }
-            let of_kind = args
-                .kind
-                .as_deref()
-                .map(|kind| format!(" of kind {kind}"))
-                .unwrap_or_default();
-            return Err(Failure::new(
-                Exit::Nothing,
-                format!("no open job{of_kind} for {agent}"),
-            ));
+            return Err(next.none_for(&agent));
         };
         // From the first job on, SIGINT and SIGTERM stop the command and release its job.
         let stopping = stopping.get_or_insert_with(stop_signals);
