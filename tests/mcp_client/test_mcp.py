@@ -28,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 OPERATOR = "mcp-test-operator-token-of-the-python-checks"
 TOOLS = {
     "whoami", "list_agents", "send_message", "fetch_inbox", "mark_read", "get_thread",
-    "claim_next", "claim_message", "renew_claim", "release_claim", "complete_claim", "cancel_job",
+    "claim_next", "claim_next_batch", "claim_message", "renew_claim", "release_claim", "complete_claim", "cancel_job",
     "heartbeat",
     "set_status", "list_tasks", "set_task_status", "reserve_paths", "release_paths",
     "list_reservations", "search_messages", "check_paths",
@@ -187,6 +187,22 @@ async def claim_next_waits_for_a_job_and_complete_claim_finishes_it(relay, trans
         done = ok(await carol.call_tool("complete_claim", {"messageId": taken["id"], "result": {"artifact": "a.tgz"}}))
         assert done["completedBy"] == "carol" and done["result"] == {"artifact": "a.tgz"}, done
         assert ok(await carol.call_tool("claim_next", {"kind": kind}))["result"] is None
+        # Several at once, each under its own lease.
+        sent = []
+        for n in range(3):
+            status, job = relay.rest(
+                "POST", "/v1/messages", OPERATOR,
+                {"from": "user", "to": "broadcast", "kind": kind, "body": f"part {n}", "claimable": True},
+            )
+            assert status == 201, job
+            sent.append(job["message"]["id"])
+        batch = ok(await carol.call_tool("claim_next_batch", {"kind": kind, "max": 2}))["items"]
+        assert [m["id"] for m in batch] == sent[:2], batch
+        assert all(m["claimedBy"] == "carol" for m in batch), batch
+        rest = ok(await carol.call_tool("claim_next_batch", {"kind": kind, "max": 100}))["items"]
+        assert [m["id"] for m in rest] == sent[2:], rest
+        for job_id in sent:
+            ok(await carol.call_tool("complete_claim", {"messageId": job_id}))
 
 
 async def a_waiting_fetch_wakes_within_500ms_of_a_send(relay, transport):
