@@ -1635,3 +1635,53 @@ fn send_delay_schedules_a_job_that_inbox_lists_as_scheduled() {
     );
     assert_eq!(both.code, 2, "{both:?}");
 }
+
+#[test]
+fn claim_and_work_take_only_a_job_on_the_channel_asked_for() {
+    let (relay, alice, _bob) = two_agents();
+    let plain = job_for_alice(&relay, "plain");
+    let on_ops = |body: &str| {
+        let sent = relay.send(json!({"from": "user", "to": "label:dev", "body": body,
+                                     "claimable": true, "channel": "ops"}));
+        assert_eq!(sent.status, 201, "{:?}", sent.body);
+        common::id_of(&sent)
+    };
+    let deploy = on_ops("deploy");
+    let rollback = on_ops("rollback");
+    let none = run(
+        &relay,
+        &alice,
+        &["work", "--channel", "nowhere", "--", "true"],
+    );
+    assert_eq!(none.code, 5, "{none:?}");
+    assert!(
+        none.stderr.contains("no open job on channel nowhere"),
+        "{none:?}"
+    );
+    let done = run(
+        &relay,
+        &alice,
+        &[
+            "work",
+            "--channel",
+            "ops",
+            "--",
+            "sh",
+            "-c",
+            "echo $RELAY_JOB_BODY",
+        ],
+    )
+    .ok();
+    assert!(
+        done.stderr.contains(&format!("completed job #{deploy}")),
+        "{done:?}"
+    );
+    assert_eq!(message(&relay, deploy)["result"]["output"], "deploy\n");
+    let claimed = run(&relay, &alice, &["claim", "--channel", "ops", "--json"])
+        .ok()
+        .json();
+    assert_eq!(claimed["id"], rollback, "{claimed}");
+    assert_eq!(message(&relay, plain)["claimedBy"], Json::Null, "untouched");
+    let bad = run(&relay, &alice, &["claim", "7", "--channel", "ops"]);
+    assert_eq!(bad.code, 2, "--channel is for claim-next: {bad:?}");
+}

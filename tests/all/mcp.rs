@@ -634,3 +634,37 @@ fn send_message_takes_after_and_cancel_job_cancels_a_job_the_caller_sent() {
         dead.body
     );
 }
+
+#[test]
+fn claim_next_takes_priority_first_and_only_the_kind_or_channel_asked_for() {
+    let relay = RelayServer::start();
+    let alice = relay.register(json!({"id": "alice", "label": "dev"}));
+    let bob = relay.register(json!({"id": "bob", "label": "dev"}));
+    let send = |arguments: Json| {
+        let sent = call_tool(&relay, &alice, "send_message", arguments);
+        assert_eq!(sent["isError"], false, "{sent}");
+        sent["structuredContent"]["message"]["id"].clone()
+    };
+    let plain = send(json!({"to": "label:dev", "body": "plain", "claimable": true}));
+    let urgent = send(
+        json!({"to": "label:dev", "body": "urgent", "claimable": true,
+                             "priority": 900}),
+    );
+    let on_ops = send(json!({"to": "label:dev", "body": "ops", "claimable": true,
+                             "channel": "ops"}));
+    let next = |arguments: Json| {
+        let taken = call_tool(&relay, &bob, "claim_next", arguments);
+        assert_eq!(taken["isError"], false, "{taken}");
+        taken["structuredContent"]["result"].clone()
+    };
+    let none = next(json!({"kind": "no-such-kind"}));
+    assert_eq!(none, Json::Null, "no job of that kind: {none}");
+    let ops = next(json!({"channel": "ops", "leaseMs": 60_000}));
+    assert_eq!(ops["id"], on_ops, "{ops}");
+    assert_eq!(ops["claimedBy"], "bob", "{ops}");
+    let first = next(json!({}));
+    assert_eq!(first["id"], urgent, "priority 900 first: {first}");
+    assert_eq!(first["priority"], 900, "{first}");
+    assert_eq!(next(json!({}))["id"], plain);
+    assert_eq!(next(json!({})), Json::Null);
+}

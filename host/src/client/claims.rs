@@ -30,6 +30,9 @@ pub struct ClaimArgs {
     /// Without an id: take only a job of this message kind.
     #[arg(long, conflicts_with = "id")]
     pub kind: Option<String>,
+    /// Without an id: take only a job sent on this channel.
+    #[arg(long, conflicts_with = "id")]
+    pub channel: Option<String>,
     /// Without an id: take up to this many open jobs at once (1 to 100), each under its own
     /// lease (claim-next-batch).
     #[arg(long, value_name = "N", conflicts_with_all = ["id", "keep_alive"],
@@ -113,6 +116,7 @@ pub struct Next<'a> {
     pub lease: Option<Duration>,
     pub wait: Option<Duration>,
     pub kind: Option<&'a str>,
+    pub channel: Option<&'a str>,
     /// Several at once (claim-next-batch).
     pub max: Option<u32>,
 }
@@ -127,6 +131,9 @@ impl Next<'_> {
         }
         if let Some(kind) = self.kind {
             input["kind"] = json!(kind);
+        }
+        if let Some(channel) = self.channel {
+            input["channel"] = json!(channel);
         }
         let query = match self.wait {
             Some(wait) => vec![("wait", format!("{:.3}", wait.as_secs_f64()))],
@@ -159,9 +166,13 @@ impl Next<'_> {
             .kind
             .map(|kind| format!(" of kind {kind}"))
             .unwrap_or_default();
+        let on_channel = self
+            .channel
+            .map(|channel| format!(" on channel {channel}"))
+            .unwrap_or_default();
         Failure::new(
             Exit::Nothing,
-            format!("no open job{of_kind} to claim for {agent}"),
+            format!("no open job{of_kind}{on_channel} to claim for {agent}"),
         )
     }
 }
@@ -190,6 +201,7 @@ pub fn claim(args: &ClaimArgs) -> Outcome {
                 lease: args.lease,
                 wait: args.wait,
                 kind: args.kind.as_deref(),
+                channel: args.channel.as_deref(),
                 max: args.max,
             };
             next.take(&relay, &agent)?

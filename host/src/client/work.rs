@@ -33,6 +33,9 @@ pub struct WorkArgs {
     /// Take only a job of this message kind.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Take only a job sent on this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
     /// After a failed run, when the job may be claimed again (`0s`, `30s`; at most 24h); the
     /// relay's retry backoff when absent.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -136,6 +139,7 @@ pub fn work(args: &WorkArgs) -> Outcome {
         lease: args.lease,
         wait: args.wait,
         kind: args.kind.as_deref(),
+        channel: args.channel.as_deref(),
         max: None,
     };
     loop {

@@ -102,14 +102,15 @@ pub const TOOLS: &[ToolSpec] = &[
         "claim_next",
         "claim-next",
         "Take the next open job of your inbox under a lease, highest priority first, then \
-         oldest (null when there is none); \
-         `waitSeconds` (at most 60) waits for one.",
+         oldest (null when there is none); `kind` and `channel` take only a job of that \
+         message kind or channel; `waitSeconds` (at most 60) waits for one.",
     ),
     waiting(
         "claim_next_batch",
         "claim-next-batch",
         "Take up to `max` (1 to 100) open jobs of your inbox at once, each under its own lease, \
-         in claim_next's order (an empty list when there is none); `waitSeconds` (at most 60) \
+         in claim_next's order and with its `kind` and `channel` filters (an empty list when \
+         there is none); `waitSeconds` (at most 60) \
          waits for one.",
     ),
     tool(
