@@ -1685,3 +1685,67 @@ fn claim_and_work_take_only_a_job_on_the_channel_asked_for() {
     let bad = run(&relay, &alice, &["claim", "7", "--channel", "ops"]);
     assert_eq!(bad.code, 2, "--channel is for claim-next: {bad:?}");
 }
+
+#[test]
+fn work_keeps_64_kib_of_output_and_retry_in_0s_reopens_a_failed_job_at_once() {
+    let (relay, alice, bob) = two_agents();
+    let id = job_for_alice(&relay, "chatty");
+    run(
+        &relay,
+        &alice,
+        &[
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "head -c 100000 /dev/zero | tr '\\0' x",
+        ],
+    )
+    .ok();
+    let result = &message(&relay, id)["result"];
+    // Cut to fit the relay's 64 KiB limit on a result, serialised.
+    let kept = result["output"].as_str().unwrap().len();
+    assert!(kept > 60_000 && kept < 64 * 1024, "{kept} bytes kept");
+    assert!(
+        result.to_string().len() <= 64 * 1024,
+        "{}",
+        result.to_string().len()
+    );
+    assert_eq!(result["truncated"], true, "{result}");
+    assert_eq!(result["outputBytes"], 100_000, "{result}");
+
+    // NUL bytes are six bytes of JSON each (\u0000): cut further, still completed.
+    let zeros = job_for_alice(&relay, "zeros");
+    run(
+        &relay,
+        &alice,
+        &["work", "--", "head", "-c", "100000", "/dev/zero"],
+    )
+    .ok();
+    let result = &message(&relay, zeros)["result"];
+    assert!(
+        result.to_string().len() <= 64 * 1024,
+        "{}",
+        result.to_string().len()
+    );
+    assert!(
+        result["output"].as_str().unwrap().len() > 10_000,
+        "kept little"
+    );
+    assert_eq!(result["outputBytes"], 100_000, "{result}");
+
+    let failing = job_for_alice(&relay, "again");
+    let failed = run(&relay, &alice, &["work", "--retry-in", "0s", "--", "false"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    let retaken = relay.post(
+        &format!("/v1/messages/{failing}/claim"),
+        &bob,
+        json!({"agentId": "bob"}),
+    );
+    assert_eq!(
+        retaken.status, 200,
+        "open again at once: {:?}",
+        retaken.body
+    );
+    assert_eq!(retaken.body["attempts"], 2, "{:?}", retaken.body);
+}

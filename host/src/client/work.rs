@@ -46,7 +46,8 @@ pub struct WorkArgs {
     #[arg(long = "loop")]
     pub keep_going: bool,
     /// The command and its arguments, after `--`. Exit 0 when it succeeded (the job is
-    /// completed with `{"exitCode": 0, "output": ...}`, its standard output up to 64 KiB), 1
+    /// completed with `{"exitCode": 0, "output": ...}`, its standard output cut to fit the
+    /// relay's 64 KiB result, with `truncated` and `outputBytes` then), 1
     /// when it failed (the job is released for another attempt), 3 when the job was cancelled
     /// or lost while it ran (the command is stopped with SIGTERM), 5 when there was no job.
     /// It gets the job in its environment:
@@ -226,11 +227,7 @@ fn run_job(
     };
     let (text, seen) = output.join().unwrap_or_default();
     if status.success() {
-        let mut result = json!({"exitCode": 0, "output": text});
-        if seen > MAX_OUTPUT {
-            result["truncated"] = json!(true);
-            result["outputBytes"] = json!(seen);
-        }
+        let result = success(text, seen);
         relay.post(
             &format!("/v1/messages/{id}/complete"),
             &json!({"agentId": agent, "result": result}),
@@ -298,6 +295,35 @@ fn spawn(command: &[String], job: &Json) -> std::io::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
+}
+
+/// The largest result the relay keeps, serialised (the guest's limit on a JSON object).
+const MAX_RESULT_JSON: usize = 64 * 1024;
+
+/// The result of a successful run: its exit code and output, the output cut (at a character
+/// boundary) until the serialised result fits the relay's limit, noted with `truncated` and
+/// `outputBytes` (every byte the command wrote) when anything was left out.
+fn success(mut text: String, seen: usize) -> Json {
+    let mut cut = seen > MAX_OUTPUT;
+    loop {
+        let mut result = json!({"exitCode": 0, "output": text});
+        if cut {
+            result["truncated"] = json!(true);
+            result["outputBytes"] = json!(seen);
+        }
+        let json = result.to_string().len();
+        if json <= MAX_RESULT_JSON || text.is_empty() {
+            return result;
+        }
+        // Keep the share of the text that fits (escapes such as \u0000 make a byte of text up
+        // to six of JSON); always shorter, so this ends.
+        let mut end = text.len() * MAX_RESULT_JSON / json;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        cut = true;
+    }
 }
 
 /// Reads the command's standard output on a thread of its own (so a full pipe never stalls
