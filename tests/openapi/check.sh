@@ -50,13 +50,30 @@ curl -fsS "$url" -o "$work/openapi.json"
 "$venv/bin/openapi-spec-validator" --schema 3.0 --validation-errors all "$work/openapi.json"
 
 # The event stream never ends by design, so it is left out of the run (tests/all/push.rs covers it).
-"$venv/bin/st" --config-file tests/openapi/schemathesis.toml run "$url" \
-    --checks all \
-    --header "Authorization: Bearer $token" \
-    --exclude-operation-id poll-inbox-stream \
-    --max-examples "$examples" \
-    --seed 1 \
-    --workers 2 \
-    --request-timeout 10 \
-    --suppress-health-check all \
-    --no-color
+schemathesis() {
+    "$venv/bin/st" --config-file tests/openapi/schemathesis.toml run "$url" \
+        --checks all \
+        --header "Authorization: Bearer $token" \
+        --exclude-operation-id poll-inbox-stream \
+        --max-examples "$examples" \
+        --seed 1 \
+        --workers 2 \
+        --request-timeout 10 \
+        --suppress-health-check all \
+        --no-color
+}
+# CPython 3.11 can fail to parse a source file with "SystemError: AST constructor recursion depth
+# mismatch" when hypothesis describes a filter's lambda deep in a call stack (a bug of the
+# interpreter's parser; it depends on thread timing, so it comes and goes: two clean runs of the
+# same API passed, the third crashed on PUT /v1/integrations/{source}).
+# That is a crash of the tool, not a finding about the relay: the run is made once more then.
+log="$work/schemathesis.log"
+status=0
+schemathesis 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ] && grep -q "AST constructor recursion depth mismatch" "$log" \
+    && ! grep -qE "^(_+ )?Failed|FAILURES" "$log"; then
+    echo "Schemathesis crashed on CPython's parser bug (not a finding): running it once more" >&2
+    status=0
+    schemathesis || status=$?
+fi
+exit "$status"
