@@ -928,17 +928,32 @@ const REAPABLE_POSTGRES: &str = r#"status != 'offline' AND last_seen < ? AND id 
 
 /// Calls an agent made with its own token are signs of life, as a heartbeat is: its last-seen
 /// moves to its latest call and, if it was offline, it is online again.
+///
+/// Its wake keys (docs/design.md, "Wake keys"): an agent back online joins delivery sets again,
+/// which every keyed read may depend on, so then it names none and wakes every waiter; moving
+/// last-seen times alone concerns no held inbox or claim-next.
 pub fn record_calls(caller: &Caller, seen: &[SeenToken]) -> Result<u32, RelayError> {
     auth::require_operator(caller)?;
     let mut refreshed = 0u32;
+    let mut back_online = false;
     for token in seen {
-        let changed = db::execute(
-            "UPDATE agents SET last_seen = ?2,
-                 status = CASE WHEN status = 'offline' THEN 'online' ELSE status END
-             WHERE token_hash = ?1 AND (last_seen < ?2 OR status = 'offline')",
-            &params![auth::token_hash(&token.token), token.at],
+        let hash = auth::token_hash(&token.token);
+        let revived = db::execute(
+            "UPDATE agents SET last_seen = ?2, status = 'online'
+             WHERE token_hash = ?1 AND status = 'offline'",
+            &params![hash.as_str(), token.at],
         )?;
-        refreshed = refreshed.saturating_add(u32::try_from(changed.rows_changed).unwrap_or(0));
+        back_online |= revived.rows_changed > 0;
+        let moved = db::execute(
+            "UPDATE agents SET last_seen = ?2
+             WHERE token_hash = ?1 AND last_seen < ?2 AND status != 'offline'",
+            &params![hash.as_str(), token.at],
+        )?;
+        let changed = revived.rows_changed + moved.rows_changed;
+        refreshed = refreshed.saturating_add(u32::try_from(changed).unwrap_or(0));
+    }
+    if !back_online {
+        db::concerns_no_message();
     }
     Ok(refreshed)
 }

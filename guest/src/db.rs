@@ -316,6 +316,14 @@ pub fn concerns(target: &str) {
     store::concerns(target);
 }
 
+/// Says that this write changes nothing a keyed read depends on (no message, no delivery set:
+/// an agent's last-seen time, say). It names the empty key, which no read names (a target is
+/// never empty), so its commit wakes only the waiters whose read named no key (the operator's
+/// stream, the dashboard). A write that calls this and then changes more must name no key.
+pub fn concerns_no_message() {
+    store::concerns("");
+}
+
 /// Names the time (epoch ms) at which this read's answer may change with no write: a held
 /// request runs again then (an empty claim-next names when its first job becomes due).
 pub fn due_at(at: i64) {

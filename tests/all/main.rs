@@ -41,3 +41,4 @@ mod stress;
 mod tasks;
 mod upgrade;
 mod upgrade_06;
+mod wakeups;
