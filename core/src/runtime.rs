@@ -868,7 +868,7 @@ fn cache_path(engine: &Engine, component: &[u8]) -> Option<std::path::PathBuf> {
 /// The folder caches go in: `XDG_CACHE_HOME`, else `$HOME/.cache`. An empty or relative value
 /// counts as unset (the XDG base directory spec says relative paths are invalid), so the cache
 /// is never the working directory, wherever the relay runs.
-fn cache_base() -> Option<std::path::PathBuf> {
+pub fn cache_base() -> Option<std::path::PathBuf> {
     let absolute = |name: &str| {
         std::env::var_os(name)
             .map(std::path::PathBuf::from)
@@ -880,7 +880,7 @@ fn cache_base() -> Option<std::path::PathBuf> {
 /// Creates the cache folder owner-only, then checks it (and refuses it) as native code will be
 /// loaded from it: it must be this user's and writable by nobody else.
 #[cfg(unix)]
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -932,6 +932,6 @@ fn own_uid(dir: &std::path::Path) -> std::io::Result<u32> {
 }
 
 #[cfg(not(unix))]
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }

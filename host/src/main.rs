@@ -6,5 +6,25 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    huge_pages_for_the_server_only();
     agent_relay::cli::main()
+}
+
+/// A client verb (`inbox`, the hooks) lives a few milliseconds and allocates a few hundred
+/// kilobytes: the kernel zeroing a 2 MiB transparent huge page for mimalloc's first touch was a
+/// tenth of its time (docs/benchmarks.md, "The agent CLI's start-up"). So huge pages are off
+/// from the first allocation on, and back on for `serve`, whose heap lives long.
+fn huge_pages_for_the_server_only() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::disable_transparent_huge_pages;
+        // Failing leaves the kernel's default: slower, not wrong.
+        let _ = disable_transparent_huge_pages(true);
+        if std::env::args_os()
+            .nth(1)
+            .is_some_and(|verb| verb == "serve")
+        {
+            let _ = disable_transparent_huge_pages(false);
+        }
+    }
 }

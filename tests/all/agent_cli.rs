@@ -85,6 +85,63 @@ fn whoami_names_the_tokens_agent_or_the_operator() {
     assert_eq!(operator["agent"], Json::Null);
 }
 
+/// A verb acting as the token's own agent asks the relay whose the token is once, then
+/// remembers it in an owner-only file named by a hash (not holding the token); an entry the
+/// relay refuses is forgotten, so the next run asks again.
+#[test]
+fn the_tokens_agent_is_asked_for_once_and_a_refused_memory_is_forgotten() {
+    let (relay, alice, _) = two_agents();
+    let cache = tempfile::tempdir().unwrap();
+    let inbox = || {
+        let out = Command::new(binary())
+            .args(["inbox", "--json"])
+            .env("RELAY_URL", &relay.base)
+            .env("RELAY_TOKEN", &alice)
+            .env("XDG_CACHE_HOME", cache.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let asked = || {
+        relay
+            .logs()
+            .iter()
+            .filter(|line| line.contains("path=\"/v1/whoami\""))
+            .count()
+    };
+    for _ in 0..3 {
+        assert_eq!(inbox().0, Some(0));
+    }
+    assert_eq!(asked(), 1, "three runs asked whoami once");
+    let dir = cache.path().join("agent-relay").join("agents");
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(std::fs::read_to_string(entry).unwrap(), "alice");
+    assert!(!entry.to_string_lossy().contains(&alice));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(entry), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    // A wrong memory: the relay refuses acting as bob with alice's token; the entry goes.
+    std::fs::write(entry, "bob").unwrap();
+    let (code, stderr) = inbox();
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(!entry.exists(), "the refused entry is forgotten");
+    assert_eq!(inbox().0, Some(0));
+    assert_eq!(asked(), 2, "the run after the refusal asked again");
+}
+
 #[test]
 fn send_and_inbox_carry_a_message_from_one_agent_to_another() {
     let (relay, alice, bob) = two_agents();

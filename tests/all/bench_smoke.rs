@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "cli_version_ms",
     "cli_inbox_ms",
     "hook_prompt_ms",
+    "hook_stop_ms",
     "poll_ms_1k",
     "poll_ms_1m",
     "poll_scale_ratio",

@@ -388,6 +388,16 @@ impl Calls {
                     .prepare(export.entry())
                     .map_err(|failure| failure_reply(&export.name, &failure))?;
                 self.lane.run(prepared, args, arriving).await?
+            } else if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                // A read runs right here, the worker handing its other tasks to another thread
+                // for the while: no hop to a blocking thread and back, which cost a lone read
+                // two thread wake-ups (~150 us on an idle machine, docs/benchmarks.md). Outside
+                // the runtime's context, as the component's synchronous WASI needs.
+                let entry = export.entry();
+                let until = std::time::Instant::now() + self.options.queue_timeout;
+                tokio::task::block_in_place(|| self.read(entry, &args, until))
             } else {
                 let calls = Arc::clone(self);
                 let entry = export.entry();

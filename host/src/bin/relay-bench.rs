@@ -1459,8 +1459,8 @@ fn bare(plan: &Plan, figures: &mut Figures) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cli_inbox_ms`, `hook_prompt_ms`: median whole-process time of `agent-relay inbox` and
-/// `agent-relay hook claude-prompt` (stdin `{}`) as an agent against the running relay at `base`
+/// `cli_inbox_ms`, `hook_prompt_ms`, `hook_stop_ms`: median whole-process time of `agent-relay
+/// inbox`, `agent-relay hook claude-prompt` and `hook claude-stop` (stdin `{}`) as an agent against the running relay at `base`
 /// (50 runs each; 5 in smoke mode), and of `agent-relay --version` for comparison.
 fn cli(
     plan: &Plan,
@@ -1501,6 +1501,7 @@ fn cli(
     let version = time(&["--version"], b"")?;
     let inbox = time(&["inbox"], b"")?;
     let hook = time(&["hook", "claude-prompt"], b"{}")?;
+    let stop = time(&["hook", "claude-stop"], b"{}")?;
     figures.put(
         "cli_version_ms",
         version,
@@ -1515,6 +1516,11 @@ fn cli(
         "hook_prompt_ms",
         hook,
         format!("median whole-process `agent-relay hook claude-prompt`, {runs} runs"),
+    );
+    figures.put(
+        "hook_stop_ms",
+        stop,
+        format!("median whole-process `agent-relay hook claude-stop`, {runs} runs"),
     );
     Ok(())
 }

@@ -10,6 +10,7 @@ mod agents;
 mod call;
 mod claims;
 mod hooks;
+mod identity;
 mod jobs;
 mod messages;
 mod relay;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use reqwest::blocking::Client;
 use serde_json::Value as Json;
+use ureq::http;
 
-use super::{Acting, Connection, Exit, Failure};
+use super::{Acting, Connection, Exit, Failure, identity};
 
 /// How long a request may take beyond any wait it asks the relay for.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -15,13 +15,24 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const NO_TOKEN: &str = "set RELAY_TOKEN or pass --token (the operator can make one: \
 agent-relay agent token ID)";
 
+/// The largest answer read (a page of the inbox is far smaller; ureq's default is 10 MB).
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
+
 /// A running relay, reached with one token.
+///
+/// A blocking HTTP/1.1 client on the calling thread (ureq): a verb starts no runtime and no
+/// thread for its one or two requests, which is most of what a client verb costs beyond the
+/// process itself (docs/benchmarks.md, "The agent CLI's start-up").
 #[derive(Debug)]
 pub struct RelayClient {
     base: String,
     token: String,
-    http: Client,
+    /// `Bearer TOKEN`.
+    authorization: String,
+    http: ureq::Agent,
     timeout: Duration,
+    /// The agent acted as came from the remembered answer (`identity`), not from the relay.
+    remembered_agent: std::sync::atomic::AtomicBool,
 }
 
 /// One request to the relay.
@@ -64,15 +75,19 @@ impl RelayClient {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| Failure::usage(NO_TOKEN))?;
-        let http = Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
+        let http = ureq::Agent::config_builder()
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .http_status_as_error(false)
+            .max_redirects(0)
             .build()
-            .map_err(|error| Failure::new(Exit::Error, format!("no HTTP client: {error}")))?;
+            .new_agent();
         Ok(Self {
             base: connection.url.trim_end_matches('/').to_owned(),
+            authorization: format!("Bearer {token}"),
             token: token.to_owned(),
             http,
             timeout,
+            remembered_agent: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -133,22 +148,26 @@ impl RelayClient {
             url.push('?');
             url.push_str(&pairs.finish());
         }
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| Failure::new(Exit::Error, format!("no HTTP method {}", request.method)))?;
-        let mut builder = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .timeout(self.timeout + request.wait);
-        if let Some(body) = request.body {
-            builder = builder.json(body);
-        }
+        let mut builder = http::Request::builder()
+            .method(request.method)
+            .uri(&url)
+            .header("authorization", &self.authorization);
         if let Some((name, value)) = request.header {
             builder = builder.header(name, value);
         }
-        let response = builder.send().map_err(|error| self.unreachable(&error))?;
-        let status = response.status().as_u16();
-        let text = response.text().map_err(|error| self.unreachable(&error))?;
+        let timeout = self.timeout + request.wait;
+        let answer = match request.body {
+            Some(body) => {
+                let bytes = serde_json::to_vec(body)
+                    .map_err(|error| Failure::new(Exit::Error, format!("no JSON body: {error}")))?;
+                let built = builder
+                    .header("content-type", "application/json")
+                    .body(bytes);
+                self.exchange(built, timeout)
+            }
+            None => self.exchange(builder.body(()), timeout),
+        };
+        let (status, text) = answer.map_err(|error| self.unreachable(&error))?;
         let body = if text.trim().is_empty() {
             Json::Null
         } else {
@@ -157,17 +176,60 @@ impl RelayClient {
         if (200..300).contains(&status) {
             Ok(Answer { status, body })
         } else {
+            if matches!(status, 401 | 403)
+                && self
+                    .remembered_agent
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // Perhaps not the token's agent after all: the next run asks the relay.
+                identity::forget(&self.base, &self.token);
+            }
             Err(refused(status, body))
         }
     }
 
-    fn unreachable(&self, error: &reqwest::Error) -> Failure {
-        let message = if error.is_connect() {
+    /// Runs one request within `timeout`: the status and the body as text.
+    fn exchange<B: ureq::AsSendBody>(
+        &self,
+        request: Result<http::Request<B>, http::Error>,
+        timeout: Duration,
+    ) -> Result<(u16, String), ureq::Error> {
+        // Timeouts per phase, not one global one: with a global timeout ureq resolves the host
+        // on a thread of its own, a thread per request.
+        let request = self
+            .http
+            .configure_request(request?)
+            .timeout_send_request(Some(self.timeout))
+            .timeout_send_body(Some(self.timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(self.timeout))
+            .build();
+        let mut response = self.http.run(request)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()?;
+        Ok((status, text))
+    }
+
+    fn unreachable(&self, error: &ureq::Error) -> Failure {
+        let refused = matches!(
+            error,
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
+        ) || matches!(error, ureq::Error::Io(io) if matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::AddrNotAvailable
+        ));
+        let message = if refused {
             format!(
                 "no relay at {}: start one with `agent-relay serve` (or point --url / RELAY_URL at it)",
                 self.base
             )
-        } else if error.is_timeout() {
+        } else if matches!(error, ureq::Error::Timeout(_)) {
             format!("the relay at {} did not answer in time", self.base)
         } else {
             format!("talking to the relay at {} failed: {error}", self.base)
@@ -184,9 +246,17 @@ impl RelayClient {
             // The relay refuses an agent token acting for anyone else (403).
             return Ok(agent.clone());
         }
+        if let Some(agent) = identity::remembered(&self.base, &self.token) {
+            self.remembered_agent
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(agent);
+        }
         let identity = self.get("/v1/whoami", &[])?.body;
         match identity["agent"]["id"].as_str() {
-            Some(id) => Ok(id.to_owned()),
+            Some(id) => {
+                identity::remember(&self.base, &self.token, id);
+                Ok(id.to_owned())
+            }
             None => Err(Failure::usage(
                 "the operator token acts for no agent of its own: pass --as AGENT",
             )),
