@@ -85,7 +85,7 @@ pub fn claim(
         )));
     }
     if !renewing {
-        refuse_not_due(id, now)?;
+        refuse_not_due(&message, now)?;
     }
     let attempts = message.attempts + u32::from(!renewing);
     // The write re-checks the lease so a claim can never overlap another, whatever ran before.
@@ -336,14 +336,14 @@ pub fn release_expired(now: i64) -> Result<(u32, u32), RelayError> {
 
 /// A job is not claimed before its `not_before`: the time it was sent for (`runAt`,
 /// `delayMs`), or the end of its retry backoff after a release or an expired lease.
-fn refuse_not_due(id: i64, now: i64) -> Result<(), RelayError> {
-    let row = db::query_one("SELECT not_before FROM messages WHERE id = ?", &params![id])?;
-    if let Some(at) = row.map(|r| r.opt_int("not_before")).transpose()?.flatten()
+fn refuse_not_due(message: &Message, now: i64) -> Result<(), RelayError> {
+    if let Some(at) = message.not_before
         && at > now
     {
         return Err(conflict(format!(
-            "message {id} is not claimable before {at} (its notBefore: the runAt or delayMs it \
-             was sent with, or its retry backoff after a release or an expired lease)"
+            "message {} is not claimable before {at} (its notBefore: the runAt or delayMs it \
+             was sent with, or its retry backoff after a release or an expired lease)",
+            message.id
         )));
     }
     Ok(())
