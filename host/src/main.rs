@@ -11,9 +11,11 @@ fn main() -> std::process::ExitCode {
 }
 
 /// A client verb (`inbox`, the hooks) lives a few milliseconds and allocates a few hundred
-/// kilobytes: the kernel zeroing a 2 MiB transparent huge page for mimalloc's first touch was a
-/// tenth of its time (docs/benchmarks.md, "The agent CLI's start-up"). So huge pages are off
-/// from the first allocation on, and back on for `serve`, whose heap lives long.
+/// kilobytes: the kernel zeroing 2 MiB transparent huge pages for mimalloc's first touches was
+/// a sixth of its time (docs/benchmarks.md, "The agent CLI's start-up"). mimalloc is built
+/// without asking for huge pages (`no_thp`: its arena is reserved before `main`); where the
+/// system gives them unasked (THP `always`), they are off from here on, and back on for
+/// `serve`, whose heap lives long.
 fn huge_pages_for_the_server_only() {
     #[cfg(target_os = "linux")]
     {
