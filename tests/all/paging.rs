@@ -432,9 +432,11 @@ fn thirty_two_large_inbox_reads_at_once_stay_under_the_memory_bound_and_small_se
     );
     let mut sends = sends;
     sends.sort();
+    // The bound is the regression's (3.7 s), with room for a busy 2-core CI machine: a quiet
+    // one gives ~20 ms, a loaded one once 342 ms.
     let median = sends[sends.len() / 2];
     assert!(
-        median < std::time::Duration::from_millis(250),
+        median < std::time::Duration::from_millis(1_000),
         "a small send's median during the reads was {median:?} ({} sends)",
         sends.len()
     );
