@@ -827,8 +827,9 @@ fn load_component(engine: &Engine, component: &[u8]) -> anyhow::Result<Component
     Ok(component)
 }
 
-/// Writes a new owner-only file whatever the umask: compiled native code is nobody else's.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a new owner-only file whatever the umask: compiled native code is nobody else's (and
+/// the agent verbs' memory of whose a token is, `host/src/client/identity.rs`).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -23,11 +23,7 @@ fn entry(url: &str, token: &str) -> Option<PathBuf> {
         .chain_update([0])
         .chain_update(token.as_bytes())
         .finalize();
-    Some(dir.join(hex(&key[..16])))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    Some(dir.join(hex::encode(&key[..16])))
 }
 
 /// The agent remembered for `token` on the relay at `url`.
@@ -44,13 +40,7 @@ pub fn remember(url: &str, token: &str, agent: &str) {
         return;
     };
     let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&temporary)
-        .and_then(|mut file| std::io::Write::write_all(&mut file, agent.as_bytes()))
+    let written = agent_relay_core::runtime::write_private(&temporary, agent.as_bytes())
         .and_then(|()| std::fs::rename(&temporary, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
