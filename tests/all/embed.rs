@@ -15,6 +15,19 @@ fn the_embedding_example_hosts_the_relay_without_a_server() {
     assert!(text.contains("fix the flaky test"), "{text}");
 }
 
+#[allow(dead_code)]
+#[path = "../../examples/count_sends.rs"]
+mod count_sends;
+
+#[test]
+fn the_send_counting_example_stores_every_send_it_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("count.db");
+    let stored = count_sends::run(&path, 7, agent_relay_core::Synchronous::Off).unwrap();
+    // 20 warm-up sends, then the 7 counted ones, none of them read.
+    assert_eq!(stored, 27);
+}
+
 #[test]
 fn the_component_command_writes_the_embedded_bytes() {
     let dir = tempfile::tempdir().unwrap();
