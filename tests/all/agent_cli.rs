@@ -89,7 +89,7 @@ fn whoami_names_the_tokens_agent_or_the_operator() {
 /// remembers it in an owner-only file named by a hash (not holding the token); an entry the
 /// relay refuses is forgotten, so the next run asks again.
 #[test]
-fn the_tokens_agent_is_asked_for_once_and_a_refused_memory_is_forgotten() {
+fn the_tokens_agent_is_asked_for_once_and_a_refused_or_month_old_memory_is_forgotten() {
     let (relay, alice, _) = two_agents();
     let cache = tempfile::tempdir().unwrap();
     let inbox = || {
@@ -133,13 +133,39 @@ fn the_tokens_agent_is_asked_for_once_and_a_refused_memory_is_forgotten() {
         assert_eq!(mode(&dir), 0o700);
     }
 
+    // Entries of tokens long gone: one written 31 days ago, one a day ago.
+    let aged = |name: &str, days: u64| {
+        let path = dir.join(name);
+        std::fs::write(&path, "carol").unwrap();
+        let at = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+        path
+    };
+    let stale = aged("0123456789abcdef0123456789abcdef", 31);
+    let recent = aged("fedcba9876543210fedcba9876543210", 1);
+
     // A wrong memory: the relay refuses acting as bob with alice's token; the entry goes.
     std::fs::write(entry, "bob").unwrap();
     let (code, stderr) = inbox();
     assert_ne!(code, Some(0), "{stderr}");
     assert!(!entry.exists(), "the refused entry is forgotten");
+    assert!(
+        stale.exists(),
+        "a run that remembers nothing prunes nothing"
+    );
     assert_eq!(inbox().0, Some(0));
     assert_eq!(asked(), 2, "the run after the refusal asked again");
+    assert_eq!(std::fs::read_to_string(entry).unwrap(), "alice");
+    assert!(
+        !stale.exists(),
+        "remembering removed the entry older than 30 days"
+    );
+    assert!(recent.exists(), "and kept the one written a day ago");
 }
 
 #[test]

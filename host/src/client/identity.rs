@@ -5,11 +5,18 @@
 //! answer is kept in an owner-only file named by a hash of the relay's address and the token
 //! (never the token itself), beside the relay's other caches
 //! (`$XDG_CACHE_HOME/agent-relay/agents/`). A wrong or stale entry costs nothing but the
-//! relay's refusal: the token, not the remembered name, is what the relay checks.
+//! relay's refusal: the token, not the remembered name, is what the relay checks. Entries not
+//! written for [`KEPT_FOR`] are removed whenever a new one is written, so tokens that are gone
+//! (rotated, their agents deleted, a test suite's) do not pile up.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
+
+/// How long an entry is kept after it was written: a token unused that long is most likely
+/// gone, and one still in use costs a single `whoami` to be remembered again.
+pub const KEPT_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The file that remembers whose `token` is on the relay at `url`; `None` when there is no
 /// usable cache folder.
@@ -44,6 +51,28 @@ pub fn remember(url: &str, token: &str, agent: &str) {
         .and_then(|()| std::fs::rename(&temporary, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
+    }
+    if let Some(dir) = path.parent() {
+        prune(dir, SystemTime::now());
+    }
+}
+
+/// Removes the entries in `dir` written more than [`KEPT_FOR`] before `now` (and what a killed
+/// verb left half-written), best effort. Only a remembering run does this: a run that finds its
+/// entry reads one file and nothing more.
+fn prune(dir: &Path, now: SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let written = entry.metadata().and_then(|metadata| metadata.modified());
+        let stale = written
+            .ok()
+            .and_then(|at| now.duration_since(at).ok())
+            .is_some_and(|age| age > KEPT_FOR);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
