@@ -17,7 +17,7 @@ use std::str::FromStr as _;
 
 use agent_relay_core::Synchronous;
 use agent_relay_core::embed::{Limits, Options, Relay};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 pub fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -66,9 +66,10 @@ pub fn sends(relay: &Relay, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send(relay: &Relay) -> anyhow::Result<Json> {
+fn send(relay: &Relay) -> anyhow::Result<()> {
     let input = json!({"input": {
         "from": "sender", "to": "receiver", "body": "the build is green again, please re-run"
     }});
-    Ok(relay.call_json("send-message", &input)?)
+    relay.call_json("send-message", &input)?;
+    Ok(())
 }

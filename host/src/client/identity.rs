@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 /// How long an entry is kept after it was written: a token unused that long is most likely
 /// gone, and one still in use costs a single `whoami` to be remembered again.
-pub const KEPT_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+const KEPT_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The file that remembers whose `token` is on the relay at `url`; `None` when there is no
 /// usable cache folder.
